@@ -1,0 +1,175 @@
+// Package ingest is the producer library an IM server embeds to feed
+// imstream: presence (Subscribe, Unsubscribe, SubscribeRoom,
+// UnsubscribeRoom, and the server lifecycle ServerUp, Heartbeat, ServerDown
+// with a built-in heartbeat loop) and messages (Publish, PublishGroup,
+// PublishRoom, Push).
+//
+// Records are v1 JSON (package schemas), keyed as SPEC §1 says and
+// partitioned with the Java-compatible murmur2 partitioner, so producers in
+// other languages put the same key on the same partition. Every call blocks
+// until the brokers acknowledged the record (acks=all) and returns the
+// error otherwise; concurrent calls share produce batches, and a lone call
+// waits at most Config.Linger for company. A Producer is safe for
+// concurrent use.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/schemas"
+)
+
+// Config configures a Producer.
+type Config struct {
+	Brokers []string // required
+	Server  string   // required: this IM server's id, [A-Za-z0-9._-]{1,64}
+	// Epoch identifies this start of the server; a new epoch voids the
+	// presence state of older ones. Default: the start time in unix ms.
+	Epoch int64
+
+	PresenceTopic string // default imr.presence
+	PublishTopic  string // default imr.publish
+
+	// CreateTopics creates missing topics with Partitions partitions when
+	// the producer starts (default false: the brokers' auto-creation or an
+	// operator's `imstream topics` does it).
+	CreateTopics bool
+	Partitions   int // default 12
+
+	Linger            time.Duration    // default 2ms: longest wait for a batch to fill
+	HeartbeatInterval time.Duration    // default 5s
+	WriteTimeout      time.Duration    // default 10s
+	Transport         *kafka.Transport // optional: TLS/SASL settings
+
+	// OnHeartbeatError is called when the background heartbeat fails; nil
+	// ignores it (the next beat retries).
+	OnHeartbeatError func(error)
+}
+
+// Producer produces imstream events for one IM server.
+type Producer struct {
+	cfg    Config
+	w      *kafka.Writer
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	stopHB context.CancelFunc
+	hbDone chan struct{}
+}
+
+// New returns a producer. It does not contact the brokers unless
+// cfg.CreateTopics is set.
+func New(ctx context.Context, cfg Config) (*Producer, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("ingest: Brokers is required")
+	}
+	if !schemas.ValidServerID(cfg.Server) {
+		return nil, fmt.Errorf("ingest: Server %q must match [A-Za-z0-9._-]{1,64}", cfg.Server)
+	}
+	if cfg.Epoch == 0 {
+		cfg.Epoch = time.Now().UnixMilli()
+	}
+	if cfg.PresenceTopic == "" {
+		cfg.PresenceTopic = "imr.presence"
+	}
+	if cfg.PublishTopic == "" {
+		cfg.PublishTopic = "imr.publish"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 12
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	p := &Producer{cfg: cfg, w: &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Brokers...),
+		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: cfg.Linger,
+		BatchSize:    1000,
+		WriteTimeout: cfg.WriteTimeout,
+		MaxAttempts:  5,
+		Transport:    cfg.Transport,
+	}}
+	if cfg.CreateTopics {
+		if err := p.createTopics(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Epoch returns this producer's epoch.
+func (p *Producer) Epoch() int64 { return p.cfg.Epoch }
+
+// Server returns this producer's server id.
+func (p *Producer) Server() string { return p.cfg.Server }
+
+func (p *Producer) createTopics(ctx context.Context) error {
+	c := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: p.cfg.Transport, Timeout: 10 * time.Second}
+	req := &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: p.cfg.PresenceTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
+		{Topic: p.cfg.PublishTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
+	}}
+	resp, err := c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ingest: create topics: %w", err)
+	}
+	for t, err := range resp.Errors {
+		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("ingest: create topic %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+func (p *Producer) header(t schemas.Type, appid int64) schemas.Header {
+	return schemas.Header{
+		V: schemas.Version, Type: t, Server: p.cfg.Server, AppID: appid,
+		TS: time.Now().UnixMilli(),
+		ID: p.cfg.Server + ":" + strconv.FormatInt(p.cfg.Epoch, 10) + ":" + strconv.FormatUint(p.seq.Add(1), 10),
+	}
+}
+
+func (p *Producer) send(ctx context.Context, topic, key string, ev any) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("ingest: encode: %w", err)
+	}
+	if err := p.w.WriteMessages(ctx, kafka.Message{Topic: topic, Key: []byte(key), Value: b}); err != nil {
+		return fmt.Errorf("ingest: produce to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// UserKey, RoomKey, GroupKey and ServerKey are the record keys of SPEC §1.
+func UserKey(appid, uid int64) string {
+	return strconv.FormatInt(appid, 10) + ":" + strconv.FormatInt(uid, 10)
+}
+
+// RoomKey is the key of room events and room messages.
+func RoomKey(appid, room int64) string {
+	return strconv.FormatInt(appid, 10) + ":room:" + strconv.FormatInt(room, 10)
+}
+
+// GroupKey is the key of group messages.
+func GroupKey(appid, group int64) string {
+	return strconv.FormatInt(appid, 10) + ":group:" + strconv.FormatInt(group, 10)
+}
+
+// ServerKey is the key of server lifecycle events.
+func ServerKey(server string) string { return "server:" + server }

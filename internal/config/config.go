@@ -1,0 +1,290 @@
+// Package config holds imstream's configuration: Default() gives every
+// default, Load reads a YAML file, IMSTREAM_* environment variables and
+// flags over it (viper), and Validate names the key that is wrong.
+//
+// Environment variables map keys with "." replaced by "_":
+// kafka.brokers → IMSTREAM_KAFKA_BROKERS (comma separated lists).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole configuration; every role reads the parts it needs.
+type Config struct {
+	Kafka    Kafka    `mapstructure:"kafka"`
+	Redis    Redis    `mapstructure:"redis"`
+	Schemas  Schemas  `mapstructure:"schemas"`
+	Pusher   Pusher   `mapstructure:"pusher"`
+	Consumer Consumer `mapstructure:"consumer"`
+	Admin    Admin    `mapstructure:"admin"`
+	Log      Log      `mapstructure:"log"`
+}
+
+// Topics names the topics (SPEC §1).
+type Topics struct {
+	Presence      string `mapstructure:"presence"`       // default imr.presence
+	Publish       string `mapstructure:"publish"`        // default imr.publish
+	Groups        string `mapstructure:"groups"`         // default imr.groups
+	Push          string `mapstructure:"push"`           // default imr.push
+	DLQ           string `mapstructure:"dlq"`            // default imr.dlq
+	DeliverPrefix string `mapstructure:"deliver_prefix"` // default "imr.deliver."
+}
+
+// Kafka configures the brokers, producers and topic creation.
+type Kafka struct {
+	Brokers           []string      `mapstructure:"brokers"`   // default [localhost:9092]
+	ClientID          string        `mapstructure:"client_id"` // default imstream
+	Topics            Topics        `mapstructure:"topics"`
+	AutoCreateTopics  bool          `mapstructure:"auto_create_topics"` // default true: create missing topics at start
+	Partitions        int           `mapstructure:"partitions"`         // default 12: partitions of topics imstream creates
+	DeliverPartitions int           `mapstructure:"deliver_partitions"` // default 4: partitions of imr.deliver.<server>
+	ReplicationFactor int           `mapstructure:"replication_factor"` // default 1
+	Linger            time.Duration `mapstructure:"linger"`             // default 2ms: how long a producer waits to fill a batch
+	BatchSize         int           `mapstructure:"batch_size"`         // default 1000: records per produce batch
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 10s
+}
+
+// Redis configures the Redis holding presence, groups and the push lists.
+type Redis struct {
+	Addrs        []string      `mapstructure:"addrs"`         // default [localhost:6379]
+	Cluster      bool          `mapstructure:"cluster"`       // default false: use Redis Cluster
+	Username     string        `mapstructure:"username"`      // default "": ACL user
+	Password     string        `mapstructure:"password"`      // default ""
+	DB           int           `mapstructure:"db"`            // default 0 (not with cluster)
+	PoolSize     int           `mapstructure:"pool_size"`     // default 0: go-redis default (10 per CPU)
+	DialTimeout  time.Duration `mapstructure:"dial_timeout"`  // default 2s
+	ReadTimeout  time.Duration `mapstructure:"read_timeout"`  // default 3s
+	WriteTimeout time.Duration `mapstructure:"write_timeout"` // default 3s
+	KeyPrefix    string        `mapstructure:"key_prefix"`    // default "imstream:": prefix of imstream's own keys (not the push lists)
+}
+
+// Schemas configures event validation.
+type Schemas struct {
+	MaxBytes int `mapstructure:"max_bytes"` // default 65536: larger records go to the dead-letter topic
+}
+
+// Consumer configures the consume loop shared by every role.
+type Consumer struct {
+	SessionTimeout    time.Duration `mapstructure:"session_timeout"`    // default 10s
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // default 1s
+	RebalanceTimeout  time.Duration `mapstructure:"rebalance_timeout"`  // default 10s
+	RetryMin          time.Duration `mapstructure:"retry_min"`          // default 50ms: first back-off after a failed batch
+	RetryMax          time.Duration `mapstructure:"retry_max"`          // default 5s: longest back-off
+	QueueSize         int           `mapstructure:"queue_size"`         // default 4096: fetched records buffered per partition
+	MaxFetchBytes     int           `mapstructure:"max_fetch_bytes"`    // default 4 MiB
+}
+
+// Pusher configures the offline-push sink.
+type Pusher struct {
+	Group         string        `mapstructure:"group"`          // default imstream-pusher: consumer group
+	BatchSize     int           `mapstructure:"batch_size"`     // default 1000: entries per flush
+	FlushInterval time.Duration `mapstructure:"flush_interval"` // default 500ms: longest wait to fill a batch
+	ROMApps       []int64       `mapstructure:"rom_apps"`       // default []: apps whose lists get a _<appid> suffix
+	SystemPush    bool          `mapstructure:"system_push"`    // default true: write SYSTEM (21) entries
+}
+
+// Admin configures the HTTP port serving /metrics, /healthz and /readyz.
+type Admin struct {
+	Listen string `mapstructure:"listen"` // default 127.0.0.1:9100; "" disables it
+}
+
+// Log configures logging.
+type Log struct {
+	Format string `mapstructure:"format"` // default text: text or json
+	Level  string `mapstructure:"level"`  // default info: debug, info, warn, error
+}
+
+// Default returns the configuration with every default set.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:  []string{"localhost:9092"},
+			ClientID: "imstream",
+			Topics: Topics{
+				Presence: "imr.presence", Publish: "imr.publish", Groups: "imr.groups",
+				Push: "imr.push", DLQ: "imr.dlq", DeliverPrefix: "imr.deliver.",
+			},
+			AutoCreateTopics:  true,
+			Partitions:        12,
+			DeliverPartitions: 4,
+			ReplicationFactor: 1,
+			Linger:            2 * time.Millisecond,
+			BatchSize:         1000,
+			WriteTimeout:      10 * time.Second,
+		},
+		Redis: Redis{
+			Addrs:        []string{"localhost:6379"},
+			DialTimeout:  2 * time.Second,
+			ReadTimeout:  3 * time.Second,
+			WriteTimeout: 3 * time.Second,
+			KeyPrefix:    "imstream:",
+		},
+		Schemas: Schemas{MaxBytes: 64 << 10},
+		Consumer: Consumer{
+			SessionTimeout:    10 * time.Second,
+			HeartbeatInterval: time.Second,
+			RebalanceTimeout:  10 * time.Second,
+			RetryMin:          50 * time.Millisecond,
+			RetryMax:          5 * time.Second,
+			QueueSize:         4096,
+			MaxFetchBytes:     4 << 20,
+		},
+		Pusher: Pusher{
+			Group:         "imstream-pusher",
+			BatchSize:     1000,
+			FlushInterval: 500 * time.Millisecond,
+			ROMApps:       []int64{},
+			SystemPush:    true,
+		},
+		Admin: Admin{Listen: "127.0.0.1:9100"},
+		Log:   Log{Format: "text", Level: "info"},
+	}
+}
+
+// Load returns Default() overlaid by the YAML file at path (if path is not
+// empty), IMSTREAM_* environment variables and the flags that were set in fs
+// (flag names are the keys, e.g. --kafka.brokers), then validated.
+func Load(path string, fs *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	v.SetEnvPrefix("IMSTREAM")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	// Bind every key so that env vars apply even when the file omits it.
+	for _, k := range Keys() {
+		if err := v.BindEnv(k); err != nil {
+			return Config{}, err
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+	if fs != nil {
+		if err := v.BindPFlags(fs); err != nil {
+			return Config{}, fmt.Errorf("config: flags: %w", err)
+		}
+	}
+	cfg := Default()
+	hook := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+	if err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+	}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Keys lists every configuration key ("kafka.brokers", ...).
+func Keys() []string {
+	var keys []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, val := range m {
+			if sub, ok := val.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			keys = append(keys, prefix+k)
+		}
+	}
+	var m map[string]any
+	_ = mapstructure.Decode(Default(), &m)
+	walk("", m)
+	return keys
+}
+
+// Validate checks every key and returns an error naming the first bad one.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers", "at least one broker is required")
+	}
+	for k, t := range map[string]string{
+		"kafka.topics.presence": c.Kafka.Topics.Presence, "kafka.topics.publish": c.Kafka.Topics.Publish,
+		"kafka.topics.groups": c.Kafka.Topics.Groups, "kafka.topics.push": c.Kafka.Topics.Push,
+		"kafka.topics.dlq": c.Kafka.Topics.DLQ, "kafka.topics.deliver_prefix": c.Kafka.Topics.DeliverPrefix,
+	} {
+		if t == "" {
+			bad(k, "must not be empty")
+		}
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions", "must be >= 1, got %d", c.Kafka.Partitions)
+	}
+	if c.Kafka.DeliverPartitions < 1 {
+		bad("kafka.deliver_partitions", "must be >= 1, got %d", c.Kafka.DeliverPartitions)
+	}
+	if c.Kafka.ReplicationFactor < 1 {
+		bad("kafka.replication_factor", "must be >= 1, got %d", c.Kafka.ReplicationFactor)
+	}
+	if c.Kafka.Linger < 0 || c.Kafka.Linger > time.Second {
+		bad("kafka.linger", "must be between 0 and 1s, got %s", c.Kafka.Linger)
+	}
+	if c.Kafka.BatchSize < 1 {
+		bad("kafka.batch_size", "must be >= 1, got %d", c.Kafka.BatchSize)
+	}
+	if c.Kafka.WriteTimeout <= 0 {
+		bad("kafka.write_timeout", "must be > 0")
+	}
+	if len(c.Redis.Addrs) == 0 {
+		bad("redis.addrs", "at least one address is required")
+	}
+	if c.Redis.Cluster && c.Redis.DB != 0 {
+		bad("redis.db", "must be 0 with redis.cluster")
+	}
+	if c.Schemas.MaxBytes < 1024 {
+		bad("schemas.max_bytes", "must be >= 1024, got %d", c.Schemas.MaxBytes)
+	}
+	if c.Consumer.RetryMin <= 0 || c.Consumer.RetryMax < c.Consumer.RetryMin {
+		bad("consumer.retry_min", "must be > 0 and <= consumer.retry_max")
+	}
+	if c.Consumer.QueueSize < 1 {
+		bad("consumer.queue_size", "must be >= 1, got %d", c.Consumer.QueueSize)
+	}
+	if c.Consumer.SessionTimeout < time.Second || c.Consumer.HeartbeatInterval <= 0 ||
+		c.Consumer.HeartbeatInterval >= c.Consumer.SessionTimeout {
+		bad("consumer.heartbeat_interval", "must be > 0 and below consumer.session_timeout (>= 1s)")
+	}
+	if c.Pusher.Group == "" {
+		bad("pusher.group", "must not be empty")
+	}
+	if c.Pusher.BatchSize < 1 || c.Pusher.BatchSize > 100000 {
+		bad("pusher.batch_size", "must be 1..100000, got %d", c.Pusher.BatchSize)
+	}
+	if c.Pusher.FlushInterval <= 0 {
+		bad("pusher.flush_interval", "must be > 0")
+	}
+	for _, a := range c.Pusher.ROMApps {
+		if a <= 0 {
+			bad("pusher.rom_apps", "app ids must be > 0, got %d", a)
+		}
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	return errors.Join(errs...)
+}

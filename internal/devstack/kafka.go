@@ -1,0 +1,57 @@
+// Package devstack starts the infrastructure imstream needs on one machine
+// with no set-up: an embedded Kafka broker (kfake, spoken to over TCP like
+// any broker, optionally persisted in a data dir) and Redis (a redis-server
+// child on a free port, or an in-process server when redis-server is not
+// installed). `imstream dev`, `imstream bench` and the integration tests use
+// it.
+package devstack
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Kafka is an embedded single-broker Kafka cluster.
+type Kafka struct {
+	cluster *kfake.Cluster
+	Addr    string
+}
+
+// KafkaOptions configures StartKafka.
+type KafkaOptions struct {
+	Port       int    // 0 picks a free port
+	DataDir    string // "" keeps everything in memory
+	Partitions int    // default partitions of auto-created topics (default 12)
+}
+
+// StartKafka starts the broker and returns once it listens.
+func StartKafka(o KafkaOptions) (*Kafka, error) {
+	if o.Partitions <= 0 {
+		o.Partitions = 12
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(o.Port),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(o.Partitions),
+		kfake.GroupMinSessionTimeout(time.Second),
+	}
+	if o.DataDir != "" {
+		opts = append(opts, kfake.DataDir(o.DataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: start kafka: %w", err)
+	}
+	addrs := c.ListenAddrs()
+	if len(addrs) == 0 {
+		c.Close()
+		return nil, fmt.Errorf("devstack: kafka has no listener")
+	}
+	return &Kafka{cluster: c, Addr: addrs[0]}, nil
+}
+
+// Close stops the broker (persisting its state when it has a data dir).
+func (k *Kafka) Close() { k.cluster.Close() }

@@ -1,0 +1,204 @@
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+// ErrNoRedisServer means redis-server is not on PATH.
+var ErrNoRedisServer = errors.New("redis-server not found on PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)")
+
+// Redis is a redis-server child process (or an in-process stand-in).
+type Redis struct {
+	Addr    string
+	InProc  bool // true when running the in-process fallback
+	port    int
+	dir     string
+	args    []string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	mini    *miniredis.Miniredis
+	LogPath string
+}
+
+// RedisOptions configures StartRedis.
+type RedisOptions struct {
+	Port int    // 0 picks a free port
+	Dir  string // working dir (AOF, logs); "" makes a temp dir
+	// Persist turns on the append-only file (fsync every second), so the
+	// data survives Stop/Start.
+	Persist bool
+	// Extra are extra "--key value" arguments for redis-server.
+	Extra []string
+}
+
+// StartRedis starts redis-server on 127.0.0.1. It returns ErrNoRedisServer
+// when the binary is missing.
+func StartRedis(o RedisOptions) (*Redis, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNoRedisServer
+	}
+	port := o.Port
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "imstream-redis-"); err != nil {
+			return nil, err
+		}
+	}
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--protected-mode", "no", "--daemonize", "no", "--logfile", "redis.log"}
+	if o.Persist {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	args = append(args, o.Extra...)
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, args: append([]string{bin}, args...), LogPath: filepath.Join(dir, "redis.log")}
+	if err := r.Start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// StartMiniRedis starts the in-process fallback (alicebob/miniredis): no
+// persistence, for when redis-server is not installed.
+func StartMiniRedis() (*Redis, error) {
+	m, err := miniredis.Run()
+	if err != nil {
+		return nil, err
+	}
+	return &Redis{Addr: m.Addr(), InProc: true, mini: m}, nil
+}
+
+// Start (re)starts a stopped redis-server on the same port and waits until
+// it answers PING.
+func (r *Redis) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mini != nil || r.cmd != nil {
+		return nil
+	}
+	cmd := exec.Command(r.args[0], r.args[1:]...)
+	cmd.Dir = r.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("devstack: start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := ping(r.Addr); err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("devstack: redis-server exited at start; see %s", r.LogPath)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("devstack: redis-server on %s did not answer within 10s", r.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.cmd, r.exited = cmd, exited
+	return nil
+}
+
+// Stop shuts redis-server down cleanly (SIGTERM: the AOF is flushed) and
+// waits for it to exit.
+func (r *Redis) Stop() error { return r.signal(syscall.SIGTERM) }
+
+// Kill stops redis-server with SIGKILL.
+func (r *Redis) Kill() error { return r.signal(syscall.SIGKILL) }
+
+func (r *Redis) signal(sig syscall.Signal) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mini != nil {
+		r.mini.Close()
+		return nil
+	}
+	if r.cmd == nil {
+		return nil
+	}
+	_ = r.cmd.Process.Signal(sig)
+	select {
+	case <-r.exited:
+	case <-time.After(15 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.exited
+	}
+	r.cmd = nil
+	return nil
+}
+
+// Close stops the server.
+func (r *Redis) Close() error { return r.Stop() }
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("redis not ready: %s", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// FreePort returns a TCP port that was free a moment ago on 127.0.0.1.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitTCP waits until addr accepts connections or ctx ends.
+func WaitTCP(ctx context.Context, addr string) error {
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,109 @@
+// Package kafkax is imstream's Kafka plumbing over segmentio/kafka-go: a
+// producer with safe defaults (murmur2 partitioning, acks=all, a short
+// linger), topic creation, a dead-letter writer, and the consume loop every
+// stage runs (one worker per assigned partition, adaptive batches, retry
+// with back-off, commit only after the handler succeeded).
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+)
+
+// Conn holds what every Kafka client of a process shares: broker addresses
+// and how to reach them (dialer for readers and groups, transport for
+// writers and admin calls).
+type Conn struct {
+	Brokers   []string
+	ClientID  string
+	Dialer    *kafka.Dialer
+	Transport *kafka.Transport
+}
+
+// NewConn builds the connection settings from config.
+func NewConn(cfg config.Kafka) *Conn {
+	return &Conn{
+		Brokers:   cfg.Brokers,
+		ClientID:  cfg.ClientID,
+		Dialer:    &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true},
+		Transport: &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second},
+	}
+}
+
+// Client returns an admin client.
+func (c *Conn) Client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport, Timeout: 10 * time.Second}
+}
+
+// EnsureTopics creates the topics that do not exist yet, with the given
+// partition counts. Topics that exist are left as they are.
+func (c *Conn) EnsureTopics(ctx context.Context, replication int, topics map[string]int) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	req := &kafka.CreateTopicsRequest{}
+	for name, parts := range topics {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: name, NumPartitions: parts, ReplicationFactor: replication})
+	}
+	resp, err := c.Client().CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("kafka: create topics: %w", err)
+	}
+	for name, err := range resp.Errors {
+		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("kafka: create topic %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// WaitReady blocks until a broker answers a metadata request or ctx ends.
+func (c *Conn) WaitReady(ctx context.Context) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.Client().Metadata(cctx, &kafka.MetadataRequest{})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: brokers %v not reachable: %w", c.Brokers, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Partitions returns the number of partitions of topic.
+func (c *Conn) Partitions(ctx context.Context, topic string) (int, error) {
+	resp, err := c.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: metadata %s: %w", topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name == topic {
+			if t.Error != nil {
+				return 0, fmt.Errorf("kafka: metadata %s: %w", topic, t.Error)
+			}
+			return len(t.Partitions), nil
+		}
+	}
+	return 0, fmt.Errorf("kafka: topic %s not found", topic)
+}
+
+// IsTemporary reports whether a Kafka error is worth retrying.
+func IsTemporary(err error) bool {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return ke.Temporary()
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kafka.ErrGroupClosed)
+}

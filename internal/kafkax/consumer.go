@@ -1,0 +1,256 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Batch is a run of consecutive records of one partition, in offset order.
+type Batch struct {
+	Topic     string
+	Partition int
+	Records   []kafka.Message
+}
+
+// Handler processes batches. HandleBatch is called for one partition at a
+// time (different partitions concurrently); returning nil means every
+// record's effect is durable, and the loop then commits past the batch.
+// Returning an error makes the loop retry the same batch after a back-off,
+// so effects must be idempotent. Bad records are the handler's to
+// dead-letter; they are not errors. ctx ends when the partition is revoked
+// or the process stops.
+type Handler interface {
+	HandleBatch(ctx context.Context, b Batch) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, b Batch) error
+
+// HandleBatch calls f.
+func (f HandlerFunc) HandleBatch(ctx context.Context, b Batch) error { return f(ctx, b) }
+
+// Hooks are the consume loop's metrics hooks; nil fields are skipped.
+type Hooks struct {
+	Fetched   func(topic string, partition int, n int)
+	Batch     func(topic string, n int, d time.Duration)
+	Retry     func(topic string, err error)
+	Committed func(topic string, partition int, offset int64)
+	Rebalance func(group string)
+	Assigned  func(group string, topic string, partitions []int)
+}
+
+// ConsumerConfig configures Consume.
+type ConsumerConfig struct {
+	Group             string
+	Topics            []string
+	MaxBatch          int           // records per batch
+	MaxWait           time.Duration // longest time spent filling a batch while input keeps arriving
+	QueueSize         int           // records buffered per partition
+	MaxFetchBytes     int
+	RetryMin          time.Duration
+	RetryMax          time.Duration
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	RebalanceTimeout  time.Duration
+	Logger            *slog.Logger
+	Hooks             Hooks
+}
+
+// Consume joins the consumer group and runs h over every assigned partition
+// until ctx ends. Each generation starts every partition from its committed
+// offset (or the first offset when the group has none); a rebalance cancels
+// the partition workers, which finish nothing further, and a new generation
+// begins. Offsets are committed only for batches the handler completed.
+func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                cfg.Group,
+		Brokers:           c.Brokers,
+		Dialer:            c.Dialer,
+		Topics:            cfg.Topics,
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    cfg.SessionTimeout,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		RebalanceTimeout:  cfg.RebalanceTimeout,
+		JoinGroupBackoff:  500 * time.Millisecond,
+		RetentionTime:     7 * 24 * time.Hour,
+		Timeout:           5 * time.Second,
+		Logger:            nil,
+		ErrorLogger:       kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka group: " + fmt.Sprintf(msg, args...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("kafka: consumer group %s: %w", cfg.Group, err)
+	}
+	defer group.Close()
+	first := true
+	for {
+		gen, err := group.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			log.Warn("consumer group join failed; retrying", "group", cfg.Group, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if !first && cfg.Hooks.Rebalance != nil {
+			cfg.Hooks.Rebalance(cfg.Group)
+		}
+		first = false
+		for topic, assigns := range gen.Assignments {
+			parts := make([]int, 0, len(assigns))
+			for _, a := range assigns {
+				parts = append(parts, a.ID)
+				p := &partitionWorker{conn: c, cfg: cfg, gen: gen, log: log, h: h, topic: topic, partition: a.ID, offset: a.Offset}
+				gen.Start(p.run)
+			}
+			log.Info("partitions assigned", "group", cfg.Group, "generation", gen.ID, "topic", topic, "partitions", parts)
+			if cfg.Hooks.Assigned != nil {
+				cfg.Hooks.Assigned(cfg.Group, topic, parts)
+			}
+		}
+	}
+}
+
+type partitionWorker struct {
+	conn      *Conn
+	cfg       ConsumerConfig
+	gen       *kafka.Generation
+	log       *slog.Logger
+	h         Handler
+	topic     string
+	partition int
+	offset    int64
+}
+
+func (p *partitionWorker) run(ctx context.Context) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       p.conn.Brokers,
+		Dialer:        p.conn.Dialer,
+		Topic:         p.topic,
+		Partition:     p.partition,
+		MinBytes:      1,
+		MaxBytes:      max(p.cfg.MaxFetchBytes, 1<<20),
+		MaxWait:       250 * time.Millisecond,
+		QueueCapacity: max(p.cfg.QueueSize/4, 100),
+	})
+	defer r.Close()
+	if err := r.SetOffset(p.offset); err != nil {
+		p.log.Error("set offset failed", "topic", p.topic, "partition", p.partition, "offset", p.offset, "err", err)
+		return
+	}
+	queue := make(chan kafka.Message, max(p.cfg.QueueSize, 1))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(queue)
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+					p.log.Warn("fetch failed", "topic", p.topic, "partition", p.partition, "err", err)
+				}
+				return
+			}
+			select {
+			case queue <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	maxBatch := max(p.cfg.MaxBatch, 1)
+	for {
+		var first kafka.Message
+		var ok bool
+		select {
+		case first, ok = <-queue:
+			if !ok {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+		recs := []kafka.Message{first}
+		deadline := time.Now().Add(p.cfg.MaxWait)
+	fill:
+		// Take what is already waiting, up to MaxBatch records or MaxWait;
+		// when nothing is waiting, flush at once (milliseconds at low load).
+		for len(recs) < maxBatch && time.Now().Before(deadline) {
+			select {
+			case m, ok := <-queue:
+				if !ok {
+					break fill
+				}
+				recs = append(recs, m)
+			default:
+				break fill
+			}
+		}
+		if p.cfg.Hooks.Fetched != nil {
+			p.cfg.Hooks.Fetched(p.topic, p.partition, len(recs))
+		}
+		if !p.handle(ctx, recs) {
+			return
+		}
+	}
+}
+
+// handle runs the handler until it succeeds or ctx ends, then commits.
+func (p *partitionWorker) handle(ctx context.Context, recs []kafka.Message) bool {
+	b := Batch{Topic: p.topic, Partition: p.partition, Records: recs}
+	backoff := p.cfg.RetryMin
+	for {
+		start := time.Now()
+		err := p.h.HandleBatch(ctx, b)
+		if err == nil {
+			if p.cfg.Hooks.Batch != nil {
+				p.cfg.Hooks.Batch(p.topic, len(recs), time.Since(start))
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if p.cfg.Hooks.Retry != nil {
+			p.cfg.Hooks.Retry(p.topic, err)
+		}
+		p.log.Warn("batch failed; retrying", "topic", p.topic, "partition", p.partition,
+			"first_offset", recs[0].Offset, "records", len(recs), "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, p.cfg.RetryMax)
+	}
+	next := recs[len(recs)-1].Offset + 1
+	if err := p.gen.CommitOffsets(map[string]map[int]int64{p.topic: {p.partition: next}}); err != nil {
+		// The effects are durable and idempotent: a failed commit only
+		// means a replay after the next rebalance.
+		if ctx.Err() == nil {
+			p.log.Warn("commit failed", "topic", p.topic, "partition", p.partition, "offset", next, "err", err)
+		}
+		return ctx.Err() == nil
+	}
+	if p.cfg.Hooks.Committed != nil {
+		p.cfg.Hooks.Committed(p.topic, p.partition, next)
+	}
+	return true
+}

@@ -1,0 +1,125 @@
+// Package obs is imstream's observability plumbing: the logger built from
+// config, the Prometheus registry, and the admin HTTP server of every role
+// (/metrics, /healthz, /readyz).
+package obs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/imstream/imstream/internal/config"
+)
+
+// Version is set at build time (-ldflags "-X .../obs.Version=...").
+var Version = "dev"
+
+// NewLogger returns a slog logger configured by cfg.
+func NewLogger(cfg config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// NewRegistry returns a registry with the Go and process collectors and
+// imstream_build_info.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imstream_build_info", Help: "Build information; always 1.",
+	}, []string{"version"})
+	bi.WithLabelValues(Version).Set(1)
+	reg.MustRegister(bi)
+	return reg
+}
+
+// Readiness collects named readiness checks for /readyz.
+type Readiness struct {
+	mu     sync.Mutex
+	checks map[string]func(ctx context.Context) error
+}
+
+// Add registers a check; /readyz fails while any check fails.
+func (r *Readiness) Add(name string, check func(ctx context.Context) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checks == nil {
+		r.checks = map[string]func(ctx context.Context) error{}
+	}
+	r.checks[name] = check
+}
+
+func (r *Readiness) serve(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	checks := make(map[string]func(ctx context.Context) error, len(r.checks))
+	for k, v := range r.checks {
+		checks[k] = v
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+	defer cancel()
+	failed := false
+	for name, check := range checks {
+		if err := check(ctx); err != nil {
+			failed = true
+			http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	if !failed {
+		_, _ = w.Write([]byte("ok\n"))
+	}
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	Mux *http.ServeMux
+}
+
+// Listen binds the admin server on addr (e.g. 127.0.0.1:9100; port 0 picks
+// a free one) with /metrics, /healthz and /readyz; more handlers may be
+// added to Mux before Serve.
+func Listen(addr string, reg *prometheus.Registry, ready *Readiness) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", ready.serve)
+	return &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, Mux: mux}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(sctx)
+	}()
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+// Package redisx builds the Redis client every stage shares from config: a
+// single node or a Redis Cluster behind go-redis's UniversalClient.
+package redisx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/internal/config"
+)
+
+// New returns a client for cfg. It does not connect; see Ping.
+func New(cfg config.Redis) redis.UniversalClient {
+	if cfg.Cluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: cfg.Addrs, Username: cfg.Username, Password: cfg.Password,
+			PoolSize: cfg.PoolSize, DialTimeout: cfg.DialTimeout,
+			ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+			MaxRedirects: 8,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		PoolSize: cfg.PoolSize, DialTimeout: cfg.DialTimeout,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+		MaxRetries: -1, // the stages retry whole batches themselves
+	})
+}
+
+// WaitReady pings until Redis answers or ctx ends.
+func WaitReady(ctx context.Context, c redis.UniversalClient) error {
+	for {
+		err := c.Ping(ctx).Err()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis: not reachable: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// IsRetryable reports whether a Redis error is transient (connection loss,
+// timeouts, failover, loading, cluster redirections): a stage retries the
+// batch rather than dead-lettering it.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "EOF", "connection", "i/o timeout", "NOSCRIPT"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}

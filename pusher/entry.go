@@ -1,0 +1,170 @@
+package pusher
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/imstream/imstream/schemas"
+)
+
+// List names (SPEC §5). ROM apps get a "_<appid>" suffix on push_queue,
+// group_push_queue and customer_push_queue_v2; system and customer lists
+// never do.
+const (
+	ListPeer       = "push_queue"
+	ListGroup      = "group_push_queue"
+	ListCustomer   = "customer_push_queue"
+	ListCustomerV2 = "customer_push_queue_v2"
+	ListSystem     = "system_push_queue"
+)
+
+// Entry is one offline-push entry: the JSON to RPUSH onto List, and the
+// source offset it came from (for the exactly-once watermark).
+type Entry struct {
+	List   string
+	Kind   string // List without the ROM suffix, for metrics
+	Offset int64
+	TS     int64 // origin unix ms, 0 when unknown
+	Data   []byte
+}
+
+// Encoder turns push jobs into entries.
+type Encoder struct {
+	ROMApps    map[int64]bool
+	SystemPush bool
+}
+
+// Append appends the entries of job (read at offset) to dst. It returns dst
+// unchanged when the job yields no entry (SYSTEM with system push off).
+// Keys are in sorted order and strings escaped exactly as Go's
+// encoding/json does for a map, which is what im_service wrote.
+func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, offset int64) []Entry {
+	m := &job.Msg
+	appid := job.AppID
+	add := func(kind string, rom bool, data []byte) {
+		list := kind
+		if rom && e.ROMApps[appid] {
+			list = kind + "_" + strconv.FormatInt(appid, 10)
+		}
+		dst = append(dst, Entry{List: list, Kind: kind, Offset: offset, TS: job.TS, Data: data})
+	}
+	switch m.Cmd {
+	case schemas.CmdIM:
+		for _, r := range job.Receivers {
+			b := make([]byte, 0, 64+len(m.Content))
+			b = appendInt(append(b, `{"appid":`...), appid)
+			b = appendString(append(b, `,"content":`...), m.Content)
+			b = appendInt(append(b, `,"receiver":`...), r)
+			b = appendInt(append(b, `,"sender":`...), m.Sender)
+			add(ListPeer, true, append(b, '}'))
+		}
+	case schemas.CmdGroupIM:
+		b := make([]byte, 0, 80+len(m.Content)+12*len(job.Receivers))
+		b = appendInt(append(b, `{"appid":`...), appid)
+		b = appendString(append(b, `,"content":`...), m.Content)
+		b = appendInt(append(b, `,"group_id":`...), m.Receiver)
+		b = append(b, `,"receivers":[`...)
+		for i, r := range job.Receivers {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, r, 10)
+		}
+		b = appendInt(append(b, `],"sender":`...), m.Sender)
+		add(ListGroup, true, append(b, '}'))
+	case schemas.CmdCustomer, schemas.CmdCustomerSupport:
+		for _, r := range job.Receivers {
+			b := make([]byte, 0, 160+len(m.Content))
+			b = appendInt(append(b, `{"appid":`...), appid)
+			b = appendInt(append(b, `,"command":`...), int64(m.Cmd))
+			b = appendString(append(b, `,"content":`...), m.Content)
+			b = appendInt(append(b, `,"customer":`...), m.CustomerID)
+			b = appendInt(append(b, `,"customer_appid":`...), m.CustomerAppID)
+			b = appendInt(append(b, `,"receiver":`...), r)
+			b = appendInt(append(b, `,"seller":`...), m.SellerID)
+			b = appendInt(append(b, `,"store":`...), m.StoreID)
+			add(ListCustomer, false, append(b, '}'))
+		}
+	case schemas.CmdCustomerV2:
+		for _, r := range job.Receivers {
+			b := make([]byte, 0, 140+len(m.Content))
+			b = appendInt(append(b, `{"appid":`...), appid)
+			b = appendString(append(b, `,"content":`...), m.Content)
+			b = appendInt(append(b, `,"receiver":`...), r)
+			b = appendInt(append(b, `,"receiver_appid":`...), m.ReceiverAppID)
+			b = appendInt(append(b, `,"sender":`...), m.Sender)
+			b = appendInt(append(b, `,"sender_appid":`...), m.SenderAppID)
+			add(ListCustomerV2, true, append(b, '}'))
+		}
+	case schemas.CmdSystem:
+		if !e.SystemPush {
+			return dst
+		}
+		for _, r := range job.Receivers {
+			b := make([]byte, 0, 64+len(m.Notification))
+			b = appendInt(append(b, `{"appid":`...), appid)
+			b = appendString(append(b, `,"content":`...), m.Notification)
+			b = appendInt(append(b, `,"receiver":`...), r)
+			add(ListSystem, false, append(b, '}'))
+		}
+	}
+	return dst
+}
+
+func appendInt(b []byte, v int64) []byte { return strconv.AppendInt(b, v, 10) }
+
+const hex = "0123456789abcdef"
+
+// appendString is encoding/json's string encoder with HTML escaping on (the
+// json.Marshal default): the same bytes for every input, including invalid
+// UTF-8 (→ \ufffd) and U+2028/U+2029.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,182 @@
+// Package pusher is the offline-push sink: it consumes push jobs from
+// imr.push and appends SPEC §5 entries to the Redis lists existing push
+// services read (push_queue, group_push_queue, customer_push_queue,
+// customer_push_queue_v2, system_push_queue, with _<appid> suffixes for ROM
+// apps).
+//
+// Batches: the consume loop hands over up to pusher.batch_size records
+// that are already waiting (flushing at once when nothing more is waiting,
+// and after pusher.flush_interval at the latest); each batch is one pipeline
+// with one atomic script per list. Exactly once: each list keeps a
+// per-partition offset watermark written in the same script as the RPUSH,
+// so a replay appends nothing twice. Offsets are committed only after Redis
+// acknowledged. While Redis is down the batch is retried with back-off;
+// nothing is dropped. Bad records go to the dead-letter topic with a reason.
+//
+// Metrics (besides the shared ones in internal/obs, stage="pusher"):
+//
+//	imstream_push_entries_total{list}          entries in batches Redis acknowledged (a replay skipped by the watermark counts again)
+//	imstream_redis_seconds{stage,op}           Redis round trip per batch (histogram)
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+)
+
+// Stage is the name used in metrics and dead-letter headers.
+const Stage = "pusher"
+
+// Deps are the pusher's collaborators.
+type Deps struct {
+	Conn       *kafkax.Conn
+	Sink       Sink
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Pusher is the push-list sink stage.
+type Pusher struct {
+	cfg     config.Config
+	deps    Deps
+	enc     Encoder
+	dlq     *kafkax.DeadLetter
+	log     *slog.Logger
+	entries *prometheus.CounterVec
+	redisT  prometheus.Observer
+}
+
+// New builds the stage; Run starts it.
+func New(cfg config.Config, deps Deps) (*Pusher, error) {
+	if deps.Conn == nil || deps.Sink == nil || deps.Metrics == nil || deps.Registerer == nil {
+		return nil, errors.New("pusher: Conn, Sink, Metrics and Registerer are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	rom := make(map[int64]bool, len(cfg.Pusher.ROMApps))
+	for _, a := range cfg.Pusher.ROMApps {
+		rom[a] = true
+	}
+	p := &Pusher{
+		cfg:  cfg,
+		deps: deps,
+		enc:  Encoder{ROMApps: rom, SystemPush: cfg.Pusher.SystemPush},
+		log:  log.With("stage", Stage),
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_push_entries_total", Help: "Offline-push entries acknowledged by Redis, by list (without the ROM suffix).",
+		}, []string{"list"}),
+	}
+	redisT := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "imstream_redis_seconds", Help: "Redis round trip of one batch operation, by stage and op.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
+	}, []string{"stage", "op"})
+	if err := deps.Registerer.Register(p.entries); err != nil {
+		return nil, fmt.Errorf("pusher: metrics: %w", err)
+	}
+	if err := deps.Registerer.Register(redisT); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("pusher: metrics: %w", err)
+		}
+		redisT = are.ExistingCollector.(*prometheus.HistogramVec)
+	}
+	p.redisT = redisT.WithLabelValues(Stage, "append")
+	p.dlq = &kafkax.DeadLetter{
+		W:     deps.Conn.NewWriter(cfg.Kafka, cfg.Kafka.Topics.DLQ),
+		Stage: Stage,
+		OnReject: func(reason string) {
+			deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+		},
+	}
+	return p, nil
+}
+
+// Run consumes imr.push until ctx ends. It creates the topics first when
+// kafka.auto_create_topics is set.
+func (p *Pusher) Run(ctx context.Context) error {
+	defer p.dlq.W.Close()
+	k := p.cfg.Kafka
+	if k.AutoCreateTopics {
+		if err := p.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
+			return err
+		}
+	}
+	c := p.cfg.Consumer
+	return p.deps.Conn.Consume(ctx, kafkax.ConsumerConfig{
+		Group:             p.cfg.Pusher.Group,
+		Topics:            []string{k.Topics.Push},
+		MaxBatch:          p.cfg.Pusher.BatchSize,
+		MaxWait:           p.cfg.Pusher.FlushInterval,
+		QueueSize:         c.QueueSize,
+		MaxFetchBytes:     c.MaxFetchBytes,
+		RetryMin:          c.RetryMin,
+		RetryMax:          c.RetryMax,
+		SessionTimeout:    c.SessionTimeout,
+		HeartbeatInterval: c.HeartbeatInterval,
+		RebalanceTimeout:  c.RebalanceTimeout,
+		Logger:            p.log,
+		Hooks:             p.deps.Metrics.Hooks(Stage),
+	}, p)
+}
+
+// HandleBatch turns a batch of push jobs into entries, appends them, and
+// dead-letters the records that fail validation.
+func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
+	entries := make([]Entry, 0, len(b.Records))
+	var rejected []kafkax.Rejected
+	skipped := 0
+	for i := range b.Records {
+		m := &b.Records[i]
+		ev, err := schemas.DecodeKind(m.Value, p.cfg.Schemas.MaxBytes, schemas.KindPushJob)
+		if err != nil {
+			rejected = append(rejected, reject(*m, err))
+			continue
+		}
+		n := len(entries)
+		entries = p.enc.Append(entries, ev.(*schemas.PushJob), m.Offset)
+		if len(entries) == n {
+			skipped++
+		}
+	}
+	if len(entries) > 0 {
+		start := time.Now()
+		if err := p.deps.Sink.Append(ctx, b.Topic, b.Partition, entries); err != nil {
+			return err
+		}
+		now := time.Now()
+		p.redisT.Observe(now.Sub(start).Seconds())
+		for i := range entries {
+			p.entries.WithLabelValues(entries[i].Kind).Inc()
+			p.deps.Metrics.ObserveE2E("push_list", entries[i].TS, now)
+		}
+	}
+	if err := p.dlq.Send(ctx, rejected); err != nil {
+		return err
+	}
+	if skipped > 0 {
+		p.deps.Metrics.Skipped.WithLabelValues(Stage, "system_push_disabled").Add(float64(skipped))
+	}
+	return nil
+}
+
+func reject(m kafka.Message, err error) kafkax.Rejected {
+	var se *schemas.Error
+	if errors.As(err, &se) {
+		return kafkax.Rejected{Msg: m, Code: se.Reason, Reason: se.Error()}
+	}
+	return kafkax.Rejected{Msg: m, Code: "invalid", Reason: err.Error()}
+}

@@ -1,0 +1,304 @@
+package schemas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// wire is the union of every v1 event's fields, so a record is parsed once
+// whatever its type.
+type wire struct {
+	Header
+	Epoch     int64    `json:"epoch"`
+	UID       int64    `json:"uid"`
+	Online    *bool    `json:"online"`
+	RoomID    int64    `json:"room_id"`
+	Receiver  int64    `json:"receiver"`
+	MsgID     int64    `json:"msgid"`
+	DeviceID  int64    `json:"device_id"`
+	Receivers []int64  `json:"receivers"`
+	Msg       *Message `json:"msg"`
+	Src       *Source  `json:"src"`
+	GroupID   int64    `json:"group_id"`
+	Super     bool     `json:"super"`
+	Members   []int64  `json:"members"`
+	Mute      bool     `json:"mute"`
+}
+
+// Decode parses and validates one v1 record of at most maxBytes bytes
+// (maxBytes <= 0 means DefaultMaxBytes). It returns *Presence, *Publish,
+// *Group or *PushJob, or an *Error naming the offending field.
+func Decode(data []byte, maxBytes int) (Event, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	if len(data) > maxBytes {
+		return nil, fieldErr("record", ReasonOversize,
+			fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), maxBytes))
+	}
+	var w wire
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, jsonError(string(w.Type), err)
+	}
+	if err := w.validateHeader(); err != nil {
+		return nil, err
+	}
+	switch w.Type.Kind() {
+	case KindPresence:
+		return w.presence()
+	case KindPublish:
+		return w.publish()
+	case KindGroup:
+		return w.group()
+	default:
+		return w.pushJob()
+	}
+}
+
+// DecodeKind is Decode for a topic that carries one family of events: a
+// record of another family is rejected with ReasonWrongKind.
+func DecodeKind(data []byte, maxBytes int, want Kind) (Event, error) {
+	ev, err := Decode(data, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	if t := ev.Head().Type; t.Kind() != want {
+		return nil, fieldErr(string(t)+".type", ReasonWrongKind,
+			fmt.Sprintf("a %s event does not belong on a %s topic", t.Kind(), want))
+	}
+	return ev, nil
+}
+
+func jsonError(typ string, err error) *Error {
+	prefix := typ
+	if Type(typ).Kind() == KindUnknown {
+		prefix = "record"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		path := prefix
+		if te.Field != "" {
+			path += "." + te.Field
+		}
+		return fieldErr(path, ReasonWrongType, fmt.Sprintf("want %s, got %s", goTypeName(te.Type.String()), te.Value))
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fieldErr("record", ReasonInvalidJSON, fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se))
+	}
+	return fieldErr("record", ReasonInvalidJSON, err.Error())
+}
+
+func goTypeName(t string) string {
+	switch {
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "integer"
+	case strings.HasPrefix(t, "[]uint8"):
+		return "base64 string"
+	case strings.HasPrefix(t, "[]"):
+		return "array"
+	case t == "bool" || t == "*bool":
+		return "boolean"
+	case t == "string", t == "schemas.Type":
+		return "string"
+	}
+	return "object"
+}
+
+func validServer(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidServerID reports whether s is a valid IM server id ([A-Za-z0-9._-]{1,64}).
+func ValidServerID(s string) bool { return validServer(s) }
+
+func (w *wire) validateHeader() error {
+	switch {
+	case w.V == 0:
+		return required("record.v")
+	case w.V != Version:
+		return fieldErr("record.v", ReasonVersion, fmt.Sprintf("unsupported version %d", w.V))
+	case w.Type == "":
+		return required("record.type")
+	case w.Type.Kind() == KindUnknown:
+		return fieldErr("record.type", ReasonUnknownType, fmt.Sprintf("unknown type %q", truncate(string(w.Type))))
+	}
+	t := string(w.Type)
+	if w.Server == "" {
+		return required(t + ".server")
+	}
+	if !validServer(w.Server) {
+		return fieldErr(t+".server", ReasonInvalid, "must match [A-Za-z0-9._-]{1,64}")
+	}
+	if err := positive(t+".appid", w.AppID); err != nil {
+		return err
+	}
+	if w.TS < 0 {
+		return fieldErr(t+".ts", ReasonInvalid, "must be >= 0")
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
+}
+
+func (w *wire) presence() (Event, error) {
+	t := string(w.Type)
+	if err := positive(t+".epoch", w.Epoch); err != nil {
+		return nil, err
+	}
+	p := &Presence{Header: w.Header, Epoch: w.Epoch}
+	switch w.Type {
+	case TypeSubscribe:
+		if w.Online == nil {
+			return nil, required(t + ".online")
+		}
+		p.Online = w.Online
+		fallthrough
+	case TypeUnsubscribe:
+		if err := positive(t+".uid", w.UID); err != nil {
+			return nil, err
+		}
+		p.UID = w.UID
+	case TypeSubscribeRoom, TypeUnsubscribeRoom:
+		if err := positive(t+".room_id", w.RoomID); err != nil {
+			return nil, err
+		}
+		p.RoomID = w.RoomID
+	}
+	return p, nil
+}
+
+func (w *wire) publish() (Event, error) {
+	t := string(w.Type)
+	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src}
+	if w.Type == TypePush {
+		if err := receivers(t+".receivers", w.Receivers); err != nil {
+			return nil, err
+		}
+		p.Receivers = w.Receivers
+	} else if err := positive(t+".receiver", w.Receiver); err != nil {
+		return nil, err
+	}
+	if w.Msg == nil {
+		return nil, required(t + ".msg")
+	}
+	if err := w.Msg.validate(t + ".msg"); err != nil {
+		return nil, err
+	}
+	p.Msg = *w.Msg
+	return p, nil
+}
+
+func (w *wire) group() (Event, error) {
+	t := string(w.Type)
+	if err := positive(t+".group_id", w.GroupID); err != nil {
+		return nil, err
+	}
+	g := &Group{Header: w.Header, GroupID: w.GroupID}
+	switch w.Type {
+	case TypeGroupCreate:
+		for _, m := range w.Members {
+			if m <= 0 {
+				return nil, fieldErr(t+".members", ReasonInvalid, "every member must be > 0")
+			}
+		}
+		g.Super, g.Members = w.Super, w.Members
+	case TypeGroupUpgrade:
+		g.Super = w.Super
+	case TypeGroupMemberAdd, TypeGroupMemberRemove, TypeGroupMemberMute:
+		if err := positive(t+".uid", w.UID); err != nil {
+			return nil, err
+		}
+		g.UID, g.Mute = w.UID, w.Mute
+	}
+	return g, nil
+}
+
+func (w *wire) pushJob() (Event, error) {
+	t := string(w.Type)
+	if err := receivers(t+".receivers", w.Receivers); err != nil {
+		return nil, err
+	}
+	if w.Msg == nil {
+		return nil, required(t + ".msg")
+	}
+	if err := w.Msg.validate(t + ".msg"); err != nil {
+		return nil, err
+	}
+	if !w.Msg.Pushable() {
+		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", w.Msg.Cmd))
+	}
+	return &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}, nil
+}
+
+func receivers(path string, rs []int64) error {
+	if len(rs) == 0 {
+		return required(path)
+	}
+	for _, r := range rs {
+		if r <= 0 {
+			return fieldErr(path, ReasonInvalid, "every receiver must be > 0")
+		}
+	}
+	return nil
+}
+
+func (m *Message) validate(path string) error {
+	if m.Cmd == 0 {
+		return required(path + ".cmd")
+	}
+	if !KnownCmd(m.Cmd) {
+		return fieldErr(path+".cmd", ReasonInvalid, fmt.Sprintf("unknown cmd %d", m.Cmd))
+	}
+	if m.Flag < 0 || m.Flag > 0xff {
+		return fieldErr(path+".flag", ReasonInvalid, "must be 0..255")
+	}
+	check := func(name string, v int64) error {
+		if err := positive(path+"."+name, v); err != nil {
+			return err
+		}
+		return nil
+	}
+	var err error
+	switch m.Cmd {
+	case CmdIM, CmdGroupIM, CmdRT, CmdRoomIM:
+		if err = check("sender", m.Sender); err == nil {
+			err = check("receiver", m.Receiver)
+		}
+	case CmdCustomer, CmdCustomerSupport:
+		if err = check("customer_appid", m.CustomerAppID); err == nil {
+			err = check("customer_id", m.CustomerID)
+		}
+	case CmdCustomerV2:
+		for _, f := range []struct {
+			name string
+			v    int64
+		}{{"sender_appid", m.SenderAppID}, {"sender", m.Sender}, {"receiver_appid", m.ReceiverAppID}, {"receiver", m.Receiver}} {
+			if err = check(f.name, f.v); err != nil {
+				break
+			}
+		}
+	case CmdSyncGroupNotify:
+		err = check("group_id", m.GroupID)
+	}
+	if err != nil {
+		return err
+	}
+	return nil
+}
