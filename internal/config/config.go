@@ -170,9 +170,17 @@ func Load(path string, fs *pflag.FlagSet) (Config, error) {
 		}
 	}
 	if fs != nil {
-		if err := v.BindPFlags(fs); err != nil {
-			return Config{}, fmt.Errorf("config: flags: %w", err)
+		known := map[string]bool{}
+		for _, k := range Keys() {
+			known[k] = true
 		}
+		// Only flags that were set, and only configuration keys: a flag's
+		// empty default must not hide the file or the environment.
+		fs.Visit(func(f *pflag.Flag) {
+			if known[f.Name] {
+				v.Set(f.Name, f.Value.String())
+			}
+		})
 	}
 	cfg := Default()
 	hook := mapstructure.ComposeDecodeHookFunc(

@@ -1,0 +1,49 @@
+// Command imstream is the imstream binary: one subcommand per role, plus
+// dev (everything on one machine) and admin helpers. It only wires; the
+// logic lives in the stage packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+var commands = map[string]struct {
+	run  func(ctx context.Context, args []string) error
+	help string
+}{
+	"pusher":  {runPusher, "consume imr.push and append offline-push entries to the Redis lists"},
+	"dev":     {runDev, "run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic"},
+	"topics":  {runTopics, "create the topics with the configured partition counts"},
+	"version": {runVersion, "print the version"},
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: imstream <command> [--config file.yaml] [--<key>=<value> ...]\n\ncommands:\n")
+	for _, name := range []string{"dev", "pusher", "topics", "version"} {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].help)
+	}
+	fmt.Fprintf(os.Stderr, "\nEvery configuration key is also a flag (--kafka.brokers=a:9092,b:9092) and an\nenvironment variable (IMSTREAM_KAFKA_BROKERS); see deploy/imstream.example.yaml.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		os.Exit(2)
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "imstream: unknown command %q\n\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.run(ctx, os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "imstream %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,153 @@
+// Package dev runs imstream on one machine with no set-up: an embedded
+// Kafka broker and Redis, every role that exists, and sample traffic, with
+// a status line every few seconds showing what flows where.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/role"
+	"github.com/imstream/imstream/internal/sim"
+	"github.com/imstream/imstream/pusher"
+)
+
+// Options configures Run.
+type Options struct {
+	DataDir   string        // Kafka and Redis data; "" keeps everything in memory/temp
+	KafkaPort int           // 0 picks a free port
+	RedisPort int           // 0 picks a free port
+	Rate      int           // sample events per second; 0 disables the traffic
+	Every     time.Duration // status interval (default 3s)
+	Out       io.Writer     // status output (default stdout)
+}
+
+// Run starts the stack and the roles and blocks until ctx ends.
+func Run(ctx context.Context, cfg config.Config, o Options) error {
+	if o.Every <= 0 {
+		o.Every = 3 * time.Second
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	kdir, rdir := "", ""
+	if o.DataDir != "" {
+		kdir, rdir = filepath.Join(o.DataDir, "kafka"), filepath.Join(o.DataDir, "redis")
+		for _, d := range []string{kdir, rdir} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	k, err := devstack.StartKafka(devstack.KafkaOptions{Port: o.KafkaPort, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	r, err := devstack.StartRedis(devstack.RedisOptions{Port: o.RedisPort, Dir: rdir, Persist: rdir != ""})
+	if errors.Is(err, devstack.ErrNoRedisServer) {
+		fmt.Fprintf(os.Stderr, "\n%s\nWARNING: %v\nWARNING: falling back to an IN-PROCESS Redis (miniredis): nothing persists, and it is\nWARNING: not the real thing. Install redis-server for a faithful dev stack.\n%s\n\n",
+			strings.Repeat("!", 78), err, strings.Repeat("!", 78))
+		r, err = devstack.StartMiniRedis()
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+
+	cfg.Kafka.Brokers = []string{k.Addr}
+	cfg.Redis.Addrs = []string{r.Addr}
+	cfg.Redis.Cluster = false
+	env, err := role.Setup(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	p, err := pusher.New(cfg, env.PusherDeps())
+	if err != nil {
+		return err
+	}
+	admin := "(disabled)"
+	if env.Admin != nil {
+		admin = "http://" + env.Admin.Addr() + "/metrics"
+	}
+	redisKind := "redis-server"
+	if r.InProc {
+		redisKind = "in-process miniredis"
+	}
+	fmt.Fprintf(o.Out, "imstream dev\n  kafka   %s  (embedded kfake; try: kcat -b %s -L)\n  redis   %s  (%s; try: redis-cli -p %s lrange push_queue 0 -1)\n  admin   %s\n  roles   pusher\n\n",
+		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin)
+
+	runs := []func(context.Context) error{p.Run, func(ctx context.Context) error {
+		return status(ctx, env.Redis, o)
+	}}
+	if o.Rate > 0 {
+		w := env.Conn.NewWriter(cfg.Kafka, "")
+		defer w.Close()
+		runs = append(runs, func(ctx context.Context) error {
+			if err := env.Conn.EnsureTopics(ctx, 1, map[string]int{cfg.Kafka.Topics.Push: cfg.Kafka.Partitions}); err != nil {
+				return err
+			}
+			_, err := sim.PushJobs(ctx, w, cfg.Kafka.Topics.Push, 7, o.Rate)
+			if err == nil {
+				<-ctx.Done()
+			}
+			return err
+		})
+	}
+	slog.Info("dev stack up", "kafka", k.Addr, "redis", r.Addr)
+	return env.Run(ctx, runs...)
+}
+
+// status prints the push lists' lengths every o.Every.
+func status(ctx context.Context, rc redis.UniversalClient, o Options) error {
+	t := time.NewTicker(o.Every)
+	defer t.Stop()
+	prev := map[string]int64{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		lists, err := pushLists(ctx, rc)
+		if err != nil {
+			fmt.Fprintf(o.Out, "%s  redis: %v\n", time.Now().Format("15:04:05"), err)
+			continue
+		}
+		var parts []string
+		for _, l := range lists {
+			n := rc.LLen(ctx, l).Val()
+			parts = append(parts, fmt.Sprintf("%s=%d (+%d)", l, n, n-prev[l]))
+			prev[l] = n
+		}
+		if len(parts) == 0 {
+			parts = []string{"no push entries yet"}
+		}
+		fmt.Fprintf(o.Out, "%s  push lists: %s\n", time.Now().Format("15:04:05"), strings.Join(parts, "  "))
+	}
+}
+
+func pushLists(ctx context.Context, rc redis.UniversalClient) ([]string, error) {
+	var lists []string
+	iter := rc.Scan(ctx, 0, "*push_queue*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if k := iter.Val(); !strings.Contains(k, "{") {
+			lists = append(lists, k)
+		}
+	}
+	sort.Strings(lists)
+	return lists, iter.Err()
+}

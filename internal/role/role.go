@@ -1,0 +1,90 @@
+// Package role holds what every role process sets up the same way: logger,
+// metrics registry, admin HTTP server, Kafka and Redis clients, readiness
+// checks, and running until a signal.
+package role
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/pusher"
+)
+
+// Env is a role process's shared set-up.
+type Env struct {
+	Cfg      config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Metrics  *obs.Metrics
+	Ready    *obs.Readiness
+	Conn     *kafkax.Conn
+	Redis    redis.UniversalClient
+	Admin    *obs.Server // nil when admin.listen is ""
+}
+
+// Setup builds the environment and binds the admin port.
+func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
+	reg := obs.NewRegistry()
+	e := &Env{
+		Cfg: cfg, Log: obs.NewLogger(cfg.Log), Registry: reg, Metrics: obs.NewMetrics(reg),
+		Ready: &obs.Readiness{}, Conn: kafkax.NewConn(cfg.Kafka), Redis: redisx.New(cfg.Redis),
+	}
+	slog.SetDefault(e.Log)
+	e.Ready.Add("redis", func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })
+	e.Ready.Add("kafka", func(ctx context.Context) error {
+		_, err := e.Conn.Partitions(ctx, cfg.Kafka.Topics.DLQ)
+		return err
+	})
+	if cfg.Admin.Listen != "" {
+		srv, err := obs.Listen(cfg.Admin.Listen, reg, e.Ready)
+		if err != nil {
+			_ = e.Redis.Close()
+			return nil, err
+		}
+		e.Admin = srv
+	}
+	return e, nil
+}
+
+// PusherDeps returns the pusher's dependencies.
+func (e *Env) PusherDeps() pusher.Deps {
+	return pusher.Deps{
+		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix},
+		Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log,
+	}
+}
+
+// Run serves the admin port and runs every fn until ctx ends or one fails.
+func (e *Env) Run(ctx context.Context, fns ...func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if e.Admin != nil {
+		e.Log.Info("admin listening", "addr", e.Admin.Addr(), "paths", "/metrics /healthz /readyz")
+		g.Go(func() error { return e.Admin.Serve(gctx) })
+	}
+	for _, fn := range fns {
+		g.Go(func() error {
+			err := fn(gctx)
+			if err == nil && gctx.Err() == nil {
+				err = errors.New("role stopped unexpectedly")
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Close releases the clients.
+func (e *Env) Close() { _ = e.Redis.Close() }
