@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,10 +80,15 @@ func jsonError(typ string, err error) *Error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		path := prefix
-		if te.Field != "" {
-			path += "." + te.Field
+		if f := strings.TrimPrefix(te.Field, "Header."); f != "" {
+			path += "." + f // the embedded Header is not part of the wire path
 		}
 		return fieldErr(path, ReasonWrongType, fmt.Sprintf("want %s, got %s", goTypeName(te.Type.String()), te.Value))
+	}
+	var be base64.CorruptInputError
+	if errors.As(err, &be) {
+		// raw is the only base64 field.
+		return fieldErr(prefix+".msg.raw", ReasonWrongType, fmt.Sprintf("invalid base64 at byte %d", int64(be)))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {

@@ -77,6 +77,13 @@ func Produce(t testing.TB, cfg config.Config, msgs ...kafka.Message) {
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	topics := map[string]int{}
+	for _, m := range msgs {
+		topics[m.Topic] = cfg.Kafka.Partitions
+	}
+	if err := conn.EnsureTopics(ctx, 1, topics); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
 	for len(msgs) > 0 {
 		n := min(len(msgs), 5000)
 		if err := kafkax.Write(ctx, w, msgs[:n]...); err != nil {

@@ -1,0 +1,244 @@
+package pusher_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/pusher"
+	"github.com/imstream/imstream/schemas"
+)
+
+// peerJobs returns n push jobs for cmd IM, each with a unique content, keyed
+// by receiver so they spread over partitions.
+func peerJobs(topic string, from, n int) []kafka.Message {
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		id := from + i
+		recv := int64(1 + id%997)
+		msgs[i] = kafka.Message{Topic: topic, Key: []byte("7:" + strconv.FormatInt(recv, 10)),
+			Value: job(7, []int64{recv}, schemas.Message{Cmd: 4, Sender: 1, Receiver: recv, Content: "m-" + strconv.Itoa(id)})}
+	}
+	return msgs
+}
+
+// checkExactlyOnce asserts that push_queue holds m-0..m-(n-1) exactly once
+// each, and that each receiver's entries are in production order.
+func checkExactlyOnce(t *testing.T, rc *redis.Client, n int) {
+	t.Helper()
+	entries := rc.LRange(context.Background(), "push_queue", 0, -1).Val()
+	seen := make(map[int]int, n)
+	lastByRecv := map[string]int{}
+	for _, e := range entries {
+		i := strings.Index(e, `"content":"m-`)
+		j := strings.Index(e[i+13:], `"`)
+		id, err := strconv.Atoi(e[i+13 : i+13+j])
+		if err != nil {
+			t.Fatalf("bad entry %s", e)
+		}
+		seen[id]++
+		recv := e[strings.Index(e, `"receiver":`):]
+		if last, ok := lastByRecv[recv]; ok && id < last {
+			t.Errorf("order violated for %s: m-%d after m-%d", recv, id, last)
+		}
+		lastByRecv[recv] = id
+	}
+	var missing, doubled []int
+	for id := 0; id < n; id++ {
+		switch seen[id] {
+		case 0:
+			missing = append(missing, id)
+		case 1:
+		default:
+			doubled = append(doubled, id)
+		}
+	}
+	sort.Ints(missing)
+	if len(missing) > 0 || len(doubled) > 0 || len(entries) != n {
+		t.Fatalf("entries=%d want %d; missing=%d (first %v) doubled=%d (first %v)",
+			len(entries), n, len(missing), head(missing), len(doubled), head(doubled))
+	}
+}
+
+func head(s []int) []int { return s[:min(len(s), 10)] }
+
+func roleArgs(cfg config.Config) []string {
+	return []string{
+		"--kafka.brokers", cfg.Kafka.Brokers[0], "--redis.addrs", cfg.Redis.Addrs[0],
+		"--kafka.partitions", strconv.Itoa(cfg.Kafka.Partitions),
+		"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
+		"--admin.listen", "127.0.0.1:0", "--log.level", "info",
+	}
+}
+
+// TestPusherSIGKILL kills a real pusher process three times while it is
+// writing, restarts it, and finds every entry exactly once, in order per
+// receiver.
+func TestPusherSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	bin := testenv.Binary(t, "..")
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	cfg := testenv.Config(k.Addr, r.Addr)
+	cfg.Pusher.BatchSize = 200 // many batches, so kills land mid-flow
+	rc := testenv.RedisClient(t, r.Addr)
+	const n = 60000
+	testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, 0, n)...)
+
+	args := append(roleArgs(cfg), "--pusher.batch_size", "200")
+	p := testenv.Start(t, bin, append([]string{"pusher"}, args...)...)
+	for kill, at := range []int64{5000, 20000, 40000} {
+		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d entries before kill %d", at, kill+1), func() bool {
+			return rc.LLen(context.Background(), "push_queue").Val() >= at
+		})
+		p.Kill()
+		t.Logf("kill %d: SIGKILL at %d entries", kill+1, rc.LLen(context.Background(), "push_queue").Val())
+		p = testenv.Start(t, bin, append([]string{"pusher"}, args...)...)
+	}
+	testenv.Eventually(t, 90*time.Second, "all entries", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= n
+	})
+	time.Sleep(time.Second) // a late double would show up now
+	checkExactlyOnce(t, rc, n)
+}
+
+// TestPusherRedisOutage stops redis-server for a few seconds while jobs keep
+// arriving, restarts it, and finds nothing lost and nothing doubled.
+func TestPusherRedisOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	r := testenv.Redis(t, devstack.RedisOptions{Persist: true})
+	cfg := testenv.Config(k.Addr, r.Addr)
+	cfg.Redis.ReadTimeout, cfg.Redis.WriteTimeout, cfg.Redis.DialTimeout = time.Second, time.Second, 500*time.Millisecond
+	rc := testenv.RedisClient(t, r.Addr)
+	stop := startPusher(t, cfg)
+	defer stop()
+
+	const n, chunk = 30000, 1000
+	produced := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i += chunk {
+			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
+			time.Sleep(20 * time.Millisecond)
+		}
+		produced <- nil
+	}()
+	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= 3000
+	})
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("redis stopped under load")
+	time.Sleep(4 * time.Second)
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("redis restarted")
+	<-produced
+	testenv.Eventually(t, 60*time.Second, "all entries after the outage", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= n
+	})
+	time.Sleep(time.Second)
+	checkExactlyOnce(t, rc, n)
+}
+
+// TestDeadLetter: malformed records go to imr.dlq with a reason header and
+// the partition keeps flowing.
+func TestDeadLetter(t *testing.T) {
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	cfg := testenv.Config(k.Addr, r.Addr)
+	cfg.Kafka.Partitions = 1
+	stop := startPusher(t, cfg)
+	defer stop()
+	topic := cfg.Kafka.Topics.Push
+	bad := []struct{ value, reason string }{
+		{`{"v":1,"type":"push_job",`, "invalid_json: record: invalid JSON"},
+		{`{"v":1,"type":"push_job","server":"im-1","appid":"7","receivers":[1],"msg":{"cmd":4,"sender":1,"receiver":1}}`, "wrong_type: push_job.appid: want integer, got string"},
+		{`{"v":1,"type":"push_job","server":"im-1","appid":7,"receivers":[1],"msg":{"cmd":99,"sender":1,"receiver":1}}`, "invalid_value: push_job.msg.cmd: unknown cmd 99"},
+		{`{"v":1,"type":"push_job","server":"im-1","appid":7,"receivers":[1],"msg":{"cmd":4,"sender":1,"receiver":1,"content":"` + strings.Repeat("x", 70000) + `"}}`, "oversize: record: 70"},
+		{`{"v":1,"type":"heartbeat","server":"im-1","appid":7,"epoch":1}`, "wrong_topic: heartbeat.type"},
+	}
+	var msgs []kafka.Message
+	msgs = append(msgs, peerJobs(topic, 0, 1)...)
+	for _, b := range bad {
+		msgs = append(msgs, kafka.Message{Topic: topic, Key: []byte("7:1"), Value: []byte(b.value)})
+	}
+	msgs = append(msgs, peerJobs(topic, 1, 1)...)
+	testenv.Produce(t, cfg, msgs...)
+
+	rc := testenv.RedisClient(t, r.Addr)
+	testenv.Eventually(t, 30*time.Second, "valid records after the bad ones", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() == 2
+	})
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topics.DLQ, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i, b := range bad {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i, err)
+		}
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if !strings.HasPrefix(h["reason"], b.reason) {
+			t.Errorf("dead letter %d reason = %q, want prefix %q", i, h["reason"], b.reason)
+		}
+		if h["stage"] != "pusher" || h["src_topic"] != topic || h["src_offset"] != strconv.Itoa(i+1) || string(m.Value) != b.value || string(m.Key) != "7:1" {
+			t.Errorf("dead letter %d: headers %v key %s", i, h, m.Key)
+		}
+	}
+}
+
+// TestRedisSinkExactlyOnce: the Redis sink follows the Sink contract.
+func TestRedisSinkExactlyOnce(t *testing.T) {
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	rc := testenv.RedisClient(t, r.Addr)
+	s := &pusher.RedisSink{Client: rc, Prefix: "imstream:"}
+	ctx := context.Background()
+	batch := func(from, to int64) []pusher.Entry {
+		var es []pusher.Entry
+		for o := from; o <= to; o++ {
+			es = append(es, pusher.Entry{List: "a", Offset: o, Data: []byte(fmt.Sprint(o))})
+			es = append(es, pusher.Entry{List: "b", Offset: o, Data: []byte(fmt.Sprint(o))})
+		}
+		return es
+	}
+	for _, b := range [][2]int64{{0, 4}, {0, 4}, {3, 7}, {8, 9}, {5, 9}, {0, 2999}} {
+		if err := s.Append(ctx, "t", 0, batch(b[0], b[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"a", "b"} {
+		got := rc.LRange(ctx, l, 0, -1).Val()
+		if len(got) != 3000 {
+			t.Fatalf("%s: %d entries, want 3000", l, len(got))
+		}
+		for i, v := range got {
+			if v != fmt.Sprint(i) {
+				t.Fatalf("%s[%d] = %s", l, i, v)
+			}
+		}
+	}
+	if wm := rc.Get(ctx, s.WatermarkKey("a", "t", 0)).Val(); wm != "2999" {
+		t.Fatalf("watermark = %q", wm)
+	}
+}
