@@ -95,7 +95,8 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	p := &Producer{cfg: cfg, w: &kafka.Writer{
+	p := &Producer{cfg: cfg}
+	p.w = &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
 		RequiredAcks: kafka.RequireAll,
@@ -103,8 +104,8 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		BatchSize:    1000,
 		WriteTimeout: cfg.WriteTimeout,
 		MaxAttempts:  5,
-		Transport:    cfg.Transport,
-	}}
+		Transport:    p.transport(),
+	}
 	if cfg.CreateTopics {
 		if err := p.createTopics(ctx); err != nil {
 			return nil, err
@@ -119,8 +120,17 @@ func (p *Producer) Epoch() int64 { return p.cfg.Epoch }
 // Server returns this producer's server id.
 func (p *Producer) Server() string { return p.cfg.Server }
 
+// transport returns the configured transport as a RoundTripper, or nil
+// (kafka-go's default) when none is set; a typed nil would crash kafka-go.
+func (p *Producer) transport() kafka.RoundTripper {
+	if p.cfg.Transport == nil {
+		return nil
+	}
+	return p.cfg.Transport
+}
+
 func (p *Producer) createTopics(ctx context.Context) error {
-	c := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: p.cfg.Transport, Timeout: 10 * time.Second}
+	c := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: p.transport(), Timeout: 10 * time.Second}
 	req := &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
 		{Topic: p.cfg.PresenceTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
 		{Topic: p.cfg.PublishTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},

@@ -185,7 +185,7 @@ func Load(path string, fs *pflag.FlagSet) (Config, error) {
 	cfg := Default()
 	hook := mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
-		mapstructure.StringToSliceHookFunc(","),
+		mapstructure.StringToWeakSliceHookFunc(","),
 	)
 	if err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
