@@ -18,14 +18,32 @@ const (
 	ListSystem     = "system_push_queue"
 )
 
-// Entry is one offline-push entry: the JSON to RPUSH onto List, and the
-// source offset it came from (for the exactly-once watermark).
+// Entry is one offline-push entry: the JSON to RPUSH onto List, and where
+// it came from, for the exactly-once watermark.
+//
+// The position is taken from the push job's src (the publish event the
+// fanout derived it from): Pos = src.offset<<16 | src.index within source
+// partition (SrcTopic, SrcPartition). A fanout that replays after a crash
+// re-produces jobs at new imr.push offsets but with the same src, so the
+// watermark recognises them. Jobs without src (written by other tools) use
+// their own imr.push coordinates.
 type Entry struct {
-	List   string
-	Kind   string // List without the ROM suffix, for metrics
-	Offset int64
-	TS     int64 // origin unix ms, 0 when unknown
-	Data   []byte
+	List         string
+	Kind         string // List without the ROM suffix, for metrics
+	SrcTopic     string
+	SrcPartition int
+	Pos          int64
+	TS           int64 // origin unix ms, 0 when unknown
+	Data         []byte
+}
+
+// Position returns the source coordinates of a push job read from
+// (topic, partition, offset).
+func Position(job *schemas.PushJob, topic string, partition int, offset int64) (string, int, int64) {
+	if s := job.Src; s != nil {
+		return s.Topic, s.Partition, s.Offset<<16 | int64(s.Index)
+	}
+	return topic, partition, offset << 16
 }
 
 // Encoder turns push jobs into entries.
@@ -34,19 +52,20 @@ type Encoder struct {
 	SystemPush bool
 }
 
-// Append appends the entries of job (read at offset) to dst. It returns dst
+// Append appends the entries of job (read at topic/partition/offset) to dst. It returns dst
 // unchanged when the job yields no entry (SYSTEM with system push off).
 // Keys are in sorted order and strings escaped exactly as Go's
 // encoding/json does for a map, which is what im_service wrote.
-func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, offset int64) []Entry {
+func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partition int, offset int64) []Entry {
 	m := &job.Msg
 	appid := job.AppID
+	st, sp, pos := Position(job, topic, partition, offset)
 	add := func(kind string, rom bool, data []byte) {
 		list := kind
 		if rom && e.ROMApps[appid] {
 			list = kind + "_" + strconv.FormatInt(appid, 10)
 		}
-		dst = append(dst, Entry{List: list, Kind: kind, Offset: offset, TS: job.TS, Data: data})
+		dst = append(dst, Entry{List: list, Kind: kind, SrcTopic: st, SrcPartition: sp, Pos: pos, TS: job.TS, Data: data})
 	}
 	switch m.Cmd {
 	case schemas.CmdIM:

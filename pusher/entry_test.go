@@ -41,7 +41,7 @@ func reference(appid int64, job *schemas.PushJob) map[string][]string {
 
 func encode(job *schemas.PushJob, enc *pusher.Encoder) map[string][]string {
 	out := map[string][]string{}
-	for _, e := range enc.Append(nil, job, 1) {
+	for _, e := range enc.Append(nil, job, "t", 0, 1) {
 		out[e.List] = append(out[e.List], string(e.Data))
 	}
 	return out
@@ -80,11 +80,11 @@ func TestEncoderLists(t *testing.T) {
 	}
 	for _, tt := range tests {
 		job := &schemas.PushJob{Header: schemas.Header{AppID: tt.appid}, Receivers: []int64{1}, Msg: schemas.Message{Cmd: tt.cmd}}
-		es := on.Append(nil, job, 0)
+		es := on.Append(nil, job, "t", 0, 0)
 		if len(es) != 1 || es[0].List != tt.want {
 			t.Errorf("cmd %d app %d: %+v, want list %s", tt.cmd, tt.appid, es, tt.want)
 		}
-		if n := len(off.Append(nil, job, 0)); (tt.cmd == 21) != (n == 0) {
+		if n := len(off.Append(nil, job, "t", 0, 0)); (tt.cmd == 21) != (n == 0) {
 			t.Errorf("cmd %d with system push off: %d entries", tt.cmd, n)
 		}
 	}
@@ -115,13 +115,13 @@ func TestMemorySinkExactlyOnce(t *testing.T) {
 	batch := func(from, to int64) []pusher.Entry {
 		var es []pusher.Entry
 		for o := from; o <= to; o++ {
-			es = append(es, pusher.Entry{List: "l", Offset: o, Data: []byte(fmt.Sprint(o))})
-			es = append(es, pusher.Entry{List: "l", Offset: o, Data: []byte(fmt.Sprint(o, "b"))})
+			es = append(es, pusher.Entry{List: "l", SrcTopic: "t", Pos: o, Data: []byte(fmt.Sprint(o))})
+			es = append(es, pusher.Entry{List: "l", SrcTopic: "t", Pos: o, Data: []byte(fmt.Sprint(o, "b"))})
 		}
 		return es
 	}
 	for _, b := range [][2]int64{{0, 4}, {0, 4}, {3, 7}, {8, 9}, {5, 9}} {
-		if err := s.Append(ctx, "t", 0, batch(b[0], b[1])); err != nil {
+		if err := s.Append(ctx, batch(b[0], b[1])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +139,11 @@ func TestMemorySinkExactlyOnce(t *testing.T) {
 		}
 	}
 	// Another partition has its own watermark.
-	_ = s.Append(ctx, "t", 1, batch(0, 0))
+	es := batch(0, 0)
+	for i := range es {
+		es[i].SrcPartition = 1
+	}
+	_ = s.Append(ctx, es)
 	if n := len(s.List("l")); n != 22 {
 		t.Fatalf("partition 1 entries not appended: %d", n)
 	}

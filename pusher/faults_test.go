@@ -2,6 +2,7 @@ package pusher_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -217,13 +218,13 @@ func TestRedisSinkExactlyOnce(t *testing.T) {
 	batch := func(from, to int64) []pusher.Entry {
 		var es []pusher.Entry
 		for o := from; o <= to; o++ {
-			es = append(es, pusher.Entry{List: "a", Offset: o, Data: []byte(fmt.Sprint(o))})
-			es = append(es, pusher.Entry{List: "b", Offset: o, Data: []byte(fmt.Sprint(o))})
+			es = append(es, pusher.Entry{List: "a", SrcTopic: "t", Pos: o, Data: []byte(fmt.Sprint(o))})
+			es = append(es, pusher.Entry{List: "b", SrcTopic: "t", Pos: o, Data: []byte(fmt.Sprint(o))})
 		}
 		return es
 	}
 	for _, b := range [][2]int64{{0, 4}, {0, 4}, {3, 7}, {8, 9}, {5, 9}, {0, 2999}} {
-		if err := s.Append(ctx, "t", 0, batch(b[0], b[1])); err != nil {
+		if err := s.Append(ctx, batch(b[0], b[1])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -241,4 +242,42 @@ func TestRedisSinkExactlyOnce(t *testing.T) {
 	if wm := rc.Get(ctx, s.WatermarkKey("a", "t", 0)).Val(); wm != "2999" {
 		t.Fatalf("watermark = %q", wm)
 	}
+}
+
+// TestPusherFanoutReplay: a fanout that crashed after producing and
+// re-produced its jobs (same src, new imr.push offsets) doubles nothing,
+// also when one event's jobs straddle two batches.
+func TestPusherFanoutReplay(t *testing.T) {
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	cfg := testenv.Config(k.Addr, r.Addr)
+	cfg.Pusher.BatchSize = 7
+	topic := cfg.Kafka.Topics.Push
+	jobs := func(from, to int64) []kafka.Message {
+		var ms []kafka.Message
+		for off := from; off < to; off++ {
+			for idx := 0; idx < 3; idx++ {
+				recv := 1000 + int64(idx)
+				b, _ := json.Marshal(&schemas.PushJob{
+					Header:    schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7},
+					Receivers: []int64{recv},
+					Msg:       schemas.Message{Cmd: 4, Sender: 1, Receiver: recv, Content: fmt.Sprintf("m-%d", off*3+int64(idx))},
+					Src:       &schemas.Source{Topic: "imr.publish", Partition: 2, Offset: off, Index: idx},
+				})
+				ms = append(ms, kafka.Message{Topic: topic, Key: []byte("imr.publish:2"), Value: b})
+			}
+		}
+		return ms
+	}
+	msgs := append(jobs(0, 100), jobs(40, 100)...) // the replay
+	msgs = append(msgs, jobs(100, 120)...)
+	testenv.Produce(t, cfg, msgs...)
+	stop := startPusher(t, cfg)
+	defer stop()
+	rc := testenv.RedisClient(t, r.Addr)
+	testenv.Eventually(t, 30*time.Second, "entries", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= 360
+	})
+	time.Sleep(500 * time.Millisecond)
+	checkExactlyOnce(t, rc, 360)
 }

@@ -7,9 +7,10 @@
 // Batches: the consume loop hands over up to pusher.batch_size records
 // that are already waiting (flushing at once when nothing more is waiting,
 // and after pusher.flush_interval at the latest); each batch is one pipeline
-// with one atomic script per list. Exactly once: each list keeps a
-// per-partition offset watermark written in the same script as the RPUSH,
-// so a replay appends nothing twice. Offsets are committed only after Redis
+// with one atomic script per list and source partition. Exactly once: each
+// list keeps a watermark per source partition (the publish partition the
+// fanout read, carried in the job's src) written in the same script as the
+// RPUSH, so a replay — of imr.push or of the fanout — appends nothing twice. Offsets are committed only after Redis
 // acknowledged. While Redis is down the batch is retried with back-off;
 // nothing is dropped. Bad records go to the dead-letter topic with a reason.
 //
@@ -147,14 +148,14 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			continue
 		}
 		n := len(entries)
-		entries = p.enc.Append(entries, ev.(*schemas.PushJob), m.Offset)
+		entries = p.enc.Append(entries, ev.(*schemas.PushJob), m.Topic, m.Partition, m.Offset)
 		if len(entries) == n {
 			skipped++
 		}
 	}
 	if len(entries) > 0 {
 		start := time.Now()
-		if err := p.deps.Sink.Append(ctx, b.Topic, b.Partition, entries); err != nil {
+		if err := p.deps.Sink.Append(ctx, entries); err != nil {
 			return err
 		}
 		now := time.Now()

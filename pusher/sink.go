@@ -2,16 +2,39 @@ package pusher
 
 import "context"
 
-// Sink appends push entries to their lists, exactly once per source record.
+// Sink appends push entries to their lists, exactly once per source
+// position.
 //
-// Append takes the entries of one source partition, in offset order. For
-// each list it atomically appends the entries whose offset is above the
-// list's watermark for that partition and raises the watermark, so a replay
-// of records already written (after a crash, a retry or a rebalance)
-// appends nothing twice. It blocks until the writes are acknowledged; an
-// error means some lists may be written and others not, and the caller
-// retries the same entries. Safe for concurrent use by different
-// partitions; ctx cancels the wait.
+// Append takes entries in the order their jobs were read. For each list and
+// source partition it atomically appends the entries whose position is above
+// that pair's watermark and raises the watermark, so a replay of entries
+// already written (after a crash, a retry, a rebalance, or a fanout that
+// re-produced its jobs) appends nothing twice. Entries of one list and
+// source partition must arrive in increasing position, except for such
+// replays. It blocks until the writes are acknowledged; an error means some
+// lists may be written and others not, and the caller retries the same
+// entries. Safe for concurrent use; ctx cancels the wait.
 type Sink interface {
-	Append(ctx context.Context, topic string, partition int, entries []Entry) error
+	Append(ctx context.Context, entries []Entry) error
+}
+
+// stream is one (list, source partition) pair: the unit of atomicity.
+type stream struct {
+	list, topic string
+	partition   int
+}
+
+// groupByStream splits entries into streams, keeping their order.
+func groupByStream(entries []Entry) ([]stream, map[stream][]*Entry) {
+	var order []stream
+	by := make(map[stream][]*Entry, 4)
+	for i := range entries {
+		e := &entries[i]
+		k := stream{e.List, e.SrcTopic, e.SrcPartition}
+		if _, ok := by[k]; !ok {
+			order = append(order, k)
+		}
+		by[k] = append(by[k], e)
+	}
+	return order, by
 }

@@ -2,7 +2,6 @@ package pusher
 
 import (
 	"context"
-	"strconv"
 	"sync"
 )
 
@@ -11,41 +10,37 @@ import (
 type MemorySink struct {
 	mu    sync.Mutex
 	lists map[string][]string
-	wm    map[string]int64
+	wm    map[stream]int64
 }
 
 var _ Sink = (*MemorySink)(nil)
 
 // NewMemorySink returns an empty sink.
 func NewMemorySink() *MemorySink {
-	return &MemorySink{lists: map[string][]string{}, wm: map[string]int64{}}
+	return &MemorySink{lists: map[string][]string{}, wm: map[stream]int64{}}
 }
 
 // Append implements Sink.
-func (s *MemorySink) Append(ctx context.Context, topic string, partition int, entries []Entry) error {
+func (s *MemorySink) Append(ctx context.Context, entries []Entry) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	start := map[string]int64{}
-	for _, e := range entries {
-		k := e.List + "\x00" + topic + "\x00" + strconv.Itoa(partition)
-		w, ok := start[k]
+	order, by := groupByStream(entries)
+	for _, k := range order {
+		wm, ok := s.wm[k]
 		if !ok {
-			w, ok = s.wm[k]
-			if !ok {
-				w = -1
+			wm = -1
+		}
+		hi := wm
+		for _, e := range by[k] {
+			if e.Pos > wm {
+				s.lists[k.list] = append(s.lists[k.list], string(e.Data))
+				hi = max(hi, e.Pos)
 			}
-			start[k] = w
 		}
-		if e.Offset <= w {
-			continue
-		}
-		s.lists[e.List] = append(s.lists[e.List], string(e.Data))
-		if cur, ok := s.wm[k]; !ok || e.Offset > cur {
-			s.wm[k] = e.Offset
-		}
+		s.wm[k] = hi
 	}
 	return nil
 }

@@ -9,8 +9,9 @@ import (
 )
 
 // appendScript appends the entries above the watermark and raises it, in one
-// atomic step. KEYS[1] list, KEYS[2] watermark; ARGV offset/entry pairs in
-// offset order. It returns the number of entries appended.
+// atomic step. KEYS[1] list, KEYS[2] watermark; ARGV position/entry pairs in
+// position order. It returns the number of entries appended. Positions are
+// exact up to 2^53 (source offsets below 2^37).
 const appendScript = `
 local wm = tonumber(redis.call('GET', KEYS[2]) or '-1')
 local hi = wm
@@ -31,11 +32,11 @@ return #buf
 
 var appendLua = redis.NewScript(appendScript)
 
-// RedisSink writes entries with RPUSH, one atomic script per list and batch,
-// all lists of a batch in one pipeline. The watermark of list L and source
-// partition P is the string key "<prefix>wm:{L}:<topic>:<P>": the hash tag
-// puts it in L's slot, so every script touches one slot (Redis Cluster
-// safe).
+// RedisSink writes entries with RPUSH, one atomic script per list and source
+// partition, all of a batch in one pipeline. The watermark of list L and
+// source partition (T, P) is the string key "<prefix>wm:{L}:T:P" holding the
+// highest position written: the hash tag puts it in L's slot, so every
+// script touches one slot (Redis Cluster safe).
 type RedisSink struct {
 	Client redis.UniversalClient
 	Prefix string // e.g. "imstream:"
@@ -49,31 +50,27 @@ func (s *RedisSink) WatermarkKey(list, topic string, partition int) string {
 }
 
 // Append implements Sink.
-func (s *RedisSink) Append(ctx context.Context, topic string, partition int, entries []Entry) error {
+func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	// Group by list, keeping offset order within each list.
-	order := make([]string, 0, 4)
-	args := make(map[string][]any, 4)
-	for _, e := range entries {
-		a, ok := args[e.List]
-		if !ok {
-			order = append(order, e.List)
-		}
-		args[e.List] = append(a, e.Offset, e.Data)
-	}
+	order, by := groupByStream(entries)
 	pipe := s.Client.Pipeline()
 	cmds := make([]*redis.Cmd, len(order))
-	for i, list := range order {
-		cmds[i] = appendLua.Eval(ctx, pipe, []string{list, s.WatermarkKey(list, topic, partition)}, args[list]...)
+	for i, k := range order {
+		es := by[k]
+		args := make([]any, 0, 2*len(es))
+		for _, e := range es {
+			args = append(args, e.Pos, e.Data)
+		}
+		cmds[i] = appendLua.Eval(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("pusher: append to %d lists: %w", len(order), err)
 	}
 	for i, c := range cmds {
 		if err := c.Err(); err != nil {
-			return fmt.Errorf("pusher: rpush %s: %w", order[i], err)
+			return fmt.Errorf("pusher: rpush %s: %w", order[i].list, err)
 		}
 	}
 	return nil

@@ -207,6 +207,9 @@ func (w *wire) publish() (Event, error) {
 	if err := w.Msg.validate(t + ".msg"); err != nil {
 		return nil, err
 	}
+	if err := validSource(t+".src", w.Src); err != nil {
+		return nil, err
+	}
 	p.Msg = *w.Msg
 	return p, nil
 }
@@ -250,7 +253,26 @@ func (w *wire) pushJob() (Event, error) {
 	if !w.Msg.Pushable() {
 		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", w.Msg.Cmd))
 	}
+	if err := validSource(t+".src", w.Src); err != nil {
+		return nil, err
+	}
 	return &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}, nil
+}
+
+func validSource(path string, s *Source) error {
+	switch {
+	case s == nil:
+		return nil
+	case s.Topic == "":
+		return required(path + ".topic")
+	case s.Partition < 0:
+		return fieldErr(path+".partition", ReasonInvalid, "must be >= 0")
+	case s.Offset < 0 || s.Offset >= 1<<37:
+		return fieldErr(path+".offset", ReasonInvalid, "must be 0..2^37")
+	case s.Index < 0 || s.Index > 0xffff:
+		return fieldErr(path+".index", ReasonInvalid, "must be 0..65535")
+	}
+	return nil
 }
 
 func receivers(path string, rs []int64) error {

@@ -122,6 +122,9 @@ type Source struct {
 	Topic     string `json:"topic"`
 	Partition int    `json:"partition"`
 	Offset    int64  `json:"offset"`
+	// Index numbers the outputs derived from one source record (0, 1, …)
+	// where a record yields several push jobs; with Offset it orders them.
+	Index int `json:"index,omitempty"`
 }
 
 // Publish is a publish, publish_group, publish_room or push event. Deliver
