@@ -1,0 +1,383 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/schemas"
+)
+
+// Scripts: each touches one key (one slot).
+var (
+	// KEYS[1] server hash; ARGV type, epoch, leaseUntil. Returns the
+	// resulting lease (0 when down) or -1 when nothing changed.
+	serverLua = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'lease', 'down')
+local epoch, lease, down = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+local e, until_ = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[1] == 'server_down' then
+  if e >= epoch and e > down then
+    redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'lease', '0', 'down', ARGV[2])
+    return 0
+  end
+  return -1
+end
+if e <= down or e < epoch then return -1 end
+if e > epoch then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'lease', ARGV[3])
+  return until_
+end
+if until_ > lease then
+  redis.call('HSET', KEYS[1], 'lease', ARGV[3])
+  return until_
+end
+return -1`)
+	// KEYS[1] user or room hash; ARGV server, epoch, value. Sets the field
+	// unless it holds a newer epoch.
+	subLua = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and tonumber(string.match(cur, '^%d+')) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1`)
+	// KEYS[1] user or room hash; ARGV server, epoch. Deletes the field
+	// unless it holds a newer epoch.
+	unsubLua = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and tonumber(string.match(cur, '^%d+')) <= tonumber(ARGV[2]) then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0`)
+	// KEYS[1] user or room hash; ARGV server, value: deletes the field if
+	// it still holds value (garbage collection).
+	delIfLua = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0`)
+)
+
+// RedisPresence is the PresenceStore on Redis (layout in the package doc).
+// Readers cache server states for at most Refresh, and read through when
+// an entry names an epoch newer than the cached one.
+type RedisPresence struct {
+	c       redis.UniversalClient
+	prefix  string
+	lease   time.Duration
+	refresh time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedServer
+}
+
+type cachedServer struct {
+	serverState
+	fetched time.Time
+}
+
+var (
+	_ PresenceStore = (*RedisPresence)(nil)
+	_ Collector     = (*RedisPresence)(nil)
+)
+
+// NewRedisPresence returns the store. lease is the lease a heartbeat grants;
+// refresh bounds how stale a reader's view of server states may be (a
+// server shut down cleanly may still get deliveries for that long; lease
+// expiry is judged exactly).
+func NewRedisPresence(c redis.UniversalClient, prefix string, lease, refresh time.Duration) *RedisPresence {
+	return &RedisPresence{c: c, prefix: prefix, lease: lease, refresh: refresh, cache: map[string]cachedServer{}}
+}
+
+func (r *RedisPresence) serverKey(id string) string { return r.prefix + "srv:{" + id + "}" }
+func (r *RedisPresence) serversKey() string         { return r.prefix + "servers" }
+
+// UserKey returns the hash key of a user.
+func (r *RedisPresence) UserKey(appid, uid int64) string {
+	return r.prefix + "u:{" + strconv.FormatInt(appid, 10) + ":" + strconv.FormatInt(uid, 10) + "}"
+}
+
+// RoomKey returns the hash key of a room.
+func (r *RedisPresence) RoomKey(appid, room int64) string {
+	return r.prefix + "r:{" + strconv.FormatInt(appid, 10) + ":" + strconv.FormatInt(room, 10) + "}"
+}
+
+// Apply implements PresenceStore: one pipeline of single-key scripts.
+func (r *RedisPresence) Apply(ctx context.Context, evs []*schemas.Presence, now time.Time) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	pipe := r.c.Pipeline()
+	type serverCmd struct {
+		id  string
+		cmd *redis.Cmd
+	}
+	var servers []serverCmd
+	for _, ev := range evs {
+		epoch := strconv.FormatInt(ev.Epoch, 10)
+		switch ev.Type {
+		case schemas.TypeServerUp, schemas.TypeHeartbeat, schemas.TypeServerDown:
+			until := leaseStart(ev, now) + r.lease.Milliseconds()
+			cmd := serverLua.Eval(ctx, pipe, []string{r.serverKey(ev.Server)}, string(ev.Type), epoch, until)
+			servers = append(servers, serverCmd{ev.Server, cmd})
+		case schemas.TypeSubscribe:
+			online := "0"
+			if ev.IsOnline() {
+				online = "1"
+			}
+			subLua.Eval(ctx, pipe, []string{r.UserKey(ev.AppID, ev.UID)}, ev.Server, epoch, epoch+":"+online)
+		case schemas.TypeUnsubscribe:
+			unsubLua.Eval(ctx, pipe, []string{r.UserKey(ev.AppID, ev.UID)}, ev.Server, epoch)
+		case schemas.TypeSubscribeRoom:
+			subLua.Eval(ctx, pipe, []string{r.RoomKey(ev.AppID, ev.RoomID)}, ev.Server, epoch, epoch)
+		case schemas.TypeUnsubscribeRoom:
+			unsubLua.Eval(ctx, pipe, []string{r.RoomKey(ev.AppID, ev.RoomID)}, ev.Server, epoch)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("presence: apply %d events: %w", len(evs), err)
+	}
+	// Index the servers whose lease changed (a separate slot).
+	var zs []redis.Z
+	for _, s := range servers {
+		if v, _ := s.cmd.Int64(); v >= 0 {
+			zs = append(zs, redis.Z{Member: s.id, Score: float64(v)})
+		}
+	}
+	if len(zs) > 0 {
+		if err := r.c.ZAddGT(ctx, r.serversKey(), zs...).Err(); err != nil {
+			return fmt.Errorf("presence: index servers: %w", err)
+		}
+		// A clean shutdown lowers the score, which ZADD GT refuses.
+		for _, z := range zs {
+			if z.Score == 0 {
+				if err := r.c.ZAdd(ctx, r.serversKey(), z).Err(); err != nil {
+					return fmt.Errorf("presence: index servers: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// servers returns the states of ids, from the cache when it is fresh and
+// not older than the epochs entries refer to (need[id]), else from Redis.
+func (r *RedisPresence) servers(ctx context.Context, need map[string]int64, now time.Time) (map[string]serverState, error) {
+	out := make(map[string]serverState, len(need))
+	var fetch []string
+	r.mu.Lock()
+	for id, epoch := range need {
+		c, ok := r.cache[id]
+		if ok && now.Sub(c.fetched) < r.refresh && c.Epoch >= epoch {
+			out[id] = c.serverState
+			continue
+		}
+		fetch = append(fetch, id)
+	}
+	r.mu.Unlock()
+	if len(fetch) == 0 {
+		return out, nil
+	}
+	pipe := r.c.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(fetch))
+	for i, id := range fetch {
+		cmds[i] = pipe.HMGet(ctx, r.serverKey(id), "epoch", "lease", "down")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("presence: read servers: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, id := range fetch {
+		v := cmds[i].Val()
+		s := serverState{Epoch: toInt(v, 0), Lease: toInt(v, 1), Down: toInt(v, 2)}
+		out[id] = s
+		r.cache[id] = cachedServer{serverState: s, fetched: now}
+	}
+	return out, nil
+}
+
+func toInt(v []any, i int) int64 {
+	if i >= len(v) {
+		return 0
+	}
+	s, _ := v[i].(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// parseEntry splits "<epoch>[:<online>]".
+func parseEntry(v string) (epoch int64, online bool) {
+	e, rest, _ := strings.Cut(v, ":")
+	epoch, _ = strconv.ParseInt(e, 10, 64)
+	return epoch, rest == "1"
+}
+
+// Users implements PresenceStore.
+func (r *RedisPresence) Users(ctx context.Context, appid int64, uids []int64, now time.Time) ([]UserPresence, error) {
+	hashes, err := r.hashes(ctx, len(uids), func(i int) string { return r.UserKey(appid, uids[i]) })
+	if err != nil {
+		return nil, err
+	}
+	states, err := r.servers(ctx, neededServers(hashes), now)
+	if err != nil {
+		return nil, err
+	}
+	ms := now.UnixMilli()
+	out := make([]UserPresence, len(uids))
+	for i, h := range hashes {
+		for srv, v := range h {
+			epoch, online := parseEntry(v)
+			if states[srv].valid(epoch, ms) {
+				out[i].Servers = append(out[i].Servers, srv)
+				out[i].Online = out[i].Online || online
+			}
+		}
+		sort.Strings(out[i].Servers)
+	}
+	return out, nil
+}
+
+// Room implements PresenceStore.
+func (r *RedisPresence) Room(ctx context.Context, appid, room int64, now time.Time) ([]string, error) {
+	hashes, err := r.hashes(ctx, 1, func(int) string { return r.RoomKey(appid, room) })
+	if err != nil {
+		return nil, err
+	}
+	states, err := r.servers(ctx, neededServers(hashes), now)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for srv, v := range hashes[0] {
+		if epoch, _ := parseEntry(v); states[srv].valid(epoch, now.UnixMilli()) {
+			out = append(out, srv)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (r *RedisPresence) hashes(ctx context.Context, n int, key func(int) string) ([]map[string]string, error) {
+	pipe := r.c.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, n)
+	for i := range cmds {
+		cmds[i] = pipe.HGetAll(ctx, key(i))
+	}
+	if n > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("presence: read %d hashes: %w", n, err)
+		}
+	}
+	out := make([]map[string]string, n)
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+func neededServers(hashes []map[string]string) map[string]int64 {
+	need := map[string]int64{}
+	for _, h := range hashes {
+		for srv, v := range h {
+			if e, _ := parseEntry(v); e > need[srv] {
+				need[srv] = e
+			}
+		}
+	}
+	return need
+}
+
+// LiveServers implements PresenceStore.
+func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]string, error) {
+	ids, err := r.c.ZRangeByScore(ctx, r.serversKey(), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("presence: live servers: %w", err)
+	}
+	need := make(map[string]int64, len(ids))
+	for _, id := range ids {
+		need[id] = 0
+	}
+	states, err := r.servers(ctx, need, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		if states[id].live(now.UnixMilli()) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Collect implements Collector: it scans user and room hashes (SCAN, on
+// every master of a cluster) and deletes entries of void epochs or of
+// servers dead for longer than a lease, each with a compare-and-delete.
+func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (int, error) {
+	removed := 0
+	var mu sync.Mutex
+	scan := func(ctx context.Context, c *redis.Client) error {
+		for _, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
+			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
+			for iter.Next(ctx) {
+				n, err := r.collectKey(ctx, iter.Val(), now)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				removed += n
+				mu.Unlock()
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	switch c := r.c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		err = fmt.Errorf("presence: collect: unsupported client %T", r.c)
+	}
+	return removed, err
+}
+
+func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Time) (int, error) {
+	h, err := r.c.HGetAll(ctx, key).Result()
+	if err != nil {
+		return 0, err
+	}
+	// Judge with fresh server states, a lease ago.
+	r.mu.Lock()
+	for srv := range h {
+		delete(r.cache, srv)
+	}
+	r.mu.Unlock()
+	states, err := r.servers(ctx, neededServers([]map[string]string{h}), now)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := now.Add(-r.lease).UnixMilli()
+	n := 0
+	for srv, v := range h {
+		epoch, _ := parseEntry(v)
+		s := states[srv]
+		if epoch < s.Epoch || (epoch == s.Epoch && !s.live(cutoff)) {
+			d, err := delIfLua.Run(ctx, r.c, []string{key}, srv, v).Int()
+			if err != nil {
+				return n, err
+			}
+			n += d
+		}
+	}
+	return n, nil
+}

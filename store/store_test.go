@@ -1,0 +1,63 @@
+package store_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+	"github.com/imstream/imstream/store/storetest"
+)
+
+func TestMemoryPresence(t *testing.T) {
+	storetest.RunPresence(t, func(*testing.T) store.PresenceStore { return store.NewMemoryPresence(storetest.Lease) })
+}
+
+func TestMemoryGroups(t *testing.T) {
+	storetest.RunGroups(t, func(*testing.T) store.GroupStore { return store.NewMemoryGroups() })
+}
+
+func TestRedisPresence(t *testing.T) {
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	rc := testenv.RedisClient(t, r.Addr)
+	storetest.RunPresence(t, func(t *testing.T) store.PresenceStore {
+		rc.FlushAll(context.Background())
+		return store.NewRedisPresence(rc, "imstream:", storetest.Lease, 0)
+	})
+}
+
+func TestRedisGroups(t *testing.T) {
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	rc := testenv.RedisClient(t, r.Addr)
+	storetest.RunGroups(t, func(t *testing.T) store.GroupStore {
+		rc.FlushAll(context.Background())
+		return store.NewRedisGroups(rc, "imstream:", 0)
+	})
+}
+
+// TestRedisGroupsCache: a cached group is served without a round trip
+// while fresh, and picks up changes by version afterwards.
+func TestRedisGroupsCache(t *testing.T) {
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	rc := testenv.RedisClient(t, r.Addr)
+	ctx := context.Background()
+	writer := store.NewRedisGroups(rc, "imstream:", 0)
+	reader := store.NewRedisGroups(rc, "imstream:", 200*time.Millisecond)
+	ev := func(typ schemas.Type, uid int64) *schemas.Group {
+		return &schemas.Group{Header: schemas.Header{V: 1, Type: typ, Server: "b", AppID: 7}, GroupID: 1, UID: uid}
+	}
+	_ = writer.Apply(ctx, []*schemas.Group{ev(schemas.TypeGroupMemberAdd, 1)})
+	g, _ := reader.Group(ctx, 7, 1)
+	_ = writer.Apply(ctx, []*schemas.Group{ev(schemas.TypeGroupMemberAdd, 2)})
+	if g2, _ := reader.Group(ctx, 7, 1); g2 != g {
+		t.Fatalf("fresh cache entry not served")
+	}
+	time.Sleep(250 * time.Millisecond)
+	if g3, _ := reader.Group(ctx, 7, 1); !reflect.DeepEqual(g3.Members, []int64{1, 2}) {
+		t.Fatalf("stale cache after version change: %+v", g3)
+	}
+}
