@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
@@ -96,13 +95,9 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 		redisT = are.ExistingCollector.(*prometheus.HistogramVec)
 	}
 	p.redisT = redisT.WithLabelValues(Stage, "append")
-	p.dlq = &kafkax.DeadLetter{
-		W:     deps.Conn.NewWriter(cfg.Kafka, cfg.Kafka.Topics.DLQ),
-		Stage: Stage,
-		OnReject: func(reason string) {
-			deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-		},
-	}
+	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
+		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+	})
 	return p, nil
 }
 
@@ -116,22 +111,8 @@ func (p *Pusher) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	c := p.cfg.Consumer
-	return p.deps.Conn.Consume(ctx, kafkax.ConsumerConfig{
-		Group:             p.cfg.Pusher.Group,
-		Topics:            []string{k.Topics.Push},
-		MaxBatch:          p.cfg.Pusher.BatchSize,
-		MaxWait:           p.cfg.Pusher.FlushInterval,
-		QueueSize:         c.QueueSize,
-		MaxFetchBytes:     c.MaxFetchBytes,
-		RetryMin:          c.RetryMin,
-		RetryMax:          c.RetryMax,
-		SessionTimeout:    c.SessionTimeout,
-		HeartbeatInterval: c.HeartbeatInterval,
-		RebalanceTimeout:  c.RebalanceTimeout,
-		Logger:            p.log,
-		Hooks:             p.deps.Metrics.Hooks(Stage),
-	}, p)
+	return p.deps.Conn.Consume(ctx, kafkax.StageConsumer(p.cfg.Consumer, p.cfg.Pusher.Group, []string{k.Topics.Push},
+		p.cfg.Pusher.BatchSize, p.cfg.Pusher.FlushInterval, p.log, p.deps.Metrics.Hooks(Stage)), p)
 }
 
 // HandleBatch turns a batch of push jobs into entries, appends them, and
@@ -144,7 +125,7 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		m := &b.Records[i]
 		ev, err := schemas.DecodeKind(m.Value, p.cfg.Schemas.MaxBytes, schemas.KindPushJob)
 		if err != nil {
-			rejected = append(rejected, reject(*m, err))
+			rejected = append(rejected, kafkax.Reject(*m, err))
 			continue
 		}
 		n := len(entries)
@@ -172,12 +153,4 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		p.deps.Metrics.Skipped.WithLabelValues(Stage, "system_push_disabled").Add(float64(skipped))
 	}
 	return nil
-}
-
-func reject(m kafka.Message, err error) kafkax.Rejected {
-	var se *schemas.Error
-	if errors.As(err, &se) {
-		return kafkax.Rejected{Msg: m, Code: se.Reason, Reason: se.Error()}
-	}
-	return kafkax.Rejected{Msg: m, Code: "invalid", Reason: err.Error()}
 }

@@ -22,6 +22,9 @@ type Config struct {
 	Kafka    Kafka    `mapstructure:"kafka"`
 	Redis    Redis    `mapstructure:"redis"`
 	Schemas  Schemas  `mapstructure:"schemas"`
+	Presence Presence `mapstructure:"presence"`
+	Groups   Groups   `mapstructure:"groups"`
+	Fanout   Fanout   `mapstructure:"fanout"`
 	Pusher   Pusher   `mapstructure:"pusher"`
 	Consumer Consumer `mapstructure:"consumer"`
 	Admin    Admin    `mapstructure:"admin"`
@@ -82,6 +85,31 @@ type Consumer struct {
 	MaxFetchBytes     int           `mapstructure:"max_fetch_bytes"`    // default 4 MiB
 }
 
+// Presence configures the presence stage and the presence store.
+type Presence struct {
+	Group       string        `mapstructure:"group"`        // default imstream-presence: consumer group
+	BatchSize   int           `mapstructure:"batch_size"`   // default 1000: events per Redis pipeline
+	Lease       time.Duration `mapstructure:"lease"`        // default 30s: a server that does not heartbeat for this long is dead
+	ServerCache time.Duration `mapstructure:"server_cache"` // default 500ms: how stale a reader's view of server states may be
+	GCInterval  time.Duration `mapstructure:"gc_interval"`  // default 1m: how often stale entries are collected; 0 disables
+}
+
+// Groups configures the group store stage and the group cache.
+type Groups struct {
+	Group string        `mapstructure:"group"` // default imstream-groups: consumer group
+	Cache time.Duration `mapstructure:"cache"` // default 1s: a cached group is served this long without checking its version
+}
+
+// Fanout configures the routing stage.
+type Fanout struct {
+	Group     string `mapstructure:"group"`      // default imstream-fanout: consumer group
+	BatchSize int    `mapstructure:"batch_size"` // default 500: events per batch (one presence look-up pipeline)
+	// SyncGroupNotifyAll forwards SYNC_GROUP_NOTIFY to every live server,
+	// as im_service does, instead of only the servers where a member is
+	// present. Default false.
+	SyncGroupNotifyAll bool `mapstructure:"sync_group_notify_all"`
+}
+
 // Pusher configures the offline-push sink.
 type Pusher struct {
 	Group         string        `mapstructure:"group"`          // default imstream-pusher: consumer group
@@ -137,6 +165,12 @@ func Default() Config {
 			QueueSize:         4096,
 			MaxFetchBytes:     4 << 20,
 		},
+		Presence: Presence{
+			Group: "imstream-presence", BatchSize: 1000, Lease: 30 * time.Second,
+			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute,
+		},
+		Groups: Groups{Group: "imstream-groups", Cache: time.Second},
+		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,
@@ -271,6 +305,33 @@ func (c *Config) Validate() error {
 	if c.Consumer.SessionTimeout < time.Second || c.Consumer.HeartbeatInterval <= 0 ||
 		c.Consumer.HeartbeatInterval >= c.Consumer.SessionTimeout {
 		bad("consumer.heartbeat_interval", "must be > 0 and below consumer.session_timeout (>= 1s)")
+	}
+	if c.Presence.Group == "" {
+		bad("presence.group", "must not be empty")
+	}
+	if c.Presence.BatchSize < 1 {
+		bad("presence.batch_size", "must be >= 1, got %d", c.Presence.BatchSize)
+	}
+	if c.Presence.Lease < time.Second {
+		bad("presence.lease", "must be >= 1s, got %s", c.Presence.Lease)
+	}
+	if c.Presence.ServerCache < 0 || c.Presence.ServerCache >= c.Presence.Lease {
+		bad("presence.server_cache", "must be >= 0 and below presence.lease")
+	}
+	if c.Presence.GCInterval < 0 {
+		bad("presence.gc_interval", "must be >= 0")
+	}
+	if c.Groups.Group == "" {
+		bad("groups.group", "must not be empty")
+	}
+	if c.Groups.Cache < 0 {
+		bad("groups.cache", "must be >= 0")
+	}
+	if c.Fanout.Group == "" {
+		bad("fanout.group", "must not be empty")
+	}
+	if c.Fanout.BatchSize < 1 {
+		bad("fanout.batch_size", "must be >= 1, got %d", c.Fanout.BatchSize)
 	}
 	if c.Pusher.Group == "" {
 		bad("pusher.group", "must not be empty")

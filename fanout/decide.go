@@ -1,0 +1,125 @@
+package fanout
+
+import (
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// View is what a routing decision reads: the presence of the users, rooms
+// and servers it asks about, and groups. A batch builds one View with
+// pipelined look-ups.
+type View interface {
+	User(appid, uid int64) store.UserPresence
+	Room(appid, room int64) []string
+	Group(appid, gid int64) *store.Group
+	LiveServers() []string
+}
+
+// Plan is what to do with one publish event.
+type Plan struct {
+	Deliver []string  // servers to forward the event to (never the origin)
+	Push    [][]int64 // push jobs, each the offline receivers of one job
+	Skip    string    // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
+}
+
+// Options are the routing switches.
+type Options struct {
+	// SyncGroupNotifyAll forwards SYNC_GROUP_NOTIFY to every live server
+	// (im_service) instead of only where a member is present.
+	SyncGroupNotifyAll bool
+}
+
+// Decide applies SPEC §4 (im_service's HandlePublish, HandlePublishGroup,
+// HandlePublishRoom and MSG_PUSH) to one event.
+func Decide(ev *schemas.Publish, v View, o Options) Plan {
+	var p Plan
+	m := &ev.Msg
+	switch ev.Type {
+	case schemas.TypePublish:
+		u := v.User(ev.AppID, ev.Receiver)
+		if !u.Online && m.Pushable() {
+			p.Push = [][]int64{{ev.Receiver}}
+		}
+		if !m.Persistent() {
+			p.Deliver = except(u.Servers, ev.Server)
+		}
+	case schemas.TypePublishGroup:
+		g := v.Group(ev.AppID, ev.Receiver)
+		if m.Cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll {
+			p.Deliver = except(v.LiveServers(), ev.Server)
+		}
+		if g == nil {
+			p.Skip = "unknown_group"
+			return p
+		}
+		switch m.Cmd {
+		case schemas.CmdGroupIM:
+			var off []int64
+			for _, uid := range g.Members {
+				if uid != m.Sender && !v.User(ev.AppID, uid).Online {
+					off = append(off, uid)
+				}
+			}
+			if len(off) > 0 {
+				p.Push = [][]int64{off}
+			}
+		case schemas.CmdSyncGroupNotify:
+			if !o.SyncGroupNotifyAll {
+				var servers []string
+				for _, uid := range g.Members {
+					servers = union(servers, v.User(ev.AppID, uid).Servers)
+				}
+				p.Deliver = except(servers, ev.Server)
+			}
+		}
+	case schemas.TypePublishRoom:
+		p.Deliver = except(v.Room(ev.AppID, ev.Receiver), ev.Server)
+	case schemas.TypePush:
+		if !m.Pushable() {
+			p.Skip = "not_pushable"
+			return p
+		}
+		var off []int64
+		for _, uid := range ev.Receivers {
+			if !v.User(ev.AppID, uid).Online {
+				off = append(off, uid)
+			}
+		}
+		if len(off) == 0 {
+			break
+		}
+		if m.Cmd == schemas.CmdGroupIM {
+			p.Push = [][]int64{off}
+			break
+		}
+		for _, uid := range off {
+			p.Push = append(p.Push, []int64{uid})
+		}
+	}
+	return p
+}
+
+// except returns servers without origin (servers is not modified).
+func except(servers []string, origin string) []string {
+	var out []string
+	for _, s := range servers {
+		if s != origin {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// union adds the servers of add missing from set (small sets: linear).
+func union(set, add []string) []string {
+next:
+	for _, s := range add {
+		for _, x := range set {
+			if x == s {
+				continue next
+			}
+		}
+		set = append(set, s)
+	}
+	return set
+}

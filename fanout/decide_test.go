@@ -1,0 +1,105 @@
+package fanout_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/imstream/imstream/fanout"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// view: users 1 online on s1; 2 present on s2 but online=false; 3 online on
+// s1 and s3; 4 absent. Group 55 = {1,2,3,4}; room 9 on s1, s2.
+type view struct{}
+
+func (view) User(appid, uid int64) store.UserPresence {
+	if appid != 7 {
+		return store.UserPresence{}
+	}
+	switch uid {
+	case 1:
+		return store.UserPresence{Online: true, Servers: []string{"s1"}}
+	case 2:
+		return store.UserPresence{Online: false, Servers: []string{"s2"}}
+	case 3:
+		return store.UserPresence{Online: true, Servers: []string{"s1", "s3"}}
+	}
+	return store.UserPresence{}
+}
+func (view) Room(appid, room int64) []string {
+	if appid == 7 && room == 9 {
+		return []string{"s1", "s2"}
+	}
+	return nil
+}
+func (view) Group(appid, gid int64) *store.Group {
+	if appid == 7 && gid == 55 {
+		return &store.Group{AppID: 7, ID: 55, Members: []int64{1, 2, 3, 4}}
+	}
+	return nil
+}
+func (view) LiveServers() []string { return []string{"s1", "s2", "s3", "s4"} }
+
+func pub(typ schemas.Type, origin string, receiver int64, msg schemas.Message) *schemas.Publish {
+	return &schemas.Publish{Header: schemas.Header{V: 1, Type: typ, Server: origin, AppID: 7}, Receiver: receiver, Msg: msg}
+}
+
+func TestDecide(t *testing.T) {
+	im := func(flag int) schemas.Message { return schemas.Message{Cmd: 4, Flag: flag, Sender: 3, Receiver: 1} }
+	gim := schemas.Message{Cmd: 8, Sender: 3, Receiver: 55}
+	sync := schemas.Message{Cmd: 33, GroupID: 55}
+	type tc struct {
+		name string
+		ev   *schemas.Publish
+		opts fanout.Options
+		want string
+	}
+	tests := []tc{
+		{"online peer, persistent: nothing", pub(schemas.TypePublish, "s3", 1, im(0)), fanout.Options{}, "deliver=[] push=[] skip="},
+		{"offline peer, persistent: push only", pub(schemas.TypePublish, "s3", 4, im(0)), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		{"present but online=false, persistent: push, no forward", pub(schemas.TypePublish, "s1", 2, im(0)), fanout.Options{}, "deliver=[] push=[[2]] skip="},
+		{"online peer, unpersistent: forward except origin", pub(schemas.TypePublish, "s1", 3, im(schemas.FlagUnpersistent)), fanout.Options{}, "deliver=[s3] push=[] skip="},
+		{"present offline, unpersistent: push and forward", pub(schemas.TypePublish, "s1", 2, im(schemas.FlagUnpersistent)), fanout.Options{}, "deliver=[s2] push=[[2]] skip="},
+		{"RT online: forward", pub(schemas.TypePublish, "s2", 1, schemas.Message{Cmd: 17, Sender: 2, Receiver: 1}), fanout.Options{}, "deliver=[s1] push=[] skip="},
+		{"RT offline: nothing (not pushable)", pub(schemas.TypePublish, "s2", 4, schemas.Message{Cmd: 17, Sender: 2, Receiver: 4}), fanout.Options{}, "deliver=[] push=[] skip="},
+		{"system offline: push", pub(schemas.TypePublish, "s2", 4, schemas.Message{Cmd: 21, Notification: "n"}), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		{"customer offline: push", pub(schemas.TypePublish, "s2", 4, schemas.Message{Cmd: 24, CustomerAppID: 1, CustomerID: 2}), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		{"customer v2 offline: push", pub(schemas.TypePublish, "s2", 4, schemas.Message{Cmd: 64, SenderAppID: 1, Sender: 1, ReceiverAppID: 7, Receiver: 4}), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		{"group notification unpersistent cmd: forward", pub(schemas.TypePublish, "s1", 3, schemas.Message{Cmd: 7, Notification: "x"}), fanout.Options{}, "deliver=[s3] push=[] skip="},
+		{"group IM: offline members minus sender", pub(schemas.TypePublishGroup, "s1", 55, gim), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
+		{"group IM from an offline sender", pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 8, Sender: 4, Receiver: 55}), fanout.Options{}, "deliver=[] push=[[2]] skip="},
+		{"sync group notify: servers with members, not origin", pub(schemas.TypePublishGroup, "s1", 55, sync), fanout.Options{}, "deliver=[s2 s3] push=[] skip="},
+		{"sync group notify, all servers option", pub(schemas.TypePublishGroup, "s1", 55, sync), fanout.Options{SyncGroupNotifyAll: true}, "deliver=[s2 s3 s4] push=[] skip="},
+		{"other group cmd: nothing", pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 7}), fanout.Options{}, "deliver=[] push=[] skip="},
+		{"unknown group: nothing, counted", pub(schemas.TypePublishGroup, "s1", 56, gim), fanout.Options{}, "deliver=[] push=[] skip=unknown_group"},
+		{"room: servers except origin", pub(schemas.TypePublishRoom, "s1", 9, schemas.Message{Cmd: 20, Sender: 1, Receiver: 9}), fanout.Options{}, "deliver=[s2] push=[] skip="},
+		{"empty room", pub(schemas.TypePublishRoom, "s1", 8, schemas.Message{Cmd: 20, Sender: 1, Receiver: 8}), fanout.Options{}, "deliver=[] push=[] skip="},
+		{"other app's users are not these", &schemas.Publish{Header: schemas.Header{Type: schemas.TypePublish, Server: "s3", AppID: 8}, Receiver: 1, Msg: im(0)}, fanout.Options{}, "deliver=[] push=[[1]] skip="},
+	}
+	push := func(receivers []int64, msg schemas.Message) *schemas.Publish {
+		return &schemas.Publish{Header: schemas.Header{Type: schemas.TypePush, Server: "s1", AppID: 7}, Receivers: receivers, Msg: msg}
+	}
+	tests = append(tests,
+		tc{"MSG_PUSH IM: one job per offline receiver", push([]int64{1, 2, 3, 4}, im(0)), fanout.Options{}, "deliver=[] push=[[2] [4]] skip="},
+		tc{"MSG_PUSH GROUP_IM: one group job", push([]int64{1, 2, 4}, gim), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
+		tc{"MSG_PUSH all online: nothing", push([]int64{1, 3}, im(0)), fanout.Options{}, "deliver=[] push=[] skip="},
+	)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := fanout.Decide(tt.ev, view{}, tt.opts)
+			got := fmt.Sprintf("deliver=%v push=%v skip=%s", p.Deliver, p.Push, p.Skip)
+			if got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func BenchmarkDecideGroup(b *testing.B) {
+	ev := pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 8, Sender: 3, Receiver: 55})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		fanout.Decide(ev, view{}, fanout.Options{})
+	}
+}

@@ -1,0 +1,240 @@
+// Package fanout is the routing stage: it consumes imr.publish, decides per
+// event what im_service's router would do (SPEC §4; Decide), and writes
+// deliveries to imr.deliver.<server> and offline-push jobs to imr.push.
+//
+// Each batch (one partition, in order) is decided on one View filled with
+// pipelined look-ups (package store, read-only), then all outputs are
+// written in one produce call; offsets are committed only after the brokers
+// acknowledged them. A replay re-produces outputs with the same source
+// coordinates: deliveries carry src {topic, partition, offset} so an IM
+// server drops repeats, and push jobs carry src (+ index) so the pusher's
+// watermarks drop them. Push jobs of one source partition all go to one
+// imr.push partition (source partition mod partitions), which keeps their
+// order; deliveries are keyed by the event's key, which keeps each
+// receiver's order.
+//
+// Metrics (besides the shared ones, stage="fanout"):
+//
+//	imstream_fanout_outputs_total{kind}   records produced: deliver, push_job
+//	imstream_skipped_total{stage="fanout",reason}   unknown_group, not_pushable
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// Stage is the name used in metrics and dead-letter headers.
+const Stage = "fanout"
+
+// Deps are the fanout's collaborators.
+type Deps struct {
+	Conn       *kafkax.Conn
+	Presence   store.PresenceStore
+	Groups     store.GroupStore
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Fanout is the routing stage.
+type Fanout struct {
+	cfg     config.Config
+	deps    Deps
+	opts    Options
+	log     *slog.Logger
+	dlq     *kafkax.DeadLetter
+	w       *kafka.Writer
+	outputs *prometheus.CounterVec
+
+	mu     sync.Mutex
+	topics map[string]bool // deliver topics known to exist
+}
+
+// New builds the stage; Run starts it.
+func New(cfg config.Config, deps Deps) (*Fanout, error) {
+	if deps.Conn == nil || deps.Presence == nil || deps.Groups == nil || deps.Metrics == nil || deps.Registerer == nil {
+		return nil, errors.New("fanout: Conn, Presence, Groups, Metrics and Registerer are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	f := &Fanout{
+		cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
+		opts:   Options{SyncGroupNotifyAll: cfg.Fanout.SyncGroupNotifyAll},
+		topics: map[string]bool{},
+		outputs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_fanout_outputs_total", Help: "Records produced by the fanout, by kind (deliver, push_job).",
+		}, []string{"kind"}),
+	}
+	if err := deps.Registerer.Register(f.outputs); err != nil {
+		return nil, err
+	}
+	f.w = deps.Conn.NewWriter(cfg.Kafka, "")
+	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
+	f.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
+		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+	})
+	return f, nil
+}
+
+// Run consumes imr.publish until ctx ends.
+func (f *Fanout) Run(ctx context.Context) error {
+	defer f.dlq.W.Close()
+	defer f.w.Close()
+	k := f.cfg.Kafka
+	if k.AutoCreateTopics {
+		if err := f.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{
+			k.Topics.Publish: k.Partitions, k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions,
+		}); err != nil {
+			return err
+		}
+	}
+	return f.deps.Conn.Consume(ctx, kafkax.StageConsumer(f.cfg.Consumer, f.cfg.Fanout.Group, []string{k.Topics.Publish},
+		f.cfg.Fanout.BatchSize, 100*time.Millisecond, f.log, f.deps.Metrics.Hooks(Stage)), f)
+}
+
+// HandleBatch routes a batch of publish events.
+func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
+	evs := make([]*schemas.Publish, 0, len(b.Records))
+	msgs := make([]*kafka.Message, 0, len(b.Records))
+	var rejected []kafkax.Rejected
+	for i := range b.Records {
+		m := &b.Records[i]
+		ev, err := schemas.DecodeKind(m.Value, f.cfg.Schemas.MaxBytes, schemas.KindPublish)
+		if err != nil {
+			rejected = append(rejected, kafkax.Reject(*m, err))
+			continue
+		}
+		evs = append(evs, ev.(*schemas.Publish))
+		msgs = append(msgs, m)
+	}
+	now := time.Now()
+	view, err := load(ctx, evs, f.deps.Presence, f.deps.Groups, f.opts, now)
+	if err != nil {
+		return err
+	}
+	var out []kafka.Message
+	newTopics := map[string]int{}
+	delivers, jobs := 0, 0
+	for i, ev := range evs {
+		plan := Decide(ev, view, f.opts)
+		if plan.Skip != "" {
+			f.deps.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
+		}
+		m := msgs[i]
+		if len(plan.Deliver) > 0 {
+			value := withSource(m.Value, m.Topic, m.Partition, m.Offset)
+			for _, server := range plan.Deliver {
+				topic := f.cfg.Kafka.Topics.DeliverPrefix + server
+				if !f.known(topic) {
+					newTopics[topic] = f.cfg.Kafka.DeliverPartitions
+				}
+				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value})
+			}
+			delivers += len(plan.Deliver)
+		}
+		for idx, receivers := range plan.Push {
+			job, err := pushJob(ev, receivers, m, idx)
+			if err != nil {
+				return err
+			}
+			job.Topic = f.cfg.Kafka.Topics.Push
+			out = append(out, job)
+		}
+		jobs += len(plan.Push)
+	}
+	if len(newTopics) > 0 {
+		if err := f.deps.Conn.EnsureTopics(ctx, f.cfg.Kafka.ReplicationFactor, newTopics); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		for t := range newTopics {
+			f.topics[t] = true
+		}
+		f.mu.Unlock()
+		f.log.Info("created deliver topics", "topics", len(newTopics))
+	}
+	if err := kafkax.Write(ctx, f.w, out...); err != nil {
+		return err
+	}
+	done := time.Now()
+	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
+	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
+	if delivers > 0 {
+		for _, ev := range evs {
+			f.deps.Metrics.ObserveE2E("deliver_topic", ev.TS, done)
+		}
+	}
+	return f.dlq.Send(ctx, rejected)
+}
+
+func (f *Fanout) known(topic string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.topics[topic]
+}
+
+// withSource returns the event's JSON with src appended, keeping every byte
+// the producer wrote (unknown fields, msg.raw).
+func withSource(value []byte, topic string, partition int, offset int64) []byte {
+	end := len(value) - 1
+	for end >= 0 && value[end] != '}' {
+		end--
+	}
+	b := make([]byte, 0, end+80+len(topic))
+	b = append(b, value[:end]...)
+	b = append(b, `,"src":{"topic":`...)
+	b = strconv.AppendQuote(b, topic)
+	b = append(b, `,"partition":`...)
+	b = strconv.AppendInt(b, int64(partition), 10)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendInt(b, offset, 10)
+	return append(b, "}}"...)
+}
+
+// pushJob builds the idx-th push job of the event read from m. Its key names
+// the source partition, which the output balancer maps to an imr.push
+// partition.
+func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, idx int) (kafka.Message, error) {
+	msg := ev.Msg
+	msg.Raw = nil // the pusher does not need the frame
+	h := ev.Header
+	h.Type = schemas.TypePushJob
+	b, err := json.Marshal(&schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
+		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx}})
+	if err != nil {
+		return kafka.Message{}, fmt.Errorf("fanout: encode push job: %w", err)
+	}
+	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: b}, nil
+}
+
+// outputBalancer puts push jobs on imr.push partition (source partition mod
+// partitions) and everything else where murmur2 puts its key.
+type outputBalancer struct{ pushTopic string }
+
+func (o *outputBalancer) Balance(msg kafka.Message, partitions ...int) int {
+	if msg.Topic == o.pushTopic {
+		k := string(msg.Key)
+		if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil && len(partitions) > 0 {
+			return partitions[p%len(partitions)]
+		}
+	}
+	return kafkax.Partitioner.Balance(msg, partitions...)
+}

@@ -1,0 +1,100 @@
+// Package groups is the group-store stage: it consumes imr.groups (events
+// from the app backend) and keeps the group store current. The fanout reads
+// the store through store.GroupStore. It runs inside the presence role.
+//
+// Metrics (besides the shared ones, stage="groups"):
+//
+//	imstream_group_events_total{type}   events applied, by type
+package groups
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// Stage is the name used in metrics and dead-letter headers.
+const Stage = "groups"
+
+// Deps are the stage's collaborators.
+type Deps struct {
+	Conn       *kafkax.Conn
+	Store      store.GroupStore
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Groups is the group-store stage.
+type Groups struct {
+	cfg    config.Config
+	deps   Deps
+	log    *slog.Logger
+	dlq    *kafkax.DeadLetter
+	events *prometheus.CounterVec
+}
+
+// New builds the stage; Run starts it.
+func New(cfg config.Config, deps Deps) (*Groups, error) {
+	if deps.Conn == nil || deps.Store == nil || deps.Metrics == nil || deps.Registerer == nil {
+		return nil, errors.New("groups: Conn, Store, Metrics and Registerer are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	g := &Groups{cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_group_events_total", Help: "Group events applied to the group store, by type.",
+		}, []string{"type"}),
+	}
+	if err := deps.Registerer.Register(g.events); err != nil {
+		return nil, err
+	}
+	g.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
+		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+	})
+	return g, nil
+}
+
+// Run consumes imr.groups until ctx ends.
+func (g *Groups) Run(ctx context.Context) error {
+	defer g.dlq.W.Close()
+	k := g.cfg.Kafka
+	if k.AutoCreateTopics {
+		if err := g.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Groups: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
+			return err
+		}
+	}
+	return g.deps.Conn.Consume(ctx, kafkax.StageConsumer(g.cfg.Consumer, g.cfg.Groups.Group, []string{k.Topics.Groups},
+		1000, 100*time.Millisecond, g.log, g.deps.Metrics.Hooks(Stage)), g)
+}
+
+// HandleBatch applies a batch of group events.
+func (g *Groups) HandleBatch(ctx context.Context, b kafkax.Batch) error {
+	evs := make([]*schemas.Group, 0, len(b.Records))
+	var rejected []kafkax.Rejected
+	for _, m := range b.Records {
+		ev, err := schemas.DecodeKind(m.Value, g.cfg.Schemas.MaxBytes, schemas.KindGroup)
+		if err != nil {
+			rejected = append(rejected, kafkax.Reject(m, err))
+			continue
+		}
+		evs = append(evs, ev.(*schemas.Group))
+	}
+	if err := g.deps.Store.Apply(ctx, evs); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		g.events.WithLabelValues(string(ev.Type)).Inc()
+	}
+	return g.dlq.Send(ctx, rejected)
+}

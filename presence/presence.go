@@ -1,0 +1,139 @@
+// Package presence is the presence stage: it consumes imr.presence and
+// keeps, in the presence store, which users and rooms are present on which
+// live IM server (layout and liveness rules: package store). It also serves
+// im_service's query API, GET /online?appid=&uid=.
+//
+// Batches of events are applied in partition order with one pipeline;
+// applying is idempotent, so a replay after a crash or rebalance changes
+// nothing. Stale entries (dead servers, void epochs) are collected in the
+// background every presence.gc_interval.
+//
+// Metrics (besides the shared ones, stage="presence"):
+//
+//	imstream_presence_events_total{type}   events applied, by type
+//	imstream_presence_collected_total      stale entries removed by the collector
+package presence
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// Stage is the name used in metrics and dead-letter headers.
+const Stage = "presence"
+
+// Deps are the presence stage's collaborators.
+type Deps struct {
+	Conn       *kafkax.Conn
+	Store      store.PresenceStore
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Presence is the presence stage.
+type Presence struct {
+	cfg       config.Config
+	deps      Deps
+	log       *slog.Logger
+	dlq       *kafkax.DeadLetter
+	events    *prometheus.CounterVec
+	collected prometheus.Counter
+}
+
+// New builds the stage; Run starts it.
+func New(cfg config.Config, deps Deps) (*Presence, error) {
+	if deps.Conn == nil || deps.Store == nil || deps.Metrics == nil || deps.Registerer == nil {
+		return nil, errors.New("presence: Conn, Store, Metrics and Registerer are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	p := &Presence{
+		cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_presence_events_total", Help: "Presence events applied to the store, by type.",
+		}, []string{"type"}),
+		collected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imstream_presence_collected_total", Help: "Stale presence entries removed by the collector.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{p.events, p.collected} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
+		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+	})
+	return p, nil
+}
+
+// Run consumes imr.presence and collects stale entries until ctx ends.
+func (p *Presence) Run(ctx context.Context) error {
+	defer p.dlq.W.Close()
+	k := p.cfg.Kafka
+	if k.AutoCreateTopics {
+		if err := p.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Presence: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
+			return err
+		}
+	}
+	if c, ok := p.deps.Store.(store.Collector); ok && p.cfg.Presence.GCInterval > 0 {
+		go p.collect(ctx, c)
+	}
+	return p.deps.Conn.Consume(ctx, kafkax.StageConsumer(p.cfg.Consumer, p.cfg.Presence.Group, []string{k.Topics.Presence},
+		p.cfg.Presence.BatchSize, 100*time.Millisecond, p.log, p.deps.Metrics.Hooks(Stage)), p)
+}
+
+// HandleBatch applies a batch of presence events.
+func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
+	evs := make([]*schemas.Presence, 0, len(b.Records))
+	var rejected []kafkax.Rejected
+	for _, m := range b.Records {
+		ev, err := schemas.DecodeKind(m.Value, p.cfg.Schemas.MaxBytes, schemas.KindPresence)
+		if err != nil {
+			rejected = append(rejected, kafkax.Reject(m, err))
+			continue
+		}
+		evs = append(evs, ev.(*schemas.Presence))
+	}
+	if err := p.deps.Store.Apply(ctx, evs, time.Now()); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		p.events.WithLabelValues(string(ev.Type)).Inc()
+	}
+	return p.dlq.Send(ctx, rejected)
+}
+
+func (p *Presence) collect(ctx context.Context, c store.Collector) {
+	t := time.NewTicker(p.cfg.Presence.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		n, err := c.Collect(ctx, start)
+		p.collected.Add(float64(n))
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("collecting stale presence failed", "err", err)
+			continue
+		}
+		if n > 0 {
+			p.log.Info("collected stale presence entries", "removed", n, "took", time.Since(start))
+		}
+	}
+}
