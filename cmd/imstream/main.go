@@ -9,21 +9,26 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/imstream/imstream/internal/role"
 )
 
 var commands = map[string]struct {
 	run  func(ctx context.Context, args []string) error
 	help string
 }{
-	"pusher":  {runPusher, "consume imr.push and append offline-push entries to the Redis lists"},
-	"dev":     {runDev, "run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic"},
-	"topics":  {runTopics, "create the topics with the configured partition counts"},
-	"version": {runVersion, "print the version"},
+	"presence": {runRoles("presence", "presence"), "consume imr.presence and imr.groups into Redis; serve /online"},
+	"fanout":   {runRoles("fanout", "fanout"), "route imr.publish to imr.deliver.<server> and imr.push"},
+	"pusher":   {runRoles("pusher", "pusher"), "consume imr.push and append offline-push entries to the Redis lists"},
+	"all":      {runRoles("all", role.Roles...), "every consumer role in one process (presence, fanout, pusher)"},
+	"dev":      {runDev, "run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic"},
+	"topics":   {runTopics, "create the topics with the configured partition counts"},
+	"version":  {runVersion, "print the version"},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: imstream <command> [--config file.yaml] [--<key>=<value> ...]\n\ncommands:\n")
-	for _, name := range []string{"dev", "pusher", "topics", "version"} {
+	for _, name := range []string{"dev", "all", "presence", "fanout", "pusher", "topics", "version"} {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nEvery configuration key is also a flag (--kafka.brokers=a:9092,b:9092) and an\nenvironment variable (IMSTREAM_KAFKA_BROKERS); see deploy/imstream.example.yaml.\n")

@@ -21,7 +21,6 @@ import (
 	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/role"
 	"github.com/imstream/imstream/internal/sim"
-	"github.com/imstream/imstream/pusher"
 )
 
 // Options configures Run.
@@ -75,44 +74,36 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 		return err
 	}
 	defer env.Close()
-	p, err := pusher.New(cfg, env.PusherDeps())
+	runs, err := env.Stages(role.Roles...)
 	if err != nil {
 		return err
 	}
-	admin := "(disabled)"
+	admin, online := "(disabled)", ""
 	if env.Admin != nil {
 		admin = "http://" + env.Admin.Addr() + "/metrics"
+		online = "\n  online  curl 'http://" + env.Admin.Addr() + "/online?appid=7&uid=1'"
 	}
 	redisKind := "redis-server"
 	if r.InProc {
 		redisKind = "in-process miniredis"
 	}
-	fmt.Fprintf(o.Out, "imstream dev\n  kafka   %s  (embedded kfake; try: kcat -b %s -L)\n  redis   %s  (%s; try: redis-cli -p %s lrange push_queue 0 -1)\n  admin   %s\n  roles   pusher\n\n",
-		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin)
-
-	runs := []func(context.Context) error{p.Run, func(ctx context.Context) error {
-		return status(ctx, env.Redis, o)
-	}}
+	fmt.Fprintf(o.Out, "imstream dev\n  kafka   %s  (embedded kfake; try: kcat -b %s -L)\n  redis   %s  (%s; try: redis-cli -p %s lrange push_queue 0 -1)\n  admin   %s%s\n  roles   %s\n",
+		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin, online, strings.Join(role.Roles, ", "))
+	var sm *sim.Sim
 	if o.Rate > 0 {
-		w := env.Conn.NewWriter(cfg.Kafka, "")
-		defer w.Close()
-		runs = append(runs, func(ctx context.Context) error {
-			if err := env.Conn.EnsureTopics(ctx, 1, map[string]int{cfg.Kafka.Topics.Push: cfg.Kafka.Partitions}); err != nil {
-				return err
-			}
-			_, err := sim.PushJobs(ctx, w, cfg.Kafka.Topics.Push, 7, o.Rate)
-			if err == nil {
-				<-ctx.Done()
-			}
-			return err
-		})
+		sm = sim.New(cfg.Kafka, sim.Options{Rate: o.Rate})
+		fmt.Fprintf(o.Out, "  traffic 3 simulated IM servers (sim-1..3), 150 users, 10 groups, 3 rooms, ~%d msgs/s\n", o.Rate)
+		runs = append(runs, sm.Run)
 	}
+	fmt.Fprintln(o.Out)
+	runs = append(runs, func(ctx context.Context) error { return status(ctx, env.Redis, sm, o) })
 	slog.Info("dev stack up", "kafka", k.Addr, "redis", r.Addr)
 	return env.Run(ctx, runs...)
 }
 
-// status prints the push lists' lengths every o.Every.
-func status(ctx context.Context, rc redis.UniversalClient, o Options) error {
+// status prints what flows every o.Every: messages the simulated servers
+// sent, deliveries they received, and the push lists' lengths.
+func status(ctx context.Context, rc redis.UniversalClient, sm *sim.Sim, o Options) error {
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	prev := map[string]int64{}
@@ -136,7 +127,13 @@ func status(ctx context.Context, rc redis.UniversalClient, o Options) error {
 		if len(parts) == 0 {
 			parts = []string{"no push entries yet"}
 		}
-		fmt.Fprintf(o.Out, "%s  push lists: %s\n", time.Now().Format("15:04:05"), strings.Join(parts, "  "))
+		now := time.Now().Format("15:04:05")
+		if sm != nil {
+			st := sm.Stats()
+			fmt.Fprintf(o.Out, "%s  sent: %s | online users %d | delivered: %s (repeats dropped %d)\n",
+				now, kv(st.Sent), st.Online, kv(st.Delivered), st.Repeats)
+		}
+		fmt.Fprintf(o.Out, "%s  push lists: %s\n", now, strings.Join(parts, "  "))
 	}
 }
 
@@ -150,4 +147,17 @@ func pushLists(ctx context.Context, rc redis.UniversalClient) ([]string, error) 
 	}
 	sort.Strings(lists)
 	return lists, iter.Err()
+}
+
+func kv(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
 }

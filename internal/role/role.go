@@ -17,6 +17,7 @@ import (
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/redisx"
 	"github.com/imstream/imstream/pusher"
+	"github.com/imstream/imstream/store"
 )
 
 // Env is a role process's shared set-up.
@@ -29,6 +30,9 @@ type Env struct {
 	Conn     *kafkax.Conn
 	Redis    redis.UniversalClient
 	Admin    *obs.Server // nil when admin.listen is ""
+
+	presence store.PresenceStore
+	groups   store.GroupStore
 }
 
 // Setup builds the environment and binds the admin port.
