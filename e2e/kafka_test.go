@@ -1,0 +1,5 @@
+package e2e_test
+
+import "github.com/segmentio/kafka-go"
+
+type kafkaMessage = kafka.Message
