@@ -15,7 +15,7 @@ import (
 // entries and deliveries to show in its status lines within 30 s.
 func TestDev(t *testing.T) {
 	bin := testenv.Binary(t, "..")
-	cmd := exec.Command(bin, "dev", "--kafka-port", "0", "--admin.listen", "127.0.0.1:0", "--rate", "200")
+	cmd := exec.Command(bin, "dev", "--kafka-port", "0", "--admin.listen", "127.0.0.1:0", "--gateway.listen", "127.0.0.1:0", "--rate", "200")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -24,9 +24,26 @@ const app = 7
 
 // stack is a running deployment: broker, Redis and role processes.
 type stack struct {
+	t      *testing.T
+	bin    string
 	cfg    config.Config
 	admins []string // admin addresses of the presence processes
 	fanout []string // admin addresses of the fanout processes
+}
+
+// start runs a role process; it returns its admin address and the process.
+func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
+	port, err := devstack.FreePort()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := append([]string{role,
+		"--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
+		"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
+		"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
+		"--admin.listen", addr}, extra...)
+	return addr, testenv.Start(s.t, s.bin, args...)
 }
 
 func startStack(t *testing.T, presences, fanouts int) *stack {
@@ -38,27 +55,16 @@ func startStack(t *testing.T, presences, fanouts int) *stack {
 	cfg.Presence.Lease = 3 * time.Second
 	cfg.Presence.ServerCache = 0
 	cfg.Groups.Cache = 0
-	s := &stack{cfg: cfg}
-	start := func(role string) string {
-		port, err := devstack.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		testenv.Start(t, bin, role,
-			"--kafka.brokers", k.Addr, "--redis.addrs", r.Addr, "--kafka.partitions", "4",
-			"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
-			"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
-			"--admin.listen", addr)
-		return addr
-	}
+	s := &stack{t: t, bin: bin, cfg: cfg}
 	for i := 0; i < presences; i++ {
-		s.admins = append(s.admins, start("presence"))
+		a, _ := s.start("presence")
+		s.admins = append(s.admins, a)
 	}
 	for i := 0; i < fanouts; i++ {
-		s.fanout = append(s.fanout, start("fanout"))
+		a, _ := s.start("fanout")
+		s.fanout = append(s.fanout, a)
 	}
-	start("pusher")
+	s.start("pusher")
 	return s
 }
 

@@ -15,12 +15,10 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -58,8 +56,8 @@ type Config struct {
 // Producer produces imstream events for one IM server.
 type Producer struct {
 	cfg    Config
+	enc    *Encoder
 	w      *kafka.Writer
-	seq    atomic.Uint64
 	mu     sync.Mutex
 	stopHB context.CancelFunc
 	hbDone chan struct{}
@@ -95,7 +93,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	p := &Producer{cfg: cfg}
+	p := &Producer{cfg: cfg, enc: NewEncoder(cfg.Server, cfg.Epoch, cfg.PresenceTopic, cfg.PublishTopic)}
 	p.w = &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
@@ -147,21 +145,9 @@ func (p *Producer) createTopics(ctx context.Context) error {
 	return nil
 }
 
-func (p *Producer) header(t schemas.Type, appid int64) schemas.Header {
-	return schemas.Header{
-		V: schemas.Version, Type: t, Server: p.cfg.Server, AppID: appid,
-		TS: time.Now().UnixMilli(),
-		ID: p.cfg.Server + ":" + strconv.FormatInt(p.cfg.Epoch, 10) + ":" + strconv.FormatUint(p.seq.Add(1), 10),
-	}
-}
-
-func (p *Producer) send(ctx context.Context, topic, key string, ev any) error {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("ingest: encode: %w", err)
-	}
-	if err := p.w.WriteMessages(ctx, kafka.Message{Topic: topic, Key: []byte(key), Value: b}); err != nil {
-		return fmt.Errorf("ingest: produce to %s: %w", topic, err)
+func (p *Producer) send(ctx context.Context, r Record) error {
+	if err := p.w.WriteMessages(ctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}); err != nil {
+		return fmt.Errorf("ingest: produce to %s: %w", r.Topic, err)
 	}
 	return nil
 }

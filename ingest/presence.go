@@ -7,38 +7,30 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-func (p *Producer) presence(ctx context.Context, key string, ev *schemas.Presence) error {
-	ev.Epoch = p.cfg.Epoch
-	return p.send(ctx, p.cfg.PresenceTopic, key, ev)
-}
-
 // Subscribe reports that uid has at least one connection on this server;
 // online=false means connected but not reachable for push decisions (the
 // last call per user wins).
 func (p *Producer) Subscribe(ctx context.Context, appid, uid int64, online bool) error {
-	return p.presence(ctx, UserKey(appid, uid), &schemas.Presence{Header: p.header(schemas.TypeSubscribe, appid), UID: uid, Online: &online})
+	return p.send(ctx, p.enc.Subscribe(appid, uid, online))
 }
 
 // Unsubscribe reports that uid's last connection on this server left.
 func (p *Producer) Unsubscribe(ctx context.Context, appid, uid int64) error {
-	return p.presence(ctx, UserKey(appid, uid), &schemas.Presence{Header: p.header(schemas.TypeUnsubscribe, appid), UID: uid})
+	return p.send(ctx, p.enc.Unsubscribe(appid, uid))
 }
 
 // SubscribeRoom reports that this server has a subscriber in room.
 func (p *Producer) SubscribeRoom(ctx context.Context, appid, room int64) error {
-	return p.presence(ctx, RoomKey(appid, room), &schemas.Presence{Header: p.header(schemas.TypeSubscribeRoom, appid), RoomID: room})
+	return p.send(ctx, p.enc.SubscribeRoom(appid, room))
 }
 
 // UnsubscribeRoom reports that this server's last subscriber of room left.
 func (p *Producer) UnsubscribeRoom(ctx context.Context, appid, room int64) error {
-	return p.presence(ctx, RoomKey(appid, room), &schemas.Presence{Header: p.header(schemas.TypeUnsubscribeRoom, appid), RoomID: room})
+	return p.send(ctx, p.enc.UnsubscribeRoom(appid, room))
 }
 
-// serverEvent sends a lifecycle event. Server events are not about one app;
-// they carry appid 1 to satisfy the envelope (the presence consumer keys
-// server state by server id alone).
 func (p *Producer) serverEvent(ctx context.Context, t schemas.Type) error {
-	return p.presence(ctx, ServerKey(p.cfg.Server), &schemas.Presence{Header: p.header(t, 1)})
+	return p.send(ctx, p.enc.Server(t))
 }
 
 // ServerUp announces this server's epoch; the state of its older epochs

@@ -22,6 +22,7 @@ type wire struct {
 	Receivers []int64  `json:"receivers"`
 	Msg       *Message `json:"msg"`
 	Src       *Source  `json:"src"`
+	IMRTS     int64    `json:"imr_timestamp"`
 	GroupID   int64    `json:"group_id"`
 	Super     bool     `json:"super"`
 	Members   []int64  `json:"members"`
@@ -192,7 +193,7 @@ func (w *wire) presence() (Event, error) {
 
 func (w *wire) publish() (Event, error) {
 	t := string(w.Type)
-	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src}
+	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
 	if w.Type == TypePush {
 		if err := receivers(t+".receivers", w.Receivers); err != nil {
 			return nil, err

@@ -137,6 +137,9 @@ type Publish struct {
 	Receivers []int64 `json:"receivers,omitempty"` // push
 	Msg       Message `json:"msg"`
 	Src       *Source `json:"src,omitempty"` // set on deliver records
+	// IMRTimestamp is imr's route timestamp (ns) of an event that came
+	// through the gateway, echoed back on delivery.
+	IMRTimestamp int64 `json:"imr_timestamp,omitempty"`
 }
 
 // Group is a group event from the app backend.

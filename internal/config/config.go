@@ -26,6 +26,7 @@ type Config struct {
 	Groups   Groups   `mapstructure:"groups"`
 	Fanout   Fanout   `mapstructure:"fanout"`
 	Pusher   Pusher   `mapstructure:"pusher"`
+	Gateway  Gateway  `mapstructure:"gateway"`
 	Consumer Consumer `mapstructure:"consumer"`
 	Admin    Admin    `mapstructure:"admin"`
 	Log      Log      `mapstructure:"log"`
@@ -119,6 +120,17 @@ type Pusher struct {
 	SystemPush    bool          `mapstructure:"system_push"`    // default true: write SYSTEM (21) entries
 }
 
+// Gateway configures the IMR-compatible gateway.
+type Gateway struct {
+	Listen            string        `mapstructure:"listen"`             // default 127.0.0.1:4444: where im_service IM servers connect (their route_addrs)
+	ServerID          string        `mapstructure:"server_id"`          // default ip: one IM server per remote IP ("ip"), or per connection ("ip_port")
+	IDPrefix          string        `mapstructure:"id_prefix"`          // default "imr-": prefix of the server ids the gateway assigns
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // default 5s: heartbeats for each connected IM server
+	QueueSize         int           `mapstructure:"queue_size"`         // default 10000: frames per connection waiting to be produced
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 30s: an IM server that does not read for this long is disconnected
+	Group             string        `mapstructure:"group"`              // default imstream-gateway: consumer group prefix; each server's deliveries use <group>-<server>
+}
+
 // Admin configures the HTTP port serving /metrics, /healthz and /readyz.
 type Admin struct {
 	Listen string `mapstructure:"listen"` // default 127.0.0.1:9100; "" disables it
@@ -177,6 +189,10 @@ func Default() Config {
 			FlushInterval: 500 * time.Millisecond,
 			ROMApps:       []int64{},
 			SystemPush:    true,
+		},
+		Gateway: Gateway{
+			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
+			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway",
 		},
 		Admin: Admin{Listen: "127.0.0.1:9100"},
 		Log:   Log{Format: "text", Level: "info"},
@@ -346,6 +362,21 @@ func (c *Config) Validate() error {
 		if a <= 0 {
 			bad("pusher.rom_apps", "app ids must be > 0, got %d", a)
 		}
+	}
+	if c.Gateway.ServerID != "ip" && c.Gateway.ServerID != "ip_port" {
+		bad("gateway.server_id", "must be ip or ip_port, got %q", c.Gateway.ServerID)
+	}
+	if c.Gateway.HeartbeatInterval <= 0 {
+		bad("gateway.heartbeat_interval", "must be > 0 (and well below the presence role's presence.lease)")
+	}
+	if c.Gateway.QueueSize < 1 {
+		bad("gateway.queue_size", "must be >= 1, got %d", c.Gateway.QueueSize)
+	}
+	if c.Gateway.WriteTimeout <= 0 {
+		bad("gateway.write_timeout", "must be > 0")
+	}
+	if c.Gateway.Group == "" {
+		bad("gateway.group", "must not be empty")
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)

@@ -29,6 +29,7 @@ type Options struct {
 	KafkaPort int           // 0 picks a free port
 	RedisPort int           // 0 picks a free port
 	Rate      int           // sample events per second; 0 disables the traffic
+	Gateway   bool          // also run the gateway on cfg.Gateway.Listen
 	Every     time.Duration // status interval (default 3s)
 	Out       io.Writer     // status output (default stdout)
 }
@@ -74,7 +75,11 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 		return err
 	}
 	defer env.Close()
-	runs, err := env.Stages(role.Roles...)
+	roles := role.Roles
+	if o.Gateway {
+		roles = append(roles[:len(roles):len(roles)], "gateway")
+	}
+	runs, err := env.Stages(roles...)
 	if err != nil {
 		return err
 	}
@@ -88,7 +93,10 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 		redisKind = "in-process miniredis"
 	}
 	fmt.Fprintf(o.Out, "imstream dev\n  kafka   %s  (embedded kfake; try: kcat -b %s -L)\n  redis   %s  (%s; try: redis-cli -p %s lrange push_queue 0 -1)\n  admin   %s%s\n  roles   %s\n",
-		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin, online, strings.Join(role.Roles, ", "))
+		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin, online, strings.Join(roles, ", "))
+	if o.Gateway {
+		fmt.Fprintf(o.Out, "  gateway %s  (imr protocol: point an im_service IM server's route_addrs here)\n", cfg.Gateway.Listen)
+	}
 	var sm *sim.Sim
 	if o.Rate > 0 {
 		sm = sim.New(cfg.Kafka, sim.Options{Rate: o.Rate})

@@ -202,3 +202,10 @@ func WaitTCP(ctx context.Context, addr string) error {
 		}
 	}
 }
+
+// DialTCP connects to addr from localIP (any 127.x.y.z works on Linux
+// loopback), so tests can appear as several hosts.
+func DialTCP(addr, localIP string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	return d.Dial("tcp", addr)
+}

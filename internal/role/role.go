@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imstream/imstream/ingest/gateway"
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
@@ -29,7 +30,8 @@ type Env struct {
 	Ready    *obs.Readiness
 	Conn     *kafkax.Conn
 	Redis    redis.UniversalClient
-	Admin    *obs.Server // nil when admin.listen is ""
+	Admin    *obs.Server      // nil when admin.listen is ""
+	Gateway  *gateway.Gateway // set when the gateway role was built
 
 	presence store.PresenceStore
 	groups   store.GroupStore

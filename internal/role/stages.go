@@ -6,6 +6,7 @@ import (
 
 	"github.com/imstream/imstream/fanout"
 	"github.com/imstream/imstream/groups"
+	"github.com/imstream/imstream/ingest/gateway"
 	"github.com/imstream/imstream/presence"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/store"
@@ -57,6 +58,13 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 				return nil, err
 			}
 			runs = append(runs, f.Run)
+		case "gateway":
+			gw, err := gateway.New(e.Cfg, gateway.Deps{Conn: e.Conn, Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			if err != nil {
+				return nil, err
+			}
+			e.Gateway = gw
+			runs = append(runs, gw.Run)
 		case "pusher":
 			p, err := pusher.New(e.Cfg, e.PusherDeps())
 			if err != nil {

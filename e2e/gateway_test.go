@@ -1,0 +1,227 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/loadgen"
+	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/schemas"
+)
+
+// gatewayStack starts presence, fanout, pusher and a gateway process and
+// returns the gateway's address.
+func gatewayStack(t *testing.T) (*stack, string, func() *testenv.Process) {
+	s := startStack(t, 1, 1)
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := "127.0.0.1:" + strconv.Itoa(port)
+	run := func() *testenv.Process {
+		_, p := s.start("gateway", "--gateway.listen", gw, "--gateway.heartbeat_interval", "500ms")
+		testenv.Eventually(t, 20*time.Second, "gateway listening", func() bool {
+			return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), gw) == nil
+		})
+		return p
+	}
+	return s, gw, run
+}
+
+func ctxTimeout(d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	_ = cancel // released when it expires
+	return ctx
+}
+
+func inner(m schemas.Message) []byte { return imr.AppendInner(nil, m) }
+
+func route(appid, receiver, msgid int64, in []byte) []byte {
+	return imr.AppendRoute(nil, imr.Route{AppID: appid, Receiver: receiver, MsgID: msgid, DeviceID: 9, Timestamp: time.Now().UnixNano(), Inner: in})
+}
+
+func sub(appid, uid int64, online int8) []byte {
+	return imr.AppendSubscribe(nil, imr.Subscribe{AppID: appid, UID: uid, Online: online})
+}
+
+// drain collects the frames a client received until quiet for d.
+func drain(c *loadgen.Client, d time.Duration) []imr.Frame {
+	var out []imr.Frame
+	for {
+		select {
+		case f := <-c.Frames():
+			out = append(out, f)
+		case <-time.After(d):
+			return out
+		}
+	}
+}
+
+func frameSet(fs []imr.Frame) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, fmt.Sprintf("%x", imr.AppendFrame(nil, f)))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestGatewayRouting: two IM servers speaking imr's protocol; every
+// routing rule observed as frames (byte-for-byte what imr would send) on
+// the right connection, or entries in the push lists.
+func TestGatewayRouting(t *testing.T) {
+	s, gw, run := gatewayStack(t)
+	run()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := loadgen.Dial(ctx, gw, "127.0.0.2")
+	must(t, err)
+	b, err := loadgen.Dial(ctx, gw, "127.0.0.3")
+	must(t, err)
+	defer a.Close()
+	defer b.Close()
+	testenv.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
+
+	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
+	must(t, b.Send(imr.CmdSubscribe, sub(app, 2, 0)))
+	must(t, b.Send(imr.CmdSubscribe, sub(app, 3, 1)))
+	must(t, a.Send(imr.CmdSubscribeRoom, imr.AppendID(nil, imr.ID{AppID: app, ID: 9})))
+	must(t, b.Send(imr.CmdSubscribeRoom, imr.AppendID(nil, imr.ID{AppID: app, ID: 9})))
+	must(t, a.Flush())
+	must(t, b.Flush())
+	testenv.Eventually(t, 30*time.Second, "presence via the gateway", func() bool {
+		on1, s1 := s.online(t, 1)
+		on3, s3 := s.online(t, 3)
+		_, s2 := s.online(t, 2)
+		return on1 && on3 && len(s2) == 1 && fmt.Sprint(s1) == "[imr-127.0.0.2]" && fmt.Sprint(s3) == "[imr-127.0.0.3]"
+	})
+
+	im := func(to int64, flag int, content string) []byte {
+		return inner(schemas.Message{Cmd: 4, Version: 2, Flag: flag, Seq: 7, Sender: 1, Receiver: to, Timestamp: 100, MsgID: 3, Content: content})
+	}
+	up := schemas.FlagUnpersistent
+	var wantA, wantB [][]byte // bodies each connection must receive, with their route cmd
+	sendA := func(cmd uint8, body []byte, toB bool) {
+		must(t, a.Send(cmd, body))
+		if toB {
+			wantB = append(wantB, imr.AppendFrame(nil, imr.Frame{Cmd: cmd, Body: body}))
+		}
+	}
+	sendA(imr.CmdPublish, route(app, 3, 1, im(3, 0, "persistent-online")), false)
+	sendA(imr.CmdPublish, route(app, 4, 2, im(4, 0, "persistent-offline")), false)
+	sendA(imr.CmdPublish, route(app, 3, 3, im(3, up, "unpersistent-online")), true)
+	sendA(imr.CmdPublish, route(app, 2, 4, im(2, up, "unpersistent-present-offline")), true)
+	sendA(imr.CmdPublish, route(app, 1, 5, inner(schemas.Message{Cmd: 17, Sender: 9, Receiver: 1, Content: "rt-to-origin-only"})), false)
+	sendA(imr.CmdPublish, route(app, 3, 6, inner(schemas.Message{Cmd: 17, Sender: 1, Receiver: 3, Content: "rt"})), true)
+	sendA(imr.CmdPublishGroup, route(app, 55, 7, inner(schemas.Message{Cmd: 8, Version: 2, Sender: 1, Receiver: 55, Content: "group"})), false)
+	sendA(imr.CmdPublishGroup, route(app, 66, 8, inner(schemas.Message{Cmd: 33, GroupID: 66, SyncKey: 5})), true)
+	sendA(imr.CmdPublishRoom, route(app, 9, 9, inner(schemas.Message{Cmd: 20, Sender: 1, Receiver: 9, Content: "room"})), true)
+	sendA(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{1, 4, 8}, Inner: im(4, 0, "msg-push")}), false)
+	sendA(imr.CmdPublish, route(app, 4, 10, inner(schemas.Message{Cmd: 21, Notification: "system"})), false)
+	sendA(imr.CmdPublish, route(app, 4, 11, inner(schemas.Message{Cmd: 64, SenderAppID: 3, Sender: 30, ReceiverAppID: app, Receiver: 4, Timestamp: 100, Content: "v2"})), false)
+	body := route(app, 1, 12, inner(schemas.Message{Cmd: 17, Sender: 3, Receiver: 1, Content: "rt-b-to-a"}))
+	must(t, b.Send(imr.CmdPublish, body))
+	wantA = append(wantA, imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdPublish, Body: body}))
+	must(t, a.Flush())
+	must(t, b.Flush())
+
+	testenv.Eventually(t, 30*time.Second, "publish events produced", func() bool {
+		n := 0
+		for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
+			if bytes.Contains(m.Value, []byte(`"server":"imr-`)) {
+				n++
+			}
+		}
+		return n >= 13
+	})
+	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	gotA, gotB := drain(a, 2*time.Second), drain(b, 500*time.Millisecond)
+	hexes := func(bs [][]byte) []string {
+		var out []string
+		for _, x := range bs {
+			out = append(out, fmt.Sprintf("%x", x))
+		}
+		sort.Strings(out)
+		return out
+	}
+	if fmt.Sprint(frameSet(gotA)) != fmt.Sprint(hexes(wantA)) {
+		t.Errorf("connection A got %d frames %v\nwant %d %v", len(gotA), frameSet(gotA), len(wantA), hexes(wantA))
+	}
+	if fmt.Sprint(frameSet(gotB)) != fmt.Sprint(hexes(wantB)) {
+		t.Errorf("connection B got %d frames, want %d (byte-identical)\n got %v\nwant %v", len(gotB), len(wantB), frameSet(gotB), hexes(wantB))
+	}
+	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	lists := map[string][]string{
+		"push_queue": {`{"appid":7,"content":"msg-push","receiver":4,"sender":1}`, `{"appid":7,"content":"msg-push","receiver":8,"sender":1}`,
+			`{"appid":7,"content":"persistent-offline","receiver":4,"sender":1}`, `{"appid":7,"content":"unpersistent-present-offline","receiver":2,"sender":1}`},
+		"group_push_queue":       {`{"appid":7,"content":"group","group_id":55,"receivers":[2,4,8],"sender":1}`},
+		"system_push_queue":      {`{"appid":7,"content":"system","receiver":4}`},
+		"customer_push_queue_v2": {`{"appid":7,"content":"v2","receiver":4,"receiver_appid":7,"sender":30,"sender_appid":3}`},
+	}
+	for l, want := range lists {
+		got := rc.LRange(context.Background(), l, 0, -1).Val()
+		sort.Strings(got)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s = %q\nwant %q", l, got, want)
+		}
+	}
+}
+
+// TestGatewayBadFrame: a malformed frame closes only that connection, with
+// a metric; an unroutable inner message is dead-lettered and the
+// connection stays.
+func TestGatewayBadFrame(t *testing.T) {
+	s, gw, run := gatewayStack(t)
+	p := run()
+	_ = p
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	good, err := loadgen.Dial(ctx, gw, "127.0.0.2")
+	must(t, err)
+	defer good.Close()
+	must(t, good.Send(imr.CmdSubscribe, sub(app, 1, 1)))
+	must(t, good.Flush())
+	testenv.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 1); return on })
+
+	// An unknown inner command: dead-lettered, connection kept.
+	must(t, good.Send(imr.CmdPublish, route(app, 1, 1, imr.AppendFrame(nil, imr.Frame{Cmd: 99}))))
+	must(t, good.Flush())
+	testenv.Eventually(t, 20*time.Second, "dead letter", func() bool {
+		return len(testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ)) == 1
+	})
+
+	// A frame claiming a 40 000-byte body: that connection is closed.
+	badConn, err := devstack.DialTCP(gw, "127.0.0.5")
+	must(t, err)
+	_, _ = badConn.Write(imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdPublish})[:0])
+	_, _ = badConn.Write([]byte{0, 0, 0x9c, 0x40, 0, 0, 0, 0, imr.CmdPublish, 0, 0, 0})
+	_ = badConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := badConn.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("connection with a bad frame not closed (read %d bytes)", n)
+	}
+	_ = badConn.Close()
+
+	// The good connection still routes.
+	peer, err := loadgen.Dial(ctx, gw, "127.0.0.3")
+	must(t, err)
+	defer peer.Close()
+	body := route(app, 1, 2, inner(schemas.Message{Cmd: 17, Sender: 2, Receiver: 1, Content: "still here"}))
+	must(t, peer.Send(imr.CmdPublish, body))
+	must(t, peer.Flush())
+	select {
+	case f := <-good.Frames():
+		if !bytes.Equal(f.Body, body) {
+			t.Fatalf("unexpected frame %x", f.Body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("good connection stopped receiving after another connection's bad frame")
+	}
+}

@@ -1,0 +1,115 @@
+package ingest
+
+import (
+	"encoding/json"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/imstream/imstream/schemas"
+)
+
+// Record is one encoded event, ready to produce.
+type Record struct {
+	Topic string
+	Key   string
+	Value []byte
+}
+
+// Encoder builds the v1 records of one IM server (one epoch): keys as SPEC
+// §1, ids "<server>:<epoch>:<n>", ts now. Safe for concurrent use.
+type Encoder struct {
+	server        string
+	epoch         int64
+	presenceTopic string
+	publishTopic  string
+	seq           atomic.Uint64
+}
+
+// NewEncoder returns an encoder for server at epoch.
+func NewEncoder(server string, epoch int64, presenceTopic, publishTopic string) *Encoder {
+	return &Encoder{server: server, epoch: epoch, presenceTopic: presenceTopic, publishTopic: publishTopic}
+}
+
+func (e *Encoder) header(t schemas.Type, appid int64) schemas.Header {
+	return schemas.Header{
+		V: schemas.Version, Type: t, Server: e.server, AppID: appid, TS: time.Now().UnixMilli(),
+		ID: e.server + ":" + strconv.FormatInt(e.epoch, 10) + ":" + strconv.FormatUint(e.seq.Add(1), 10),
+	}
+}
+
+func record(topic, key string, ev any) Record {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		panic("ingest: event types always encode: " + err.Error())
+	}
+	return Record{Topic: topic, Key: key, Value: b}
+}
+
+func (e *Encoder) presence(key string, ev *schemas.Presence) Record {
+	ev.Epoch = e.epoch
+	return record(e.presenceTopic, key, ev)
+}
+
+// Subscribe: uid has at least one connection on this server.
+func (e *Encoder) Subscribe(appid, uid int64, online bool) Record {
+	return e.presence(UserKey(appid, uid), &schemas.Presence{Header: e.header(schemas.TypeSubscribe, appid), UID: uid, Online: &online})
+}
+
+// Unsubscribe: uid's last connection on this server left.
+func (e *Encoder) Unsubscribe(appid, uid int64) Record {
+	return e.presence(UserKey(appid, uid), &schemas.Presence{Header: e.header(schemas.TypeUnsubscribe, appid), UID: uid})
+}
+
+// SubscribeRoom: this server has a subscriber in room.
+func (e *Encoder) SubscribeRoom(appid, room int64) Record {
+	return e.presence(RoomKey(appid, room), &schemas.Presence{Header: e.header(schemas.TypeSubscribeRoom, appid), RoomID: room})
+}
+
+// UnsubscribeRoom: this server's last subscriber of room left.
+func (e *Encoder) UnsubscribeRoom(appid, room int64) Record {
+	return e.presence(RoomKey(appid, room), &schemas.Presence{Header: e.header(schemas.TypeUnsubscribeRoom, appid), RoomID: room})
+}
+
+// Server builds a lifecycle event (server_up, heartbeat, server_down).
+// Server events are not about one app; they carry appid 1 to satisfy the
+// envelope (the presence stage keys server state by server id alone).
+func (e *Encoder) Server(t schemas.Type) Record {
+	return e.presence(ServerKey(e.server), &schemas.Presence{Header: e.header(t, 1)})
+}
+
+// Meta carries the optional per-message fields of a publish event.
+type Meta struct {
+	MsgID    int64
+	DeviceID int64
+	// IMRTimestamp is imr's route timestamp (ns); the gateway sets it so
+	// that it can write deliveries back byte-for-byte.
+	IMRTimestamp int64
+}
+
+func (e *Encoder) publish(t schemas.Type, appid, receiver int64, key string, msg schemas.Message, meta Meta) Record {
+	return record(e.publishTopic, key, &schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
+		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg})
+}
+
+// Publish routes a peer message to receiver.
+func (e *Encoder) Publish(appid, receiver int64, msg schemas.Message, meta Meta) Record {
+	return e.publish(schemas.TypePublish, appid, receiver, UserKey(appid, receiver), msg, meta)
+}
+
+// PublishGroup routes a group message.
+func (e *Encoder) PublishGroup(appid, group int64, msg schemas.Message, meta Meta) Record {
+	return e.publish(schemas.TypePublishGroup, appid, group, GroupKey(appid, group), msg, meta)
+}
+
+// PublishRoom routes a room message.
+func (e *Encoder) PublishRoom(appid, room int64, msg schemas.Message, meta Meta) Record {
+	return e.publish(schemas.TypePublishRoom, appid, room, RoomKey(appid, room), msg, meta)
+}
+
+// Push asks for offline pushes to whichever receivers are offline (MSG_PUSH);
+// keyed by the first receiver. receivers must not be empty.
+func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {
+	return record(e.publishTopic, UserKey(appid, receivers[0]),
+		&schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg})
+}

@@ -1,0 +1,330 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/schemas"
+)
+
+// conn is one connected IM server.
+type conn struct {
+	g      *Gateway
+	nc     net.Conn
+	id     string
+	epoch  int64
+	enc    *ingest.Encoder
+	out    chan kafka.Message
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	wmu  sync.Mutex
+	seen map[srcKey]int64 // highest src offset delivered, guarded by wmu
+}
+
+type srcKey struct {
+	partition    int // of the deliver topic
+	topic        string
+	srcPartition int
+}
+
+func (c *conn) close() {
+	c.cancel()
+	_ = c.nc.Close()
+}
+
+func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
+	c := &conn{g: g, nc: nc, id: g.serverID(nc.RemoteAddr()), epoch: time.Now().UnixMicro(),
+		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: map[srcKey]int64{}}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	defer close(c.done)
+	defer c.close()
+	t := g.cfg.Kafka.Topics
+	c.enc = ingest.NewEncoder(c.id, c.epoch, t.Presence, t.Publish)
+	g.claim(c)
+	defer g.release(c)
+	g.m.conns.Inc()
+	defer g.m.conns.Dec()
+	log := g.log.With("server", c.id, "epoch", c.epoch, "remote", nc.RemoteAddr().String())
+	log.Info("IM server connected")
+
+	produced := make(chan struct{})
+	go func() { defer close(produced); c.produce() }()
+	c.send(c.enc.Server(schemas.TypeServerUp))
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.heartbeat() }()
+	go func() { defer wg.Done(); c.deliver(log) }()
+
+	err := c.read()
+	switch {
+	case err == nil || errors.Is(err, io.EOF) || c.ctx.Err() != nil:
+		log.Info("IM server disconnected")
+	case errors.Is(err, imr.ErrFrame):
+		log.Warn("closing connection: bad frame", "err", err)
+	default:
+		log.Info("IM server connection lost", "err", err)
+	}
+	c.close()
+	wg.Wait()
+	// server_down goes last, after every event read from this connection.
+	c.out <- c.message(c.enc.Server(schemas.TypeServerDown))
+	close(c.out)
+	<-produced
+}
+
+func (c *conn) message(r ingest.Record) kafka.Message {
+	return kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}
+}
+
+// send queues a record; it blocks while the queue is full (backpressure)
+// and gives up only when the connection is closing.
+func (c *conn) send(r ingest.Record) bool {
+	select {
+	case c.out <- c.message(r):
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// produce writes queued records in order, in batches, until the queue is
+// closed; it retries failed writes and drops nothing. After the connection
+// closed it keeps trying for a while so server_down and the last events
+// get out.
+func (c *conn) produce() {
+	pctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.done
+		select {
+		case <-time.After(30 * time.Second):
+			cancel()
+		case <-pctx.Done():
+		}
+	}()
+	batch := make([]kafka.Message, 0, 1000)
+	for m := range c.out {
+		batch = append(batch[:0], m)
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case m, ok := <-c.out:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		if err := kafkax.Write(pctx, c.g.w, batch...); err != nil {
+			c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", len(batch), "err", err)
+			c.g.deps.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(len(batch)))
+		}
+	}
+}
+
+func (c *conn) heartbeat() {
+	t := time.NewTicker(c.g.cfg.Gateway.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			c.send(c.enc.Server(schemas.TypeHeartbeat))
+		}
+	}
+}
+
+// read turns frames into events until the connection ends.
+func (c *conn) read() error {
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	frames := c.g.m.frames
+	for n := int64(0); ; n++ {
+		f, err := imr.ReadFrame(r)
+		if err != nil {
+			if errors.Is(err, imr.ErrFrame) {
+				c.g.m.bad.WithLabelValues("framing").Inc()
+			}
+			return err
+		}
+		frames.WithLabelValues(strconv.Itoa(int(f.Cmd))).Inc()
+		rec, reject, err := c.event(f)
+		if err != nil {
+			c.g.m.bad.WithLabelValues("body").Inc()
+			return err
+		}
+		if reject != nil {
+			c.reject(f, n, reject)
+			continue
+		}
+		if rec.Topic != "" && !c.send(rec) {
+			return nil
+		}
+	}
+}
+
+// event converts a frame. A malformed route body is an error (the
+// connection closes); an inner message that cannot be routed is returned as
+// reject (it is dead-lettered and the connection stays).
+func (c *conn) event(f imr.Frame) (ingest.Record, error, error) {
+	e := c.enc
+	switch f.Cmd {
+	case imr.CmdSubscribe:
+		s, err := imr.ParseSubscribe(f.Body)
+		return e.Subscribe(s.AppID, s.UID, s.Online != 0), nil, err
+	case imr.CmdUnsubscribe:
+		id, err := imr.ParseID(f.Body)
+		return e.Unsubscribe(id.AppID, id.ID), nil, err
+	case imr.CmdSubscribeRoom:
+		id, err := imr.ParseID(f.Body)
+		return e.SubscribeRoom(id.AppID, id.ID), nil, err
+	case imr.CmdUnsubscribeRoom:
+		id, err := imr.ParseID(f.Body)
+		return e.UnsubscribeRoom(id.AppID, id.ID), nil, err
+	case imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom:
+		rt, err := imr.ParseRoute(f.Body)
+		if err != nil {
+			return ingest.Record{}, nil, err
+		}
+		m, rerr := imr.ParseInner(rt.Inner)
+		if rerr != nil {
+			return ingest.Record{}, rerr, nil
+		}
+		meta := ingest.Meta{MsgID: rt.MsgID, DeviceID: rt.DeviceID, IMRTimestamp: rt.Timestamp}
+		switch f.Cmd {
+		case imr.CmdPublishGroup:
+			return e.PublishGroup(rt.AppID, rt.Receiver, m, meta), nil, nil
+		case imr.CmdPublishRoom:
+			return e.PublishRoom(rt.AppID, rt.Receiver, m, meta), nil, nil
+		}
+		return e.Publish(rt.AppID, rt.Receiver, m, meta), nil, nil
+	case imr.CmdPush:
+		p, err := imr.ParsePush(f.Body)
+		if err != nil {
+			return ingest.Record{}, nil, err
+		}
+		m, rerr := imr.ParseInner(p.Inner)
+		if rerr != nil {
+			return ingest.Record{}, rerr, nil
+		}
+		if len(p.Receivers) == 0 {
+			return ingest.Record{}, nil, nil // nothing to push (imr does nothing either)
+		}
+		return e.Push(p.AppID, p.Receivers, m), nil, nil
+	}
+	if len(f.Body) > 0 { // imr fails to parse an unknown command with a body, and closes
+		return ingest.Record{}, nil, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
+	}
+	return ingest.Record{}, nil, nil // imr logs and ignores an empty unknown command
+}
+
+// reject dead-letters a frame whose inner message cannot be routed.
+func (c *conn) reject(f imr.Frame, n int64, err error) {
+	m := kafka.Message{Topic: "gateway:" + c.id, Offset: n, Key: []byte(c.id), Value: imr.AppendFrame(nil, f)}
+	r := kafkax.Rejected{Msg: m, Code: schemas.ReasonInvalid, Reason: err.Error()}
+	if err := c.g.dlq.Send(c.ctx, []kafkax.Rejected{r}); err != nil && c.ctx.Err() == nil {
+		c.g.log.Warn("dead-letter write failed", "server", c.id, "err", err)
+	}
+}
+
+// deliver consumes the server's deliver topic until the connection closes.
+func (c *conn) deliver(log *slog.Logger) {
+	g := c.g
+	topic := g.cfg.Kafka.Topics.DeliverPrefix + c.id
+	if err := g.deps.Conn.EnsureTopics(c.ctx, g.cfg.Kafka.ReplicationFactor, map[string]int{topic: g.cfg.Kafka.DeliverPartitions}); err != nil {
+		if c.ctx.Err() == nil {
+			log.Warn("cannot create deliver topic; closing", "topic", topic, "err", err)
+			c.close()
+		}
+		return
+	}
+	cc := kafkax.StageConsumer(g.cfg.Consumer, g.cfg.Gateway.Group+"-"+c.id, []string{topic}, 500, 5*time.Millisecond,
+		g.log.With("server", c.id), g.deps.Metrics.Hooks(Stage))
+	if err := g.deps.Conn.Consume(c.ctx, cc, kafkax.HandlerFunc(c.handleDeliveries)); err != nil && c.ctx.Err() == nil {
+		log.Warn("deliver consumer stopped; closing", "err", err)
+		c.close()
+	}
+}
+
+// handleDeliveries writes a batch of deliver records as frames; it returns
+// only after they were written to the socket, so the offsets are committed
+// after delivery.
+func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
+	var buf []byte
+	seen := map[srcKey]int64{}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var rejected []kafkax.Rejected
+	written := 0
+	for _, m := range b.Records {
+		ev, err := schemas.DecodeKind(m.Value, c.g.cfg.Schemas.MaxBytes, schemas.KindPublish)
+		if err != nil {
+			rejected = append(rejected, kafkax.Reject(m, err))
+			continue
+		}
+		p := ev.(*schemas.Publish)
+		if p.Src != nil {
+			k := srcKey{b.Partition, p.Src.Topic, p.Src.Partition}
+			last, ok := seen[k]
+			if !ok {
+				last, ok = c.seen[k]
+			}
+			if ok && p.Src.Offset <= last {
+				c.g.m.repeats.Inc()
+				continue
+			}
+			seen[k] = p.Src.Offset
+		}
+		buf = appendDelivery(buf, p)
+		written++
+	}
+	if len(buf) > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.Gateway.WriteTimeout))
+		if _, err := c.nc.Write(buf); err != nil {
+			c.close() // the deliveries stay in Kafka for the next connection
+			return err
+		}
+	}
+	for k, v := range seen {
+		c.seen[k] = v
+	}
+	c.g.m.delivered.Add(float64(written))
+	return c.g.dlq.Send(ctx, rejected)
+}
+
+// appendDelivery encodes a deliver record as the frame imr would have
+// sent: 132/135/138 with seq, version and flag 0, the route fields, and
+// the inner frame byte-for-byte.
+func appendDelivery(dst []byte, p *schemas.Publish) []byte {
+	cmd := uint8(imr.CmdPublish)
+	switch p.Type {
+	case schemas.TypePublishGroup:
+		cmd = imr.CmdPublishGroup
+	case schemas.TypePublishRoom:
+		cmd = imr.CmdPublishRoom
+	}
+	inner := p.Msg.Raw
+	if len(inner) == 0 { // produced by the ingest library, not by a gateway
+		inner = imr.AppendInner(nil, p.Msg)
+	}
+	body := imr.AppendRoute(nil, imr.Route{AppID: p.AppID, Receiver: p.Receiver, MsgID: p.MsgID,
+		DeviceID: p.DeviceID, Timestamp: p.IMRTimestamp, Inner: inner})
+	return imr.AppendFrame(dst, imr.Frame{Cmd: cmd, Body: body})
+}

@@ -1,0 +1,203 @@
+// Package gateway is `imstream gateway`: a TCP server speaking imr's
+// protocol (package imr) so that unmodified im_service IM servers can use
+// imstream by pointing their route_addrs at it.
+//
+// Each accepted connection is one IM server in presence: a server id (from
+// its remote IP, or IP and port; see gateway.server_id), a new epoch per
+// connection, server_up at connect, heartbeats while connected, server_down
+// when it closes. Frames 130/131/136/137 become presence events, 132/135/138
+// and 134 publish events with the inner frame kept in msg.raw; they are
+// produced in order, in batches, by one producer per connection, and a full
+// queue stops reading the socket (TCP backpressure, never a drop). The
+// connection's imr.deliver.<server> topic is consumed (consumer group
+// <gateway.group>-<server>) and written back as 132/135/138 frames with the
+// inner frame byte-for-byte; offsets are committed only after the frames
+// were written to the socket, repeats (same src) are dropped, and a slow IM
+// server only slows its own consumer. A malformed frame closes that
+// connection with a log line and a metric; an inner message that cannot be
+// routed goes to the dead-letter topic. Several gateways can run at once.
+//
+// Metrics (besides the shared ones, stage="gateway"):
+//
+//	imstream_gateway_connections                 connected IM servers
+//	imstream_gateway_frames_total{cmd}           frames read, by route command
+//	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
+//	imstream_gateway_delivered_frames_total      frames written back to IM servers
+//	imstream_gateway_repeats_total               deliveries dropped as repeats
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+)
+
+// Stage is the name used in metrics and dead-letter headers.
+const Stage = "gateway"
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Conn       *kafkax.Conn
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Gateway is the IMR-compatible gateway.
+type Gateway struct {
+	cfg  config.Config
+	deps Deps
+	log  *slog.Logger
+	w    *kafka.Writer
+	dlq  *kafkax.DeadLetter
+	m    metrics
+
+	mu    sync.Mutex
+	conns map[string]*conn // by server id
+	ln    net.Listener
+	ready chan struct{}
+}
+
+type metrics struct {
+	conns     prometheus.Gauge
+	frames    *prometheus.CounterVec
+	bad       *prometheus.CounterVec
+	delivered prometheus.Counter
+	repeats   prometheus.Counter
+}
+
+// New builds the gateway; Run starts it.
+func New(cfg config.Config, deps Deps) (*Gateway, error) {
+	if deps.Conn == nil || deps.Metrics == nil || deps.Registerer == nil {
+		return nil, errors.New("gateway: Conn, Metrics and Registerer are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	g := &Gateway{cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}),
+		m: metrics{
+			conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imstream_gateway_connections", Help: "IM servers connected to this gateway."}),
+			frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_frames_total",
+				Help: "Frames read from IM servers, by route command."}, []string{"cmd"}),
+			bad: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_bad_frames_total",
+				Help: "Connections closed because of a malformed frame, by reason."}, []string{"reason"}),
+			delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "imstream_gateway_delivered_frames_total",
+				Help: "Frames written back to IM servers."}),
+			repeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "imstream_gateway_repeats_total",
+				Help: "Deliveries dropped because their src was already delivered on this connection."}),
+		}}
+	for _, c := range []prometheus.Collector{g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	g.w = deps.Conn.NewWriter(cfg.Kafka, "")
+	g.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
+		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
+	})
+	return g, nil
+}
+
+// Addr returns the listening address once Run has bound it.
+func (g *Gateway) Addr(ctx context.Context) (string, error) {
+	select {
+	case <-g.ready:
+		return g.ln.Addr().String(), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// Run listens and serves IM servers until ctx ends; it then closes every
+// connection (each sends server_down).
+func (g *Gateway) Run(ctx context.Context) error {
+	defer g.w.Close()
+	defer g.dlq.W.Close()
+	k := g.cfg.Kafka
+	if k.AutoCreateTopics {
+		if err := g.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{
+			k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.DLQ: k.Partitions,
+		}); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", g.cfg.Gateway.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	g.ln = ln
+	close(g.ready)
+	g.log.Info("gateway listening", "addr", ln.Addr().String())
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("gateway: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.serve(ctx, nc)
+		}()
+	}
+}
+
+// serverID names the IM server behind a connection.
+func (g *Gateway) serverID(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		host = addr.String()
+	}
+	id := g.cfg.Gateway.IDPrefix + host
+	if g.cfg.Gateway.ServerID == "ip_port" {
+		id += "_" + port
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, id)
+}
+
+// claim registers c under its server id, closing (and waiting for) an
+// older connection of the same IM server: the reconnect takes over.
+func (g *Gateway) claim(c *conn) {
+	g.mu.Lock()
+	old := g.conns[c.id]
+	g.conns[c.id] = c
+	g.mu.Unlock()
+	if old != nil {
+		g.log.Info("IM server reconnected; closing its previous connection", "server", c.id)
+		old.close()
+		<-old.done
+	}
+}
+
+func (g *Gateway) release(c *conn) {
+	g.mu.Lock()
+	if g.conns[c.id] == c {
+		delete(g.conns, c.id)
+	}
+	g.mu.Unlock()
+}
