@@ -29,6 +29,8 @@ type stack struct {
 	cfg    config.Config
 	admins []string // admin addresses of the presence processes
 	fanout []string // admin addresses of the fanout processes
+	procs  map[string]*testenv.Process
+	extra  []string // flags for every role
 }
 
 // start runs a role process; it returns its admin address and the process.
@@ -42,11 +44,16 @@ func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
 		"--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
 		"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
 		"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
-		"--admin.listen", addr}, extra...)
-	return addr, testenv.Start(s.t, s.bin, args...)
+		"--admin.listen", addr}, append(s.extra, extra...)...)
+	p := testenv.Start(s.t, s.bin, args...)
+	if s.procs == nil {
+		s.procs = map[string]*testenv.Process{}
+	}
+	s.procs[role] = p
+	return addr, p
 }
 
-func startStack(t *testing.T, presences, fanouts int) *stack {
+func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 	t.Helper()
 	bin := testenv.Binary(t, "..")
 	k := testenv.Kafka(t, devstack.KafkaOptions{})
@@ -55,7 +62,7 @@ func startStack(t *testing.T, presences, fanouts int) *stack {
 	cfg.Presence.Lease = 3 * time.Second
 	cfg.Presence.ServerCache = 0
 	cfg.Groups.Cache = 0
-	s := &stack{t: t, bin: bin, cfg: cfg}
+	s := &stack{t: t, bin: bin, cfg: cfg, extra: extra}
 	for i := 0; i < presences; i++ {
 		a, _ := s.start("presence")
 		s.admins = append(s.admins, a)

@@ -71,3 +71,6 @@ func (p *Process) Exited() bool {
 		return false
 	}
 }
+
+// Signal sends sig (e.g. SIGSTOP/SIGCONT to freeze and resume a role).
+func (p *Process) Signal(sig syscall.Signal) { _ = p.Cmd.Process.Signal(sig) }
