@@ -34,6 +34,70 @@ type Options struct {
 	Out       io.Writer     // status output (default stdout)
 }
 
+// Stack is a running embedded stack: broker, Redis, and the process
+// environment with the roles built (not yet running).
+type Stack struct {
+	Kafka *devstack.Kafka
+	Redis *devstack.Redis
+	Env   *role.Env
+	Cfg   config.Config
+	Roles []string
+	Runs  []func(context.Context) error
+}
+
+// Close stops what Up started.
+func (s *Stack) Close() {
+	s.Env.Close()
+	_ = s.Redis.Close()
+	s.Kafka.Close()
+}
+
+// Up starts the embedded broker and Redis and builds the roles (every
+// consumer role, and the gateway when o.Gateway) against them.
+func Up(ctx context.Context, cfg config.Config, o Options) (*Stack, error) {
+	kdir, rdir := "", ""
+	if o.DataDir != "" {
+		kdir, rdir = filepath.Join(o.DataDir, "kafka"), filepath.Join(o.DataDir, "redis")
+		for _, d := range []string{kdir, rdir} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	k, err := devstack.StartKafka(devstack.KafkaOptions{Port: o.KafkaPort, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
+	if err != nil {
+		return nil, err
+	}
+	r, err := devstack.StartRedis(devstack.RedisOptions{Port: o.RedisPort, Dir: rdir, Persist: rdir != ""})
+	if errors.Is(err, devstack.ErrNoRedisServer) {
+		fmt.Fprintf(os.Stderr, "\n%s\nWARNING: %v\nWARNING: falling back to an IN-PROCESS Redis (miniredis): nothing persists, and it is\nWARNING: not the real thing. Install redis-server for a faithful dev stack.\n%s\n\n",
+			strings.Repeat("!", 78), err, strings.Repeat("!", 78))
+		r, err = devstack.StartMiniRedis()
+	}
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
+	cfg.Kafka.Brokers = []string{k.Addr}
+	cfg.Redis.Addrs = []string{r.Addr}
+	cfg.Redis.Cluster = false
+	env, err := role.Setup(ctx, cfg)
+	if err != nil {
+		_ = r.Close()
+		k.Close()
+		return nil, err
+	}
+	s := &Stack{Kafka: k, Redis: r, Env: env, Cfg: cfg, Roles: role.Roles}
+	if o.Gateway {
+		s.Roles = append(s.Roles[:len(s.Roles):len(s.Roles)], "gateway")
+	}
+	if s.Runs, err = env.Stages(s.Roles...); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
 // Run starts the stack and the roles and blocks until ctx ends.
 func Run(ctx context.Context, cfg config.Config, o Options) error {
 	if o.Every <= 0 {
@@ -42,47 +106,13 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
-	kdir, rdir := "", ""
-	if o.DataDir != "" {
-		kdir, rdir = filepath.Join(o.DataDir, "kafka"), filepath.Join(o.DataDir, "redis")
-		for _, d := range []string{kdir, rdir} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return err
-			}
-		}
-	}
-	k, err := devstack.StartKafka(devstack.KafkaOptions{Port: o.KafkaPort, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
+	st, err := Up(ctx, cfg, o)
 	if err != nil {
 		return err
 	}
-	defer k.Close()
-	r, err := devstack.StartRedis(devstack.RedisOptions{Port: o.RedisPort, Dir: rdir, Persist: rdir != ""})
-	if errors.Is(err, devstack.ErrNoRedisServer) {
-		fmt.Fprintf(os.Stderr, "\n%s\nWARNING: %v\nWARNING: falling back to an IN-PROCESS Redis (miniredis): nothing persists, and it is\nWARNING: not the real thing. Install redis-server for a faithful dev stack.\n%s\n\n",
-			strings.Repeat("!", 78), err, strings.Repeat("!", 78))
-		r, err = devstack.StartMiniRedis()
-	}
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-
-	cfg.Kafka.Brokers = []string{k.Addr}
-	cfg.Redis.Addrs = []string{r.Addr}
-	cfg.Redis.Cluster = false
-	env, err := role.Setup(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	roles := role.Roles
-	if o.Gateway {
-		roles = append(roles[:len(roles):len(roles)], "gateway")
-	}
-	runs, err := env.Stages(roles...)
-	if err != nil {
-		return err
-	}
+	defer st.Close()
+	k, r, env, cfg := st.Kafka, st.Redis, st.Env, st.Cfg
+	runs := st.Runs
 	admin, online := "(disabled)", ""
 	if env.Admin != nil {
 		admin = "http://" + env.Admin.Addr() + "/metrics"
@@ -93,7 +123,7 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 		redisKind = "in-process miniredis"
 	}
 	fmt.Fprintf(o.Out, "imstream dev\n  kafka   %s  (embedded kfake; try: kcat -b %s -L)\n  redis   %s  (%s; try: redis-cli -p %s lrange push_queue 0 -1)\n  admin   %s%s\n  roles   %s\n",
-		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin, online, strings.Join(roles, ", "))
+		k.Addr, k.Addr, r.Addr, redisKind, r.Addr[strings.LastIndex(r.Addr, ":")+1:], admin, online, strings.Join(st.Roles, ", "))
 	if o.Gateway {
 		fmt.Fprintf(o.Out, "  gateway %s  (imr protocol: point an im_service IM server's route_addrs here)\n", cfg.Gateway.Listen)
 	}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/imstream/imstream/internal/dev"
+	"github.com/imstream/imstream/internal/loadgen"
+	"github.com/imstream/imstream/internal/redisx"
+)
+
+func runLoadgen(ctx context.Context, args []string) error {
+	fs, path := configFlags("loadgen")
+	o := loadgen.Options{Out: os.Stdout}
+	fs.StringVar(&o.Protocol, "protocol", "imr", "imr: TCP to a gateway (or imr); kafka: the ingest library")
+	fs.StringVar(&o.Gateway, "gateway", "", "gateway address for --protocol imr (default: gateway.listen)")
+	fs.IntVar(&o.Servers, "servers", 4, "simulated IM servers (connections)")
+	fs.IntVar(&o.Users, "users", 100, "online users per server")
+	fs.IntVar(&o.Pushes, "pushes", 100000, "MSG_PUSH messages to offline users")
+	fs.IntVar(&o.RT, "rt", 10000, "RT messages to online users on other servers")
+	fs.BoolVar(&o.Churn, "churn", true, "users connect and leave during the run")
+	embedded := fs.Bool("embedded", false, "start the whole stack in this process (embedded Kafka and Redis, every role, the gateway)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfigFrom(*path, fs)
+	if err != nil {
+		return err
+	}
+	if o.Protocol != "imr" && o.Protocol != "kafka" {
+		return errors.New("--protocol must be imr or kafka")
+	}
+	if *embedded {
+		cfg.Gateway.Listen = "127.0.0.1:0"
+		cfg.Admin.Listen = "127.0.0.1:0"
+		cfg.Log.Level = "warn"
+		st, err := dev.Up(ctx, cfg, dev.Options{KafkaPort: 0, Gateway: o.Protocol == "imr"})
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		cfg = st.Cfg
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() { _ = st.Env.Run(rctx, st.Runs...) }()
+		if o.Protocol == "imr" {
+			if o.Gateway, err = st.Env.Gateway.Addr(ctx); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("embedded stack: kafka %s, redis %s, gateway %s\n", st.Kafka.Addr, st.Redis.Addr, o.Gateway)
+	}
+	if o.Gateway == "" {
+		o.Gateway = cfg.Gateway.Listen
+	}
+	rc := redisx.New(cfg.Redis)
+	defer rc.Close()
+	rep, err := loadgen.Run(ctx, cfg, rc, o)
+	if err != nil {
+		return err
+	}
+	fmt.Println(rep)
+	if rep.PushLost > 0 || rep.PushDoubled > 0 || rep.RTLost > 0 {
+		return fmt.Errorf("lost or doubled messages")
+	}
+	return nil
+}

@@ -1,0 +1,367 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// Options configures a load run.
+type Options struct {
+	Protocol string // "imr" (TCP to Gateway) or "kafka" (the ingest library)
+	Gateway  string // imr: the gateway's (or an imr's) address
+	Servers  int    // simulated IM servers (connections)
+	Users    int    // online users per server
+	Pushes   int    // MSG_PUSH messages, each to one offline user
+	RT       int    // RT messages, each to an online user on another server
+	Churn    bool   // users connect and leave during the run (users other than the targets)
+	AppID    int64
+	Out      io.Writer // progress and report
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Sent, SendSeconds        float64
+	Pushes, PushArrived      int
+	PushLost, PushDoubled    int
+	RT, RTArrived            int
+	RTLost, RTDoubled        int
+	Seconds, PushesPerSecond float64
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("sent %.0f messages in %.1fs (%.0f/s)\nMSG_PUSH: %d sent, %d arrived in push_queue, %d lost, %d doubled\nRT:       %d sent, %d arrived as frames, %d lost, %d doubled\nend to end: %.1fs, %.0f push entries/s",
+		r.Sent, r.SendSeconds, r.Sent/max(r.SendSeconds, 1e-9), r.Pushes, r.PushArrived, r.PushLost, r.PushDoubled,
+		r.RT, r.RTArrived, r.RTLost, r.RTDoubled, r.Seconds, r.PushesPerSecond)
+}
+
+// server is one simulated IM server, over either protocol.
+type server interface {
+	subscribe(appid, uid int64, online bool) error
+	unsubscribe(appid, uid int64) error
+	rt(appid, to int64, m schemas.Message) error
+	push(appid int64, receivers []int64, m schemas.Message) error
+	flush() error
+	frames() <-chan imr.Frame
+	close()
+}
+
+// Run drives the load against a running imstream (cfg names its Kafka and
+// Redis) and reports what arrived.
+func Run(ctx context.Context, cfg config.Config, rc redis.UniversalClient, o Options) (Report, error) {
+	if o.AppID == 0 {
+		o.AppID = 7
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	servers := make([]server, o.Servers)
+	for i := range servers {
+		var err error
+		if servers[i], err = dial(ctx, cfg, o, i); err != nil {
+			return Report{}, err
+		}
+		defer servers[i].close()
+	}
+	online := func(s, u int) int64 { return int64(1_000_000*(s+1) + u + 1) }
+	for s, srv := range servers {
+		for u := 0; u < o.Users; u++ {
+			if err := srv.subscribe(o.AppID, online(s, u), true); err != nil {
+				return Report{}, err
+			}
+		}
+		if err := srv.flush(); err != nil {
+			return Report{}, err
+		}
+	}
+	// Wait until presence shows the last user of every server.
+	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)
+	last := make([]int64, o.Servers)
+	for s := range last {
+		last[s] = online(s, o.Users-1)
+	}
+	for ok := false; !ok; {
+		got, err := ps.Users(ctx, o.AppID, last, time.Now())
+		if err != nil {
+			return Report{}, err
+		}
+		ok = true
+		for _, p := range got {
+			ok = ok && p.Online
+		}
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return Report{}, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	fmt.Fprintf(o.Out, "%d servers up, %d users online each; sending %d MSG_PUSH and %d RT over %s\n", o.Servers, o.Users, o.Pushes, o.RT, o.Protocol)
+
+	base := rc.LLen(ctx, "push_queue").Val()
+	var got sync.Map // server index → *rtCounter
+	for s, srv := range servers {
+		c := &rtCounter{seen: map[string]int{}, prefix: "rt-" + run + "-"}
+		got.Store(s, c)
+		go c.count(ctx, srv.frames())
+	}
+	stopChurn := make(chan struct{})
+	if o.Churn {
+		for s, srv := range servers {
+			go churn(ctx, srv, o.AppID, int64(900_000_000+s*10_000), stopChurn)
+		}
+	}
+	start := time.Now()
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, o.Servers)
+	for s, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := s; i < max(o.Pushes, o.RT); i += o.Servers {
+				if i < o.Pushes {
+					to := int64(500_000_000 + i%100_000) // never online
+					m := schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: online(s, 0), Receiver: to, Content: "push-" + run + "-" + strconv.Itoa(i)}
+					if err := srv.push(o.AppID, []int64{to}, m); err != nil {
+						errs <- err
+						return
+					}
+					sent.Add(1)
+				}
+				if i < o.RT && o.Servers > 1 {
+					peer := (s + 1 + i%(o.Servers-1)) % o.Servers
+					to := online(peer, i%o.Users)
+					m := schemas.Message{Cmd: schemas.CmdRT, Sender: online(s, 0), Receiver: to, Content: "rt-" + run + "-" + strconv.Itoa(i)}
+					if err := srv.rt(o.AppID, to, m); err != nil {
+						errs <- err
+						return
+					}
+					sent.Add(1)
+				}
+			}
+			errs <- srv.flush()
+		}()
+	}
+	progress := time.NewTicker(2 * time.Second)
+	defer progress.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-progress.C:
+			fmt.Fprintf(o.Out, "  sending: %d messages, %.0f/s\n", sent.Load(), float64(sent.Load())/time.Since(start).Seconds())
+		}
+	}
+	close(stopChurn)
+	for range servers {
+		if err := <-errs; err != nil {
+			return Report{}, err
+		}
+	}
+	rep := Report{Sent: float64(sent.Load()), SendSeconds: time.Since(start).Seconds(), Pushes: o.Pushes}
+	if o.Servers > 1 {
+		rep.RT = o.RT
+	}
+	// Wait for the push entries; give up after 60 s without progress.
+	lastN, lastChange := int64(-1), time.Now()
+	for {
+		n := rc.LLen(ctx, "push_queue").Val() - base
+		if n != lastN {
+			lastN, lastChange = n, time.Now()
+			fmt.Fprintf(o.Out, "  arrived: %d push entries\n", n)
+		}
+		if n >= int64(o.Pushes) || time.Since(lastChange) > 60*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	time.Sleep(time.Second) // late doubles would show now
+	seen, err := pushEntries(ctx, rc, base, "push-"+run+"-")
+	if err != nil {
+		return rep, err
+	}
+	for i := 0; i < o.Pushes; i++ {
+		switch c := seen[strconv.Itoa(i)]; {
+		case c == 0:
+			rep.PushLost++
+		case c > 1:
+			rep.PushDoubled += c - 1
+		}
+		if seen[strconv.Itoa(i)] > 0 {
+			rep.PushArrived++
+		}
+	}
+	rep.PushesPerSecond = float64(rep.PushArrived) / rep.Seconds
+	rtSeen := map[string]int{}
+	got.Range(func(_, v any) bool {
+		for k, n := range v.(*rtCounter).snapshot() {
+			rtSeen[k] += n
+		}
+		return true
+	})
+	for i := 0; i < rep.RT; i++ {
+		switch c := rtSeen[strconv.Itoa(i)]; {
+		case c == 0:
+			rep.RTLost++
+		case c > 1:
+			rep.RTDoubled += c - 1
+		}
+		if rtSeen[strconv.Itoa(i)] > 0 {
+			rep.RTArrived++
+		}
+	}
+	return rep, nil
+}
+
+// pushEntries counts this run's entries in push_queue by message number.
+func pushEntries(ctx context.Context, rc redis.UniversalClient, from int64, prefix string) (map[string]int, error) {
+	seen := map[string]int{}
+	key := `"content":"` + prefix
+	for off := from; ; off += 50_000 {
+		es, err := rc.LRange(ctx, "push_queue", off, off+49_999).Result()
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if i := strings.Index(e, key); i >= 0 {
+				rest := e[i+len(key):]
+				seen[rest[:strings.IndexByte(rest, '"')]]++
+			}
+		}
+		if len(es) < 50_000 {
+			return seen, nil
+		}
+	}
+}
+
+type rtCounter struct {
+	mu     sync.Mutex
+	prefix string
+	seen   map[string]int
+}
+
+func (c *rtCounter) count(ctx context.Context, frames <-chan imr.Frame) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f, ok := <-frames:
+			if !ok {
+				return
+			}
+			rt, err := imr.ParseRoute(f.Body)
+			if err != nil {
+				continue
+			}
+			m, err := imr.ParseInner(rt.Inner)
+			if err != nil || !strings.HasPrefix(m.Content, c.prefix) {
+				continue
+			}
+			c.mu.Lock()
+			c.seen[strings.TrimPrefix(m.Content, c.prefix)]++
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *rtCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.seen))
+	for k, v := range c.seen {
+		out[k] = v
+	}
+	return out
+}
+
+// churn connects and disconnects users of a range no message targets.
+func churn(ctx context.Context, srv server, appid, base int64, stop <-chan struct{}) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for i := int64(0); ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		uid := base + i%500
+		if i/500%2 == 0 {
+			_ = srv.subscribe(appid, uid, true)
+		} else {
+			_ = srv.unsubscribe(appid, uid)
+		}
+	}
+}
+
+func dial(ctx context.Context, cfg config.Config, o Options, i int) (server, error) {
+	if o.Protocol == "kafka" {
+		p, err := ingest.New(ctx, ingest.Config{Brokers: cfg.Kafka.Brokers, Server: "lg-" + strconv.Itoa(i+1),
+			PresenceTopic: cfg.Kafka.Topics.Presence, PublishTopic: cfg.Kafka.Topics.Publish, Linger: 5 * time.Millisecond})
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Start(ctx); err != nil {
+			return nil, err
+		}
+		topic := cfg.Kafka.Topics.DeliverPrefix + p.Server()
+		if err := kafkaxEnsure(ctx, cfg, topic); err != nil {
+			return nil, err
+		}
+		return newKafkaServer(p, cfg.Kafka.Brokers, topic), nil
+	}
+	c, err := Dial(ctx, o.Gateway, "127.0.0."+strconv.Itoa(10+i))
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: connect to %s: %w", o.Gateway, err)
+	}
+	return imrServer{c}, nil
+}
+
+type imrServer struct{ c *Client }
+
+func (s imrServer) subscribe(appid, uid int64, online bool) error {
+	var on int8
+	if online {
+		on = 1
+	}
+	return s.c.Send(imr.CmdSubscribe, imr.AppendSubscribe(nil, imr.Subscribe{AppID: appid, UID: uid, Online: on}))
+}
+func (s imrServer) unsubscribe(appid, uid int64) error {
+	return s.c.Send(imr.CmdUnsubscribe, imr.AppendID(nil, imr.ID{AppID: appid, ID: uid}))
+}
+func (s imrServer) rt(appid, to int64, m schemas.Message) error {
+	return s.c.Send(imr.CmdPublish, imr.AppendRoute(nil, imr.Route{AppID: appid, Receiver: to, Timestamp: time.Now().UnixNano(), Inner: imr.AppendInner(nil, m)}))
+}
+func (s imrServer) push(appid int64, receivers []int64, m schemas.Message) error {
+	return s.c.Send(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: appid, Receivers: receivers, Inner: imr.AppendInner(nil, m)}))
+}
+func (s imrServer) flush() error             { return s.c.Flush() }
+func (s imrServer) frames() <-chan imr.Frame { return s.c.Frames() }
+func (s imrServer) close()                   { _ = s.c.Close() }
+
+func kafkaxEnsure(ctx context.Context, cfg config.Config, topic string) error {
+	return kafkax.NewConn(cfg.Kafka).EnsureTopics(ctx, cfg.Kafka.ReplicationFactor, map[string]int{topic: cfg.Kafka.DeliverPartitions})
+}
