@@ -171,10 +171,12 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		f.mu.Unlock()
 		f.log.Info("created deliver topics", "topics", len(newTopics))
 	}
+	start := time.Now()
 	if err := kafkax.Write(ctx, f.w, out...); err != nil {
 		return err
 	}
 	done := time.Now()
+	f.deps.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
 	if delivers > 0 {

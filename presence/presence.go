@@ -12,6 +12,9 @@
 //
 //	imstream_presence_events_total{type}   events applied, by type
 //	imstream_presence_collected_total      stale entries removed by the collector
+//	imstream_presence_users                users with an entry, as of the last collection pass
+//	imstream_presence_rooms                rooms with an entry, as of the last collection pass
+//	imstream_presence_live_servers         IM servers whose lease runs (at scrape time; -1 when Redis fails)
 package presence
 
 import (
@@ -49,6 +52,8 @@ type Presence struct {
 	dlq       *kafkax.DeadLetter
 	events    *prometheus.CounterVec
 	collected prometheus.Counter
+	users     prometheus.Gauge
+	rooms     prometheus.Gauge
 }
 
 // New builds the stage; Run starts it.
@@ -67,8 +72,25 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 		collected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imstream_presence_collected_total", Help: "Stale presence entries removed by the collector.",
 		}),
+		users: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imstream_presence_users", Help: "Users with a presence entry, as of the last collection pass.",
+		}),
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imstream_presence_rooms", Help: "Rooms with a presence entry, as of the last collection pass.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{p.events, p.collected} {
+	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "imstream_presence_live_servers", Help: "IM servers whose lease runs now (read at scrape time).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ids, err := deps.Store.LiveServers(ctx, time.Now())
+		if err != nil {
+			return -1
+		}
+		return float64(len(ids))
+	})
+	for _, c := range []prometheus.Collector{p.events, p.collected, p.users, p.rooms, live} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, err
 		}
@@ -126,14 +148,16 @@ func (p *Presence) collect(ctx context.Context, c store.Collector) {
 		case <-t.C:
 		}
 		start := time.Now()
-		n, err := c.Collect(ctx, start)
-		p.collected.Add(float64(n))
+		st, err := c.Collect(ctx, start)
+		p.collected.Add(float64(st.Removed))
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("collecting stale presence failed", "err", err)
 			continue
 		}
-		if n > 0 {
-			p.log.Info("collected stale presence entries", "removed", n, "took", time.Since(start))
+		p.users.Set(float64(st.Users))
+		p.rooms.Set(float64(st.Rooms))
+		if st.Removed > 0 {
+			p.log.Info("collected stale presence entries", "removed", st.Removed, "users", st.Users, "rooms", st.Rooms, "took", time.Since(start))
 		}
 	}
 }

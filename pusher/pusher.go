@@ -17,7 +17,6 @@
 // Metrics (besides the shared ones in internal/obs, stage="pusher"):
 //
 //	imstream_push_entries_total{list}          entries in batches Redis acknowledged (a replay skipped by the watermark counts again)
-//	imstream_redis_seconds{stage,op}           Redis round trip per batch (histogram)
 package pusher
 
 import (
@@ -55,7 +54,6 @@ type Pusher struct {
 	dlq     *kafkax.DeadLetter
 	log     *slog.Logger
 	entries *prometheus.CounterVec
-	redisT  prometheus.Observer
 }
 
 // New builds the stage; Run starts it.
@@ -80,21 +78,9 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 			Name: "imstream_push_entries_total", Help: "Offline-push entries acknowledged by Redis, by list (without the ROM suffix).",
 		}, []string{"list"}),
 	}
-	redisT := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "imstream_redis_seconds", Help: "Redis round trip of one batch operation, by stage and op.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
-	}, []string{"stage", "op"})
 	if err := deps.Registerer.Register(p.entries); err != nil {
 		return nil, fmt.Errorf("pusher: metrics: %w", err)
 	}
-	if err := deps.Registerer.Register(redisT); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("pusher: metrics: %w", err)
-		}
-		redisT = are.ExistingCollector.(*prometheus.HistogramVec)
-	}
-	p.redisT = redisT.WithLabelValues(Stage, "append")
 	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
 		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
 	})
@@ -136,11 +122,12 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	}
 	if len(entries) > 0 {
 		start := time.Now()
-		if err := p.deps.Sink.Append(ctx, entries); err != nil {
+		err := p.deps.Sink.Append(ctx, entries)
+		now := time.Now()
+		p.deps.Metrics.ObserveRedis(Stage, "append", now.Sub(start), err)
+		if err != nil {
 			return err
 		}
-		now := time.Now()
-		p.redisT.Observe(now.Sub(start).Seconds())
 		for i := range entries {
 			p.entries.WithLabelValues(entries[i].Kind).Inc()
 			p.deps.Metrics.ObserveE2E("push_list", entries[i].TS, now)

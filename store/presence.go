@@ -35,9 +35,17 @@ type PresenceStore interface {
 }
 
 // Collector is implemented by stores that garbage-collect stale entries
-// (entries of dead servers or void epochs). It returns how many it removed.
+// (entries of dead servers or void epochs). Collect walks every user and
+// room and reports what it removed and what it saw.
 type Collector interface {
-	Collect(ctx context.Context, now time.Time) (int, error)
+	Collect(ctx context.Context, now time.Time) (CollectStats, error)
+}
+
+// CollectStats is the outcome of one collection pass.
+type CollectStats struct {
+	Removed int // stale entries removed
+	Users   int // users with at least one entry left
+	Rooms   int // rooms with at least one entry left
 }
 
 // serverState is a server's lifecycle state.

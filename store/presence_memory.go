@@ -150,7 +150,7 @@ func (m *MemoryPresence) LiveServers(ctx context.Context, now time.Time) ([]stri
 
 // Collect implements Collector: it drops entries whose epoch is void or
 // whose server has been dead for longer than a lease.
-func (m *MemoryPresence) Collect(ctx context.Context, now time.Time) (int, error) {
+func (m *MemoryPresence) Collect(ctx context.Context, now time.Time) (CollectStats, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cutoff := now.Add(-m.lease).UnixMilli()
@@ -181,5 +181,5 @@ func (m *MemoryPresence) Collect(ctx context.Context, now time.Time) (int, error
 			delete(m.rooms, k)
 		}
 	}
-	return n, ctx.Err()
+	return CollectStats{Removed: n, Users: len(m.users), Rooms: len(m.rooms)}, ctx.Err()
 }

@@ -318,19 +318,24 @@ func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]strin
 // Collect implements Collector: it scans user and room hashes (SCAN, on
 // every master of a cluster) and deletes entries of void epochs or of
 // servers dead for longer than a lease, each with a compare-and-delete.
-func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (int, error) {
-	removed := 0
+func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (CollectStats, error) {
+	var st CollectStats
 	var mu sync.Mutex
 	scan := func(ctx context.Context, c *redis.Client) error {
-		for _, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
+		for i, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
 			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
 			for iter.Next(ctx) {
-				n, err := r.collectKey(ctx, iter.Val(), now)
+				n, left, err := r.collectKey(ctx, iter.Val(), now)
 				if err != nil {
 					return err
 				}
 				mu.Lock()
-				removed += n
+				st.Removed += n
+				if left > 0 && i == 0 {
+					st.Users++
+				} else if left > 0 {
+					st.Rooms++
+				}
 				mu.Unlock()
 			}
 			if err := iter.Err(); err != nil {
@@ -348,13 +353,15 @@ func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (int, error)
 	default:
 		err = fmt.Errorf("presence: collect: unsupported client %T", r.c)
 	}
-	return removed, err
+	return st, err
 }
 
-func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Time) (int, error) {
+// collectKey removes the stale entries of one hash; it returns how many it
+// removed and how many are left.
+func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Time) (int, int, error) {
 	h, err := r.c.HGetAll(ctx, key).Result()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Judge with fresh server states, a lease ago.
 	r.mu.Lock()
@@ -364,7 +371,7 @@ func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Tim
 	r.mu.Unlock()
 	states, err := r.servers(ctx, neededServers([]map[string]string{h}), now)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	cutoff := now.Add(-r.lease).UnixMilli()
 	n := 0
@@ -374,10 +381,10 @@ func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Tim
 		if epoch < s.Epoch || (epoch == s.Epoch && !s.live(cutoff)) {
 			d, err := delIfLua.Run(ctx, r.c, []string{key}, srv, v).Int()
 			if err != nil {
-				return n, err
+				return n, len(h) - n, err
 			}
 			n += d
 		}
 	}
-	return n, nil
+	return n, len(h) - n, nil
 }

@@ -132,7 +132,10 @@ func (c *conn) produce() {
 				break fill
 			}
 		}
-		if err := kafkax.Write(pctx, c.g.w, batch...); err != nil {
+		start := time.Now()
+		err := kafkax.Write(pctx, c.g.w, batch...)
+		c.g.deps.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
+		if err != nil {
 			c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", len(batch), "err", err)
 			c.g.deps.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(len(batch)))
 		}

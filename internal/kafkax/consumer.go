@@ -111,7 +111,8 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 			cfg.Hooks.Rebalance(cfg.Group)
 		}
 		first = false
-		for topic, assigns := range gen.Assignments {
+		for _, topic := range cfg.Topics {
+			assigns := gen.Assignments[topic]
 			parts := make([]int, 0, len(assigns))
 			for _, a := range assigns {
 				parts = append(parts, a.ID)

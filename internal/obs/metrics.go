@@ -2,6 +2,7 @@ package obs
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,10 @@ import (
 //	imstream_rebalances_total{stage}               consumer group generations after the first
 //	imstream_committed_offset{stage,topic,partition} last committed offset
 //	imstream_e2e_latency_seconds{sink}             origin ts to durable write (histogram)
+//	imstream_redis_seconds{stage,op}               Redis round trip of one store/sink call (histogram)
+//	imstream_redis_errors_total{stage,op}          failed Redis calls
+//	imstream_kafka_produce_seconds{stage}          time to get one produce call acknowledged (histogram)
+//	imstream_consumer_assigned_partitions{stage}   partitions this process consumes now
 type Metrics struct {
 	Consumed   *prometheus.CounterVec
 	Rejected   *prometheus.CounterVec
@@ -31,6 +36,13 @@ type Metrics struct {
 	Rebalances *prometheus.CounterVec
 	Committed  *prometheus.GaugeVec
 	E2E        *prometheus.HistogramVec
+	Redis      *prometheus.HistogramVec
+	RedisErrs  *prometheus.CounterVec
+	Produce    *prometheus.HistogramVec
+	Assigned   *prometheus.GaugeVec
+
+	mu     sync.Mutex
+	joined map[string]bool
 }
 
 // NewMetrics creates and registers the shared metrics on reg.
@@ -67,7 +79,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"sink"}),
 	}
-	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.Committed, m.E2E)
+	m.Redis = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "imstream_redis_seconds", Help: "Redis round trip of one store or sink call (one pipeline), by stage and op.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
+	}, []string{"stage", "op"})
+	m.RedisErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imstream_redis_errors_total", Help: "Failed Redis calls, by stage and op (the batch is retried).",
+	}, []string{"stage", "op"})
+	m.Produce = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "imstream_kafka_produce_seconds", Help: "Time until one produce call was acknowledged by the brokers, by stage.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+	}, []string{"stage"})
+	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
+	}, []string{"stage"})
+	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.Committed, m.E2E,
+		m.Redis, m.RedisErrs, m.Produce, m.Assigned)
+	m.joined = map[string]bool{}
 	return m
 }
 
@@ -84,6 +112,28 @@ func (m *Metrics) Hooks(stage string) kafkax.Hooks {
 			m.Committed.WithLabelValues(stage, topic, strconv.Itoa(partition)).Set(float64(offset))
 		},
 		Rebalance: func(string) { m.Rebalances.WithLabelValues(stage).Inc() },
+		Assigned: func(_ string, _ string, partitions []int) {
+			m.Assigned.WithLabelValues(stage).Set(float64(len(partitions)))
+			m.mu.Lock()
+			m.joined[stage] = true
+			m.mu.Unlock()
+		},
+	}
+}
+
+// Joined reports whether stage's consumer has joined its group (been
+// assigned partitions) at least once; /readyz uses it.
+func (m *Metrics) Joined(stage string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.joined[stage]
+}
+
+// ObserveRedis records one Redis call of stage.
+func (m *Metrics) ObserveRedis(stage, op string, d time.Duration, err error) {
+	m.Redis.WithLabelValues(stage, op).Observe(d.Seconds())
+	if err != nil {
+		m.RedisErrs.WithLabelValues(stage, op).Inc()
 	}
 }
 

@@ -3,10 +3,12 @@ package role
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/imstream/imstream/fanout"
 	"github.com/imstream/imstream/groups"
 	"github.com/imstream/imstream/ingest/gateway"
+	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/presence"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/store"
@@ -33,30 +35,61 @@ func (e *Env) GroupStore() store.GroupStore {
 	return e.groups
 }
 
+// observe returns the Redis-call observer of stage.
+func (e *Env) observe(stage string) store.Observer {
+	return func(op string, d time.Duration, err error) { e.Metrics.ObserveRedis(stage, op, d, err) }
+}
+
+// ready adds a readiness check: stage's consumer has joined its group.
+func (e *Env) ready(stage string) {
+	e.Ready.Add("group "+stage, func(context.Context) error {
+		if !e.Metrics.Joined(stage) {
+			return fmt.Errorf("%s has not joined its consumer group yet", stage)
+		}
+		return nil
+	})
+}
+
 // Stages builds the stages of the named roles and returns their Run
 // functions.
 func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 	var runs []func(context.Context) error
+	k := e.Cfg.Kafka.Topics
+	lag := []obs.GroupTopic{
+		{Group: e.Cfg.Presence.Group, Topic: k.Presence}, {Group: e.Cfg.Groups.Group, Topic: k.Groups},
+		{Group: e.Cfg.Fanout.Group, Topic: k.Publish}, {Group: e.Cfg.Pusher.Group, Topic: k.Push},
+	}
+	if err := e.Registry.Register(obs.NewLagCollector(e.Conn, lag)); err != nil {
+		return nil, err
+	}
 	for _, r := range roles {
 		switch r {
 		case "presence":
-			p, err := presence.New(e.Cfg, presence.Deps{Conn: e.Conn, Store: e.PresenceStore(), Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			p, err := presence.New(e.Cfg, presence.Deps{Conn: e.Conn, Store: store.ObservePresence(e.PresenceStore(), e.observe(presence.Stage)),
+				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
 			}
-			g, err := groups.New(e.Cfg, groups.Deps{Conn: e.Conn, Store: e.GroupStore(), Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			g, err := groups.New(e.Cfg, groups.Deps{Conn: e.Conn, Store: store.ObserveGroups(e.GroupStore(), e.observe(groups.Stage)),
+				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
 			}
 			if e.Admin != nil {
 				e.Admin.Mux.Handle("/online", presence.OnlineHandler(e.PresenceStore()))
 			}
+			e.ready(presence.Stage)
+			e.ready(groups.Stage)
 			runs = append(runs, p.Run, g.Run)
 		case "fanout":
-			f, err := fanout.New(e.Cfg, fanout.Deps{Conn: e.Conn, Presence: e.PresenceStore(), Groups: e.GroupStore(), Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			f, err := fanout.New(e.Cfg, fanout.Deps{Conn: e.Conn,
+				Presence: store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage)),
+				Groups:   store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage)),
+				Metrics:  e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
 			}
+			e.ready(fanout.Stage)
 			runs = append(runs, f.Run)
 		case "gateway":
 			gw, err := gateway.New(e.Cfg, gateway.Deps{Conn: e.Conn, Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
@@ -70,6 +103,7 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			if err != nil {
 				return nil, err
 			}
+			e.ready(pusher.Stage)
 			runs = append(runs, p.Run)
 		default:
 			return nil, fmt.Errorf("unknown role %q", r)

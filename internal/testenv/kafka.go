@@ -14,27 +14,8 @@ import (
 
 // EndOffsets returns the end offset of every partition of topic.
 func EndOffsets(ctx context.Context, cfg config.Config, topic string) (map[int]int64, error) {
-	conn := kafkax.NewConn(cfg.Kafka)
-	n, err := conn.Partitions(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	req := map[string][]kafka.OffsetRequest{}
-	for p := 0; p < n; p++ {
-		req[topic] = append(req[topic], kafka.LastOffsetOf(p))
-	}
-	resp, err := conn.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
-	if err != nil {
-		return nil, err
-	}
-	out := map[int]int64{}
-	for _, po := range resp.Topics[topic] {
-		if po.Error != nil {
-			return nil, po.Error
-		}
-		out[po.Partition] = po.LastOffset
-	}
-	return out, nil
+	_, end, err := kafkax.NewConn(cfg.Kafka).Offsets(ctx, topic)
+	return end, err
 }
 
 // WaitCaughtUp waits until group has committed the end offset of every
@@ -45,29 +26,17 @@ func WaitCaughtUp(t testing.TB, cfg config.Config, group, topic string, d time.D
 	defer cancel()
 	conn := kafkax.NewConn(cfg.Kafka)
 	for {
-		ends, err := EndOffsets(ctx, cfg, topic)
-		if err == nil {
-			parts := make([]int, 0, len(ends))
-			for p := range ends {
-				parts = append(parts, p)
-			}
-			var resp *kafka.OffsetFetchResponse
-			resp, err = conn.Client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
-			if err == nil {
-				behind := false
-				for _, po := range resp.Topics[topic] {
-					if ends[po.Partition] > 0 && po.CommittedOffset < ends[po.Partition] {
-						behind = true
-					}
-				}
-				if !behind {
-					return
-				}
-			}
+		lag, err := conn.Lag(ctx, group, topic)
+		behind := err != nil
+		for _, l := range lag {
+			behind = behind || l > 0
+		}
+		if !behind {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("group %s did not catch up on %s within %s (last error: %v)", group, topic, d, err)
+			t.Fatalf("group %s did not catch up on %s within %s (lag %v, last error: %v)", group, topic, d, lag, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

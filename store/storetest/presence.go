@@ -235,14 +235,14 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		}
 		apply(t, s, t0, up("s1", 1), up("s2", 1), sub("s1", 1, 100, true), sub("s2", 1, 101, true), subRoom("s1", 1, 5),
 			up("s2", 2), sub("s2", 2, 102, true))
-		n, err := c.Collect(context.Background(), at(time.Second))
-		if err != nil || n != 1 { // s2's epoch-1 entry of user 101
-			t.Fatalf("collect = %d, %v; want 1", n, err)
+		st, err := c.Collect(context.Background(), at(time.Second))
+		if err != nil || st != (store.CollectStats{Removed: 1, Users: 2, Rooms: 1}) { // s2's epoch-1 entry of user 101
+			t.Fatalf("collect = %+v, %v; want 1 removed, users 100 and 102, room 5", st, err)
 		}
 		apply(t, s, at(40*time.Second), hb("s2", 2, at(40*time.Second)))
-		n, err = c.Collect(context.Background(), at(2*Lease+time.Second)) // s1 dead for > a lease
-		if err != nil || n != 2 {
-			t.Fatalf("collect = %d, %v; want 2", n, err)
+		st, err = c.Collect(context.Background(), at(2*Lease+time.Second)) // s1 dead for > a lease
+		if err != nil || st != (store.CollectStats{Removed: 2, Users: 1}) {
+			t.Fatalf("collect = %+v, %v; want 2 removed, user 102 left", st, err)
 		}
 		checkUsers(t, s, at(2*Lease+time.Second), map[int64]user{100: {}, 101: {}, 102: {true, []string{"s2"}}})
 	})

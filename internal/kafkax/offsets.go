@@ -1,0 +1,78 @@
+package kafkax
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Offsets returns the first and end (high watermark) offset of every
+// partition of topic.
+func (c *Conn) Offsets(ctx context.Context, topic string) (first, end map[int]int64, err error) {
+	n, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return nil, nil, err
+	}
+	req := map[string][]kafka.OffsetRequest{}
+	for p := 0; p < n; p++ {
+		req[topic] = append(req[topic], kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	resp, err := c.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka: list offsets %s: %w", topic, err)
+	}
+	first, end = map[int]int64{}, map[int]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, nil, fmt.Errorf("kafka: list offsets %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		first[po.Partition], end[po.Partition] = po.FirstOffset, po.LastOffset
+	}
+	return first, end, nil
+}
+
+// Committed returns the offsets group committed for the partitions of
+// topic (-1 where it has none).
+func (c *Conn) Committed(ctx context.Context, group, topic string, partitions []int) (map[int]int64, error) {
+	resp, err := c.Client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: partitions}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: committed offsets of %s on %s: %w", group, topic, err)
+	}
+	out := map[int]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("kafka: committed offsets of %s on %s/%d: %w", group, topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.CommittedOffset
+	}
+	return out, nil
+}
+
+// Lag returns, per partition of topic, how many records group has not
+// committed yet: end offset minus committed offset (minus the first offset
+// when the group has committed nothing). It asks the broker, so it is right
+// even when the group's consumers are stuck or gone.
+func (c *Conn) Lag(ctx context.Context, group, topic string) (map[int]int64, error) {
+	first, end, err := c.Offsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]int, 0, len(end))
+	for p := range end {
+		parts = append(parts, p)
+	}
+	committed, err := c.Committed(ctx, group, topic, parts)
+	if err != nil {
+		return nil, err
+	}
+	lag := make(map[int]int64, len(end))
+	for p, e := range end {
+		from, ok := committed[p]
+		if !ok || from < first[p] {
+			from = first[p]
+		}
+		lag[p] = max(e-from, 0)
+	}
+	return lag, nil
+}
