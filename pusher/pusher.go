@@ -16,6 +16,7 @@
 //
 // Metrics (besides the shared ones in internal/obs, stage="pusher"):
 //
+//	imstream_push_list_length{list}            entries waiting in a push list (LLEN at scrape time)
 //	imstream_push_entries_total{list}          entries in batches Redis acknowledged (a replay skipped by the watermark counts again)
 package pusher
 
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
@@ -41,6 +43,7 @@ const Stage = "pusher"
 type Deps struct {
 	Conn       *kafkax.Conn
 	Sink       Sink
+	Redis      redis.UniversalClient // optional: exports imstream_push_list_length
 	Metrics    *obs.Metrics
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -80,6 +83,11 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 	}
 	if err := deps.Registerer.Register(p.entries); err != nil {
 		return nil, fmt.Errorf("pusher: metrics: %w", err)
+	}
+	if deps.Redis != nil {
+		if err := deps.Registerer.Register(&listLengths{rc: deps.Redis, lists: p.lists()}); err != nil {
+			return nil, fmt.Errorf("pusher: metrics: %w", err)
+		}
 	}
 	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
 		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()

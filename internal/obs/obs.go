@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"sort"
 	"sync"
 	"time"
 
@@ -34,10 +36,67 @@ func NewLogger(cfg config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
+// Registry is a prometheus.Registry that remembers what was registered, so
+// the metric names a process exports can be listed (docs and dashboard
+// tests check against them).
+type Registry struct {
+	*prometheus.Registry
+	mu         sync.Mutex
+	collectors []prometheus.Collector
+}
+
+// Register implements prometheus.Registerer.
+func (r *Registry) Register(c prometheus.Collector) error {
+	if err := r.Registry.Register(c); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.collectors = append(r.collectors, c)
+	r.mu.Unlock()
+	return nil
+}
+
+// MustRegister implements prometheus.Registerer.
+func (r *Registry) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Names returns the names of every metric registered, sorted.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	cs := append([]prometheus.Collector(nil), r.collectors...)
+	r.mu.Unlock()
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range cs {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	seen := map[string]bool{}
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			seen[m[1]] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // NewRegistry returns a registry with the Go and process collectors and
 // imstream_build_info.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
+func NewRegistry() *Registry {
+	reg := &Registry{Registry: prometheus.NewRegistry()}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imstream_build_info", Help: "Build information; always 1.",
@@ -95,13 +154,13 @@ type Server struct {
 // Listen binds the admin server on addr (e.g. 127.0.0.1:9100; port 0 picks
 // a free one) with /metrics, /healthz and /readyz; more handlers may be
 // added to Mux before Serve.
-func Listen(addr string, reg *prometheus.Registry, ready *Readiness) (*Server, error) {
+func Listen(addr string, reg *Registry, ready *Readiness) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", ready.serve)
 	return &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, Mux: mux}, nil

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
@@ -25,7 +24,7 @@ import (
 type Env struct {
 	Cfg      config.Config
 	Log      *slog.Logger
-	Registry *prometheus.Registry
+	Registry *obs.Registry
 	Metrics  *obs.Metrics
 	Ready    *obs.Readiness
 	Conn     *kafkax.Conn
@@ -64,7 +63,7 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 // PusherDeps returns the pusher's dependencies.
 func (e *Env) PusherDeps() pusher.Deps {
 	return pusher.Deps{
-		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix},
+		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix}, Redis: e.Redis,
 		Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log,
 	}
 }

@@ -1,0 +1,153 @@
+// Package deploy_test validates the deployment files offline: alert rules
+// with promtool, the dashboard's queries against the metrics the code
+// exports, the metrics doc, and the metrics of each role with promtool.
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/role"
+)
+
+// exported returns every metric name the roles register (histograms also
+// as _bucket, _sum, _count).
+func exported(t *testing.T) map[string]bool {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Admin.Listen = ""
+	env, err := role.Setup(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	if _, err := env.Stages("presence", "fanout", "pusher", "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, n := range env.Registry.Names() {
+		names[n] = true
+		for _, s := range []string{"_bucket", "_sum", "_count"} {
+			names[n+s] = true
+		}
+	}
+	return names
+}
+
+func promtool(t *testing.T, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Fatal("promtool not found: run `make test`, which installs Debian's prometheus package")
+	}
+	cmd := exec.Command("promtool", args...)
+	cmd.Dir = "prometheus"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestAlertRules(t *testing.T) {
+	promtool(t, "check", "rules", "alerts.yml")
+	promtool(t, "test", "rules", "alerts_test.yml")
+	promtool(t, "check", "config", "prometheus.yml")
+}
+
+// dashboardExprs returns every query of the dashboard with Grafana's
+// variables replaced, and which ones are main panels.
+func dashboardExprs(t *testing.T) (all, main []string) {
+	t.Helper()
+	b, err := os.ReadFile("grafana/imstream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title       string `json:"title"`
+			Description string `json:"description"`
+			Targets     []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			e := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m").Replace(tg.Expr)
+			all = append(all, e)
+			if strings.HasPrefix(p.Description, "main panel") {
+				main = append(main, e)
+			}
+		}
+	}
+	return all, main
+}
+
+// TestDashboardQueries: every query parses and uses only exported metrics.
+func TestDashboardQueries(t *testing.T) {
+	names := exported(t)
+	all, main := dashboardExprs(t)
+	if len(all) < 15 || len(main) < 5 {
+		t.Fatalf("dashboard has %d queries, %d main ones", len(all), len(main))
+	}
+	for _, e := range all {
+		expr, err := parser.NewParser(parser.Options{}).ParseExpr(e)
+		if err != nil {
+			t.Errorf("query %q: %v", e, err)
+			continue
+		}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok && !names[vs.Name] {
+				t.Errorf("query %q uses %s, which no role exports", e, vs.Name)
+			}
+			return nil
+		})
+	}
+}
+
+// TestAlertsUseExportedMetrics: the alert rules only use exported metrics.
+func TestAlertsUseExportedMetrics(t *testing.T) {
+	names := exported(t)
+	b, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`imstream_[a-z0-9_]+`).FindAllString(string(b), -1) {
+		if !names[m] {
+			t.Errorf("alerts.yml uses %s, which no role exports", m)
+		}
+	}
+}
+
+// TestMetricsDoc: docs/metrics.md lists exactly the exported metrics.
+func TestMetricsDoc(t *testing.T) {
+	names := exported(t)
+	b, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("\\| `(imstream_[a-z0-9_]+)` \\|").FindAllStringSubmatch(string(b), -1) {
+		documented[m[1]] = true
+		if !names[m[1]] {
+			t.Errorf("docs/metrics.md lists %s, which no role exports", m[1])
+		}
+	}
+	for n := range names {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
+		if strings.HasPrefix(n, "imstream_") && !documented[n] && !documented[base] {
+			t.Errorf("%s is exported but not in docs/metrics.md", n)
+		}
+	}
+}
