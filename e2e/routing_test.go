@@ -29,9 +29,12 @@ type stack struct {
 	cfg    config.Config
 	admins []string // admin addresses of the presence processes
 	fanout []string // admin addresses of the fanout processes
+	pusher string   // admin address of the pusher process
 	procs  map[string]*testenv.Process
 	extra  []string // flags for every role
 }
+
+func (s *stack) pusherAdmin() string { return s.pusher }
 
 // start runs a role process; it returns its admin address and the process.
 func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
@@ -71,7 +74,7 @@ func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 		a, _ := s.start("fanout")
 		s.fanout = append(s.fanout, a)
 	}
-	s.start("pusher")
+	s.pusher, _ = s.start("pusher")
 	return s
 }
 

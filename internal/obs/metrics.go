@@ -132,8 +132,9 @@ func (m *Metrics) Joined(stage string) bool {
 // ObserveRedis records one Redis call of stage.
 func (m *Metrics) ObserveRedis(stage, op string, d time.Duration, err error) {
 	m.Redis.WithLabelValues(stage, op).Observe(d.Seconds())
+	errs := m.RedisErrs.WithLabelValues(stage, op) // exported at 0 until the first error
 	if err != nil {
-		m.RedisErrs.WithLabelValues(stage, op).Inc()
+		errs.Inc()
 	}
 }
 

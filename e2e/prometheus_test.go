@@ -1,0 +1,109 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/testenv"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(p)
+}
+
+// mainQueries returns the dashboard's main-panel queries.
+func mainQueries(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../deploy/grafana/imstream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Description string `json:"description"`
+			Targets     []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range d.Panels {
+		if strings.HasPrefix(p.Description, "main panel") {
+			for _, tg := range p.Targets {
+				out = append(out, strings.ReplaceAll(tg.Expr, "$__rate_interval", "30s"))
+			}
+		}
+	}
+	return out
+}
+
+// TestPrometheusScrapesDev: Debian's prometheus, started on loopback,
+// scrapes `imstream dev` and answers every main dashboard query with data.
+func TestPrometheusScrapesDev(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Fatal("prometheus not found: run `make test`, which installs Debian's prometheus package")
+	}
+	bin := testenv.Binary(t, "..")
+	admin := freeAddr(t)
+	testenv.Start(t, bin, "dev", "--kafka-port", "0", "--admin.listen", admin, "--gateway.listen", "127.0.0.1:0", "--rate", "300",
+		"--presence.gc_interval", "2s")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(conf, []byte("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: imstream\n    static_configs:\n      - targets: ['"+admin+"']\n"), 0o644)
+	web := freeAddr(t)
+	testenv.Start(t, "/usr/bin/prometheus", "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+web)
+	queries := mainQueries(t)
+	if len(queries) < 8 {
+		t.Fatalf("only %d main queries", len(queries))
+	}
+	empty := map[string]bool{}
+	for _, q := range queries {
+		empty[q] = true
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for len(empty) > 0 && time.Now().Before(deadline) {
+		for q := range empty {
+			resp, err := http.Get("http://" + web + "/api/v1/query?query=" + url.QueryEscape(q))
+			if err != nil {
+				continue
+			}
+			var r struct {
+				Status string `json:"status"`
+				Error  string `json:"error"`
+				Data   struct {
+					Result []json.RawMessage `json:"result"`
+				} `json:"data"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if r.Status == "error" {
+				t.Fatalf("query %q: %s", q, r.Error)
+			}
+			if len(r.Data.Result) > 0 && !strings.Contains(string(r.Data.Result[0]), `"NaN"`) {
+				delete(empty, q)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	for q := range empty {
+		t.Errorf("no data for main query %s", q)
+	}
+}
