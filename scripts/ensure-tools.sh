@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Makes sure the tools the tests need are installed: redis-server (real
-# Redis for integration tests). As root with apt-get it installs what is
-# missing; otherwise it says what to install and fails (or only warns with
-# --soft, as `make run` does: dev falls back to an in-process Redis).
+# Makes sure the tools the tests need are installed:
+#   redis-server  real Redis for the integration tests      (Debian: redis-server)
+#   promtool      rule tests and metrics lint; prometheus  (Debian: prometheus)
+#   kubeconform   offline Kubernetes manifest validation    (go install)
+# As root with apt-get it installs what is missing; otherwise it says what to
+# install and fails (or, with --soft as `make run` uses, only warns: dev falls
+# back to an in-process Redis).
 set -euo pipefail
 soft=0
 [ "${1:-}" = "--soft" ] && soft=1
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "ensure-tools: installing ${missing[*]} with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null 2>&1 || true
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  # the Debian package starts a system redis; tests start their own
-  (service redis-server stop || true) >/dev/null 2>&1
-  command -v redis-server >/dev/null 2>&1 && exit 0
+apt_missing=()
+command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
+if [ $soft = 0 ]; then
+  command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 fi
-msg="ensure-tools: missing ${missing[*]}. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and run again."
+if [ ${#apt_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-tools: installing ${apt_missing[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq "${apt_missing[@]}" >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  fi
+  # the Debian packages start system services; tests start their own
+  for s in redis-server prometheus prometheus-node-exporter; do (service "$s" stop || true) >/dev/null 2>&1; done
+  apt_missing=()
+  command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
+  [ $soft = 1 ] || command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+fi
 if [ $soft = 1 ]; then
-  echo "$msg (continuing: imstream dev falls back to an in-process Redis)" >&2
+  if [ ${#apt_missing[@]} -gt 0 ]; then
+    echo "ensure-tools: missing ${apt_missing[*]} (Debian/Ubuntu: sudo apt-get install ${apt_missing[*]}; macOS: brew install redis); continuing: imstream dev falls back to an in-process Redis" >&2
+  fi
   exit 0
 fi
-echo "$msg" >&2
-exit 1
+gobin="$(go env GOPATH)/bin"
+if ! command -v kubeconform >/dev/null 2>&1 && [ ! -x "$gobin/kubeconform" ]; then
+  echo "ensure-tools: installing kubeconform with go install" >&2
+  go install github.com/yannh/kubeconform/cmd/kubeconform@v0.6.7
+fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "ensure-tools: missing ${apt_missing[*]}. Install (Debian/Ubuntu: sudo apt-get install ${apt_missing[*]}; macOS: brew install redis prometheus) and run again." >&2
+  exit 1
+fi

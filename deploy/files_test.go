@@ -1,0 +1,140 @@
+package deploy_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/imstream/imstream/internal/config"
+)
+
+func kubeconform(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("kubeconform"); err == nil {
+		return p
+	}
+	gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+	p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "kubeconform")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal("kubeconform not found: run `make test`, which installs it with go install")
+	}
+	return p
+}
+
+func runKubeconform(t *testing.T, files ...string) (string, error) {
+	args := append([]string{"-strict", "-summary", "-schema-location", "k8s/schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json"}, files...)
+	out, err := exec.Command(kubeconform(t), args...).CombinedOutput()
+	return string(out), err
+}
+
+// TestKubernetesManifests validates deploy/k8s with kubeconform against the
+// Kubernetes 1.31 schemas shipped in deploy/k8s/schemas (no download).
+func TestKubernetesManifests(t *testing.T) {
+	files, _ := filepath.Glob("k8s/*.yaml")
+	out, err := runKubeconform(t, files...)
+	if err != nil || !strings.Contains(out, "Invalid: 0, Errors: 0, Skipped: 0") {
+		t.Fatalf("kubeconform: %v\n%s", err, out)
+	}
+	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"} {
+		found := false
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			found = found || strings.Contains(string(b), "kind: "+kind+"\n")
+		}
+		if !found {
+			t.Errorf("no %s in deploy/k8s", kind)
+		}
+	}
+	// The schemas do catch mistakes: a misspelt field is rejected.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	b, _ := os.ReadFile("k8s/pusher.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(b), "readinessProbe:", "readynessProbe:", 1)), 0o644)
+	if out, err := runKubeconform(t, bad); err == nil {
+		t.Fatalf("kubeconform accepted a misspelt field:\n%s", out)
+	}
+	// The configuration in the ConfigMap is valid imstream configuration.
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	b, _ = os.ReadFile("k8s/configmap.yaml")
+	if err := yaml.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	loadConfig(t, cm.Data["imstream.yaml"])
+}
+
+func loadConfig(t *testing.T, text string) config.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte(text), 0o644)
+	cfg, err := config.Load(p, nil)
+	if err != nil {
+		t.Fatalf("configuration does not load: %v", err)
+	}
+	return cfg
+}
+
+// TestCompose parses deploy/compose/docker-compose.yml (no Docker engine
+// here): every role and the infrastructure are there, dependencies name
+// services, and every mounted file exists.
+func TestCompose(t *testing.T) {
+	b, err := os.ReadFile("compose/docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Image     string   `yaml:"image"`
+			Command   []string `yaml:"command"`
+			Volumes   []string `yaml:"volumes"`
+			DependsOn []string `yaml:"depends_on"`
+			Build     *struct {
+				Context    string `yaml:"context"`
+				Dockerfile string `yaml:"dockerfile"`
+			} `yaml:"build"`
+		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kafka", "redis", "prometheus", "grafana", "presence", "fanout", "pusher", "gateway"} {
+		if _, ok := c.Services[want]; !ok {
+			t.Errorf("service %s missing", want)
+		}
+	}
+	for name, s := range c.Services {
+		if s.Image == "" {
+			t.Errorf("%s: no image", name)
+		}
+		for _, d := range s.DependsOn {
+			if _, ok := c.Services[d]; !ok {
+				t.Errorf("%s depends on unknown service %s", name, d)
+			}
+		}
+		for _, v := range s.Volumes {
+			src := strings.Split(v, ":")[0]
+			if strings.HasPrefix(src, ".") {
+				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+					t.Errorf("%s mounts %s, which does not exist", name, src)
+				}
+			} else if _, ok := c.Volumes[src]; !ok {
+				t.Errorf("%s uses undeclared volume %s", name, src)
+			}
+		}
+		if s.Build != nil {
+			if _, err := os.Stat(filepath.Join("compose", s.Build.Context, s.Build.Dockerfile)); err != nil {
+				t.Errorf("%s: build file missing: %v", name, err)
+			}
+		}
+		if len(s.Command) > 0 && s.Image == "imstream/imstream:latest" && s.Command[0] != name {
+			t.Errorf("service %s runs role %s", name, s.Command[0])
+		}
+	}
+	b, _ = os.ReadFile("compose/imstream.yaml")
+	loadConfig(t, string(b))
+}
