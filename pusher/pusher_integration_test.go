@@ -24,8 +24,8 @@ import (
 
 func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
 	t.Helper()
-	conn := kafkax.NewConn(cfg.Kafka)
-	rc := redisx.New(cfg.Redis)
+	conn := kafkax.MustConn(cfg.Kafka)
+	rc := redisx.MustNew(cfg.Redis)
 	reg := prometheus.NewRegistry()
 	p, err := pusher.New(cfg, pusher.Deps{
 		Conn: conn, Sink: &pusher.RedisSink{Client: rc, Prefix: cfg.Redis.KeyPrefix},

@@ -55,7 +55,10 @@ func runLoadgen(ctx context.Context, args []string) error {
 	if o.Gateway == "" {
 		o.Gateway = cfg.Gateway.Listen
 	}
-	rc := redisx.New(cfg.Redis)
+	rc, err := redisx.New(cfg.Redis)
+	if err != nil {
+		return err
+	}
 	defer rc.Close()
 	rep, err := loadgen.Run(ctx, cfg, rc, o)
 	if err != nil {

@@ -19,7 +19,10 @@ func runTopics(ctx context.Context, args []string) error {
 		return err
 	}
 	k := cfg.Kafka
-	conn := kafkax.NewConn(k)
+	conn, err := kafkax.NewConn(k)
+	if err != nil {
+		return err
+	}
 	topics := map[string]int{
 		k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.Groups: k.Partitions,
 		k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions,

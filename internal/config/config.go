@@ -54,6 +54,8 @@ type Kafka struct {
 	Linger            time.Duration `mapstructure:"linger"`             // default 2ms: how long a producer waits to fill a batch
 	BatchSize         int           `mapstructure:"batch_size"`         // default 1000: records per produce batch
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 10s
+	TLS               TLS           `mapstructure:"tls"`
+	SASL              SASL          `mapstructure:"sasl"`
 }
 
 // Redis configures the Redis holding presence, groups and the push lists.
@@ -68,6 +70,7 @@ type Redis struct {
 	ReadTimeout  time.Duration `mapstructure:"read_timeout"`  // default 3s
 	WriteTimeout time.Duration `mapstructure:"write_timeout"` // default 3s
 	KeyPrefix    string        `mapstructure:"key_prefix"`    // default "imstream:": prefix of imstream's own keys (not the push lists)
+	TLS          TLS           `mapstructure:"tls"`
 }
 
 // Schemas configures event validation.
@@ -302,6 +305,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.WriteTimeout <= 0 {
 		bad("kafka.write_timeout", "must be > 0")
+	}
+	c.Kafka.SASL.validate(bad)
+	if _, err := c.Kafka.TLS.Config(); err != nil {
+		bad("kafka.tls", "%v", err)
+	}
+	if _, err := c.Redis.TLS.Config(); err != nil {
+		bad("redis.tls", "%v", err)
 	}
 	if len(c.Redis.Addrs) == 0 {
 		bad("redis.addrs", "at least one address is required")

@@ -21,9 +21,10 @@ type Kafka struct {
 
 // KafkaOptions configures StartKafka.
 type KafkaOptions struct {
-	Port       int    // 0 picks a free port
-	DataDir    string // "" keeps everything in memory
-	Partitions int    // default partitions of auto-created topics (default 12)
+	Port       int         // 0 picks a free port
+	DataDir    string      // "" keeps everything in memory
+	Partitions int         // default partitions of auto-created topics (default 12)
+	Extra      []kfake.Opt // more broker options (TLS, SASL users) for tests
 }
 
 // StartKafka starts the broker and returns once it listens.
@@ -41,6 +42,7 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 	if o.DataDir != "" {
 		opts = append(opts, kfake.DataDir(o.DataDir))
 	}
+	opts = append(opts, o.Extra...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: start kafka: %w", err)

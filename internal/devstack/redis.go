@@ -3,6 +3,7 @@ package devstack
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,7 @@ type Redis struct {
 	exited  chan struct{}
 	mini    *miniredis.Miniredis
 	LogPath string
+	pingTLS *tls.Config
 }
 
 // RedisOptions configures StartRedis.
@@ -44,7 +46,13 @@ type RedisOptions struct {
 	Persist bool
 	// Extra are extra "--key value" arguments for redis-server.
 	Extra []string
+	// TLS serves TLS only (the port becomes --tls-port) with these PEM
+	// files; clients are not asked for certificates.
+	TLS *TLSFiles
 }
+
+// TLSFiles names a server certificate, its key and the CA.
+type TLSFiles struct{ CertFile, KeyFile, CAFile string }
 
 // StartRedis starts redis-server on 127.0.0.1. It returns ErrNoRedisServer
 // when the binary is missing.
@@ -65,15 +73,23 @@ func StartRedis(o RedisOptions) (*Redis, error) {
 			return nil, err
 		}
 	}
-	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+	portArgs := []string{"--port", strconv.Itoa(port)}
+	var pingTLS *tls.Config
+	if o.TLS != nil {
+		portArgs = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", o.TLS.CertFile,
+			"--tls-key-file", o.TLS.KeyFile, "--tls-ca-cert-file", o.TLS.CAFile, "--tls-auth-clients", "no"}
+		pingTLS = &tls.Config{InsecureSkipVerify: true} // readiness only
+	}
+	args := []string{"--bind", "127.0.0.1", "--dir", dir,
 		"--save", "", "--protected-mode", "no", "--daemonize", "no", "--logfile", "redis.log"}
 	if o.Persist {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
-	args = append(args, o.Extra...)
-	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, args: append([]string{bin}, args...), LogPath: filepath.Join(dir, "redis.log")}
+	args = append(append(portArgs, args...), o.Extra...)
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port, dir: dir, args: append([]string{bin}, args...),
+		LogPath: filepath.Join(dir, "redis.log"), pingTLS: pingTLS}
 	if err := r.Start(); err != nil {
 		return nil, err
 	}
@@ -108,7 +124,7 @@ func (r *Redis) Start() error {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := ping(r.Addr); err == nil {
+		if err := ping(r.Addr, r.pingTLS); err == nil {
 			break
 		}
 		select {
@@ -157,8 +173,17 @@ func (r *Redis) signal(sig syscall.Signal) error {
 // Close stops the server.
 func (r *Redis) Close() error { return r.Stop() }
 
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+// ping checks that a server answers; an authentication error counts as an
+// answer (the server is up, the caller has no credentials).
+func ping(addr string, tlsCfg *tls.Config) error {
+	var c net.Conn
+	var err error
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	if tlsCfg != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, tlsCfg)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
@@ -171,7 +196,7 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("redis not ready: %s", strings.TrimSpace(line))
 	}
 	return nil

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/imstream/imstream/internal/config"
 )
@@ -27,14 +30,55 @@ type Conn struct {
 	Transport *kafka.Transport
 }
 
-// NewConn builds the connection settings from config.
-func NewConn(cfg config.Kafka) *Conn {
-	return &Conn{
-		Brokers:   cfg.Brokers,
-		ClientID:  cfg.ClientID,
-		Dialer:    &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true},
-		Transport: &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second},
+// NewConn builds the connection settings from config, with TLS and SASL
+// when configured. It fails only on unreadable TLS files (Validate checks
+// them first).
+func NewConn(cfg config.Kafka) (*Conn, error) {
+	tlsCfg, err := cfg.TLS.Config()
+	if err != nil {
+		return nil, fmt.Errorf("kafka.tls: %w", err)
 	}
+	mech, err := saslMechanism(cfg.SASL)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{
+		Brokers:  cfg.Brokers,
+		ClientID: cfg.ClientID,
+		Dialer: &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true,
+			TLS: tlsCfg, SASLMechanism: mech},
+		Transport: &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
+			TLS: tlsCfg, SASL: mech},
+	}, nil
+}
+
+// MustConn is NewConn for configurations already validated.
+func MustConn(cfg config.Kafka) *Conn {
+	c, err := NewConn(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func saslMechanism(s config.SASL) (sasl.Mechanism, error) {
+	switch s.Mechanism {
+	case "":
+		return nil, nil
+	case "PLAIN":
+		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
+	case "SCRAM-SHA-256", "SCRAM-SHA-512":
+		algo := scram.SHA256
+		if s.Mechanism == "SCRAM-SHA-512" {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, s.Username, s.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.sasl: %w", err)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("kafka.sasl.mechanism %q is not supported", s.Mechanism)
 }
 
 // Client returns an admin client.

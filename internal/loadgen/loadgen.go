@@ -321,7 +321,7 @@ func dial(ctx context.Context, cfg config.Config, o Options, i int) (server, err
 	if o.Protocol == "kafka" {
 		p, err := ingest.New(ctx, ingest.Config{Brokers: cfg.Kafka.Brokers, Server: "lg-" + strconv.Itoa(i+1),
 			PresenceTopic: cfg.Kafka.Topics.Presence, PublishTopic: cfg.Kafka.Topics.Publish, Linger: 5 * time.Millisecond,
-			CreateTopics: true, Partitions: cfg.Kafka.Partitions})
+			CreateTopics: true, Partitions: cfg.Kafka.Partitions, Transport: kafkax.MustConn(cfg.Kafka).Transport})
 		if err != nil {
 			return nil, err
 		}
@@ -364,5 +364,5 @@ func (s imrServer) frames() <-chan imr.Frame { return s.c.Frames() }
 func (s imrServer) close()                   { _ = s.c.Close() }
 
 func kafkaxEnsure(ctx context.Context, cfg config.Config, topic string) error {
-	return kafkax.NewConn(cfg.Kafka).EnsureTopics(ctx, cfg.Kafka.ReplicationFactor, map[string]int{topic: cfg.Kafka.DeliverPartitions})
+	return kafkax.MustConn(cfg.Kafka).EnsureTopics(ctx, cfg.Kafka.ReplicationFactor, map[string]int{topic: cfg.Kafka.DeliverPartitions})
 }

@@ -15,22 +15,36 @@ import (
 	"github.com/imstream/imstream/internal/config"
 )
 
-// New returns a client for cfg. It does not connect; see Ping.
-func New(cfg config.Redis) redis.UniversalClient {
+// New returns a client for cfg (password/ACL user, TLS, Cluster). It does
+// not connect; see WaitReady. It fails only on unreadable TLS files.
+func New(cfg config.Redis) (redis.UniversalClient, error) {
+	tlsCfg, err := cfg.TLS.Config()
+	if err != nil {
+		return nil, fmt.Errorf("redis.tls: %w", err)
+	}
 	if cfg.Cluster {
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: cfg.Addrs, Username: cfg.Username, Password: cfg.Password,
+			Addrs: cfg.Addrs, Username: cfg.Username, Password: cfg.Password, TLSConfig: tlsCfg,
 			PoolSize: cfg.PoolSize, DialTimeout: cfg.DialTimeout,
 			ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
 			MaxRedirects: 8,
-		})
+		}), nil
 	}
 	return redis.NewClient(&redis.Options{
-		Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password, DB: cfg.DB, TLSConfig: tlsCfg,
 		PoolSize: cfg.PoolSize, DialTimeout: cfg.DialTimeout,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
 		MaxRetries: -1, // the stages retry whole batches themselves
-	})
+	}), nil
+}
+
+// MustNew is New for configurations already validated.
+func MustNew(cfg config.Redis) redis.UniversalClient {
+	c, err := New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // WaitReady pings until Redis answers or ctx ends.

@@ -38,10 +38,18 @@ type Env struct {
 
 // Setup builds the environment and binds the admin port.
 func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
+	conn, err := kafkax.NewConn(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := redisx.New(cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
 	reg := obs.NewRegistry()
 	e := &Env{
 		Cfg: cfg, Log: obs.NewLogger(cfg.Log), Registry: reg, Metrics: obs.NewMetrics(reg),
-		Ready: &obs.Readiness{}, Conn: kafkax.NewConn(cfg.Kafka), Redis: redisx.New(cfg.Redis),
+		Ready: &obs.Readiness{}, Conn: conn, Redis: rc,
 	}
 	slog.SetDefault(e.Log)
 	e.Ready.Add("redis", func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })

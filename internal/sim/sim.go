@@ -80,7 +80,7 @@ func New(cfg config.Kafka, o Options) *Sim {
 	if o.Rate == 0 {
 		o.Rate = 100
 	}
-	s := &Sim{o: o, cfg: cfg, conn: kafkax.NewConn(cfg), sent: map[string]*atomic.Int64{}}
+	s := &Sim{o: o, cfg: cfg, conn: kafkax.MustConn(cfg), sent: map[string]*atomic.Int64{}}
 	for _, k := range []string{"presence", "peer", "rt", "group", "room", "push"} {
 		s.sent[k] = &atomic.Int64{}
 	}
@@ -104,7 +104,8 @@ func (s *Sim) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := 0; i < s.o.Servers; i++ {
 		p, err := ingest.New(ctx, ingest.Config{Brokers: s.cfg.Brokers, Server: serverID(i),
-			PresenceTopic: t.Presence, PublishTopic: t.Publish, HeartbeatInterval: 2 * time.Second, Linger: s.cfg.Linger})
+			PresenceTopic: t.Presence, PublishTopic: t.Publish, HeartbeatInterval: 2 * time.Second, Linger: s.cfg.Linger,
+			Transport: s.conn.Transport})
 		if err != nil {
 			return err
 		}
@@ -234,7 +235,7 @@ func (s *Sim) connect(ctx context.Context, srv *server, uid int64, on bool) {
 // consume reads the server's deliver topic, dropping repeats: per source
 // partition, a record at or below the highest offset seen is a repeat.
 func (s *Sim) consume(ctx context.Context, srv *server) {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Brokers, GroupID: "sim-" + srv.id, Topic: s.cfg.Topics.DeliverPrefix + srv.id,
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Brokers, Dialer: s.conn.Dialer, GroupID: "sim-" + srv.id, Topic: s.cfg.Topics.DeliverPrefix + srv.id,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond, StartOffset: kafka.FirstOffset})
 	defer r.Close()
 	seen := map[string]int64{}

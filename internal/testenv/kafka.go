@@ -14,7 +14,7 @@ import (
 
 // EndOffsets returns the end offset of every partition of topic.
 func EndOffsets(ctx context.Context, cfg config.Config, topic string) (map[int]int64, error) {
-	_, end, err := kafkax.NewConn(cfg.Kafka).Offsets(ctx, topic)
+	_, end, err := kafkax.MustConn(cfg.Kafka).Offsets(ctx, topic)
 	return end, err
 }
 
@@ -24,7 +24,7 @@ func WaitCaughtUp(t testing.TB, cfg config.Config, group, topic string, d time.D
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	conn := kafkax.NewConn(cfg.Kafka)
+	conn := kafkax.MustConn(cfg.Kafka)
 	for {
 		lag, err := conn.Lag(ctx, group, topic)
 		behind := err != nil

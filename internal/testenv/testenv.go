@@ -72,7 +72,7 @@ func RedisClient(t testing.TB, addr string) *redis.Client {
 // Produce writes records (Topic set on each) and fails the test on error.
 func Produce(t testing.TB, cfg config.Config, msgs ...kafka.Message) {
 	t.Helper()
-	conn := kafkax.NewConn(cfg.Kafka)
+	conn := kafkax.MustConn(cfg.Kafka)
 	w := conn.NewWriter(cfg.Kafka, "")
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
