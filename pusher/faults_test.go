@@ -35,7 +35,7 @@ func peerJobs(topic string, from, n int) []kafka.Message {
 
 // checkExactlyOnce asserts that push_queue holds m-0..m-(n-1) exactly once
 // each, and that each receiver's entries are in production order.
-func checkExactlyOnce(t *testing.T, rc *redis.Client, n int) {
+func checkExactlyOnce(t *testing.T, rc redis.Cmdable, n int) {
 	t.Helper()
 	entries := rc.LRange(context.Background(), "push_queue", 0, -1).Val()
 	seen := make(map[int]int, n)
@@ -212,7 +212,19 @@ func TestDeadLetter(t *testing.T) {
 // TestRedisSinkExactlyOnce: the Redis sink follows the Sink contract.
 func TestRedisSinkExactlyOnce(t *testing.T) {
 	r := testenv.Redis(t, devstack.RedisOptions{})
-	rc := testenv.RedisClient(t, r.Addr)
+	sinkContract(t, testenv.RedisClient(t, r.Addr))
+}
+
+// TestClusterSinkExactlyOnce: the same on a 3-master Redis Cluster.
+func TestClusterSinkExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	c := testenv.StartRedisCluster(t, 3)
+	sinkContract(t, c.Client(t))
+}
+
+func sinkContract(t *testing.T, rc redis.UniversalClient) {
 	s := &pusher.RedisSink{Client: rc, Prefix: "imstream:"}
 	ctx := context.Background()
 	batch := func(from, to int64) []pusher.Entry {
@@ -280,4 +292,42 @@ func TestPusherFanoutReplay(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond)
 	checkExactlyOnce(t, rc, 360)
+}
+
+// TestPusherClusterFailover: a pusher on a 3-master Redis Cluster keeps
+// writing while the master holding push_queue fails over to its replica
+// (MOVED redirections); every entry ends up in the list exactly once.
+func TestPusherClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	c := testenv.StartRedisCluster(t, 3)
+	cfg := testenv.Config(k.Addr, c.Addrs[0])
+	cfg.Redis.Cluster = true
+	cfg.Redis.Addrs = c.Addrs
+	rc := c.Client(t)
+	stop := startPusher(t, cfg)
+	defer stop()
+
+	const n, chunk = 30000, 1000
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < n; i += chunk {
+			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
+			time.Sleep(30 * time.Millisecond)
+		}
+	}()
+	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= 5000
+	})
+	newMaster := c.FailoverSlotOf(t, "push_queue")
+	t.Logf("push_queue's master failed over to %s at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
+	<-produced
+	testenv.Eventually(t, 60*time.Second, "all entries after the failover", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= n
+	})
+	time.Sleep(time.Second)
+	checkExactlyOnce(t, rc, n)
 }
