@@ -3,7 +3,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/imstream/imstream/internal/obs.Version=$(VERSION)
 
-.PHONY: all run test unit build bench lint tools fuzz clean
+.PHONY: all run test unit build bench lint tools fuzz chaos chaos-ci clean
 
 all: build
 
@@ -11,9 +11,22 @@ all: build
 run: tools-soft
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/imstream dev
 
-## test: lint, then unit and integration tests with the race detector
+## test: lint, then unit and integration tests with the race detector, then
+## the fault-injection suite at a size that fits CI
 test: tools lint
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+	$(MAKE) chaos-ci
+
+## chaos: the fault-injection suite; CHAOS_EVENTS events per fault (default 200000)
+CHAOS_EVENTS ?= 200000
+chaos: tools
+	@CHAOS_EVENTS=$(CHAOS_EVENTS) CHAOS_OUT=$(CURDIR)/chaos-results.md \
+	  $(GO) test -tags chaos -run TestChaos -count=1 -v -timeout 120m ./e2e > chaos.log 2>&1; rc=$$?; \
+	  grep -E '^(\||--- |ok|FAIL)|chaos_test' chaos.log; \
+	  [ $$rc = 0 ] || echo "chaos suite failed; full log in chaos.log"; exit $$rc
+
+chaos-ci:
+	$(MAKE) chaos CHAOS_EVENTS=3000 CHAOS_REDIS_DOWN_SECONDS=3
 
 ## build: bin/imstream
 build:
@@ -34,6 +47,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pusher -run '^$$' -fuzz '^FuzzEncoder$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./ingest/imr -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 tools:
 	@./scripts/ensure-tools.sh

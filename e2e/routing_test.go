@@ -78,6 +78,22 @@ func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 	return s
 }
 
+// onlineOK asks /online; ok is false when the presence role did not answer.
+func (s *stack) onlineOK(uid int64) (online, ok bool) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/online?appid=%d&uid=%d", s.admins[0], app, uid))
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Online bool `json:"online"`
+	}
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return false, false
+	}
+	return v.Online, true
+}
+
 func (s *stack) online(t *testing.T, uid int64) (bool, []string) {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://%s/online?appid=%d&uid=%d", s.admins[0], app, uid))

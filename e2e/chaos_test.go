@@ -1,0 +1,493 @@
+//go:build chaos
+
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/schemas"
+)
+
+// The chaos suite (`make chaos`; CHAOS_EVENTS events per fault, default
+// 200000): the real binary's roles as processes, kfake persisted to a data
+// dir, redis-server behind a latency proxy, a known workload, one fault per
+// run (and a mixed run), and an exact check of every push list and deliver
+// topic against what the workload implies.
+
+type chaos struct {
+	t      *testing.T
+	s      *stack
+	kafka  *devstack.Kafka
+	kport  int
+	kdir   string
+	redis  *devstack.Redis
+	proxy  *testenv.Proxy
+	rc     *redis.Client
+	ims    []*ingest.Producer // s1, s2, s3: stable servers
+	dead   *ingest.Producer   // s4: stops heartbeating in one fault
+	extra  []*testenv.Process
+	sent   atomic.Int64
+	report []string
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+const (
+	chaosGroup = 1          // members are offline users; the sender is not one
+	offBase    = 10_000_000 // offline receivers
+	roomID     = 7          // subscribed on s2 and s3
+)
+
+func newChaos(t *testing.T) *chaos {
+	c := &chaos{t: t, kdir: t.TempDir()}
+	var err error
+	if c.kport, err = devstack.FreePort(); err != nil {
+		t.Fatal(err)
+	}
+	c.startKafka()
+	t.Cleanup(func() { c.kafka.Close() })
+	c.redis = testenv.Redis(t, devstack.RedisOptions{Persist: true})
+	c.proxy = testenv.StartProxy(t, c.redis.Addr)
+	c.rc = testenv.RedisClient(t, c.redis.Addr)
+	cfg := testenv.Config(c.kafka.Addr, c.proxy.Addr)
+	// The production lease: an outage shorter than a lease must not make
+	// servers look dead (a longer one does, by design).
+	cfg.Presence.Lease = 30 * time.Second
+	c.s = &stack{t: t, bin: testenv.Binary(t, ".."), cfg: cfg, extra: []string{"--presence.lease", "30s"}}
+	a, _ := c.s.start("presence")
+	c.s.admins = []string{a}
+	a, _ = c.s.start("fanout")
+	c.s.fanout = []string{a}
+	c.s.pusher, _ = c.s.start("pusher")
+	for i := 1; i <= 4; i++ {
+		p := imServer(t, cfg, "s"+strconv.Itoa(i), 1)
+		if i == 4 {
+			c.dead = p
+		} else {
+			c.ims = append(c.ims, p)
+		}
+	}
+	ctx := context.Background()
+	members := make([]int64, 20)
+	for i := range members {
+		members[i] = offBase + 1 + int64(i)
+	}
+	b, _ := json.Marshal(&schemas.Group{Header: schemas.Header{V: 1, Type: schemas.TypeGroupCreate, Server: "backend", AppID: app}, GroupID: chaosGroup, Members: members})
+	testenv.Produce(t, cfg, kafkaMessage{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:1"), Value: b})
+	for i, p := range append(c.ims, c.dead) {
+		for u := 1; u <= 50; u++ {
+			must(t, p.Subscribe(ctx, app, int64(i*100+u), true))
+		}
+	}
+	must(t, c.ims[1].SubscribeRoom(ctx, app, roomID))
+	must(t, c.ims[2].SubscribeRoom(ctx, app, roomID))
+	testenv.Eventually(t, 60*time.Second, "presence of every server", func() bool {
+		for _, u := range []int64{50, 150, 250, 350} {
+			if on, _ := c.s.online(t, u); !on {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+func (c *chaos) startKafka() {
+	k, err := devstack.StartKafka(devstack.KafkaOptions{Port: c.kport, DataDir: c.kdir, Partitions: 4})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.kafka = k
+}
+
+// send retries a produce until it is acknowledged (the broker may be down).
+func send(f func() error) {
+	for f() != nil {
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// expectation is what a run must produce.
+type expectation struct {
+	mu       sync.Mutex
+	push     map[string]int64            // push_queue content → receiver
+	group    map[string]bool             // group_push_queue contents
+	delivers map[string]map[string]int64 // server → content → receiver
+}
+
+func (e *expectation) add(list map[string]int64, content string, recv int64) {
+	e.mu.Lock()
+	list[content] = recv
+	e.mu.Unlock()
+}
+
+// workload sends n events from 32 workers; each receiver belongs to one
+// worker, so per-receiver send order is the order of the event numbers.
+func (c *chaos) workload(run string, n int, e *expectation) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 32 {
+				origin := i % 3
+				p := c.ims[origin]
+				content := run + "-" + strconv.Itoa(i)
+				off := int64(offBase + 100 + w*10 + (i/32)%10)
+				switch i % 10 {
+				case 0, 1, 2, 3:
+					e.add(e.push, content, off)
+					send(func() error {
+						return p.Push(ctx, app, []int64{off}, schemas.Message{Cmd: 4, Sender: 1, Receiver: off, Content: content})
+					})
+				case 4, 5:
+					e.add(e.push, content, off)
+					send(func() error {
+						return p.Publish(ctx, app, off, schemas.Message{Cmd: 4, Sender: 1, Receiver: off, Content: content}, ingest.Meta{})
+					})
+				case 6:
+					e.mu.Lock()
+					e.group[content] = true
+					e.mu.Unlock()
+					send(func() error {
+						return p.PublishGroup(ctx, app, chaosGroup, schemas.Message{Cmd: 8, Sender: 1, Receiver: chaosGroup, Content: content}, ingest.Meta{})
+					})
+				case 7, 8:
+					target := (origin + 1) % 3
+					to := int64(target*100 + 1 + w%50)
+					e.add(e.delivers["s"+strconv.Itoa(target+1)], content, to)
+					send(func() error {
+						return p.Publish(ctx, app, to, schemas.Message{Cmd: 17, Sender: 1, Receiver: to, Content: content}, ingest.Meta{})
+					})
+				case 9:
+					e.add(e.delivers["s2"], content, roomID)
+					e.add(e.delivers["s3"], content, roomID)
+					send(func() error {
+						return c.ims[0].PublishRoom(ctx, app, roomID, schemas.Message{Cmd: 20, Sender: 1, Receiver: roomID, Content: content}, ingest.Meta{})
+					})
+				}
+				c.sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// progress waits until the pipeline moves again after a fault — push_queue
+// grows, or fanout and pusher have nothing left to do — and returns how
+// long that took.
+func (c *chaos) progress(since time.Time) time.Duration {
+	ctx := context.Background()
+	start := c.rc.LLen(ctx, "push_queue").Val()
+	conn := kafkaxConn(c.s.cfg)
+	idle := func() bool {
+		for _, g := range [][2]string{{c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish}, {c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push}} {
+			lag, err := conn.Lag(ctx, g[0], g[1])
+			if err != nil {
+				return false
+			}
+			for _, l := range lag {
+				if l > 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for time.Since(since) < 5*time.Minute {
+		if c.rc.LLen(ctx, "push_queue").Val() > start || idle() {
+			return time.Since(since)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(since)
+}
+
+func (c *chaos) restart(role string, sig syscall.Signal) {
+	p := c.s.procs[role]
+	if sig == syscall.SIGKILL {
+		p.Kill()
+	} else {
+		p.Stop()
+	}
+	addr, _ := c.s.start(role)
+	switch role { // the new process has a new admin address
+	case "presence":
+		c.s.admins = []string{addr}
+	case "fanout":
+		c.s.fanout = []string{addr}
+	case "pusher":
+		c.s.pusher = addr
+	}
+}
+
+type fault struct {
+	name   string
+	inject func(c *chaos) time.Duration // returns the recovery time
+}
+
+func killFault(role string, times int) fault {
+	return fault{fmt.Sprintf("SIGKILL %s ×%d", role, times), func(c *chaos) time.Duration {
+		for i := 0; i < times; i++ {
+			time.Sleep(time.Duration(300+rand.IntN(1500)) * time.Millisecond)
+			c.restart(role, syscall.SIGKILL)
+		}
+		return c.progress(time.Now())
+	}}
+}
+
+var faults = []fault{
+	killFault("fanout", 3),
+	killFault("pusher", 3),
+	killFault("presence", 2),
+	{"consumers added and removed (rebalance)", func(c *chaos) time.Duration {
+		mainFanout, mainPusher := c.s.procs["fanout"], c.s.procs["pusher"]
+		_, f := c.s.start("fanout")
+		_, p := c.s.start("pusher")
+		c.s.procs["fanout"], c.s.procs["pusher"] = mainFanout, mainPusher
+		time.Sleep(4 * time.Second)
+		f.Stop()
+		p.Stop()
+		return c.progress(time.Now())
+	}},
+	{"Redis stopped and restarted", func(c *chaos) time.Duration {
+		if err := c.redis.Stop(); err != nil {
+			c.t.Fatal(err)
+		}
+		time.Sleep(time.Duration(envInt("CHAOS_REDIS_DOWN_SECONDS", 10)) * time.Second)
+		if err := c.redis.Start(); err != nil {
+			c.t.Fatal(err)
+		}
+		return c.progress(time.Now())
+	}},
+	{"Kafka broker restarted from its data dir", func(c *chaos) time.Duration {
+		c.kafka.Close()
+		time.Sleep(2 * time.Second)
+		c.startKafka()
+		return c.progress(time.Now())
+	}},
+	{"slow Redis (20 ms per read/write, 8 s)", func(c *chaos) time.Duration {
+		c.proxy.SetDelay(20 * time.Millisecond)
+		time.Sleep(8 * time.Second)
+		c.proxy.SetDelay(0)
+		return c.progress(time.Now())
+	}},
+}
+
+// deadServer: s4 stops heartbeating without server_down; once its lease ran
+// out its users count as offline: persistent messages to them are pushed.
+func (c *chaos) deadServer(run string, e *expectation) time.Duration {
+	dead, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = c.dead.Close(dead)
+	start := time.Now()
+	testenv.Eventually(c.t, 2*c.s.cfg.Presence.Lease, "s4's users offline", func() bool {
+		on, ok := c.s.onlineOK(350)
+		return ok && !on
+	})
+	took := time.Since(start)
+	for u := int64(301); u <= 350; u++ {
+		content := run + "-dead-" + strconv.FormatInt(u, 10)
+		e.add(e.push, content, u)
+		send(func() error {
+			return c.ims[0].Publish(context.Background(), app, u, schemas.Message{Cmd: 4, Sender: 1, Receiver: u, Content: content}, ingest.Meta{})
+		})
+	}
+	return took
+}
+
+// verify compares what arrived for run with e: missing, extra (doubles or
+// unexpected), and per-receiver order violations.
+func (c *chaos) verify(run string, e *expectation) (missing, extra, order int) {
+	ctx := context.Background()
+	logged := 0
+	note := func(format string, a ...any) {
+		if logged < 8 {
+			c.t.Logf(format, a...)
+			logged++
+		}
+	}
+	prefix := run + "-"
+	got := map[string]int{}
+	last := map[string]int{}
+	for _, entry := range c.rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		var v struct {
+			Content  string `json:"content"`
+			Receiver int64  `json:"receiver"`
+		}
+		if json.Unmarshal([]byte(entry), &v) != nil || !strings.HasPrefix(v.Content, prefix) {
+			continue
+		}
+		got[v.Content]++
+		if n, err := strconv.Atoi(strings.TrimPrefix(v.Content, prefix)); err == nil {
+			k := strconv.FormatInt(v.Receiver, 10)
+			if l, ok := last[k]; ok && n < l {
+				order++
+			}
+			last[k] = n
+		}
+	}
+	for content, r := range e.push {
+		if got[content] == 0 {
+			missing++
+			note("missing push entry %s for %d", content, r)
+		}
+	}
+	for content, n := range got {
+		if _, ok := e.push[content]; !ok {
+			extra += n
+			note("unexpected push entry %s ×%d", content, n)
+		} else if n > 1 {
+			extra += n - 1
+			note("push entry %s ×%d", content, n)
+		}
+	}
+	ggot := map[string]int{}
+	for _, entry := range c.rc.LRange(ctx, "group_push_queue", 0, -1).Val() {
+		var v struct {
+			Content   string  `json:"content"`
+			Receivers []int64 `json:"receivers"`
+		}
+		if json.Unmarshal([]byte(entry), &v) == nil && strings.HasPrefix(v.Content, prefix) {
+			ggot[v.Content]++
+			if len(v.Receivers) != 20 {
+				extra++ // wrong receivers
+			}
+		}
+	}
+	for content := range e.group {
+		if ggot[content] == 0 {
+			missing++
+		}
+	}
+	for content, n := range ggot {
+		if !e.group[content] {
+			extra += n
+		} else {
+			extra += n - 1
+		}
+	}
+	for server, want := range e.delivers {
+		seen := map[string]int64{} // (deliver partition, src partition) → highest src offset
+		dgot := map[string]int{}
+		dlast := map[string]int{}
+		for _, m := range testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+server) {
+			var rec schemas.Publish
+			if json.Unmarshal(m.Value, &rec) != nil || rec.Src == nil || !strings.HasPrefix(rec.Msg.Content, prefix) {
+				continue
+			}
+			k := strconv.Itoa(m.Partition) + "/" + strconv.Itoa(rec.Src.Partition)
+			if hi, ok := seen[k]; ok && rec.Src.Offset <= hi {
+				continue // a repeat, dropped as an IM server does
+			}
+			seen[k] = rec.Src.Offset
+			dgot[rec.Msg.Content]++
+			if rec.Type == schemas.TypePublishRoom {
+				continue // 32 workers send to one room concurrently: no defined order
+			}
+			n, _ := strconv.Atoi(strings.TrimPrefix(rec.Msg.Content, prefix))
+			rk := strconv.FormatInt(rec.Receiver, 10)
+			if l, ok := dlast[rk]; ok && n < l {
+				order++
+			}
+			dlast[rk] = n
+		}
+		for content, r := range want {
+			if dgot[content] == 0 {
+				missing++
+				note("missing delivery %s to %d on %s", content, r, server)
+			}
+		}
+		for content, n := range dgot {
+			if _, ok := want[content]; !ok {
+				extra += n
+				note("unexpected delivery %s ×%d on %s", content, n, server)
+			} else if n > 1 {
+				extra += n - 1
+				note("delivery %s ×%d on %s (distinct src offsets)", content, n, server)
+			}
+		}
+	}
+	return missing, extra, order
+}
+
+func TestChaos(t *testing.T) {
+	n := envInt("CHAOS_EVENTS", 200000)
+	c := newChaos(t)
+	runs := append([]fault(nil), faults...)
+	runs = append(runs, fault{"IM server stops heartbeating (no server_down)", nil}, fault{"mixed: four faults at random moments", nil})
+	table := []string{"| fault | events | missing | extra | order violations | recovery |", "|---|---|---|---|---|---|"}
+	failed := false
+	for i, f := range runs {
+		if only := os.Getenv("CHAOS_ONLY"); only != "" && !strings.Contains(f.name, only) {
+			continue
+		}
+		run := "r" + strconv.Itoa(i)
+		e := &expectation{push: map[string]int64{}, group: map[string]bool{}, delivers: map[string]map[string]int64{"s1": {}, "s2": {}, "s3": {}}}
+		before := c.sent.Load()
+		done := make(chan struct{})
+		go func() { c.workload(run, n, e); close(done) }()
+		// the fault strikes at a random moment of the run
+		at := before + int64(n/5+rand.IntN(n/3+1))
+		for c.sent.Load() < at {
+			time.Sleep(10 * time.Millisecond)
+		}
+		var recovery time.Duration
+		switch {
+		case f.inject != nil:
+			recovery = f.inject(c)
+		case strings.HasPrefix(f.name, "IM server"):
+			recovery = c.deadServer(run, e)
+		default:
+			for j := 0; j < 4; j++ {
+				g := faults[rand.IntN(len(faults))]
+				t.Logf("mixed: %s", g.name)
+				recovery = max(recovery, g.inject(c))
+			}
+		}
+		<-done
+		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
+		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
+		missing, extra, order := c.verify(run, e)
+		failed = failed || missing+extra+order > 0
+		row := fmt.Sprintf("| %s | %d | %d | %d | %d | %.1fs |", f.name, c.sent.Load()-before, missing, extra, order, recovery.Seconds())
+		table = append(table, row)
+		t.Log(row)
+	}
+	sort.Strings(table[2:])
+	out := strings.Join(table, "\n")
+	fmt.Println(out)
+	if p := os.Getenv("CHAOS_OUT"); p != "" {
+		_ = os.WriteFile(p, []byte(out+"\n"), 0o644)
+	}
+	if failed {
+		t.Fatal("messages lost, doubled or reordered")
+	}
+}
+
+func kafkaxConn(cfg config.Config) *kafkax.Conn { return kafkax.MustConn(cfg.Kafka) }
