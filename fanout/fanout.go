@@ -88,9 +88,7 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	}
 	f.w = deps.Conn.NewWriter(cfg.Kafka, "")
 	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
-	f.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
-		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-	})
+	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	return f, nil
 }
 
@@ -99,12 +97,8 @@ func (f *Fanout) Run(ctx context.Context) error {
 	defer f.dlq.W.Close()
 	defer f.w.Close()
 	k := f.cfg.Kafka
-	if k.AutoCreateTopics {
-		if err := f.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{
-			k.Topics.Publish: k.Partitions, k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions,
-		}); err != nil {
-			return err
-		}
+	if err := f.deps.Conn.PrepareTopics(ctx, k, k.Topics.Publish, k.Topics.Push); err != nil {
+		return err
 	}
 	return f.deps.Conn.Consume(ctx, kafkax.StageConsumer(f.cfg.Consumer, f.cfg.Fanout.Group, []string{k.Topics.Publish},
 		f.cfg.Fanout.BatchSize, 100*time.Millisecond, f.log, f.deps.Metrics.Hooks(Stage)), f)
@@ -112,18 +106,10 @@ func (f *Fanout) Run(ctx context.Context) error {
 
 // HandleBatch routes a batch of publish events.
 func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	evs := make([]*schemas.Publish, 0, len(b.Records))
-	msgs := make([]*kafka.Message, 0, len(b.Records))
-	var rejected []kafkax.Rejected
-	for i := range b.Records {
-		m := &b.Records[i]
-		ev, err := schemas.DecodeKind(m.Value, f.cfg.Schemas.MaxBytes, schemas.KindPublish)
-		if err != nil {
-			rejected = append(rejected, kafkax.Reject(*m, err))
-			continue
-		}
-		evs = append(evs, ev.(*schemas.Publish))
-		msgs = append(msgs, m)
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, f.cfg.Schemas.MaxBytes, schemas.KindPublish)
+	evs := make([]*schemas.Publish, len(decoded))
+	for i, d := range decoded {
+		evs[i] = d.Event
 	}
 	now := time.Now()
 	view, err := load(ctx, evs, f.deps.Presence, f.deps.Groups, f.opts, now)
@@ -138,7 +124,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		if plan.Skip != "" {
 			f.deps.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
-		m := msgs[i]
+		m := decoded[i].Msg
 		if len(plan.Deliver) > 0 {
 			value := withSource(m.Value, m.Topic, m.Partition, m.Offset)
 			for _, server := range plan.Deliver {

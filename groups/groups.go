@@ -59,9 +59,7 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 	if err := deps.Registerer.Register(g.events); err != nil {
 		return nil, err
 	}
-	g.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
-		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-	})
+	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	return g, nil
 }
 
@@ -69,10 +67,8 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 func (g *Groups) Run(ctx context.Context) error {
 	defer g.dlq.W.Close()
 	k := g.cfg.Kafka
-	if k.AutoCreateTopics {
-		if err := g.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Groups: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
-			return err
-		}
+	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Groups); err != nil {
+		return err
 	}
 	return g.deps.Conn.Consume(ctx, kafkax.StageConsumer(g.cfg.Consumer, g.cfg.Groups.Group, []string{k.Topics.Groups},
 		1000, 100*time.Millisecond, g.log, g.deps.Metrics.Hooks(Stage)), g)
@@ -80,15 +76,10 @@ func (g *Groups) Run(ctx context.Context) error {
 
 // HandleBatch applies a batch of group events.
 func (g *Groups) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	evs := make([]*schemas.Group, 0, len(b.Records))
-	var rejected []kafkax.Rejected
-	for _, m := range b.Records {
-		ev, err := schemas.DecodeKind(m.Value, g.cfg.Schemas.MaxBytes, schemas.KindGroup)
-		if err != nil {
-			rejected = append(rejected, kafkax.Reject(m, err))
-			continue
-		}
-		evs = append(evs, ev.(*schemas.Group))
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Group](b.Records, g.cfg.Schemas.MaxBytes, schemas.KindGroup)
+	evs := make([]*schemas.Group, len(decoded))
+	for i, d := range decoded {
+		evs[i] = d.Event
 	}
 	if err := g.deps.Store.Apply(ctx, evs); err != nil {
 		return err

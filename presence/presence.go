@@ -95,9 +95,7 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 			return nil, err
 		}
 	}
-	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
-		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-	})
+	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	return p, nil
 }
 
@@ -105,10 +103,8 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 func (p *Presence) Run(ctx context.Context) error {
 	defer p.dlq.W.Close()
 	k := p.cfg.Kafka
-	if k.AutoCreateTopics {
-		if err := p.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Presence: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
-			return err
-		}
+	if err := p.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence); err != nil {
+		return err
 	}
 	if c, ok := p.deps.Store.(store.Collector); ok && p.cfg.Presence.GCInterval > 0 {
 		go p.collect(ctx, c)
@@ -119,15 +115,10 @@ func (p *Presence) Run(ctx context.Context) error {
 
 // HandleBatch applies a batch of presence events.
 func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	evs := make([]*schemas.Presence, 0, len(b.Records))
-	var rejected []kafkax.Rejected
-	for _, m := range b.Records {
-		ev, err := schemas.DecodeKind(m.Value, p.cfg.Schemas.MaxBytes, schemas.KindPresence)
-		if err != nil {
-			rejected = append(rejected, kafkax.Reject(m, err))
-			continue
-		}
-		evs = append(evs, ev.(*schemas.Presence))
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Presence](b.Records, p.cfg.Schemas.MaxBytes, schemas.KindPresence)
+	evs := make([]*schemas.Presence, len(decoded))
+	for i, d := range decoded {
+		evs[i] = d.Event
 	}
 	if err := p.deps.Store.Apply(ctx, evs, time.Now()); err != nil {
 		return err

@@ -89,9 +89,7 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 			return nil, fmt.Errorf("pusher: metrics: %w", err)
 		}
 	}
-	p.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
-		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-	})
+	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	return p, nil
 }
 
@@ -100,10 +98,8 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 func (p *Pusher) Run(ctx context.Context) error {
 	defer p.dlq.W.Close()
 	k := p.cfg.Kafka
-	if k.AutoCreateTopics {
-		if err := p.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions}); err != nil {
-			return err
-		}
+	if err := p.deps.Conn.PrepareTopics(ctx, k, k.Topics.Push); err != nil {
+		return err
 	}
 	return p.deps.Conn.Consume(ctx, kafkax.StageConsumer(p.cfg.Consumer, p.cfg.Pusher.Group, []string{k.Topics.Push},
 		p.cfg.Pusher.BatchSize, p.cfg.Pusher.FlushInterval, p.log, p.deps.Metrics.Hooks(Stage)), p)
@@ -112,18 +108,12 @@ func (p *Pusher) Run(ctx context.Context) error {
 // HandleBatch turns a batch of push jobs into entries, appends them, and
 // dead-letters the records that fail validation.
 func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	entries := make([]Entry, 0, len(b.Records))
-	var rejected []kafkax.Rejected
+	jobs, rejected := kafkax.DecodeBatch[*schemas.PushJob](b.Records, p.cfg.Schemas.MaxBytes, schemas.KindPushJob)
+	entries := make([]Entry, 0, len(jobs))
 	skipped := 0
-	for i := range b.Records {
-		m := &b.Records[i]
-		ev, err := schemas.DecodeKind(m.Value, p.cfg.Schemas.MaxBytes, schemas.KindPushJob)
-		if err != nil {
-			rejected = append(rejected, kafkax.Reject(*m, err))
-			continue
-		}
+	for _, j := range jobs {
 		n := len(entries)
-		entries = p.enc.Append(entries, ev.(*schemas.PushJob), m.Topic, m.Partition, m.Offset)
+		entries = p.enc.Append(entries, j.Event, j.Msg.Topic, j.Msg.Partition, j.Msg.Offset)
 		if len(entries) == n {
 			skipped++
 		}

@@ -274,15 +274,10 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	seen := map[srcKey]int64{}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	var rejected []kafkax.Rejected
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.cfg.Schemas.MaxBytes, schemas.KindPublish)
 	written := 0
-	for _, m := range b.Records {
-		ev, err := schemas.DecodeKind(m.Value, c.g.cfg.Schemas.MaxBytes, schemas.KindPublish)
-		if err != nil {
-			rejected = append(rejected, kafkax.Reject(m, err))
-			continue
-		}
-		p := ev.(*schemas.Publish)
+	for _, d := range decoded {
+		p := d.Event
 		if p.Src != nil {
 			k := srcKey{b.Partition, p.Src.Topic, p.Src.Partition}
 			last, ok := seen[k]

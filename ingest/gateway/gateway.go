@@ -103,9 +103,7 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 		}
 	}
 	g.w = deps.Conn.NewWriter(cfg.Kafka, "")
-	g.dlq = deps.Conn.NewDeadLetter(cfg.Kafka, Stage, func(reason string) {
-		deps.Metrics.Rejected.WithLabelValues(Stage, reason).Inc()
-	})
+	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	return g, nil
 }
 
@@ -125,12 +123,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.w.Close()
 	defer g.dlq.W.Close()
 	k := g.cfg.Kafka
-	if k.AutoCreateTopics {
-		if err := g.deps.Conn.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{
-			k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.DLQ: k.Partitions,
-		}); err != nil {
-			return err
-		}
+	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", g.cfg.Gateway.Listen)
 	if err != nil {

@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -35,4 +36,41 @@ func Reject(m kafka.Message, err error) Rejected {
 		return Rejected{Msg: m, Code: se.Reason, Reason: se.Error()}
 	}
 	return Rejected{Msg: m, Code: "invalid", Reason: err.Error()}
+}
+
+// Decoded is a record that passed validation, with its event.
+type Decoded[T schemas.Event] struct {
+	Event T
+	Msg   *kafka.Message
+}
+
+// DecodeBatch validates every record as an event of kind: the valid ones
+// come back in order with their records, the others as Rejected for the
+// dead-letter topic.
+func DecodeBatch[T schemas.Event](records []kafka.Message, maxBytes int, kind schemas.Kind) ([]Decoded[T], []Rejected) {
+	out := make([]Decoded[T], 0, len(records))
+	var rejected []Rejected
+	for i := range records {
+		m := &records[i]
+		ev, err := schemas.DecodeKind(m.Value, maxBytes, kind)
+		if err != nil {
+			rejected = append(rejected, Reject(*m, err))
+			continue
+		}
+		out = append(out, Decoded[T]{Event: ev.(T), Msg: m})
+	}
+	return out, rejected
+}
+
+// PrepareTopics creates topics (with k.Partitions partitions) and the
+// dead-letter topic when kafka.auto_create_topics is set.
+func (c *Conn) PrepareTopics(ctx context.Context, k config.Kafka, topics ...string) error {
+	if !k.AutoCreateTopics {
+		return nil
+	}
+	want := map[string]int{k.Topics.DLQ: k.Partitions}
+	for _, t := range topics {
+		want[t] = k.Partitions
+	}
+	return c.EnsureTopics(ctx, k.ReplicationFactor, want)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 )
 
@@ -149,4 +150,10 @@ func (m *Metrics) ObserveE2E(sink string, ts int64, now time.Time) {
 		return
 	}
 	m.E2E.WithLabelValues(sink).Observe(max(d.Seconds(), 0))
+}
+
+// DeadLetter returns stage's dead-letter writer, counting every rejection
+// in imstream_rejected_records_total.
+func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
+	return c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
 }
