@@ -103,3 +103,11 @@ func BenchmarkDecideGroup(b *testing.B) {
 		fanout.Decide(ev, view{}, fanout.Options{})
 	}
 }
+
+func BenchmarkDecidePeer(b *testing.B) {
+	ev := pub(schemas.TypePublish, "s3", 2, schemas.Message{Cmd: 4, Flag: schemas.FlagUnpersistent, Sender: 1, Receiver: 2})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		fanout.Decide(ev, view{}, fanout.Options{})
+	}
+}

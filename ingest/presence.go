@@ -72,7 +72,10 @@ func (p *Producer) Start(ctx context.Context) error {
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				bctx, cancel := context.WithTimeout(hctx, p.cfg.HeartbeatInterval)
+				// A busy producer may take longer than an interval: the
+				// heartbeat waits (the lease is many intervals long) rather
+				// than being abandoned; ticks missed meanwhile are skipped.
+				bctx, cancel := context.WithTimeout(hctx, max(10*p.cfg.HeartbeatInterval, 10*time.Second))
 				err := p.Heartbeat(bctx)
 				cancel()
 				if err != nil && hctx.Err() == nil && p.cfg.OnHeartbeatError != nil {
