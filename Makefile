@@ -3,7 +3,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/imstream/imstream/internal/obs.Version=$(VERSION)
 
-.PHONY: all run test unit build bench lint tools fuzz chaos chaos-ci clean
+.PHONY: all run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
 
 all: build
 
@@ -32,9 +32,13 @@ chaos-ci:
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/imstream ./cmd/imstream
 
-## bench: Go benchmarks of the hot paths
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+## bench: imstream bench (embedded Kafka and Redis; table + bench.json)
+bench: tools
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/imstream bench --json bench.json
+
+## gobench: Go benchmarks of the hot paths
+gobench: tools
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./pusher ./fanout ./store
 
 ## lint: gofmt and go vet
 lint:

@@ -23,6 +23,7 @@ var commands = map[string]struct {
 	"all":      {runRoles("all", role.Roles...), "every consumer role in one process (presence, fanout, pusher)"},
 	"gateway":  {runRoles("gateway", "gateway"), "accept im_service IM servers on imr's protocol (point their route_addrs here)"},
 	"dev":      {runDev, "run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic"},
+	"bench":    {runBench, "measure throughput and latency against baselines taken in the same run; prints a table"},
 	"loadgen":  {runLoadgen, "simulated IM servers at load (imr protocol or Kafka); reports sent, arrived, lost, doubled"},
 	"topics":   {runTopics, "create the topics with the configured partition counts"},
 	"version":  {runVersion, "print the version"},
@@ -30,7 +31,7 @@ var commands = map[string]struct {
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: imstream <command> [--config file.yaml] [--<key>=<value> ...]\n\ncommands:\n")
-	for _, name := range []string{"dev", "all", "presence", "fanout", "pusher", "gateway", "loadgen", "topics", "version"} {
+	for _, name := range []string{"dev", "all", "presence", "fanout", "pusher", "gateway", "loadgen", "bench", "topics", "version"} {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nEvery configuration key is also a flag (--kafka.brokers=a:9092,b:9092) and an\nenvironment variable (IMSTREAM_KAFKA_BROKERS); see deploy/imstream.example.yaml.\n")

@@ -259,3 +259,14 @@ func (b *Bench) Report() error {
 	data, _ := json.MarshalIndent(b.results, "", "  ")
 	return os.WriteFile(b.o.JSON, data, 0o644)
 }
+
+// Run runs the baselines and every scenario, then prints the table.
+func (b *Bench) Run(ctx context.Context) error {
+	for _, s := range []func(context.Context) error{b.Baselines, b.PusherAlone, b.OfflinePath, b.OnlinePeers, b.Groups, b.PresenceChurn, b.Latency} {
+		if err := s(ctx); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(b.o.Out)
+	return b.Report()
+}

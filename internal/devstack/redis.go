@@ -234,3 +234,14 @@ func DialTCP(addr, localIP string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
 	return d.Dial("tcp", addr)
 }
+
+// PID returns the redis-server process id (0 for the in-process fallback or
+// when stopped).
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}

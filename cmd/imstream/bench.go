@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/imstream/imstream/internal/bench"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/redisx"
+)
+
+func runBench(ctx context.Context, args []string) error {
+	fs, path := configFlags("bench")
+	o := bench.Options{Out: os.Stdout}
+	fs.IntVar(&o.Events, "events", 1_000_000, "events of the burst scenarios")
+	fs.DurationVar(&o.Latency, "latency", 60*time.Second, "length of the steady-rate latency scenario")
+	fs.IntVar(&o.Rate, "rate", 20_000, "events/s of the latency scenario")
+	fs.StringVar(&o.JSON, "json", "bench.json", "write the results here as JSON (\"\" skips)")
+	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfigFrom(*path, fs)
+	if err != nil {
+		return err
+	}
+	redisPID := 0
+	if !*external {
+		k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions})
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		r, err := devstack.StartRedis(devstack.RedisOptions{})
+		if errors.Is(err, devstack.ErrNoRedisServer) {
+			return fmt.Errorf("%w: the bench measures against a real Redis", err)
+		}
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		cfg.Kafka.Brokers, cfg.Redis.Addrs, cfg.Redis.Cluster = []string{k.Addr}, []string{r.Addr}, false
+		redisPID = r.PID()
+		fmt.Printf("embedded stack: kafka %s, redis-server %s (pid %d)\n", k.Addr, r.Addr, redisPID)
+	}
+	rc, err := redisx.New(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := bench.New(cfg, rc, redisPID, o)
+	if err != nil {
+		return err
+	}
+	return b.Run(ctx)
+}
