@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -236,6 +237,20 @@ func (c *chaos) restart(role string, sig syscall.Signal) {
 		p.Stop()
 	}
 	addr, _ := c.s.start(role)
+	// Wait until the new process has joined its group before the next
+	// fault: kfake (the embedded test broker) never expires a member killed
+	// while its JoinGroup/SyncGroup reply is pending (its session timer is
+	// armed only once a reply was delivered, kfake groups.go reply()), so a
+	// kill in that window would strand partitions forever. A real broker
+	// expires such a member after session.timeout.ms.
+	testenv.Eventually(c.t, 60*time.Second, role+" ready", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	switch role { // the new process has a new admin address
 	case "presence":
 		c.s.admins = []string{addr}
