@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/imstream/imstream/internal/bench"
@@ -20,12 +21,24 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Rate, "rate", 20_000, "events/s of the latency scenario")
 	fs.StringVar(&o.JSON, "json", "bench.json", "write the results here as JSON (\"\" skips)")
 	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfigFrom(*path, fs)
 	if err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	redisPID := 0
 	if !*external {
