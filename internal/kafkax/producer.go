@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,7 +37,7 @@ func (c *Conn) NewWriter(cfg config.Kafka, topic string) *kafka.Writer {
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: max(cfg.Linger, time.Microsecond),
 		BatchSize:    cfg.BatchSize,
-		BatchBytes:   16 << 20,
+		BatchBytes:   1 << 20, // a produce batch must stay under the brokers' message.max.bytes (1 MiB by default)
 		WriteTimeout: cfg.WriteTimeout,
 		MaxAttempts:  5,
 		Transport:    c.Transport,
@@ -55,7 +56,7 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
-		if !IsTemporary(err) && !isWriteErrors(err) {
+		if !retryable(err) {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
 		select {
@@ -67,7 +68,17 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 	}
 }
 
-func isWriteErrors(err error) bool {
-	_, ok := err.(kafka.WriteErrors)
-	return ok
+// retryable reports whether a failed write may succeed when retried: every
+// per-message error is temporary (a record too large never fits).
+func retryable(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && !IsTemporary(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return IsTemporary(err)
 }

@@ -111,3 +111,30 @@ func TestKafkaSASL(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteGivesUpOnPermanentErrors: a record the broker refuses for good
+// (too large) is an error, not an endless retry; a full 1 MiB-batch of
+// ordinary records goes through.
+func TestWriteGivesUpOnPermanentErrors(t *testing.T) {
+	k := testenv.Kafka(t, devstack.KafkaOptions{}) // default message.max.bytes, 1 MiB
+	cfg := config.Default().Kafka
+	cfg.Brokers = []string{k.Addr}
+	conn := kafkax.MustConn(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := conn.EnsureTopics(ctx, 1, map[string]int{"big": 1}); err != nil {
+		t.Fatal(err)
+	}
+	w := conn.NewWriter(cfg, "big")
+	defer w.Close()
+	if err := kafkax.Write(ctx, w, kafka.Message{Value: make([]byte, 2<<20)}); err == nil || ctx.Err() != nil {
+		t.Fatalf("oversized record: err = %.200v (ctx %v), want a prompt error", err, ctx.Err())
+	}
+	msgs := make([]kafka.Message, 20_000)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Value: make([]byte, 200)}
+	}
+	if err := kafkax.Write(ctx, w, msgs...); err != nil {
+		t.Fatalf("4 MB of small records: %.300v", err)
+	}
+}
