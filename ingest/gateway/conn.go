@@ -61,8 +61,10 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 	log := g.log.With("server", c.id, "epoch", c.epoch, "remote", nc.RemoteAddr().String())
 	log.Info("IM server connected")
 
+	pctx, stopProducing := context.WithCancel(context.Background())
+	defer stopProducing()
 	produced := make(chan struct{})
-	go func() { defer close(produced); c.produce() }()
+	go func() { defer close(produced); c.produce(pctx) }()
 	c.send(c.enc.Server(schemas.TypeServerUp))
 
 	var wg sync.WaitGroup
@@ -84,7 +86,14 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 	// server_down goes last, after every event read from this connection.
 	c.out <- c.message(c.enc.Server(schemas.TypeServerDown))
 	close(c.out)
-	<-produced
+	// Keep trying to get the last events out for a while, then give up
+	// (counted): a closed connection must not hold the gateway forever.
+	select {
+	case <-produced:
+	case <-time.After(30 * time.Second):
+		stopProducing()
+		<-produced
+	}
 }
 
 func (c *conn) message(r ingest.Record) kafka.Message {
@@ -103,20 +112,10 @@ func (c *conn) send(r ingest.Record) bool {
 }
 
 // produce writes queued records in order, in batches, until the queue is
-// closed; it retries failed writes and drops nothing. After the connection
-// closed it keeps trying for a while so server_down and the last events
-// get out.
-func (c *conn) produce() {
-	pctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-c.done
-		select {
-		case <-time.After(30 * time.Second):
-			cancel()
-		case <-pctx.Done():
-		}
-	}()
+// closed; it retries failed writes and drops nothing while pctx lives (the
+// connection's life and 30 s after it closed, so server_down and the last
+// events get out).
+func (c *conn) produce(pctx context.Context) {
 	batch := make([]kafka.Message, 0, 1000)
 	for m := range c.out {
 		batch = append(batch[:0], m)
