@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/imstream/imstream/internal/bench"
@@ -21,9 +22,13 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Rate, "rate", 20_000, "events/s of the latency scenario")
 	fs.StringVar(&o.JSON, "json", "bench.json", "write the results here as JSON (\"\" skips)")
 	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
+	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
 	}
 	cfg, err := loadConfigFrom(*path, fs)
 	if err != nil {

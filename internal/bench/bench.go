@@ -32,6 +32,7 @@ type Options struct {
 	Latency time.Duration // length of the steady-rate scenario (default 60s)
 	Rate    int           // events/s of the steady-rate scenario (default 20 000)
 	JSON    string        // where to write the results ("" skips)
+	Only    []string      // scenario names to run (see Scenarios); empty runs all. Baselines always run.
 	Out     io.Writer
 }
 
@@ -260,10 +261,30 @@ func (b *Bench) Report() error {
 	return os.WriteFile(b.o.JSON, data, 0o644)
 }
 
-// Run runs the baselines and every scenario, then prints the table.
+// Scenarios names the scenarios in the order Run runs them.
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency"}
+
+// Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
-	for _, s := range []func(context.Context) error{b.Baselines, b.PusherAlone, b.OfflinePath, b.OnlinePeers, b.Groups, b.PresenceChurn, b.Latency} {
-		if err := s(ctx); err != nil {
+	run := map[string]func(context.Context) error{
+		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
+		"groups": b.Groups, "churn": b.PresenceChurn, "latency": b.Latency,
+	}
+	only := map[string]bool{}
+	for _, name := range b.o.Only {
+		if run[name] == nil {
+			return fmt.Errorf("bench: unknown scenario %q (have %s)", name, strings.Join(Scenarios, ", "))
+		}
+		only[name] = true
+	}
+	if err := b.Baselines(ctx); err != nil {
+		return err
+	}
+	for _, name := range Scenarios {
+		if len(only) > 0 && !only[name] {
+			continue
+		}
+		if err := run[name](ctx); err != nil {
 			return err
 		}
 	}
