@@ -87,6 +87,7 @@ type Consumer struct {
 	RetryMax          time.Duration `mapstructure:"retry_max"`          // default 5s: longest back-off
 	QueueSize         int           `mapstructure:"queue_size"`         // default 4096: fetched records buffered per partition
 	MaxFetchBytes     int           `mapstructure:"max_fetch_bytes"`    // default 4 MiB
+	CommitInterval    time.Duration `mapstructure:"commit_interval"`    // default 100ms: offsets of all assigned partitions are committed together at most this often
 }
 
 // Presence configures the presence stage and the presence store.
@@ -179,6 +180,7 @@ func Default() Config {
 			RetryMax:          5 * time.Second,
 			QueueSize:         4096,
 			MaxFetchBytes:     4 << 20,
+			CommitInterval:    100 * time.Millisecond,
 		},
 		Presence: Presence{
 			Group: "imstream-presence", BatchSize: 1000, Lease: 30 * time.Second,
@@ -324,6 +326,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Consumer.RetryMin <= 0 || c.Consumer.RetryMax < c.Consumer.RetryMin {
 		bad("consumer.retry_min", "must be > 0 and <= consumer.retry_max")
+	}
+	if c.Consumer.CommitInterval < 0 {
+		bad("consumer.commit_interval", "must be >= 0, got %s", c.Consumer.CommitInterval)
 	}
 	if c.Consumer.QueueSize < 1 {
 		bad("consumer.queue_size", "must be >= 1, got %d", c.Consumer.QueueSize)

@@ -54,6 +54,7 @@ type ConsumerConfig struct {
 	MaxWait           time.Duration // longest time spent filling a batch while input keeps arriving
 	QueueSize         int           // records buffered per partition
 	MaxFetchBytes     int
+	CommitInterval    time.Duration // offsets of all partitions are committed together at most this often
 	RetryMin          time.Duration
 	RetryMax          time.Duration
 	SessionTimeout    time.Duration
@@ -111,26 +112,32 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 			cfg.Hooks.Rebalance(cfg.Group)
 		}
 		first = false
+		commits := newCommitter(gen, cfg, log)
 		for _, topic := range cfg.Topics {
 			assigns := gen.Assignments[topic]
 			parts := make([]int, 0, len(assigns))
 			for _, a := range assigns {
 				parts = append(parts, a.ID)
-				p := &partitionWorker{conn: c, cfg: cfg, gen: gen, log: log, h: h, topic: topic, partition: a.ID, offset: a.Offset}
-				gen.Start(p.run)
+				p := &partitionWorker{conn: c, cfg: cfg, commits: commits, log: log, h: h, topic: topic, partition: a.ID, offset: a.Offset}
+				commits.workers.Add(1)
+				gen.Start(func(ctx context.Context) {
+					defer commits.workers.Done()
+					p.run(ctx)
+				})
 			}
 			log.Info("partitions assigned", "group", cfg.Group, "generation", gen.ID, "topic", topic, "partitions", parts)
 			if cfg.Hooks.Assigned != nil {
 				cfg.Hooks.Assigned(cfg.Group, topic, parts)
 			}
 		}
+		gen.Start(commits.run)
 	}
 }
 
 type partitionWorker struct {
 	conn      *Conn
 	cfg       ConsumerConfig
-	gen       *kafka.Generation
+	commits   *committer
 	log       *slog.Logger
 	h         Handler
 	topic     string
@@ -213,7 +220,8 @@ func (p *partitionWorker) run(ctx context.Context) {
 	}
 }
 
-// handle runs the handler until it succeeds or ctx ends, then commits.
+// handle runs the handler until it succeeds or ctx ends, then hands the
+// next offset to the committer.
 func (p *partitionWorker) handle(ctx context.Context, recs []kafka.Message) bool {
 	b := Batch{Topic: p.topic, Partition: p.partition, Records: recs}
 	backoff := p.cfg.RetryMin
@@ -241,17 +249,6 @@ func (p *partitionWorker) handle(ctx context.Context, recs []kafka.Message) bool
 		}
 		backoff = min(2*backoff, p.cfg.RetryMax)
 	}
-	next := recs[len(recs)-1].Offset + 1
-	if err := p.gen.CommitOffsets(map[string]map[int]int64{p.topic: {p.partition: next}}); err != nil {
-		// The effects are durable and idempotent: a failed commit only
-		// means a replay after the next rebalance.
-		if ctx.Err() == nil {
-			p.log.Warn("commit failed", "topic", p.topic, "partition", p.partition, "offset", next, "err", err)
-		}
-		return ctx.Err() == nil
-	}
-	if p.cfg.Hooks.Committed != nil {
-		p.cfg.Hooks.Committed(p.topic, p.partition, next)
-	}
+	p.commits.done(p.topic, p.partition, recs[len(recs)-1].Offset+1)
 	return true
 }

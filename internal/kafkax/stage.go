@@ -17,7 +17,7 @@ import (
 func StageConsumer(c config.Consumer, group string, topics []string, maxBatch int, maxWait time.Duration, log *slog.Logger, hooks Hooks) ConsumerConfig {
 	return ConsumerConfig{
 		Group: group, Topics: topics, MaxBatch: maxBatch, MaxWait: maxWait,
-		QueueSize: c.QueueSize, MaxFetchBytes: c.MaxFetchBytes,
+		QueueSize: c.QueueSize, MaxFetchBytes: c.MaxFetchBytes, CommitInterval: c.CommitInterval,
 		RetryMin: c.RetryMin, RetryMax: c.RetryMax,
 		SessionTimeout: c.SessionTimeout, HeartbeatInterval: c.HeartbeatInterval, RebalanceTimeout: c.RebalanceTimeout,
 		Logger: log, Hooks: hooks,
