@@ -50,6 +50,7 @@ lint:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzFastDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pusher -run '^$$' -fuzz '^FuzzEncoder$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./ingest/imr -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 

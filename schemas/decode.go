@@ -41,8 +41,11 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 			fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), maxBytes))
 	}
 	var w wire
-	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, jsonError(string(w.Type), err)
+	if !w.decodeFast(data) {
+		w = wire{}
+		if err := json.Unmarshal(data, &w); err != nil {
+			return nil, jsonError(string(w.Type), err)
+		}
 	}
 	if err := w.validateHeader(); err != nil {
 		return nil, err
