@@ -21,9 +21,7 @@ package fanout
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -137,10 +135,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			delivers += len(plan.Deliver)
 		}
 		for idx, receivers := range plan.Push {
-			job, err := pushJob(ev, receivers, m, idx)
-			if err != nil {
-				return err
-			}
+			job := pushJob(ev, receivers, m, idx)
 			job.Topic = f.cfg.Kafka.Topics.Push
 			out = append(out, job)
 		}
@@ -200,17 +195,14 @@ func withSource(value []byte, topic string, partition int, offset int64) []byte 
 // pushJob builds the idx-th push job of the event read from m. Its key names
 // the source partition, which the output balancer maps to an imr.push
 // partition.
-func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, idx int) (kafka.Message, error) {
+func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, idx int) kafka.Message {
 	msg := ev.Msg
 	msg.Raw = nil // the pusher does not need the frame
 	h := ev.Header
 	h.Type = schemas.TypePushJob
-	b, err := json.Marshal(&schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
-		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx}})
-	if err != nil {
-		return kafka.Message{}, fmt.Errorf("fanout: encode push job: %w", err)
-	}
-	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: b}, nil
+	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
+		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx}}
+	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: job.AppendJSON(make([]byte, 0, 256))}
 }
 
 // outputBalancer puts push jobs on imr.push partition (source partition mod

@@ -2,7 +2,6 @@ package pusher
 
 import (
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/imstream/imstream/schemas"
 )
@@ -72,7 +71,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 		for _, r := range job.Receivers {
 			b := make([]byte, 0, 64+len(m.Content))
 			b = appendInt(append(b, `{"appid":`...), appid)
-			b = appendString(append(b, `,"content":`...), m.Content)
+			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
 			b = appendInt(append(b, `,"receiver":`...), r)
 			b = appendInt(append(b, `,"sender":`...), m.Sender)
 			add(ListPeer, true, append(b, '}'))
@@ -80,7 +79,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 	case schemas.CmdGroupIM:
 		b := make([]byte, 0, 80+len(m.Content)+12*len(job.Receivers))
 		b = appendInt(append(b, `{"appid":`...), appid)
-		b = appendString(append(b, `,"content":`...), m.Content)
+		b = schemas.AppendString(append(b, `,"content":`...), m.Content)
 		b = appendInt(append(b, `,"group_id":`...), m.Receiver)
 		b = append(b, `,"receivers":[`...)
 		for i, r := range job.Receivers {
@@ -96,7 +95,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 			b := make([]byte, 0, 160+len(m.Content))
 			b = appendInt(append(b, `{"appid":`...), appid)
 			b = appendInt(append(b, `,"command":`...), int64(m.Cmd))
-			b = appendString(append(b, `,"content":`...), m.Content)
+			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
 			b = appendInt(append(b, `,"customer":`...), m.CustomerID)
 			b = appendInt(append(b, `,"customer_appid":`...), m.CustomerAppID)
 			b = appendInt(append(b, `,"receiver":`...), r)
@@ -108,7 +107,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 		for _, r := range job.Receivers {
 			b := make([]byte, 0, 140+len(m.Content))
 			b = appendInt(append(b, `{"appid":`...), appid)
-			b = appendString(append(b, `,"content":`...), m.Content)
+			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
 			b = appendInt(append(b, `,"receiver":`...), r)
 			b = appendInt(append(b, `,"receiver_appid":`...), m.ReceiverAppID)
 			b = appendInt(append(b, `,"sender":`...), m.Sender)
@@ -122,7 +121,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 		for _, r := range job.Receivers {
 			b := make([]byte, 0, 64+len(m.Notification))
 			b = appendInt(append(b, `{"appid":`...), appid)
-			b = appendString(append(b, `,"content":`...), m.Notification)
+			b = schemas.AppendString(append(b, `,"content":`...), m.Notification)
 			b = appendInt(append(b, `,"receiver":`...), r)
 			add(ListSystem, false, append(b, '}'))
 		}
@@ -131,59 +130,3 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 }
 
 func appendInt(b []byte, v int64) []byte { return strconv.AppendInt(b, v, 10) }
-
-const hex = "0123456789abcdef"
-
-// appendString is encoding/json's string encoder with HTML escaping on (the
-// json.Marshal default): the same bytes for every input, including invalid
-// UTF-8 (→ \ufffd) and U+2028/U+2029.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}

@@ -1,0 +1,79 @@
+package schemas_test
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/imstream/imstream/schemas"
+)
+
+func checkAppendJSON(t *testing.T, j *schemas.PushJob) {
+	t.Helper()
+	want, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := j.AppendJSON(nil); string(got) != string(want) {
+		t.Fatalf("AppendJSON differs from json.Marshal\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestPushJobAppendJSONIsMarshal(t *testing.T) {
+	full := &schemas.PushJob{
+		Header:    schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7, TS: 1700000000000, ID: "im-1:42"},
+		Receivers: []int64{1, -2, 9223372036854775807},
+		Msg: schemas.Message{Cmd: 64, Flag: 3, Version: 1, Seq: 9, Sender: 1, Receiver: 2, Timestamp: 3, MsgID: 4,
+			Content: `{"text":"<b>&</b> 你好 ` + "\u2028\u2029\x00\x1f\xff" + `"}`, Notification: "n\t\r\n\b\f\\",
+			CustomerAppID: 5, CustomerID: 6, StoreID: 7, SellerID: 8, SyncKey: 10, GroupID: 11, SenderAppID: 12, ReceiverAppID: 13,
+			Raw: []byte{0, 1, 2, 0xfe, 0xff}},
+		Src: &schemas.Source{Topic: "imr.publish", Partition: 3, Offset: 1 << 36, Index: 2},
+	}
+	for _, j := range []*schemas.PushJob{
+		full,
+		{},
+		{Receivers: []int64{}, Src: &schemas.Source{}},
+		{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "a", AppID: 1}, Receivers: []int64{5}, Msg: schemas.Message{Cmd: 4, Sender: 1, Content: "hi"}},
+	} {
+		checkAppendJSON(t, j)
+	}
+
+	// Random jobs: every field set or zero, strings from a hostile alphabet.
+	alphabet := []string{"a", "Z", "9", "<", ">", "&", `"`, `\`, "\n", "\x00", "\x7f", "\xff", "é", "你", "\u2028", "😀", "\xe4\xbd"}
+	str := func(r *rand.Rand) string {
+		s := ""
+		for n := r.IntN(6); n > 0; n-- {
+			s += alphabet[r.IntN(len(alphabet))]
+		}
+		return s
+	}
+	num := func(r *rand.Rand) int64 {
+		switch r.IntN(3) {
+		case 0:
+			return 0
+		case 1:
+			return r.Int64N(1000) - 500
+		}
+		return r.Int64()
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 5000 {
+		j := &schemas.PushJob{
+			Header: schemas.Header{V: int(num(r)), Type: schemas.Type(str(r)), Server: str(r), AppID: num(r), TS: num(r), ID: str(r)},
+			Msg: schemas.Message{Cmd: int(num(r)), Flag: int(num(r)), Version: int(num(r)), Seq: num(r), Sender: num(r),
+				Receiver: num(r), Timestamp: num(r), MsgID: num(r), Content: str(r), Notification: str(r),
+				CustomerAppID: num(r), CustomerID: num(r), StoreID: num(r), SellerID: num(r), SyncKey: num(r),
+				GroupID: num(r), SenderAppID: num(r), ReceiverAppID: num(r)},
+		}
+		for n := r.IntN(4) - 1; n >= 0; n-- {
+			j.Receivers = append(j.Receivers, num(r))
+		}
+		if r.IntN(2) == 0 {
+			j.Msg.Raw = []byte(str(r))
+		}
+		if r.IntN(2) == 0 {
+			j.Src = &schemas.Source{Topic: str(r), Partition: int(num(r)), Offset: num(r), Index: int(num(r))}
+		}
+		checkAppendJSON(t, j)
+	}
+}
