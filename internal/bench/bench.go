@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,8 +92,17 @@ func New(cfg config.Config, rc redis.UniversalClient, redisPID int, o Options) (
 	return &Bench{cfg: cfg, o: o, conn: conn, rc: rc, redisPID: redisPID, base: map[string]float64{}}, nil
 }
 
-// scenario gives each run fresh topics and consumer groups.
+// scenario gives each run fresh topics and consumer groups. It first
+// deletes the previous scenario's topics and returns their memory (the
+// embedded broker keeps every record in this process), and resets the
+// process's peak RSS, so each row's figures are its own.
 func (b *Bench) scenario(name string) config.Config {
+	if b.seq > 0 {
+		b.dropTopics("bench" + strconv.Itoa(b.seq) + ".")
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // Linux: reset VmHWM; elsewhere the peak is the run's
 	b.seq++
 	c := b.cfg
 	p := "bench" + strconv.Itoa(b.seq) + "."
@@ -100,6 +111,30 @@ func (b *Bench) scenario(name string) config.Config {
 	c.Presence.Group, c.Groups.Group, c.Fanout.Group, c.Pusher.Group = p+"presence", p+"groups", p+"fanout", p+"pusher"
 	fmt.Fprintf(b.o.Out, "\n== %s\n", name)
 	return c
+}
+
+// dropTopics deletes the topics whose names start with prefix (best
+// effort: a failure only leaves memory in use).
+func (b *Bench) dropTopics(prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := b.conn.Client().Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		fmt.Fprintf(b.o.Out, "   (could not list topics to delete: %v)\n", err)
+		return
+	}
+	var names []string
+	for _, t := range md.Topics {
+		if strings.HasPrefix(t.Name, prefix) {
+			names = append(names, t.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	if _, err := b.conn.Client().DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names}); err != nil {
+		fmt.Fprintf(b.o.Out, "   (could not delete %d topics: %v)\n", len(names), err)
+	}
 }
 
 // start runs the named stages until the returned stop is called.
@@ -211,6 +246,13 @@ func (b *Bench) meter() *meter {
 
 // record adds a row measured by m.
 func (b *Bench) record(m *meter, r Result) {
+	r = b.measure(m, r)
+	fmt.Fprintf(b.o.Out, "   %d events in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
+	b.results = append(b.results, r)
+}
+
+// measure completes r with what m saw.
+func (b *Bench) measure(m *meter, r Result) Result {
 	r.Seconds = time.Since(m.start).Seconds()
 	if r.PerSecond == 0 {
 		r.PerSecond = float64(r.Events) / r.Seconds
@@ -224,8 +266,7 @@ func (b *Bench) record(m *meter, r Result) {
 	if base, ok := b.base[r.Baseline]; ok && base > 0 {
 		r.Ratio = r.PerSecond / base
 	}
-	fmt.Fprintf(b.o.Out, "   %d events in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
-	b.results = append(b.results, r)
+	return r
 }
 
 // Report prints the table and writes the JSON file.

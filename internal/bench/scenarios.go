@@ -54,63 +54,90 @@ func pushEvent(i int, server string) []byte {
 	return b
 }
 
+// baselineTrials is how often each baseline is measured; the best trial is
+// the ceiling the scenarios are compared with (one trial swung by 4x
+// between runs on the shared machine).
+const baselineTrials = 3
+
 // Baselines measures raw pipelined RPUSH and raw consume of the same kind
-// of data, in this run, on this machine.
+// of data, in this run, on this machine: each the best of baselineTrials.
 func (b *Bench) Baselines(ctx context.Context) error {
 	n := b.o.Events
-	cfg := b.scenario("baseline: raw pipelined RPUSH (1000 per pipeline)")
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
+	cfg := b.scenario(fmt.Sprintf("baseline: raw pipelined RPUSH (1000 per pipeline), best of %d", baselineTrials))
+	// The entries, encoded before timing: the baseline is Redis's rate.
 	enc := &pusher.Encoder{}
-	entries := make([]any, 0, 1000)
-	m := b.meter()
-	for i := 0; i < n; i++ {
+	entries := make([]any, n)
+	for i := range entries {
 		job := &schemas.PushJob{Header: schemas.Header{AppID: app}, Receivers: []int64{offline(i)}, Msg: schemas.Message{Cmd: 4, Sender: 1, Content: "bench " + strconv.Itoa(i)}}
-		entries = append(entries, enc.Append(nil, job, "t", 0, int64(i))[0].Data)
-		if len(entries) == cap(entries) || i == n-1 {
-			if err := b.rc.RPush(ctx, "push_queue", entries...).Err(); err != nil {
+		entries[i] = enc.Append(nil, job, "t", 0, int64(i))[0].Data
+	}
+	err := b.best("raw RPUSH", func() error {
+		if err := b.flush(ctx); err != nil {
+			return err
+		}
+		for i := 0; i < n; i += 1000 {
+			if err := b.rc.RPush(ctx, "push_queue", entries[i:min(i+1000, n)]...).Err(); err != nil {
 				return err
 			}
-			entries = entries[:0]
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	b.record(m, Result{Scenario: "baseline: raw RPUSH", Events: n})
-	b.base["raw RPUSH"] = b.results[len(b.results)-1].PerSecond
 
-	b.scenario("baseline: raw consume of the same records")
+	b.scenario(fmt.Sprintf("baseline: raw consume of the same records, best of %d", baselineTrials))
 	topic := cfg.Kafka.Topics.Publish
 	if err := b.produce(ctx, topic, n, func(i int) kafka.Message {
 		return kafka.Message{Key: []byte(strconv.FormatInt(offline(i), 10)), Value: pushEvent(i, "bench")}
 	}); err != nil {
 		return err
 	}
-	m = b.meter()
-	errs := make(chan error, b.cfg.Kafka.Partitions)
 	_, end, err := b.conn.Offsets(ctx, topic)
 	if err != nil {
 		return err
 	}
-	for p, e := range end {
-		go func() {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: b.cfg.Kafka.Brokers, Dialer: b.conn.Dialer, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 50 * time.Millisecond})
-			defer r.Close()
-			for read := int64(0); read < e; read++ {
-				if _, err := r.FetchMessage(ctx); err != nil {
-					errs <- err
-					return
+	return b.best("raw consume", func() error {
+		errs := make(chan error, len(end))
+		for p, e := range end {
+			go func() {
+				r := kafka.NewReader(kafka.ReaderConfig{Brokers: b.cfg.Kafka.Brokers, Dialer: b.conn.Dialer, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 50 * time.Millisecond})
+				defer r.Close()
+				for read := int64(0); read < e; read++ {
+					if _, err := r.FetchMessage(ctx); err != nil {
+						errs <- err
+						return
+					}
 				}
+				errs <- nil
+			}()
+		}
+		for range end {
+			if err := <-errs; err != nil {
+				return err
 			}
-			errs <- nil
-		}()
-	}
-	for range end {
-		if err := <-errs; err != nil {
+		}
+		return nil
+	})
+}
+
+// best runs a baseline baselineTrials times and records its fastest trial.
+func (b *Bench) best(name string, trial func() error) error {
+	var top Result
+	for t := 0; t < baselineTrials; t++ {
+		m := b.meter()
+		if err := trial(); err != nil {
 			return err
 		}
+		r := b.measure(m, Result{Scenario: "baseline: " + name, Events: b.o.Events})
+		fmt.Fprintf(b.o.Out, "   trial %d: %d events in %.2fs: %.0f/s\n", t+1, r.Events, r.Seconds, r.PerSecond)
+		if r.PerSecond > top.PerSecond {
+			top = r
+		}
 	}
-	b.record(m, Result{Scenario: "baseline: raw consume", Events: n})
-	b.base["raw consume"] = b.results[len(b.results)-1].PerSecond
+	top.Note = fmt.Sprintf("best of %d trials", baselineTrials)
+	b.results = append(b.results, top)
+	b.base[name] = top.PerSecond
 	return nil
 }
 
