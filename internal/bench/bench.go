@@ -303,13 +303,13 @@ func (b *Bench) Report() error {
 }
 
 // Scenarios names the scenarios in the order Run runs them.
-var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency"}
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency", "memory"}
 
 // Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
 	run := map[string]func(context.Context) error{
 		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
-		"groups": b.Groups, "churn": b.PresenceChurn, "latency": b.Latency,
+		"groups": b.Groups, "churn": b.PresenceChurn, "latency": b.Latency, "memory": b.Memory,
 	}
 	only := map[string]bool{}
 	for _, name := range b.o.Only {

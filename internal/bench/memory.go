@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/schemas"
+)
+
+// memoryUsers is how many users are present in the memory scenario.
+const memoryUsers = 1_000_000
+
+// Memory: each consumer role as its own process of this binary, with 1M
+// users present: presence applies their subscribes, the fanout routes
+// messages to them (RT to present users → deliver topics, MSG_PUSH to
+// offline ones → imr.push), the pusher writes the offline entries. It
+// records each process's peak RSS (VmHWM) and CPU.
+func (b *Bench) Memory(ctx context.Context) error {
+	const servers = 8
+	msgs := max(b.o.Events/5, 1000)
+	cfg := b.scenario(fmt.Sprintf("memory: %d present users on %d servers, %d messages; presence, fanout and pusher as separate processes", memoryUsers, servers, msgs))
+	if err := b.flush(ctx); err != nil {
+		return err
+	}
+	t := cfg.Kafka.Topics
+	on := true
+	if err := b.produce(ctx, t.Presence, servers+memoryUsers, func(i int) kafka.Message {
+		ev := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "s" + strconv.Itoa(i%servers), AppID: app}, Epoch: 1}
+		key := ingest.ServerKey(ev.Server)
+		if i >= servers {
+			u := int64(i - servers + 1)
+			ev.Type, ev.UID, ev.Online = schemas.TypeSubscribe, u, &on
+			key = ingest.UserKey(app, u)
+		}
+		v, _ := json.Marshal(ev)
+		return kafka.Message{Key: []byte(key), Value: v}
+	}); err != nil {
+		return err
+	}
+	if err := b.produce(ctx, t.Publish, msgs, func(i int) kafka.Message {
+		if i%2 == 1 { // MSG_PUSH to an offline user
+			return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "origin")}
+		}
+		to := int64(1 + (i*7919)%memoryUsers)
+		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
+			Receiver: to, Msg: schemas.Message{Cmd: schemas.CmdRT, Sender: 1, Receiver: to, Content: "typing"}})
+		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
+	}); err != nil {
+		return err
+	}
+
+	start := time.Now()
+	procs := map[string]*child{}
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	// presence first, so the fanout routes against the full presence state.
+	for _, role := range []string{"presence", "fanout", "pusher"} {
+		p, err := b.startChild(cfg, role)
+		if err != nil {
+			return err
+		}
+		procs[role] = p
+		if role == "presence" {
+			if err := b.waitLag(ctx, cfg.Presence.Group, t.Presence, servers+memoryUsers); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.waitLag(ctx, cfg.Fanout.Group, t.Publish, msgs); err != nil {
+		return err
+	}
+	if err := b.waitLag(ctx, cfg.Pusher.Group, t.Push, msgs/2); err != nil {
+		return err
+	}
+	got, err := b.rc.LLen(ctx, "push_queue").Result()
+	if err != nil {
+		return err
+	}
+	for _, role := range []string{"presence", "fanout", "pusher"} {
+		p := procs[role]
+		r := Result{Scenario: "memory: " + role + " process", Seconds: time.Since(start).Seconds(), PeakRSSMB: peakRSSMB(p.pid())}
+		switch role {
+		case "presence":
+			r.Events = servers + memoryUsers
+			r.Note = fmt.Sprintf("applied %d presence events", r.Events)
+		case "fanout":
+			r.Events = msgs
+			r.Note = fmt.Sprintf("routed %d messages against %d present users", msgs, memoryUsers)
+		case "pusher":
+			r.Events = msgs / 2
+			r.Lost = r.Events - int(got)
+			r.Note = fmt.Sprintf("wrote %d offline entries", got)
+		}
+		r.PerSecond = float64(r.Events) / r.Seconds // the whole scenario's time: not a throughput figure
+		r.CPUPerMEv = cpuSeconds(p.pid()) / float64(r.Events) * 1e6
+		fmt.Fprintf(b.o.Out, "   %s: peak RSS %.0f MB\n", role, r.PeakRSSMB)
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// child is a role running as a process of this binary.
+type child struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+func (c *child) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	_ = os.Remove(c.log)
+}
+
+// startChild runs `imstream <role>` against this bench's Kafka, Redis,
+// topics and groups. Its output goes to a log file whose tail is shown when
+// it exits early.
+func (b *Bench) startChild(cfg config.Config, role string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	port, err := devstack.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	t := cfg.Kafka.Topics
+	args := []string{role,
+		"--kafka.brokers", cfg.Kafka.Brokers[0], "--redis.addrs", cfg.Redis.Addrs[0],
+		"--kafka.partitions", strconv.Itoa(cfg.Kafka.Partitions),
+		"--kafka.topics.presence", t.Presence, "--kafka.topics.publish", t.Publish, "--kafka.topics.groups", t.Groups,
+		"--kafka.topics.push", t.Push, "--kafka.topics.dlq", t.DLQ, "--kafka.topics.deliver_prefix", t.DeliverPrefix,
+		"--presence.group", cfg.Presence.Group, "--groups.group", cfg.Groups.Group,
+		"--fanout.group", cfg.Fanout.Group, "--pusher.group", cfg.Pusher.Group,
+		"--presence.lease", "10m", // no heartbeats in this scenario
+		"--log.level", "warn", "--admin.listen", "127.0.0.1:" + strconv.Itoa(port)}
+	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", role, os.Getpid()))
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: start %s: %w", role, err)
+	}
+	c := &child{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(c.done)
+	}()
+	go func() {
+		<-c.done
+		if tail, err := os.ReadFile(log); err == nil && cmd.ProcessState != nil && !cmd.ProcessState.Success() &&
+			cmd.ProcessState.ExitCode() != -1 { // -1: killed by the bench
+			fmt.Fprintf(b.o.Out, "   %s exited: %s\n%s\n", role, cmd.ProcessState, tail[max(0, len(tail)-4000):])
+		}
+	}()
+	return c, nil
+}
