@@ -32,6 +32,7 @@ type Entry struct {
 	SrcTopic     string
 	SrcPartition int
 	Pos          int64
+	Job          int64 // the push job's own imr.push offset: tells a job's entries (same Pos) from a replay of the job
 	TS           int64 // origin unix ms, 0 when unknown
 	Data         []byte
 }
@@ -64,7 +65,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partit
 		if rom && e.ROMApps[appid] {
 			list = kind + "_" + strconv.FormatInt(appid, 10)
 		}
-		dst = append(dst, Entry{List: list, Kind: kind, SrcTopic: st, SrcPartition: sp, Pos: pos, TS: job.TS, Data: data})
+		dst = append(dst, Entry{List: list, Kind: kind, SrcTopic: st, SrcPartition: sp, Pos: pos, Job: offset, TS: job.TS, Data: data})
 	}
 	switch m.Cmd {
 	case schemas.CmdIM:

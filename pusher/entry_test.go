@@ -138,13 +138,29 @@ func TestMemorySinkExactlyOnce(t *testing.T) {
 			t.Fatalf("entry %d = %s, want %s", i, v, want)
 		}
 	}
+	// A job re-produced in the same call as the original (its entries
+	// share Pos, the replay has another Job) is appended once.
+	twice := batch(10, 11)
+	for i := range twice {
+		twice[i].Job = 1
+	}
+	replay := batch(10, 12)
+	for i := range replay {
+		replay[i].Job = 2
+	}
+	if err := s.Append(ctx, append(twice, replay...)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.List("l")[20:]; fmt.Sprint(got) != "[10 10b 11 11b 12 12b]" {
+		t.Fatalf("in-call replay: %v", got)
+	}
 	// Another partition has its own watermark.
 	es := batch(0, 0)
 	for i := range es {
 		es[i].SrcPartition = 1
 	}
 	_ = s.Append(ctx, es)
-	if n := len(s.List("l")); n != 22 {
+	if n := len(s.List("l")); n != 28 {
 		t.Fatalf("partition 1 entries not appended: %d", n)
 	}
 }

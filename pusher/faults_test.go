@@ -240,10 +240,28 @@ func sinkContract(t *testing.T, rc redis.UniversalClient) {
 			t.Fatal(err)
 		}
 	}
+	// Replays inside one call: jobs 3000..3004, then the same jobs
+	// re-produced at new imr.push offsets (Job) with 3005..3006; then two
+	// fanout instances interleaving during a rebalance.
+	job := func(from, to, jobBase int64) []pusher.Entry {
+		es := batch(from, to)
+		for i := range es {
+			es[i].Job = jobBase + es[i].Pos
+		}
+		return es
+	}
+	in := append(job(3000, 3004, 0), job(3000, 3006, 10_000)...)
+	if err := s.Append(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	in = append(append(job(3007, 3010, 0), job(3008, 3012, 10_000)...), job(3011, 3014, 20_000)...)
+	if err := s.Append(ctx, in); err != nil {
+		t.Fatal(err)
+	}
 	for _, l := range []string{"a", "b"} {
 		got := rc.LRange(ctx, l, 0, -1).Val()
-		if len(got) != 3000 {
-			t.Fatalf("%s: %d entries, want 3000", l, len(got))
+		if len(got) != 3015 {
+			t.Fatalf("%s: %d entries, want 3015", l, len(got))
 		}
 		for i, v := range got {
 			if v != fmt.Sprint(i) {
@@ -251,19 +269,26 @@ func sinkContract(t *testing.T, rc redis.UniversalClient) {
 			}
 		}
 	}
-	if wm := rc.Get(ctx, s.WatermarkKey("a", "t", 0)).Val(); wm != "2999" {
+	if wm := rc.Get(ctx, s.WatermarkKey("a", "t", 0)).Val(); wm != "3014" {
 		t.Fatalf("watermark = %q", wm)
 	}
 }
 
 // TestPusherFanoutReplay: a fanout that crashed after producing and
 // re-produced its jobs (same src, new imr.push offsets) doubles nothing,
-// also when one event's jobs straddle two batches.
+// when one event's jobs straddle two batches (batch size 7) and when the
+// replay lands in the same batch as the original (batch size 1000).
 func TestPusherFanoutReplay(t *testing.T) {
+	for _, size := range []int{7, 1000} {
+		t.Run(fmt.Sprint("batch_size=", size), func(t *testing.T) { fanoutReplay(t, size) })
+	}
+}
+
+func fanoutReplay(t *testing.T, batchSize int) {
 	k := testenv.Kafka(t, devstack.KafkaOptions{})
 	r := testenv.Redis(t, devstack.RedisOptions{})
 	cfg := testenv.Config(k.Addr, r.Addr)
-	cfg.Pusher.BatchSize = 7
+	cfg.Pusher.BatchSize = batchSize
 	topic := cfg.Kafka.Topics.Push
 	jobs := func(from, to int64) []kafka.Message {
 		var ms []kafka.Message
