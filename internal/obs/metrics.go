@@ -77,7 +77,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stage", "topic", "partition"}),
 		E2E: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "imstream_e2e_latency_seconds", Help: "Time from the event's origin ts to its durable write, by sink.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+			// Edges at the usual SLO thresholds (50 ms, 200 ms, 1 s), so a
+			// quantile near them is not an interpolation across a 2x bucket.
+			Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30},
 		}, []string{"sink"}),
 	}
 	m.Redis = prometheus.NewHistogramVec(prometheus.HistogramOpts{
