@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/imstream/imstream/internal/redisx"
 )
 
 // appendScript appends the entries above the watermark and raises it, in one
@@ -55,17 +57,18 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 		return nil
 	}
 	order, by := groupByStream(entries)
-	pipe := s.Client.Pipeline()
 	cmds := make([]*redis.Cmd, len(order))
-	for i, k := range order {
-		es := by[k]
-		args := make([]any, 0, 2*len(es))
-		for _, e := range es {
-			args = append(args, e.Pos, e.Data)
+	err := redisx.ExecScripts(ctx, s.Client, []*redis.Script{appendLua}, func(pipe redis.Pipeliner) {
+		for i, k := range order {
+			es := by[k]
+			args := make([]any, 0, 2*len(es))
+			for _, e := range es {
+				args = append(args, e.Pos, e.Data)
+			}
+			cmds[i] = appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)
 		}
-		cmds[i] = appendLua.Eval(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("pusher: append to %d lists: %w", len(order), err)
 	}
 	for i, c := range cmds {

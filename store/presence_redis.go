@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imstream/imstream/internal/redisx"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -39,26 +40,32 @@ if until_ > lease then
   return until_
 end
 return -1`)
-	// KEYS[1] user or room hash; ARGV server, epoch, value. Sets the field
-	// unless it holds a newer epoch.
-	subLua = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and tonumber(string.match(cur, '^%d+')) > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1`)
-	// KEYS[1] user or room hash; ARGV server, epoch. Deletes the field
-	// unless it holds a newer epoch.
-	unsubLua = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and tonumber(string.match(cur, '^%d+')) <= tonumber(ARGV[2]) then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+	// KEYS user or room hashes, one per event, in event order; ARGV four
+	// per event: op ('s' subscribe, 'u' unsubscribe), server, epoch, value.
+	// A subscribe sets the server's field unless it holds a newer epoch; an
+	// unsubscribe deletes it unless it holds a newer epoch. Several events
+	// per call where the keys may share a call (one node); one on a Cluster.
+	subsLua = redis.NewScript(`
+for i = 1, #KEYS do
+  local j = (i - 1) * 4
+  local srv, e = ARGV[j + 2], tonumber(ARGV[j + 3])
+  local cur = redis.call('HGET', KEYS[i], srv)
+  local ce = cur and tonumber(string.match(cur, '^%d+'))
+  if ARGV[j + 1] == 's' then
+    if not (ce and ce > e) then redis.call('HSET', KEYS[i], srv, ARGV[j + 4]) end
+  elseif ce and ce <= e then
+    redis.call('HDEL', KEYS[i], srv)
+  end
 end
-return 0`)
+return #KEYS`)
 	// KEYS[1] user or room hash; ARGV server, value: deletes the field if
 	// it still holds value (garbage collection).
 	delIfLua = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0`)
+
+	// applyScripts are the scripts Apply calls by digest (EVALSHA).
+	applyScripts = []*redis.Script{serverLua, subsLua}
 )
 
 // RedisPresence is the PresenceStore on Redis (layout in the package doc).
@@ -105,39 +112,69 @@ func (r *RedisPresence) RoomKey(appid, room int64) string {
 	return r.prefix + "r:{" + strconv.FormatInt(appid, 10) + ":" + strconv.FormatInt(room, 10) + "}"
 }
 
-// Apply implements PresenceStore: one pipeline of single-key scripts.
+// subsPerCall bounds the user and room events one script call applies on a
+// single node (Redis runs nothing else meanwhile: ~1 ms).
+const subsPerCall = 500
+
+// Apply implements PresenceStore: one pipeline of scripts called by digest;
+// server events one call each, user and room events up to subsPerCall per
+// call (one per call on a Cluster), in event order.
 func (r *RedisPresence) Apply(ctx context.Context, evs []*schemas.Presence, now time.Time) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	pipe := r.c.Pipeline()
 	type serverCmd struct {
 		id  string
 		cmd *redis.Cmd
 	}
 	var servers []serverCmd
-	for _, ev := range evs {
-		epoch := strconv.FormatInt(ev.Epoch, 10)
-		switch ev.Type {
-		case schemas.TypeServerUp, schemas.TypeHeartbeat, schemas.TypeServerDown:
-			until := leaseStart(ev, now) + r.lease.Milliseconds()
-			cmd := serverLua.Eval(ctx, pipe, []string{r.serverKey(ev.Server)}, string(ev.Type), epoch, until)
-			servers = append(servers, serverCmd{ev.Server, cmd})
-		case schemas.TypeSubscribe:
-			online := "0"
-			if ev.IsOnline() {
-				online = "1"
-			}
-			subLua.Eval(ctx, pipe, []string{r.UserKey(ev.AppID, ev.UID)}, ev.Server, epoch, epoch+":"+online)
-		case schemas.TypeUnsubscribe:
-			unsubLua.Eval(ctx, pipe, []string{r.UserKey(ev.AppID, ev.UID)}, ev.Server, epoch)
-		case schemas.TypeSubscribeRoom:
-			subLua.Eval(ctx, pipe, []string{r.RoomKey(ev.AppID, ev.RoomID)}, ev.Server, epoch, epoch)
-		case schemas.TypeUnsubscribeRoom:
-			unsubLua.Eval(ctx, pipe, []string{r.RoomKey(ev.AppID, ev.RoomID)}, ev.Server, epoch)
-		}
+	// On one node a call applies up to subsPerCall user and room events;
+	// on a Cluster the keys of one call must share a slot, so one each.
+	perCall := subsPerCall
+	if _, cluster := r.c.(*redis.ClusterClient); cluster {
+		perCall = 1
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	keys := make([]string, 0, min(len(evs), perCall))
+	args := make([]any, 0, 4*cap(keys))
+	err := redisx.ExecScripts(ctx, r.c, applyScripts, func(pipe redis.Pipeliner) {
+		servers = servers[:0]
+		keys, args = keys[:0], args[:0]
+		flush := func() {
+			if len(keys) > 0 {
+				subsLua.EvalSha(ctx, pipe, keys, args...)
+				keys, args = make([]string, 0, cap(keys)), make([]any, 0, cap(args))
+			}
+		}
+		for _, ev := range evs {
+			epoch := strconv.FormatInt(ev.Epoch, 10)
+			switch ev.Type {
+			case schemas.TypeServerUp, schemas.TypeHeartbeat, schemas.TypeServerDown:
+				until := leaseStart(ev, now) + r.lease.Milliseconds()
+				cmd := serverLua.EvalSha(ctx, pipe, []string{r.serverKey(ev.Server)}, string(ev.Type), epoch, until)
+				servers = append(servers, serverCmd{ev.Server, cmd})
+				continue
+			case schemas.TypeSubscribe:
+				online := "0"
+				if ev.IsOnline() {
+					online = "1"
+				}
+				keys, args = append(keys, r.UserKey(ev.AppID, ev.UID)), append(args, "s", ev.Server, epoch, epoch+":"+online)
+			case schemas.TypeUnsubscribe:
+				keys, args = append(keys, r.UserKey(ev.AppID, ev.UID)), append(args, "u", ev.Server, epoch, "")
+			case schemas.TypeSubscribeRoom:
+				keys, args = append(keys, r.RoomKey(ev.AppID, ev.RoomID)), append(args, "s", ev.Server, epoch, epoch)
+			case schemas.TypeUnsubscribeRoom:
+				keys, args = append(keys, r.RoomKey(ev.AppID, ev.RoomID)), append(args, "u", ev.Server, epoch, "")
+			default:
+				continue
+			}
+			if len(keys) == perCall {
+				flush()
+			}
+		}
+		flush()
+	})
+	if err != nil {
 		return fmt.Errorf("presence: apply %d events: %w", len(evs), err)
 	}
 	// Index the servers whose lease changed (a separate slot).

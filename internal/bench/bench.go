@@ -50,6 +50,7 @@ type Result struct {
 	P99         float64 `json:"p99_seconds,omitempty"`
 	P999        float64 `json:"p999_seconds,omitempty"`
 	CPUPerMEv   float64 `json:"cpu_seconds_per_million_events"`
+	RedisCPU    float64 `json:"redis_cpu_seconds_per_million_events"` // the part of CPUPerMEv spent by redis-server
 	PeakRSSMB   float64 `json:"peak_rss_mb"`
 	Lost        int     `json:"lost"`
 	Note        string  `json:"note,omitempty"`
@@ -259,7 +260,9 @@ func (b *Bench) measure(m *meter, r Result) Result {
 	}
 	cpu := cpuSeconds(0) - m.cpu0
 	if b.redisPID != 0 {
-		cpu += cpuSeconds(b.redisPID) - m.redis0
+		rcpu := cpuSeconds(b.redisPID) - m.redis0
+		cpu += rcpu
+		r.RedisCPU = rcpu / float64(r.Events) * 1e6
 	}
 	r.CPUPerMEv = cpu / float64(r.Events) * 1e6
 	r.PeakRSSMB = peakRSSMB(0)
@@ -272,7 +275,7 @@ func (b *Bench) measure(m *meter, r Result) Result {
 // Report prints the table and writes the JSON file.
 func (b *Bench) Report() error {
 	tw := tabwriter.NewWriter(b.o.Out, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tseconds\tevents/s\tratio\tbaseline\tp50 ms\tp99 ms\tp999 ms\tCPU s/M ev\tpeak RSS MB\tlost\t")
+	fmt.Fprintln(tw, "scenario\tevents\tseconds\tevents/s\tratio\tbaseline\tp50 ms\tp99 ms\tp999 ms\tCPU s/M ev\tof which Redis\tpeak RSS MB\tlost\t")
 	for _, r := range b.results {
 		ratio := "-"
 		if r.Ratio > 0 {
@@ -284,8 +287,8 @@ func (b *Bench) Report() error {
 			}
 			return fmt.Sprintf("%.1f", v*1000)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.0f\t%d\t\n", r.Scenario, r.Events, r.Seconds, r.PerSecond,
-			ratio, r.Baseline, ms(r.P50), ms(r.P99), ms(r.P999), r.CPUPerMEv, r.PeakRSSMB, r.Lost)
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.0f\t%d\t\n", r.Scenario, r.Events, r.Seconds, r.PerSecond,
+			ratio, r.Baseline, ms(r.P50), ms(r.P99), ms(r.P999), r.CPUPerMEv, r.RedisCPU, r.PeakRSSMB, r.Lost)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
