@@ -332,6 +332,9 @@ func (b *Bench) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.RPUSHAgain(ctx); err != nil {
+		return err
+	}
 	fmt.Fprintln(b.o.Out)
 	return b.Report()
 }
