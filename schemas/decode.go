@@ -42,10 +42,11 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 	}
 	var w wire
 	if !w.decodeFast(data) {
-		w = wire{}
-		if err := json.Unmarshal(data, &w); err != nil {
-			return nil, jsonError(string(w.Type), err)
+		slow := new(wire) // json.Unmarshal's argument escapes; w stays on the stack
+		if err := json.Unmarshal(data, slow); err != nil {
+			return nil, jsonError(string(slow.Type), err)
 		}
+		w = *slow
 	}
 	if err := w.validateHeader(); err != nil {
 		return nil, err
@@ -151,7 +152,7 @@ func (w *wire) validateHeader() error {
 	if !validServer(w.Server) {
 		return fieldErr(t+".server", ReasonInvalid, "must match [A-Za-z0-9._-]{1,64}")
 	}
-	if err := positive(t+".appid", w.AppID); err != nil {
+	if err := positive(t, "appid", w.AppID); err != nil {
 		return err
 	}
 	if w.TS < 0 {
@@ -169,7 +170,7 @@ func truncate(s string) string {
 
 func (w *wire) presence() (Event, error) {
 	t := string(w.Type)
-	if err := positive(t+".epoch", w.Epoch); err != nil {
+	if err := positive(t, "epoch", w.Epoch); err != nil {
 		return nil, err
 	}
 	p := &Presence{Header: w.Header, Epoch: w.Epoch}
@@ -181,12 +182,12 @@ func (w *wire) presence() (Event, error) {
 		p.Online = w.Online
 		fallthrough
 	case TypeUnsubscribe:
-		if err := positive(t+".uid", w.UID); err != nil {
+		if err := positive(t, "uid", w.UID); err != nil {
 			return nil, err
 		}
 		p.UID = w.UID
 	case TypeSubscribeRoom, TypeUnsubscribeRoom:
-		if err := positive(t+".room_id", w.RoomID); err != nil {
+		if err := positive(t, "room_id", w.RoomID); err != nil {
 			return nil, err
 		}
 		p.RoomID = w.RoomID
@@ -198,20 +199,20 @@ func (w *wire) publish() (Event, error) {
 	t := string(w.Type)
 	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
 	if w.Type == TypePush {
-		if err := receivers(t+".receivers", w.Receivers); err != nil {
+		if err := receivers(t, w.Receivers); err != nil {
 			return nil, err
 		}
 		p.Receivers = w.Receivers
-	} else if err := positive(t+".receiver", w.Receiver); err != nil {
+	} else if err := positive(t, "receiver", w.Receiver); err != nil {
 		return nil, err
 	}
 	if w.Msg == nil {
 		return nil, required(t + ".msg")
 	}
-	if err := w.Msg.validate(t + ".msg"); err != nil {
+	if err := w.Msg.validate(t); err != nil {
 		return nil, err
 	}
-	if err := validSource(t+".src", w.Src); err != nil {
+	if err := validSource(t, w.Src); err != nil {
 		return nil, err
 	}
 	p.Msg = *w.Msg
@@ -220,7 +221,7 @@ func (w *wire) publish() (Event, error) {
 
 func (w *wire) group() (Event, error) {
 	t := string(w.Type)
-	if err := positive(t+".group_id", w.GroupID); err != nil {
+	if err := positive(t, "group_id", w.GroupID); err != nil {
 		return nil, err
 	}
 	g := &Group{Header: w.Header, GroupID: w.GroupID}
@@ -235,7 +236,7 @@ func (w *wire) group() (Event, error) {
 	case TypeGroupUpgrade:
 		g.Super = w.Super
 	case TypeGroupMemberAdd, TypeGroupMemberRemove, TypeGroupMemberMute:
-		if err := positive(t+".uid", w.UID); err != nil {
+		if err := positive(t, "uid", w.UID); err != nil {
 			return nil, err
 		}
 		g.UID, g.Mute = w.UID, w.Mute
@@ -245,28 +246,30 @@ func (w *wire) group() (Event, error) {
 
 func (w *wire) pushJob() (Event, error) {
 	t := string(w.Type)
-	if err := receivers(t+".receivers", w.Receivers); err != nil {
+	if err := receivers(t, w.Receivers); err != nil {
 		return nil, err
 	}
 	if w.Msg == nil {
 		return nil, required(t + ".msg")
 	}
-	if err := w.Msg.validate(t + ".msg"); err != nil {
+	if err := w.Msg.validate(t); err != nil {
 		return nil, err
 	}
 	if !w.Msg.Pushable() {
 		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", w.Msg.Cmd))
 	}
-	if err := validSource(t+".src", w.Src); err != nil {
+	if err := validSource(t, w.Src); err != nil {
 		return nil, err
 	}
 	return &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}, nil
 }
 
-func validSource(path string, s *Source) error {
-	switch {
-	case s == nil:
+func validSource(typ string, s *Source) error {
+	if s == nil {
 		return nil
+	}
+	path := typ + ".src"
+	switch {
 	case s.Topic == "":
 		return required(path + ".topic")
 	case s.Partition < 0:
@@ -279,33 +282,35 @@ func validSource(path string, s *Source) error {
 	return nil
 }
 
-func receivers(path string, rs []int64) error {
+func receivers(typ string, rs []int64) error {
 	if len(rs) == 0 {
-		return required(path)
+		return required(typ + ".receivers")
 	}
 	for _, r := range rs {
 		if r <= 0 {
-			return fieldErr(path, ReasonInvalid, "every receiver must be > 0")
+			return fieldErr(typ+".receivers", ReasonInvalid, "every receiver must be > 0")
 		}
 	}
 	return nil
 }
 
-func (m *Message) validate(path string) error {
+// validate checks the inner message of an event of type typ; error paths
+// are built only on failure.
+func (m *Message) validate(typ string) error {
 	if m.Cmd == 0 {
-		return required(path + ".cmd")
+		return required(typ + ".msg.cmd")
 	}
 	if !KnownCmd(m.Cmd) {
-		return fieldErr(path+".cmd", ReasonInvalid, fmt.Sprintf("unknown cmd %d", m.Cmd))
+		return fieldErr(typ+".msg.cmd", ReasonInvalid, fmt.Sprintf("unknown cmd %d", m.Cmd))
 	}
 	if m.Flag < 0 || m.Flag > 0xff {
-		return fieldErr(path+".flag", ReasonInvalid, "must be 0..255")
+		return fieldErr(typ+".msg.flag", ReasonInvalid, "must be 0..255")
 	}
 	check := func(name string, v int64) error {
-		if err := positive(path+"."+name, v); err != nil {
-			return err
+		if v > 0 {
+			return nil
 		}
-		return nil
+		return positive(typ+".msg", name, v)
 	}
 	var err error
 	switch m.Cmd {

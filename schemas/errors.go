@@ -29,12 +29,15 @@ func fieldErr(path, reason, detail string) *Error {
 
 func required(path string) *Error { return fieldErr(path, ReasonRequired, "required") }
 
-func positive(path string, v int64) *Error {
+// positive checks that the field prefix.field is > 0; the path is built
+// only on failure (valid records are the hot path).
+func positive(prefix, field string, v int64) *Error {
+	if v > 0 {
+		return nil
+	}
+	path := prefix + "." + field
 	if v == 0 {
 		return required(path)
 	}
-	if v < 0 {
-		return fieldErr(path, ReasonInvalid, "must be > 0")
-	}
-	return nil
+	return fieldErr(path, ReasonInvalid, "must be > 0")
 }
