@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,7 +37,10 @@ type Options struct {
 	Rate    int           // events/s of the steady-rate scenario (default 20 000)
 	JSON    string        // where to write the results ("" skips)
 	Only    []string      // scenario names to run (see Scenarios); empty runs all. Baselines always run.
-	Out     io.Writer
+	// Profiles, when set, is a directory that gets one CPU profile per
+	// measured window (NN-scenario.pprof), without the set-up before it.
+	Profiles string
+	Out      io.Writer
 }
 
 // Result is one row of the table.
@@ -65,6 +70,7 @@ type Bench struct {
 	rc       redis.UniversalClient
 	redisPID int
 	seq      int
+	profiles int // CPU profiles written
 	results  []Result
 	base     map[string]float64
 }
@@ -208,6 +214,7 @@ type meter struct {
 	cpu0     float64
 	redisPID int
 	redis0   float64
+	prof     *os.File // the CPU profile of this window, when Options.Profiles is set
 }
 
 func cpuSeconds(pid int) float64 {
@@ -242,7 +249,38 @@ func peakRSSMB(pid int) float64 {
 }
 
 func (b *Bench) meter() *meter {
-	return &meter{start: time.Now(), cpu0: cpuSeconds(0), redisPID: b.redisPID, redis0: cpuSeconds(b.redisPID)}
+	m := &meter{redisPID: b.redisPID}
+	if b.o.Profiles != "" {
+		f, err := os.CreateTemp(b.o.Profiles, "window-*.pprof")
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			m.prof = f
+		} else if f != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+	m.start, m.cpu0, m.redis0 = time.Now(), cpuSeconds(0), cpuSeconds(b.redisPID)
+	return m
+}
+
+// stopProfile ends m's profile and names it after the scenario.
+func (b *Bench) stopProfile(m *meter, scenario string) {
+	if m.prof == nil {
+		return
+	}
+	pprof.StopCPUProfile()
+	m.prof.Close()
+	slug := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(scenario))
+	b.profiles++
+	name := filepath.Join(b.o.Profiles, fmt.Sprintf("%02d-%s.pprof", b.profiles, slug))
+	if err := os.Rename(m.prof.Name(), name); err == nil {
+		fmt.Fprintf(b.o.Out, "   profile: %s\n", name)
+	}
 }
 
 // record adds a row measured by m.
@@ -255,6 +293,7 @@ func (b *Bench) record(m *meter, r Result) {
 // measure completes r with what m saw.
 func (b *Bench) measure(m *meter, r Result) Result {
 	r.Seconds = time.Since(m.start).Seconds()
+	b.stopProfile(m, r.Scenario)
 	if r.PerSecond == 0 {
 		r.PerSecond = float64(r.Events) / r.Seconds
 	}
