@@ -1,6 +1,7 @@
 package schemas_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/imstream/imstream/schemas"
@@ -16,4 +17,42 @@ func BenchmarkDecodePublish(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+var pushJob = &schemas.PushJob{
+	Header:    schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7, TS: 1700000000000, ID: "im-1:1:42"},
+	Receivers: []int64{1001},
+	Msg:       schemas.Message{Cmd: 4, Flag: 1, Sender: 1000, Receiver: 1001, Timestamp: 1700000000, Content: `{"text":"hello there"}`},
+	Src:       &schemas.Source{Topic: "imr.publish", Partition: 3, Offset: 123456},
+}
+
+func BenchmarkDecodePushJob(b *testing.B) {
+	rec := pushJob.AppendJSON(nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(rec)))
+	for i := 0; i < b.N; i++ {
+		if _, err := schemas.Decode(rec, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodePushJob: the fanout's encoder against json.Marshal of the
+// same job (the two give the same bytes).
+func BenchmarkEncodePushJob(b *testing.B) {
+	b.Run("AppendJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 512)
+		for i := 0; i < b.N; i++ {
+			buf = pushJob.AppendJSON(buf[:0])
+		}
+	})
+	b.Run("json.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := json.Marshal(pushJob); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
