@@ -12,9 +12,10 @@ import "context"
 // re-produced its jobs) appends nothing twice, also when the replay is in
 // the same call as the original. Entries of one list and source partition
 // must arrive in increasing position, except for such replays; the entries
-// of one job share its Pos and Job. It blocks until the writes are acknowledged; an error means some
-// lists may be written and others not, and the caller retries the same
-// entries. Safe for concurrent use; ctx cancels the wait.
+// of one job share its Pos and Job. It blocks until the writes are
+// acknowledged; an error means some lists may be written and others not,
+// and the caller retries the same entries. Safe for concurrent use; ctx
+// cancels the wait.
 type Sink interface {
 	Append(ctx context.Context, entries []Entry) error
 }
