@@ -216,6 +216,7 @@ func (w *wire) publish() (Event, error) {
 		return nil, err
 	}
 	p.Msg = *w.Msg
+	p.Msg.Raw = canonicalRaw(p.Msg.Raw)
 	return p, nil
 }
 
@@ -232,7 +233,10 @@ func (w *wire) group() (Event, error) {
 				return nil, fieldErr(t+".members", ReasonInvalid, "every member must be > 0")
 			}
 		}
-		g.Super, g.Members = w.Super, w.Members
+		g.Super = w.Super
+		if len(w.Members) > 0 { // members: [] is no members, as when absent
+			g.Members = w.Members
+		}
 	case TypeGroupUpgrade:
 		g.Super = w.Super
 	case TypeGroupMemberAdd, TypeGroupMemberRemove, TypeGroupMemberMute:
@@ -261,7 +265,18 @@ func (w *wire) pushJob() (Event, error) {
 	if err := validSource(t, w.Src); err != nil {
 		return nil, err
 	}
-	return &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}, nil
+	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}
+	j.Msg.Raw = canonicalRaw(j.Msg.Raw)
+	return j, nil
+}
+
+// canonicalRaw makes an empty raw frame ("raw": "") the same as none, so a
+// decoded event re-encodes (raw is omitempty) to the same event.
+func canonicalRaw(raw []byte) []byte {
+	if len(raw) == 0 {
+		return nil
+	}
+	return raw
 }
 
 func validSource(typ string, s *Source) error {
