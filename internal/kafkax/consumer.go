@@ -2,9 +2,7 @@ package kafkax
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -146,67 +144,46 @@ type partitionWorker struct {
 }
 
 func (p *partitionWorker) run(ctx context.Context) {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:       p.conn.Brokers,
-		Dialer:        p.conn.Dialer,
-		Topic:         p.topic,
-		Partition:     p.partition,
-		MinBytes:      1,
-		MaxBytes:      max(p.cfg.MaxFetchBytes, 1<<20),
-		MaxWait:       250 * time.Millisecond,
-		QueueCapacity: max(p.cfg.QueueSize/4, 100),
-	})
-	defer r.Close()
-	if err := r.SetOffset(p.offset); err != nil {
-		p.log.Error("set offset failed", "topic", p.topic, "partition", p.partition, "offset", p.offset, "err", err)
-		return
-	}
-	queue := make(chan kafka.Message, max(p.cfg.QueueSize, 1))
+	f := newFetcher(p.conn, p.cfg, p.log, p.topic, p.partition)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer close(queue)
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, io.EOF) {
-					p.log.Warn("fetch failed", "topic", p.topic, "partition", p.partition, "err", err)
-				}
-				return
-			}
+		f.run(ctx, p.offset)
+	}()
+	defer wg.Wait()
+	maxBatch := max(p.cfg.MaxBatch, 1)
+	var rest []kafka.Message // records of the last chunk not yet handled
+	for {
+		if len(rest) == 0 {
 			select {
-			case queue <- m:
+			case chunk, ok := <-f.out:
+				if !ok {
+					return
+				}
+				f.taken(len(chunk))
+				rest = chunk
 			case <-ctx.Done():
 				return
 			}
 		}
-	}()
-	defer wg.Wait()
-	maxBatch := max(p.cfg.MaxBatch, 1)
-	for {
-		var first kafka.Message
-		var ok bool
-		select {
-		case first, ok = <-queue:
-			if !ok {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
-		recs := []kafka.Message{first}
+		n := min(len(rest), maxBatch)
+		recs := rest[:n:n]
+		rest = rest[n:]
 		deadline := time.Now().Add(p.cfg.MaxWait)
 	fill:
 		// Take what is already waiting, up to MaxBatch records or MaxWait;
 		// when nothing is waiting, flush at once (milliseconds at low load).
-		for len(recs) < maxBatch && time.Now().Before(deadline) {
+		for len(rest) == 0 && len(recs) < maxBatch && time.Now().Before(deadline) {
 			select {
-			case m, ok := <-queue:
+			case chunk, ok := <-f.out:
 				if !ok {
 					break fill
 				}
-				recs = append(recs, m)
+				f.taken(len(chunk))
+				n := min(len(chunk), maxBatch-len(recs))
+				recs = append(recs, chunk[:n]...)
+				rest = chunk[n:]
 			default:
 				break fill
 			}
