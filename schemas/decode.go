@@ -41,12 +41,18 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 			fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), maxBytes))
 	}
 	var w wire
-	if !w.decodeFast(data) {
+	var fastMsg Message // the fast path decodes msg here, on the stack; the event gets a copy
+	ok, hasMsg := w.decodeFast(data, &fastMsg)
+	msg := w.Msg
+	if hasMsg {
+		msg = &fastMsg
+	} else if !ok {
 		slow := new(wire) // json.Unmarshal's argument escapes; w stays on the stack
 		if err := json.Unmarshal(data, slow); err != nil {
 			return nil, jsonError(string(slow.Type), err)
 		}
 		w = *slow
+		msg = w.Msg
 	}
 	if err := w.validateHeader(); err != nil {
 		return nil, err
@@ -55,11 +61,11 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 	case KindPresence:
 		return w.presence()
 	case KindPublish:
-		return w.publish()
+		return w.publish(msg)
 	case KindGroup:
 		return w.group()
 	default:
-		return w.pushJob()
+		return w.pushJob(msg)
 	}
 }
 
@@ -195,7 +201,7 @@ func (w *wire) presence() (Event, error) {
 	return p, nil
 }
 
-func (w *wire) publish() (Event, error) {
+func (w *wire) publish(msg *Message) (Event, error) {
 	t := string(w.Type)
 	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
 	if w.Type == TypePush {
@@ -206,16 +212,16 @@ func (w *wire) publish() (Event, error) {
 	} else if err := positive(t, "receiver", w.Receiver); err != nil {
 		return nil, err
 	}
-	if w.Msg == nil {
+	if msg == nil {
 		return nil, required(t + ".msg")
 	}
-	if err := w.Msg.validate(t); err != nil {
+	if err := msg.validate(t); err != nil {
 		return nil, err
 	}
 	if err := validSource(t, w.Src); err != nil {
 		return nil, err
 	}
-	p.Msg = *w.Msg
+	p.Msg = *msg
 	p.Msg.Raw = canonicalRaw(p.Msg.Raw)
 	return p, nil
 }
@@ -248,24 +254,24 @@ func (w *wire) group() (Event, error) {
 	return g, nil
 }
 
-func (w *wire) pushJob() (Event, error) {
+func (w *wire) pushJob(msg *Message) (Event, error) {
 	t := string(w.Type)
 	if err := receivers(t, w.Receivers); err != nil {
 		return nil, err
 	}
-	if w.Msg == nil {
+	if msg == nil {
 		return nil, required(t + ".msg")
 	}
-	if err := w.Msg.validate(t); err != nil {
+	if err := msg.validate(t); err != nil {
 		return nil, err
 	}
-	if !w.Msg.Pushable() {
-		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", w.Msg.Cmd))
+	if !msg.Pushable() {
+		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", msg.Cmd))
 	}
 	if err := validSource(t, w.Src); err != nil {
 		return nil, err
 	}
-	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *w.Msg, Src: w.Src}
+	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src}
 	j.Msg.Raw = canonicalRaw(j.Msg.Raw)
 	return j, nil
 }

@@ -386,9 +386,11 @@ func seen(mask *uint64, bit uint) bool {
 var wireNames = []string{"v", "type", "server", "appid", "ts", "id", "epoch", "uid", "online", "room_id", "receiver",
 	"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute"}
 
-// decodeFast fills w from data; false means "use encoding/json" (w is then
-// in an unspecified state).
-func (w *wire) decodeFast(data []byte) bool {
+// decodeFast fills w from data except w.Msg: a msg object is decoded into
+// *msg and reported by hasMsg (set only when ok), so that the caller can
+// keep msg on its stack. ok false means "use encoding/json" (w is then in
+// an unspecified state).
+func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 	s := &scanner{b: data}
 	var mask uint64
 	i64 := func(dst *int64) bool {
@@ -396,7 +398,7 @@ func (w *wire) decodeFast(data []byte) bool {
 		*dst = v
 		return ok
 	}
-	ok := s.object(func(k []byte) bool {
+	ok = s.object(func(k []byte) bool {
 		var v int64
 		switch string(k) {
 		case "v":
@@ -440,8 +442,9 @@ func (w *wire) decodeFast(data []byte) bool {
 			w.Receivers = rs
 			return seen(&mask, 13) && ok
 		case "msg":
-			w.Msg = &Message{}
-			return seen(&mask, 14) && w.Msg.decodeFast(s)
+			*msg = Message{}
+			hasMsg = true
+			return seen(&mask, 14) && msg.decodeFast(s)
 		case "src":
 			w.Src = &Source{}
 			return seen(&mask, 15) && w.Src.decodeFast(s)
@@ -465,7 +468,8 @@ func (w *wire) decodeFast(data []byte) bool {
 		return s.unknown(k, wireNames)
 	})
 	s.ws()
-	return ok && s.i == len(s.b)
+	ok = ok && s.i == len(s.b)
+	return ok, ok && hasMsg
 }
 
 var messageNames = []string{"cmd", "flag", "version", "seq", "sender", "receiver", "timestamp", "msgid", "content",

@@ -15,8 +15,13 @@ import (
 func checkFast(t *testing.T, data []byte) (fast bool) {
 	t.Helper()
 	var got wire
-	if !got.decodeFast(data) {
+	var msg Message
+	ok, hasMsg := got.decodeFast(data, &msg)
+	if !ok {
 		return false
+	}
+	if hasMsg {
+		got.Msg = &msg
 	}
 	var want wire
 	if err := json.Unmarshal(data, &want); err != nil {

@@ -28,6 +28,8 @@ type Conn struct {
 	ClientID  string
 	Dialer    *kafka.Dialer
 	Transport *kafka.Transport
+
+	writers kafka.RoundTripper // Transport behind the writers' metadata cache
 }
 
 // NewConn builds the connection settings from config, with TLS and SASL
@@ -42,13 +44,15 @@ func NewConn(cfg config.Kafka) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	transport := &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
+		TLS: tlsCfg, SASL: mech}
 	return &Conn{
 		Brokers:  cfg.Brokers,
 		ClientID: cfg.ClientID,
 		Dialer: &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true,
 			TLS: tlsCfg, SASLMechanism: mech},
-		Transport: &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
-			TLS: tlsCfg, SASL: mech},
+		Transport: transport,
+		writers:   newMetadataCache(transport, time.Second),
 	}, nil
 }
 

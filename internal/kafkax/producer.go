@@ -40,8 +40,18 @@ func (c *Conn) NewWriter(cfg config.Kafka, topic string) *kafka.Writer {
 		BatchBytes:   1 << 20, // a produce batch must stay under the brokers' message.max.bytes (1 MiB by default)
 		WriteTimeout: cfg.WriteTimeout,
 		MaxAttempts:  5,
-		Transport:    c.Transport,
+		Transport:    c.writerTransport(),
 	}
+}
+
+func (c *Conn) writerTransport() kafka.RoundTripper {
+	switch {
+	case c.writers != nil:
+		return c.writers
+	case c.Transport != nil: // a Conn built as a literal
+		return c.Transport
+	}
+	return nil // kafka-go's default transport
 }
 
 // Write writes msgs, retrying temporary failures with back-off until ctx
