@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/base64"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -25,14 +26,16 @@ type scanner struct {
 }
 
 func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
+	i := s.i
+	for i < len(s.b) && s.b[i] <= ' ' {
+		switch s.b[i] {
 		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
+			i++
+			continue
 		}
+		break
 	}
+	s.i = i
 }
 
 // next skips white space and reports whether the next byte is c, consuming it.
@@ -51,18 +54,16 @@ func (s *scanner) key() (k []byte, ok bool) {
 	if !s.next('"') {
 		return nil, false
 	}
-	start := s.i
-	for s.i < len(s.b) {
-		c := s.b[s.i]
+	b, start := s.b, s.i
+	for i := start; i < len(b); i++ {
+		c := b[i]
 		if c == '"' {
-			k = s.b[start:s.i]
-			s.i++
-			return k, s.next(':')
+			s.i = i + 1
+			return b[start:i], s.next(':')
 		}
 		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
 			return nil, false
 		}
-		s.i++
 	}
 	return nil, false
 }
@@ -91,24 +92,29 @@ func (s *scanner) object(field func(k []byte) bool) bool {
 // int reads a JSON integer that fits an int64.
 func (s *scanner) int() (int64, bool) {
 	s.ws()
-	neg := s.i < len(s.b) && s.b[s.i] == '-'
+	b, i := s.b, s.i
+	neg := i < len(b) && b[i] == '-'
 	if neg {
-		s.i++
+		i++
 	}
-	start := s.i
+	start := i
 	var u uint64
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+	for ; i < len(b); i++ {
+		c := b[i] - '0'
+		if c > 9 {
+			break
+		}
 		if u > (1<<63)/10 {
 			return 0, false
 		}
-		u = u*10 + uint64(s.b[s.i]-'0')
-		s.i++
+		u = u*10 + uint64(c)
 	}
-	n := s.i - start
+	s.i = i
+	n := i - start
 	switch {
-	case n == 0, n > 1 && s.b[start] == '0': // no digits, or a leading zero
+	case n == 0, n > 1 && b[start] == '0': // no digits, or a leading zero
 		return 0, false
-	case s.i < len(s.b) && (s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E'):
+	case i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E'):
 		return 0, false // a fraction or exponent: encoding/json rejects it for an integer
 	case neg && u > 1<<63, !neg && u > 1<<63-1:
 		return 0, false
@@ -124,26 +130,26 @@ func (s *scanner) str() (string, bool) {
 	if !s.next('"') {
 		return "", false
 	}
-	start := s.i
+	b, start := s.b, s.i
 	ascii := true
-	for s.i < len(s.b) {
-		c := s.b[s.i]
+	for i := start; i < len(b); i++ {
+		c := b[i]
 		switch {
 		case c == '"':
-			raw := s.b[start:s.i]
-			s.i++
+			raw := b[start:i]
+			s.i = i + 1
 			if !ascii && !utf8.Valid(raw) {
 				return "", false
 			}
 			return string(raw), true
 		case c == '\\':
+			s.i = i
 			return s.escaped(start)
 		case c < 0x20:
 			return "", false
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}
-		s.i++
 	}
 	return "", false
 }
@@ -152,40 +158,48 @@ func (s *scanner) str() (string, bool) {
 // escape is at s.i. It gives up where encoding/json would substitute U+FFFD
 // (a lone surrogate, invalid UTF-8).
 func (s *scanner) escaped(start int) (string, bool) {
-	buf := make([]byte, 0, s.i-start+32)
-	buf = append(buf, s.b[start:s.i]...)
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			s.i++
-			return string(buf), utf8.Valid(buf)
-		case c < 0x20:
-			return "", false
-		case c != '\\':
-			buf = append(buf, c)
-			s.i++
-			continue
+	b, i := s.b, s.i
+	var sb strings.Builder // its String does not copy
+	sb.Grow(i - start + 64)
+	sb.Write(b[start:i])
+	for i < len(b) {
+		run := i
+		for i < len(b) && b[i] != '"' && b[i] != '\\' && b[i] >= 0x20 {
+			i++
 		}
-		if s.i+1 >= len(s.b) {
+		sb.Write(b[run:i])
+		if i >= len(b) {
+			break
+		}
+		switch b[i] {
+		case '"':
+			s.i = i + 1
+			str := sb.String()
+			return str, utf8.ValidString(str)
+		case '\\':
+		default: // a control character
 			return "", false
 		}
-		e := s.b[s.i+1]
-		s.i += 2
+		if i+1 >= len(b) {
+			return "", false
+		}
+		e := b[i+1]
+		i += 2
 		switch e {
 		case '"', '\\', '/':
-			buf = append(buf, e)
+			sb.WriteByte(e)
 		case 'b':
-			buf = append(buf, '\b')
+			sb.WriteByte('\b')
 		case 'f':
-			buf = append(buf, '\f')
+			sb.WriteByte('\f')
 		case 'n':
-			buf = append(buf, '\n')
+			sb.WriteByte('\n')
 		case 'r':
-			buf = append(buf, '\r')
+			sb.WriteByte('\r')
 		case 't':
-			buf = append(buf, '\t')
+			sb.WriteByte('\t')
 		case 'u':
+			s.i = i
 			r, ok := s.hex4()
 			if !ok {
 				return "", false
@@ -199,7 +213,8 @@ func (s *scanner) escaped(start int) (string, bool) {
 					return "", false
 				}
 			}
-			buf = utf8.AppendRune(buf, r)
+			i = s.i
+			sb.WriteRune(r)
 		default:
 			return "", false
 		}
