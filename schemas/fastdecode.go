@@ -56,17 +56,42 @@ func (s *scanner) key() (k []byte, ok bool) {
 	}
 	b, start := s.b, s.i
 	for i := start; i < len(b); i++ {
-		c := b[i]
-		if c == '"' {
+		switch strClass[b[i]] {
+		case plain:
+			continue
+		case quote:
 			s.i = i + 1
 			return b[start:i], s.next(':')
 		}
-		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			return nil, false
-		}
+		return nil, false
 	}
 	return nil, false
 }
+
+// Byte classes inside a JSON string.
+const (
+	plain     = iota // printable ASCII other than " and \
+	quote            // "
+	backslash        // \
+	control          // < 0x20: invalid unescaped
+	nonASCII         // >= 0x80: part of a UTF-8 sequence
+)
+
+var strClass = func() (t [256]byte) {
+	for c := range t {
+		switch {
+		case c == '"':
+			t[c] = quote
+		case c == '\\':
+			t[c] = backslash
+		case c < 0x20:
+			t[c] = control
+		case c >= utf8.RuneSelf:
+			t[c] = nonASCII
+		}
+	}
+	return t
+}()
 
 // object calls field for every key of an object; field reads the value.
 // It reports false when the object is malformed or field gave up.
@@ -133,21 +158,21 @@ func (s *scanner) str() (string, bool) {
 	b, start := s.b, s.i
 	ascii := true
 	for i := start; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case c == '"':
+		switch strClass[b[i]] {
+		case plain:
+		case quote:
 			raw := b[start:i]
 			s.i = i + 1
 			if !ascii && !utf8.Valid(raw) {
 				return "", false
 			}
 			return string(raw), true
-		case c == '\\':
+		case backslash:
 			s.i = i
 			return s.escaped(start)
-		case c < 0x20:
+		case control:
 			return "", false
-		case c >= utf8.RuneSelf:
+		case nonASCII:
 			ascii = false
 		}
 	}
@@ -164,7 +189,7 @@ func (s *scanner) escaped(start int) (string, bool) {
 	sb.Write(b[start:i])
 	for i < len(b) {
 		run := i
-		for i < len(b) && b[i] != '"' && b[i] != '\\' && b[i] >= 0x20 {
+		for i < len(b) && (strClass[b[i]] == plain || strClass[b[i]] == nonASCII) {
 			i++
 		}
 		sb.Write(b[run:i])
