@@ -161,8 +161,9 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
 	if delivers > 0 {
+		e2e := f.deps.Metrics.E2EFor("deliver_topic")
 		for _, ev := range evs {
-			f.deps.Metrics.ObserveE2E("deliver_topic", ev.TS, done)
+			e2e.Observe(ev.TS, done)
 		}
 	}
 	return f.dlq.Send(ctx, rejected)

@@ -123,9 +123,7 @@ func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	if err := p.deps.Store.Apply(ctx, evs, time.Now()); err != nil {
 		return err
 	}
-	for _, ev := range evs {
-		p.events.WithLabelValues(string(ev.Type)).Inc()
-	}
+	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })
 	return p.dlq.Send(ctx, rejected)
 }
 

@@ -126,9 +126,10 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		if err != nil {
 			return err
 		}
+		obs.CountBy(p.entries, entries, func(e Entry) string { return e.Kind })
+		e2e := p.deps.Metrics.E2EFor("push_list")
 		for i := range entries {
-			p.entries.WithLabelValues(entries[i].Kind).Inc()
-			p.deps.Metrics.ObserveE2E("push_list", entries[i].TS, now)
+			e2e.Observe(entries[i].TS, now)
 		}
 	}
 	if err := p.dlq.Send(ctx, rejected); err != nil {

@@ -144,6 +144,21 @@ func (m *Metrics) ObserveRedis(stage, op string, d time.Duration, err error) {
 // ObserveE2E records the latency from origin unix-ms ts to now for sink;
 // events without ts (0) or with a clock far ahead are ignored.
 func (m *Metrics) ObserveE2E(sink string, ts int64, now time.Time) {
+	m.E2EFor(sink).Observe(ts, now)
+}
+
+// E2EFor returns sink's end-to-end latency recorder, for observing a batch
+// without looking the label up per event.
+func (m *Metrics) E2EFor(sink string) E2ERecorder {
+	return E2ERecorder{o: m.E2E.WithLabelValues(sink)}
+}
+
+// E2ERecorder records end-to-end latencies of one sink.
+type E2ERecorder struct{ o prometheus.Observer }
+
+// Observe records the latency from origin unix-ms ts to now; events
+// without ts (0) or with a clock far ahead are ignored.
+func (r E2ERecorder) Observe(ts int64, now time.Time) {
 	if ts <= 0 {
 		return
 	}
@@ -151,7 +166,36 @@ func (m *Metrics) ObserveE2E(sink string, ts int64, now time.Time) {
 	if d < -time.Second {
 		return
 	}
-	m.E2E.WithLabelValues(sink).Observe(max(d.Seconds(), 0))
+	r.o.Observe(max(d.Seconds(), 0))
+}
+
+// CountBy adds each label's count to c, one label look-up per distinct
+// label: for counting a batch by a label that takes few values.
+func CountBy[T any](c *prometheus.CounterVec, items []T, label func(T) string) {
+	var labels [8]string
+	var counts [8]int
+	n := 0
+	for _, it := range items {
+		l := label(it)
+		i := 0
+		for i < n && labels[i] != l {
+			i++
+		}
+		if i == n {
+			if n == len(labels) { // more distinct values than expected: flush
+				for j := range n {
+					c.WithLabelValues(labels[j]).Add(float64(counts[j]))
+				}
+				n, i = 0, 0
+			}
+			labels[i], counts[i] = l, 0
+			n++
+		}
+		counts[i]++
+	}
+	for j := range n {
+		c.WithLabelValues(labels[j]).Add(float64(counts[j]))
+	}
 }
 
 // DeadLetter returns stage's dead-letter writer, counting every rejection
