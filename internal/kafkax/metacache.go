@@ -24,8 +24,7 @@ type metadataCache struct {
 	next kafka.RoundTripper
 	ttl  time.Duration
 
-	mu      sync.RWMutex
-	entries map[metaKey]metaEntry
+	entries sync.Map // metaKey → metaEntry; read-mostly, so look-ups share no lock
 }
 
 type metaKey struct {
@@ -39,7 +38,7 @@ type metaEntry struct {
 }
 
 func newMetadataCache(next kafka.RoundTripper, ttl time.Duration) *metadataCache {
-	return &metadataCache{next: next, ttl: ttl, entries: map[metaKey]metaEntry{}}
+	return &metadataCache{next: next, ttl: ttl}
 }
 
 // RoundTrip implements kafka.RoundTripper.
@@ -50,20 +49,15 @@ func (m *metadataCache) RoundTrip(ctx context.Context, addr net.Addr, req kafka.
 	}
 	key := metaKey{topic: r.TopicNames[0], autoCreate: r.AllowAutoTopicCreation}
 	now := time.Now()
-	m.mu.RLock()
-	e, hit := m.entries[key]
-	m.mu.RUnlock()
-	if hit && now.Before(e.expires) {
-		return e.resp, nil
+	if e, hit := m.entries.Load(key); hit && now.Before(e.(metaEntry).expires) {
+		return e.(metaEntry).resp, nil
 	}
 	resp, err := m.next.RoundTrip(ctx, addr, req)
 	if err != nil {
 		return resp, err
 	}
 	if mr, ok := resp.(*metadataAPI.Response); ok && cacheable(mr, key.topic) {
-		m.mu.Lock()
-		m.entries[key] = metaEntry{resp: mr, expires: now.Add(m.ttl)}
-		m.mu.Unlock()
+		m.entries.Store(key, metaEntry{resp: mr, expires: now.Add(m.ttl)})
 	}
 	return resp, nil
 }

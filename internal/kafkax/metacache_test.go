@@ -112,3 +112,19 @@ func TestMetadataCache(t *testing.T) {
 		t.Fatal("a failed look-up after the TTL was answered from the cache")
 	}
 }
+
+// BenchmarkMetadataCacheHit: the look-up kafka-go's Writer makes for every
+// message, answered from the cache, from concurrent partition workers.
+func BenchmarkMetadataCacheHit(b *testing.B) {
+	m := newMetadataCache(&countingTransport{topics: map[string]int{"imr.push": 12}}, time.Hour)
+	addr := kafka.TCP("127.0.0.1:9092")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := metaReq("imr.push")
+		for pb.Next() {
+			if _, err := m.RoundTrip(context.Background(), addr, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
