@@ -84,8 +84,6 @@ func (g *Groups) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	if err := g.deps.Store.Apply(ctx, evs); err != nil {
 		return err
 	}
-	for _, ev := range evs {
-		g.events.WithLabelValues(string(ev.Type)).Inc()
-	}
+	obs.CountBy(g.events, evs, func(ev *schemas.Group) string { return string(ev.Type) })
 	return g.dlq.Send(ctx, rejected)
 }
