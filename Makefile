@@ -38,7 +38,7 @@ bench: tools
 
 ## gobench: Go benchmarks of the hot paths
 gobench: tools
-	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./pusher ./fanout ./store
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./pusher ./fanout ./store ./internal/kafkax
 
 ## lint: gofmt and go vet
 lint:
