@@ -212,6 +212,9 @@ func (f *fetcher) fetchLoop(ctx context.Context, conn *kafka.Conn, offset int64,
 					return offset, nil
 				}
 				recs = nil
+				// send may have waited for a slow handler (a retried
+				// batch while Redis is down) with the response half read.
+				conn.SetReadDeadline(time.Now().Add(fetchSafety))
 			}
 		}
 		err := batch.Close()
