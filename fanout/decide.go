@@ -15,6 +15,14 @@ type View interface {
 	LiveServers() []string
 }
 
+// MemberView is a View that also knows a group's members' presence in the
+// order of Group(appid, gid).Members; Decide then walks that slice instead
+// of asking User per member.
+type MemberView interface {
+	View
+	Members(appid, gid int64) []store.UserPresence
+}
+
 // Plan is what to do with one publish event.
 type Plan struct {
 	Deliver []string  // servers to forward the event to (never the origin)
@@ -52,11 +60,23 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 			p.Skip = "unknown_group"
 			return p
 		}
+		var pres []store.UserPresence
+		if mv, ok := v.(MemberView); ok {
+			if pres = mv.Members(ev.AppID, ev.Receiver); len(pres) != len(g.Members) {
+				pres = nil
+			}
+		}
+		member := func(i int) store.UserPresence {
+			if pres != nil {
+				return pres[i]
+			}
+			return v.User(ev.AppID, g.Members[i])
+		}
 		switch m.Cmd {
 		case schemas.CmdGroupIM:
 			var off []int64
-			for _, uid := range g.Members {
-				if uid != m.Sender && !v.User(ev.AppID, uid).Online {
+			for i, uid := range g.Members {
+				if uid != m.Sender && !member(i).Online {
 					off = append(off, uid)
 				}
 			}
@@ -66,8 +86,8 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 		case schemas.CmdSyncGroupNotify:
 			if !o.SyncGroupNotifyAll {
 				var servers []string
-				for _, uid := range g.Members {
-					servers = union(servers, v.User(ev.AppID, uid).Servers)
+				for i := range g.Members {
+					servers = union(servers, member(i).Servers)
 				}
 				p.Deliver = except(servers, ev.Server)
 			}
