@@ -141,12 +141,6 @@ func (m *Metrics) ObserveRedis(stage, op string, d time.Duration, err error) {
 	}
 }
 
-// ObserveE2E records the latency from origin unix-ms ts to now for sink;
-// events without ts (0) or with a clock far ahead are ignored.
-func (m *Metrics) ObserveE2E(sink string, ts int64, now time.Time) {
-	m.E2EFor(sink).Observe(ts, now)
-}
-
 // E2EFor returns sink's end-to-end latency recorder, for observing a batch
 // without looking the label up per event.
 func (m *Metrics) E2EFor(sink string) E2ERecorder {
