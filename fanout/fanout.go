@@ -124,7 +124,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		}
 		m := decoded[i].Msg
 		if len(plan.Deliver) > 0 {
-			value := withSource(m.Value, m.Topic, m.Partition, m.Offset)
+			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, b.Inc)
 			for _, server := range plan.Deliver {
 				topic := f.cfg.Kafka.Topics.DeliverPrefix + server
 				if !f.known(topic) {
@@ -135,7 +135,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			delivers += len(plan.Deliver)
 		}
 		for idx, receivers := range plan.Push {
-			job := pushJob(ev, receivers, m, idx)
+			job := pushJob(ev, receivers, m, b.Inc, idx)
 			job.Topic = f.cfg.Kafka.Topics.Push
 			out = append(out, job)
 		}
@@ -177,12 +177,12 @@ func (f *Fanout) known(topic string) bool {
 
 // withSource returns the event's JSON with src appended, keeping every byte
 // the producer wrote (unknown fields, msg.raw).
-func withSource(value []byte, topic string, partition int, offset int64) []byte {
+func withSource(value []byte, topic string, partition int, offset int64, inc string) []byte {
 	end := len(value) - 1
 	for end >= 0 && value[end] != '}' {
 		end--
 	}
-	b := make([]byte, 0, end+80+len(topic))
+	b := make([]byte, 0, end+96+len(topic)+len(inc))
 	b = append(b, value[:end]...)
 	b = append(b, `,"src":{"topic":`...)
 	b = strconv.AppendQuote(b, topic)
@@ -190,19 +190,23 @@ func withSource(value []byte, topic string, partition int, offset int64) []byte 
 	b = strconv.AppendInt(b, int64(partition), 10)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendInt(b, offset, 10)
+	if inc != "" {
+		b = append(b, `,"inc":`...)
+		b = strconv.AppendQuote(b, inc)
+	}
 	return append(b, "}}"...)
 }
 
 // pushJob builds the idx-th push job of the event read from m. Its key names
 // the source partition, which the output balancer maps to an imr.push
 // partition.
-func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, idx int) kafka.Message {
+func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, inc string, idx int) kafka.Message {
 	msg := ev.Msg
 	msg.Raw = nil // the pusher does not need the frame
 	h := ev.Header
 	h.Type = schemas.TypePushJob
 	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
-		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx}}
+		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: inc}}
 	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: job.AppendJSON(make([]byte, 0, 256))}
 }
 

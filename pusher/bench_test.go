@@ -14,7 +14,7 @@ func BenchmarkEncodePeerEntry(b *testing.B) {
 	buf := make([]pusher.Entry, 0, 1)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		buf = enc.Append(buf[:0], job, "imr.push", 3, int64(i))
+		buf = enc.Append(buf[:0], job, "imr.push", "", 3, int64(i))
 	}
 }
 
@@ -27,6 +27,6 @@ func BenchmarkEncodeGroupEntry1000(b *testing.B) {
 	job := &schemas.PushJob{Header: schemas.Header{AppID: 7}, Receivers: rs, Msg: schemas.Message{Cmd: 8, Sender: 1, Receiver: 55, Content: "hi"}}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		enc.Append(nil, job, "imr.push", 3, int64(i))
+		enc.Append(nil, job, "imr.push", "", 3, int64(i))
 	}
 }

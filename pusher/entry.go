@@ -35,15 +35,20 @@ type Entry struct {
 	Job          int64 // the push job's own imr.push offset: tells a job's entries (same Pos) from a replay of the job
 	TS           int64 // origin unix ms, 0 when unknown
 	Data         []byte
+	// Written is set by Sink.Append on the entries it appended; the others
+	// were repeats (below the watermark, or a replay within the call).
+	Written bool
 }
 
 // Position returns the source coordinates of a push job read from
-// (topic, partition, offset).
-func Position(job *schemas.PushJob, topic string, partition int, offset int64) (string, int, int64) {
+// (topic, partition, offset) in incarnation inc.
+// The stream is the topic qualified by the log's incarnation
+// (schemas.Source.Stream): positions of another incarnation count apart.
+func Position(job *schemas.PushJob, topic, inc string, partition int, offset int64) (string, int, int64) {
 	if s := job.Src; s != nil {
-		return s.Topic, s.Partition, s.Offset<<16 | int64(s.Index)
+		return s.Stream(), s.Partition, s.Offset<<16 | int64(s.Index)
 	}
-	return topic, partition, offset << 16
+	return schemas.StreamOf(topic, inc), partition, offset << 16
 }
 
 // Encoder turns push jobs into entries.
@@ -52,14 +57,15 @@ type Encoder struct {
 	SystemPush bool
 }
 
-// Append appends the entries of job (read at topic/partition/offset) to dst. It returns dst
+// Append appends the entries of job (read at topic/partition/offset, in
+// incarnation inc) to dst. It returns dst
 // unchanged when the job yields no entry (SYSTEM with system push off).
 // Keys are in sorted order and strings escaped exactly as Go's
 // encoding/json does for a map, which is what im_service wrote.
-func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic string, partition int, offset int64) []Entry {
+func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic, inc string, partition int, offset int64) []Entry {
 	m := &job.Msg
 	appid := job.AppID
-	st, sp, pos := Position(job, topic, partition, offset)
+	st, sp, pos := Position(job, topic, inc, partition, offset)
 	add := func(kind string, rom bool, data []byte) {
 		list := kind
 		if rom && e.ROMApps[appid] {

@@ -41,7 +41,7 @@ func reference(appid int64, job *schemas.PushJob) map[string][]string {
 
 func encode(job *schemas.PushJob, enc *pusher.Encoder) map[string][]string {
 	out := map[string][]string{}
-	for _, e := range enc.Append(nil, job, "t", 0, 1) {
+	for _, e := range enc.Append(nil, job, "t", "", 0, 1) {
 		out[e.List] = append(out[e.List], string(e.Data))
 	}
 	return out
@@ -80,11 +80,11 @@ func TestEncoderLists(t *testing.T) {
 	}
 	for _, tt := range tests {
 		job := &schemas.PushJob{Header: schemas.Header{AppID: tt.appid}, Receivers: []int64{1}, Msg: schemas.Message{Cmd: tt.cmd}}
-		es := on.Append(nil, job, "t", 0, 0)
+		es := on.Append(nil, job, "t", "", 0, 0)
 		if len(es) != 1 || es[0].List != tt.want {
 			t.Errorf("cmd %d app %d: %+v, want list %s", tt.cmd, tt.appid, es, tt.want)
 		}
-		if n := len(off.Append(nil, job, "t", 0, 0)); (tt.cmd == 21) != (n == 0) {
+		if n := len(off.Append(nil, job, "t", "", 0, 0)); (tt.cmd == 21) != (n == 0) {
 			t.Errorf("cmd %d with system push off: %d entries", tt.cmd, n)
 		}
 	}

@@ -17,7 +17,8 @@
 // Metrics (besides the shared ones in internal/obs, stage="pusher"):
 //
 //	imstream_push_list_length{list}            entries waiting in a push list (LLEN at scrape time)
-//	imstream_push_entries_total{list}          entries in batches Redis acknowledged (a replay skipped by the watermark counts again)
+//	imstream_push_entries_total{list}          entries appended to a list (Redis acknowledged); repeats the
+//	                                           watermark dropped count as imstream_skipped_total{stage="pusher",reason="repeat"}
 package pusher
 
 import (
@@ -113,7 +114,7 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	skipped := 0
 	for _, j := range jobs {
 		n := len(entries)
-		entries = p.enc.Append(entries, j.Event, j.Msg.Topic, j.Msg.Partition, j.Msg.Offset)
+		entries = p.enc.Append(entries, j.Event, j.Msg.Topic, b.Inc, j.Msg.Partition, j.Msg.Offset)
 		if len(entries) == n {
 			skipped++
 		}
@@ -126,10 +127,26 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		if err != nil {
 			return err
 		}
-		obs.CountBy(p.entries, entries, func(e Entry) string { return e.Kind })
+		written, repeats := entries, 0
 		e2e := p.deps.Metrics.E2EFor("push_list")
 		for i := range entries {
-			e2e.Observe(entries[i].TS, now)
+			if entries[i].Written {
+				e2e.Observe(entries[i].TS, now)
+			} else {
+				repeats++
+			}
+		}
+		if repeats > 0 {
+			written = make([]Entry, 0, len(entries)-repeats)
+			for _, e := range entries {
+				if e.Written {
+					written = append(written, e)
+				}
+			}
+		}
+		obs.CountBy(p.entries, written, func(e Entry) string { return e.Kind })
+		if repeats > 0 {
+			p.deps.Metrics.Skipped.WithLabelValues(Stage, "repeat").Add(float64(repeats))
 		}
 	}
 	if err := p.dlq.Send(ctx, rejected); err != nil {

@@ -14,8 +14,9 @@ import "context"
 // must arrive in increasing position, except for such replays; the entries
 // of one job share its Pos and Job. It blocks until the writes are
 // acknowledged; an error means some lists may be written and others not,
-// and the caller retries the same entries. Safe for concurrent use; ctx
-// cancels the wait.
+// and the caller retries the same entries. On success every entry's Written
+// tells whether it was appended (false: a repeat). Safe for concurrent use;
+// ctx cancels the wait.
 type Sink interface {
 	Append(ctx context.Context, entries []Entry) error
 }

@@ -27,6 +27,9 @@ func (s *MemorySink) Append(ctx context.Context, entries []Entry) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for i := range entries {
+		entries[i].Written = false
+	}
 	order, by := groupByStream(entries)
 	for _, k := range order {
 		wm, ok := s.wm[k]
@@ -35,7 +38,8 @@ func (s *MemorySink) Append(ctx context.Context, entries []Entry) error {
 		}
 		hi := wm
 		for _, e := range by[k] {
-			if e.Pos > wm {
+			e.Written = e.Pos > wm
+			if e.Written {
 				s.lists[k.list] = append(s.lists[k.list], string(e.Data))
 				hi = max(hi, e.Pos)
 			}

@@ -82,9 +82,17 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 	if err != nil {
 		return fmt.Errorf("pusher: append to %d lists: %w", len(order), err)
 	}
+	for i := range entries {
+		entries[i].Written = false
+	}
 	for i, c := range cmds {
-		if err := c.Err(); err != nil {
+		n, err := c.Int()
+		if err != nil {
 			return fmt.Errorf("pusher: rpush %s: %w", order[i].list, err)
+		}
+		es := by[order[i]] // the script appended the last n
+		for _, e := range es[len(es)-min(n, len(es)):] {
+			e.Written = true
 		}
 	}
 	return nil

@@ -299,6 +299,8 @@ func validSource(typ string, s *Source) error {
 		return fieldErr(path+".offset", ReasonInvalid, "must be 0..2^37")
 	case s.Index < 0 || s.Index > 0xffff:
 		return fieldErr(path+".index", ReasonInvalid, "must be 0..65535")
+	case len(s.Inc) > 64:
+		return fieldErr(path+".inc", ReasonInvalid, "must be at most 64 bytes")
 	}
 	return nil
 }

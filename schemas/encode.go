@@ -29,6 +29,9 @@ func (j *PushJob) AppendJSON(b []byte) []byte {
 		b = appendField(b, "partition", int64(s.Partition), false)
 		b = appendField(b, "offset", s.Offset, false)
 		b = appendField(b, "index", int64(s.Index), true)
+		if s.Inc != "" {
+			b = AppendString(append(b, `,"inc":`...), s.Inc)
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}')

@@ -585,7 +585,7 @@ func (m *Message) decodeFast(s *scanner) bool {
 	})
 }
 
-var sourceNames = []string{"topic", "partition", "offset", "index"}
+var sourceNames = []string{"topic", "partition", "offset", "index", "inc"}
 
 func (src *Source) decodeFast(s *scanner) bool {
 	var mask uint64
@@ -608,6 +608,9 @@ func (src *Source) decodeFast(s *scanner) bool {
 			v, ok = s.int()
 			src.Index = int(v)
 			return seen(&mask, 3) && ok
+		case "inc":
+			src.Inc, ok = s.str()
+			return seen(&mask, 4) && ok
 		}
 		return s.unknown(k, sourceNames)
 	})

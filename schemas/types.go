@@ -125,6 +125,23 @@ type Source struct {
 	// Index numbers the outputs derived from one source record (0, 1, …)
 	// where a record yields several push jobs; with Offset it orders them.
 	Index int `json:"index,omitempty"`
+	// Inc is the incarnation of the source partition's log ("" for the
+	// first one a deployment read before incarnations existed): offsets of
+	// different incarnations are not comparable. See docs/reliability.md.
+	Inc string `json:"inc,omitempty"`
+}
+
+// Stream names the source stream the offset counts in: the topic, qualified
+// by the incarnation when there is one ("topic@inc"). A consumer that drops
+// repeats keeps one highest offset per (Stream, Partition).
+func (s *Source) Stream() string { return StreamOf(s.Topic, s.Inc) }
+
+// StreamOf is Source.Stream for a topic and incarnation.
+func StreamOf(topic, inc string) string {
+	if inc == "" {
+		return topic
+	}
+	return topic + "@" + inc
 }
 
 // Publish is a publish, publish_group, publish_room or push event. Deliver

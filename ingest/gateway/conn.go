@@ -36,8 +36,8 @@ type conn struct {
 }
 
 type srcKey struct {
-	partition    int // of the deliver topic
-	topic        string
+	partition    int    // of the deliver topic
+	topic        string // schemas.Source.Stream: incarnations count apart
 	srcPartition int
 }
 
@@ -278,7 +278,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	for _, d := range decoded {
 		p := d.Event
 		if p.Src != nil {
-			k := srcKey{b.Partition, p.Src.Topic, p.Src.Partition}
+			k := srcKey{b.Partition, p.Src.Stream(), p.Src.Partition}
 			last, ok := seen[k]
 			if !ok {
 				last, ok = c.seen[k]

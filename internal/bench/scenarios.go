@@ -111,7 +111,7 @@ func (b *Bench) rpush(ctx context.Context) error {
 	entries := make([]any, n)
 	for i := range entries {
 		job := &schemas.PushJob{Header: schemas.Header{AppID: app}, Receivers: []int64{offline(i)}, Msg: schemas.Message{Cmd: 4, Sender: 1, Content: "bench " + strconv.Itoa(i)}}
-		entries[i] = enc.Append(nil, job, "t", 0, int64(i))[0].Data
+		entries[i] = enc.Append(nil, job, "t", "", 0, int64(i))[0].Data
 	}
 	return b.best("raw RPUSH", func() error {
 		if err := b.flush(ctx); err != nil {

@@ -14,7 +14,11 @@ import (
 type Batch struct {
 	Topic     string
 	Partition int
-	Records   []kafka.Message
+	// Inc is the incarnation of the partition's log the records belong to
+	// ("" for the legacy one; see incarnation.go). Sinks that drop repeats
+	// by source offset keep their positions per incarnation.
+	Inc     string
+	Records []kafka.Message
 }
 
 // Handler processes batches. HandleBatch is called for one partition at a
@@ -42,6 +46,9 @@ type Hooks struct {
 	Committed func(topic string, partition int, offset int64)
 	Rebalance func(group string)
 	Assigned  func(group string, topic string, partitions []int)
+	// LogReset is called when a partition's log was found to have started
+	// again (topic re-created, broker data lost, another cluster).
+	LogReset func(topic string, partition int)
 }
 
 // ConsumerConfig configures Consume.
@@ -110,7 +117,7 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 			cfg.Hooks.Rebalance(cfg.Group)
 		}
 		first = false
-		commits := newCommitter(gen, cfg, log)
+		commits := newCommitter(c, gen, cfg, log)
 		for _, topic := range cfg.Topics {
 			assigns := gen.Assignments[topic]
 			parts := make([]int, 0, len(assigns))
@@ -145,6 +152,10 @@ type partitionWorker struct {
 
 func (p *partitionWorker) run(ctx context.Context) {
 	f := newFetcher(p.conn, p.cfg, p.log, p.topic, p.partition)
+	f.commits = p.commits
+	if !f.init(ctx, p.cfg.Group, p.offset) {
+		return
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -154,19 +165,21 @@ func (p *partitionWorker) run(ctx context.Context) {
 	defer wg.Wait()
 	maxBatch := max(p.cfg.MaxBatch, 1)
 	var rest []kafka.Message // records of the last chunk not yet handled
+	inc := ""                // incarnation of rest
 	for {
 		if len(rest) == 0 {
 			select {
-			case chunk, ok := <-f.out:
+			case c, ok := <-f.out:
 				if !ok {
 					return
 				}
-				f.taken(len(chunk))
-				rest = chunk
+				f.taken(len(c.recs))
+				rest, inc = c.recs, c.inc
 			case <-ctx.Done():
 				return
 			}
 		}
+		next := "" // set when rest is of a new incarnation
 		n := min(len(rest), maxBatch)
 		recs := rest[:n:n]
 		rest = rest[n:]
@@ -176,14 +189,18 @@ func (p *partitionWorker) run(ctx context.Context) {
 		// when nothing is waiting, flush at once (milliseconds at low load).
 		for len(rest) == 0 && len(recs) < maxBatch && time.Now().Before(deadline) {
 			select {
-			case chunk, ok := <-f.out:
+			case c, ok := <-f.out:
 				if !ok {
 					break fill
 				}
-				f.taken(len(chunk))
-				n := min(len(chunk), maxBatch-len(recs))
-				recs = append(recs, chunk[:n]...)
-				rest = chunk[n:]
+				f.taken(len(c.recs))
+				if c.inc != inc { // a new incarnation: its own batches
+					rest, next = c.recs, c.inc
+					break fill
+				}
+				n := min(len(c.recs), maxBatch-len(recs))
+				recs = append(recs, c.recs[:n]...)
+				rest = c.recs[n:]
 			default:
 				break fill
 			}
@@ -191,16 +208,19 @@ func (p *partitionWorker) run(ctx context.Context) {
 		if p.cfg.Hooks.Fetched != nil {
 			p.cfg.Hooks.Fetched(p.topic, p.partition, len(recs))
 		}
-		if !p.handle(ctx, recs) {
+		if !p.handle(ctx, inc, recs) {
 			return
+		}
+		if next != "" {
+			inc, next = next, ""
 		}
 	}
 }
 
 // handle runs the handler until it succeeds or ctx ends, then hands the
 // next offset to the committer.
-func (p *partitionWorker) handle(ctx context.Context, recs []kafka.Message) bool {
-	b := Batch{Topic: p.topic, Partition: p.partition, Records: recs}
+func (p *partitionWorker) handle(ctx context.Context, inc string, recs []kafka.Message) bool {
+	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs}
 	backoff := p.cfg.RetryMin
 	for {
 		start := time.Now()
@@ -226,6 +246,6 @@ func (p *partitionWorker) handle(ctx context.Context, recs []kafka.Message) bool
 		}
 		backoff = min(2*backoff, p.cfg.RetryMax)
 	}
-	p.commits.done(p.topic, p.partition, recs[len(recs)-1].Offset+1)
+	p.commits.done(p.topic, p.partition, inc, &recs[len(recs)-1])
 	return true
 }

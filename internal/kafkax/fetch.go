@@ -20,8 +20,15 @@ import (
 // cannot tell whether more input is waiting. Here a chunk is whatever one
 // fetch response holds, up to MaxBatch records, so the partition worker
 // sees at once how much is waiting.
+// chunk is records of one incarnation.
+type chunk struct {
+	recs []kafka.Message
+	inc  string
+}
+
 type fetcher struct {
 	dialer    *kafka.Dialer
+	transport *kafka.Transport
 	brokers   []string
 	topic     string
 	partition int
@@ -33,7 +40,16 @@ type fetcher struct {
 	retryMax  time.Duration
 	log       *slog.Logger
 
-	out chan []kafka.Message
+	out     chan chunk
+	commits *committer
+	onReset func(topic string, partition int)
+
+	// The incarnation being read, and the last record handed over (or the
+	// one before the committed offset), to check the log against when
+	// (re)connecting; lastOff is -1 when unknown.
+	inc     string
+	lastOff int64
+	lastFP  string
 
 	mu       sync.Mutex
 	buffered int           // records sent on out and not yet taken
@@ -46,12 +62,63 @@ const fetchSafety = 10 * time.Second
 
 func newFetcher(c *Conn, cfg ConsumerConfig, log *slog.Logger, topic string, partition int) *fetcher {
 	return &fetcher{
-		dialer: c.Dialer, brokers: c.Brokers, topic: topic, partition: partition,
+		dialer: c.Dialer, transport: c.Transport, brokers: c.Brokers, topic: topic, partition: partition,
 		maxBytes: max(cfg.MaxFetchBytes, 1<<20), maxWait: 250 * time.Millisecond,
 		chunk: max(cfg.MaxBatch, 1), queueSize: max(cfg.QueueSize, 1),
 		retryMin: max(cfg.RetryMin, 10*time.Millisecond), retryMax: max(cfg.RetryMax, cfg.RetryMin, 10*time.Millisecond),
-		log: log, out: make(chan []kafka.Message, max(cfg.QueueSize, 1)), space: make(chan struct{}, 1),
+		log: log, out: make(chan chunk, max(cfg.QueueSize, 1)), space: make(chan struct{}, 1),
+		onReset: cfg.Hooks.LogReset, lastOff: -1,
 	}
+}
+
+// init reads the metadata committed with offset (retrying until ctx ends)
+// to learn the incarnation and the record to check the log against. It
+// reports false when ctx ended.
+func (f *fetcher) init(ctx context.Context, group string, offset int64) bool {
+	if offset < 0 {
+		return true // nothing committed: dial starts an incarnation
+	}
+	backoff := f.retryMin
+	for {
+		meta, err := f.committedMeta(ctx, group)
+		if err == nil {
+			if m, ok := parseMeta(meta); ok {
+				f.inc = m.inc
+				if m.fp != "" && offset > 0 {
+					f.lastOff, f.lastFP = offset-1, m.fp
+				}
+			}
+			f.commits.start(f.topic, f.partition, f.inc)
+			return true
+		}
+		f.log.Warn("reading committed offset metadata failed; retrying", "topic", f.topic, "partition", f.partition, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, f.retryMax)
+	}
+}
+
+func (f *fetcher) committedMeta(ctx context.Context, group string) (string, error) {
+	resp, err := (&kafka.Client{Addr: kafka.TCP(f.brokers...), Transport: f.transport, Timeout: 10 * time.Second}).OffsetFetch(ctx,
+		&kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{f.topic: {f.partition}}})
+	if err != nil {
+		return "", err
+	}
+	if resp.Error != nil {
+		return "", resp.Error
+	}
+	for _, p := range resp.Topics[f.topic] {
+		if p.Error != nil {
+			return "", p.Error
+		}
+		if p.Partition == f.partition {
+			return p.Metadata, nil
+		}
+	}
+	return "", nil
 }
 
 // taken tells the fetcher that the worker took n records off out.
@@ -71,6 +138,8 @@ func (f *fetcher) taken(n int) {
 // send hands a chunk to the worker, first waiting while queueSize records
 // are buffered. It reports false when ctx ended.
 func (f *fetcher) send(ctx context.Context, recs []kafka.Message) bool {
+	last := &recs[len(recs)-1]
+	f.lastOff, f.lastFP = last.Offset, fingerprint(last)
 	for {
 		f.mu.Lock()
 		full := f.buffered >= f.queueSize
@@ -88,7 +157,7 @@ func (f *fetcher) send(ctx context.Context, recs []kafka.Message) bool {
 		}
 	}
 	select {
-	case f.out <- recs:
+	case f.out <- chunk{recs: recs, inc: f.inc}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -150,7 +219,7 @@ func (f *fetcher) dial(ctx context.Context, offset int64) (*kafka.Conn, int64, e
 	if conn == nil {
 		return nil, offset, fmt.Errorf("dial leader: %w", err)
 	}
-	next, err := f.resolve(conn, offset)
+	next, err := f.resolve(ctx, conn, offset)
 	if err != nil {
 		conn.Close()
 		return nil, offset, err
@@ -158,34 +227,95 @@ func (f *fetcher) dial(ctx context.Context, offset int64) (*kafka.Conn, int64, e
 	return conn, next, nil
 }
 
-// resolve maps offset onto the partition's log: FirstOffset and offsets
-// before the first one held go to the first; LastOffset to the end. An
-// offset past the end is an error: the broker lost records it had
-// acknowledged, or the committed offset is from another log; the caller
-// waits for the log to grow rather than skip.
-func (f *fetcher) resolve(conn *kafka.Conn, offset int64) (int64, error) {
+// resolve maps offset onto the partition's log and positions conn there.
+// FirstOffset (nothing committed) starts an incarnation at the first
+// offset held. An offset before the first one held (retention) moves to
+// the first, with a WARN line. When the log is not the one the last record
+// handed over came from — it is now shorter than that record's offset, or
+// holds another record there — the log started again: a new incarnation
+// begins at its first offset.
+func (f *fetcher) resolve(ctx context.Context, conn *kafka.Conn, offset int64) (int64, error) {
 	conn.SetDeadline(time.Now().Add(fetchSafety))
 	defer conn.SetDeadline(time.Time{})
 	first, last, err := conn.ReadOffsets()
 	if err != nil {
 		return offset, fmt.Errorf("read offsets: %w", err)
 	}
+	restarted := ""
 	switch {
 	case offset == kafka.FirstOffset:
+		if err := f.begin(ctx, newIncarnation("f"), first); err != nil {
+			return offset, err
+		}
 		offset = first
 	case offset == kafka.LastOffset:
 		offset = last
-	case offset < first:
+	case f.lastOff >= 0 && f.lastOff >= last:
+		restarted = fmt.Sprintf("the log ends at %d, before offset %d already read", last, f.lastOff)
+	case f.lastOff >= first:
+		same, err := f.holds(conn, f.lastOff, f.lastFP)
+		if err != nil {
+			return offset, err
+		}
+		if !same {
+			restarted = fmt.Sprintf("offset %d holds another record than the one read there", f.lastOff)
+		}
+	case offset > last:
+		restarted = fmt.Sprintf("offset %d is past the end of the log (%d)", offset, last)
+	}
+	if restarted == "" && offset >= 0 && offset < first {
 		f.log.Warn("offset no longer held by the broker; skipping to the first one held", "topic", f.topic, "partition", f.partition,
 			"offset", offset, "first", first, "skipped", first-offset)
 		offset = first
-	case offset > last:
-		return offset, fmt.Errorf("offset %d is past the end of the log (%d)", offset, last)
+	}
+	if restarted != "" {
+		inc := newIncarnation("r")
+		if err := f.begin(ctx, inc, first); err != nil {
+			return offset, err
+		}
+		f.log.Warn("partition log started again (topic re-created, broker data lost, or another cluster); reading the new log from its beginning as a new incarnation",
+			"topic", f.topic, "partition", f.partition, "reason", restarted, "incarnation", inc, "first", first, "end", last)
+		if f.onReset != nil {
+			f.onReset(f.topic, f.partition)
+		}
+		offset = first
 	}
 	if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
 		return offset, fmt.Errorf("seek %d: %w", offset, err)
 	}
 	return offset, nil
+}
+
+// begin starts incarnation inc at offset first, committed before anything
+// of it is read.
+func (f *fetcher) begin(ctx context.Context, inc string, first int64) error {
+	if err := f.commits.restart(ctx, f.topic, f.partition, inc, first); err != nil {
+		return fmt.Errorf("commit the start of incarnation %s: %w", inc, err)
+	}
+	f.inc, f.lastOff, f.lastFP = inc, -1, ""
+	return nil
+}
+
+// holds reports whether the record at offset has fingerprint fp. A record
+// the log does not show at that offset (compaction, control batches) is
+// taken as the same log: nothing tells otherwise.
+func (f *fetcher) holds(conn *kafka.Conn, offset int64, fp string) (bool, error) {
+	if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return false, fmt.Errorf("seek %d: %w", offset, err)
+	}
+	batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: f.maxBytes, MaxWait: f.maxWait})
+	m, err := batch.ReadMessage()
+	cerr := batch.Close()
+	if err != nil {
+		if cerr != nil {
+			err = cerr
+		}
+		return false, fmt.Errorf("read offset %d to check the log: %w", offset, err)
+	}
+	if m.Offset != offset {
+		return true, nil
+	}
+	return fingerprint(&m) == fp, nil
 }
 
 // fetchLoop fetches over one connection until an error that needs a new
@@ -228,7 +358,7 @@ func (f *fetcher) fetchLoop(ctx context.Context, conn *kafka.Conn, offset int64,
 		case err == nil, errors.Is(err, kafka.RequestTimedOut):
 			ok()
 		case errors.Is(err, kafka.OffsetOutOfRange):
-			next, rerr := f.resolve(conn, offset)
+			next, rerr := f.resolve(ctx, conn, offset)
 			if rerr != nil {
 				return offset, rerr
 			}

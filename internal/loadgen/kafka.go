@@ -19,8 +19,9 @@ import (
 type kafkaServer struct {
 	p      *ingest.Producer
 	work   chan func() error
-	wg     sync.WaitGroup
 	mu     sync.Mutex
+	idle   *sync.Cond // signalled when pending drops to 0; a WaitGroup would panic on Add during a Wait
+	busy   int        // calls handed to the senders and not yet finished
 	err    error
 	out    chan imr.Frame
 	cancel context.CancelFunc
@@ -29,15 +30,19 @@ type kafkaServer struct {
 func newKafkaServer(p *ingest.Producer, brokers []string, deliverTopic string) *kafkaServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &kafkaServer{p: p, work: make(chan func() error, 4096), out: make(chan imr.Frame, 1<<16), cancel: cancel}
+	s.idle = sync.NewCond(&s.mu)
 	for i := 0; i < 64; i++ {
 		go func() {
 			for f := range s.work {
-				if err := f(); err != nil {
-					s.mu.Lock()
+				err := f()
+				s.mu.Lock()
+				if err != nil {
 					s.err = err
-					s.mu.Unlock()
 				}
-				s.wg.Done()
+				if s.busy--; s.busy == 0 {
+					s.idle.Broadcast()
+				}
+				s.mu.Unlock()
 			}
 		}()
 	}
@@ -46,7 +51,9 @@ func newKafkaServer(p *ingest.Producer, brokers []string, deliverTopic string) *
 }
 
 func (s *kafkaServer) do(f func() error) error {
-	s.wg.Add(1)
+	s.mu.Lock()
+	s.busy++
+	s.mu.Unlock()
 	s.work <- f
 	return nil
 }
@@ -65,9 +72,11 @@ func (s *kafkaServer) push(appid int64, receivers []int64, m schemas.Message) er
 }
 
 func (s *kafkaServer) flush() error {
-	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for s.busy > 0 {
+		s.idle.Wait()
+	}
 	return s.err
 }
 

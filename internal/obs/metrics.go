@@ -21,6 +21,7 @@ import (
 //	imstream_batch_records{stage}                  records per handled batch (histogram)
 //	imstream_batch_handle_seconds{stage}           time to handle one batch (histogram)
 //	imstream_rebalances_total{stage}               consumer group generations after the first
+//	imstream_log_resets_total{stage,topic}         partition logs found started again (re-created topic, emptied broker, other cluster)
 //	imstream_committed_offset{stage,topic,partition} last committed offset
 //	imstream_e2e_latency_seconds{sink}             origin ts to durable write (histogram)
 //	imstream_redis_seconds{stage,op}               Redis round trip of one store/sink call (histogram)
@@ -35,6 +36,7 @@ type Metrics struct {
 	BatchSize  *prometheus.HistogramVec
 	HandleTime *prometheus.HistogramVec
 	Rebalances *prometheus.CounterVec
+	LogResets  *prometheus.CounterVec
 	Committed  *prometheus.GaugeVec
 	E2E        *prometheus.HistogramVec
 	Redis      *prometheus.HistogramVec
@@ -72,6 +74,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_rebalances_total", Help: "Consumer group generations joined after the first.",
 		}, []string{"stage"}),
+		LogResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_log_resets_total", Help: "Partition logs found to have started again (topic re-created, broker data lost, another cluster); each is read from its beginning as a new incarnation.",
+		}, []string{"stage", "topic"}),
 		Committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "imstream_committed_offset", Help: "Last offset committed by this process, per partition.",
 		}, []string{"stage", "topic", "partition"}),
@@ -96,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
 	}, []string{"stage"})
-	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.Committed, m.E2E,
+	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Committed, m.E2E,
 		m.Redis, m.RedisErrs, m.Produce, m.Assigned)
 	m.joined = map[string]bool{}
 	return m
@@ -115,6 +120,7 @@ func (m *Metrics) Hooks(stage string) kafkax.Hooks {
 			m.Committed.WithLabelValues(stage, topic, strconv.Itoa(partition)).Set(float64(offset))
 		},
 		Rebalance: func(string) { m.Rebalances.WithLabelValues(stage).Inc() },
+		LogReset:  func(topic string, _ int) { m.LogResets.WithLabelValues(stage, topic).Inc() },
 		Assigned: func(_ string, _ string, partitions []int) {
 			m.Assigned.WithLabelValues(stage).Set(float64(len(partitions)))
 			m.mu.Lock()

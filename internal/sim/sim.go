@@ -250,7 +250,7 @@ func (s *Sim) consume(ctx context.Context, srv *server) {
 		if json.Unmarshal(m.Value, &rec) != nil || rec.Src == nil {
 			continue
 		}
-		k := rec.Src.Topic + ":" + strconv.Itoa(rec.Src.Partition) + ":" + strconv.Itoa(m.Partition)
+		k := rec.Src.Stream() + ":" + strconv.Itoa(rec.Src.Partition) + ":" + strconv.Itoa(m.Partition)
 		if last, ok := seen[k]; ok && rec.Src.Offset <= last {
 			s.repeats.Add(1)
 			continue
