@@ -130,3 +130,71 @@ func pushContent(t *testing.T, entry string) string {
 	}
 	return e.Content
 }
+
+// TestRecordAtSizeLimit sends, to every topic a role consumes, a record just
+// under the broker's maximum message size (far over the schema limit) and
+// then a normal event behind it on the same partition: the big one must be
+// dead-lettered (truncated, since the dead letter's headers do not fit) and
+// the normal one applied — no partition blocks.
+func TestRecordAtSizeLimit(t *testing.T) {
+	s := startStack(t, 1, 1)
+	cfg := s.cfg
+	ctx := context.Background()
+	rc := testenv.RedisClient(t, cfg.Redis.Addrs[0])
+	// kfake's message.max.bytes is 1048588 and kafka-go's writer refuses
+	// records over 1 MiB: the value leaves room for the record's own
+	// framing, not for the dead letter's headers.
+	big := bytesOf('x', 1048588-100)
+	key := []byte(fmt.Sprintf("%d:%d", app, 101))
+	enc := newPublishEncoder(cfg.Kafka.Topics.Publish)
+	testenv.Produce(t, cfg,
+		kafka.Message{Topic: cfg.Kafka.Topics.Publish, Key: key, Value: big},
+		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("7:5"), Value: big},
+		kafka.Message{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:55"), Value: big},
+	)
+	testenv.Produce(t, cfg, enc(101, "after-the-big-one"))
+	sub, _ := json.Marshal(&schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "im-1", AppID: app}, Epoch: 1, UID: 5, Online: boolPtr(true)})
+	up, _ := json.Marshal(&schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "im-1", AppID: app}, Epoch: 1})
+	grp, _ := json.Marshal(&schemas.Group{Header: schemas.Header{V: 1, Type: schemas.TypeGroupCreate, Server: "backend", AppID: app}, GroupID: 55, Members: []int64{1, 2}})
+	testenv.Produce(t, cfg,
+		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("server:im-1"), Value: up},
+		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("7:5"), Value: sub},
+		kafka.Message{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:55"), Value: grp},
+	)
+	testenv.Eventually(t, 60*time.Second, "the event behind the big record to land", func() bool {
+		n, _ := rc.LLen(ctx, "push_queue").Result()
+		return n == 1
+	})
+	testenv.Eventually(t, 60*time.Second, "the subscribe behind the big record to apply", func() bool {
+		on, _ := s.online(t, 5)
+		return on
+	})
+	testenv.WaitCaughtUp(t, cfg, cfg.Groups.Group, cfg.Kafka.Topics.Groups, 60*time.Second)
+	var truncated int
+	for _, m := range testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ) {
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h["truncated"] == "true" && h["original_size"] == fmt.Sprint(len(big)) && h["sha256"] != "" && len(m.Value) <= kafkax.TruncateAt {
+			truncated++
+		}
+	}
+	if truncated != 3 {
+		t.Errorf("%d truncated dead letters, want 3 (publish, presence, groups)", truncated)
+	}
+	admins := append(append([]string{}, s.admins...), s.fanout...)
+	if n := metric(t, admins, `imstream_dead_letters_truncated_total{stage="fanout"}`); n != 1 {
+		t.Errorf("fanout counted %v truncated dead letters, want 1", n)
+	}
+}
+
+func bytesOf(c byte, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = c
+	}
+	return b
+}
+
+func boolPtr(b bool) *bool { return &b }

@@ -2,6 +2,10 @@ package kafkax
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/segmentio/kafka-go"
@@ -16,6 +20,9 @@ type DeadLetter struct {
 	// OnReject is called once per rejected record with its reason code
 	// (metrics hook); nil is allowed.
 	OnReject func(reason string)
+	// OnTruncate is called once per dead letter written truncated; nil is
+	// allowed.
+	OnTruncate func()
 }
 
 // Rejected is one record the stage refuses, and why.
@@ -25,28 +32,42 @@ type Rejected struct {
 	Reason string // human-readable, names the field
 }
 
+// TruncateAt is how much of a record's key and value a truncated dead
+// letter keeps.
+const TruncateAt = 4 << 10
+
 // Send writes the rejected records; it returns only when the broker has
-// them (or ctx ended), so the caller may then commit past them.
+// them (or ctx ended), so the caller may then commit past them. A dead
+// letter that does not fit the broker's or the writer's size limit (the
+// headers make it larger than the record it carries) is written truncated:
+// the first TruncateAt bytes of key and value, with headers truncated=true,
+// original_size and sha256 of the whole value, so the record can still be
+// found in its source partition. Size never blocks a partition.
 func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	msgs := make([]kafka.Message, len(rs))
 	for i, r := range rs {
-		msgs[i] = kafka.Message{
-			Key:   r.Msg.Key,
-			Value: r.Msg.Value,
-			Headers: []kafka.Header{
-				{Key: "reason", Value: []byte(r.Code + ": " + r.Reason)},
-				{Key: "stage", Value: []byte(d.Stage)},
-				{Key: "src_topic", Value: []byte(r.Msg.Topic)},
-				{Key: "src_partition", Value: []byte(strconv.Itoa(r.Msg.Partition))},
-				{Key: "src_offset", Value: []byte(strconv.FormatInt(r.Msg.Offset, 10))},
-			},
+		msgs[i] = d.letter(r, false)
+	}
+	err := Write(ctx, d.W, msgs...)
+	if err != nil && tooLarge(err) {
+		err = nil
+		for i, r := range rs { // one at a time: only the ones too large are cut
+			if err = Write(ctx, d.W, msgs[i]); err != nil && tooLarge(err) {
+				err = Write(ctx, d.W, d.letter(r, true))
+				if err == nil && d.OnTruncate != nil {
+					d.OnTruncate()
+				}
+			}
+			if err != nil {
+				break
+			}
 		}
 	}
-	if err := Write(ctx, d.W, msgs...); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("dead letter: %w", err)
 	}
 	if d.OnReject != nil {
 		for _, r := range rs {
@@ -54,4 +75,45 @@ func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 		}
 	}
 	return nil
+}
+
+// letter builds the dead letter of r, truncated or whole.
+func (d *DeadLetter) letter(r Rejected, truncate bool) kafka.Message {
+	m := kafka.Message{
+		Key:   r.Msg.Key,
+		Value: r.Msg.Value,
+		Headers: []kafka.Header{
+			{Key: "reason", Value: []byte(r.Code + ": " + r.Reason)},
+			{Key: "stage", Value: []byte(d.Stage)},
+			{Key: "src_topic", Value: []byte(r.Msg.Topic)},
+			{Key: "src_partition", Value: []byte(strconv.Itoa(r.Msg.Partition))},
+			{Key: "src_offset", Value: []byte(strconv.FormatInt(r.Msg.Offset, 10))},
+		},
+	}
+	if truncate {
+		sum := sha256.Sum256(r.Msg.Value)
+		m.Key = m.Key[:min(len(m.Key), TruncateAt)]
+		m.Value = m.Value[:min(len(m.Value), TruncateAt)]
+		m.Headers = append(m.Headers,
+			kafka.Header{Key: "truncated", Value: []byte("true")},
+			kafka.Header{Key: "original_size", Value: []byte(strconv.Itoa(len(r.Msg.Value)))},
+			kafka.Header{Key: "sha256", Value: []byte(hex.EncodeToString(sum[:]))})
+	}
+	return m
+}
+
+// tooLarge reports whether a write failed because a record is over the
+// writer's or the broker's size limit.
+func tooLarge(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && tooLarge(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var mtl kafka.MessageTooLargeError
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &mtl)
 }

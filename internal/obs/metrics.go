@@ -21,6 +21,7 @@ import (
 //	imstream_batch_records{stage}                  records per handled batch (histogram)
 //	imstream_batch_handle_seconds{stage}           time to handle one batch (histogram)
 //	imstream_rebalances_total{stage}               consumer group generations after the first
+//	imstream_dead_letters_truncated_total{stage}   dead letters cut to fit the size limit
 //	imstream_log_resets_total{stage,topic}         partition logs found started again (re-created topic, emptied broker, other cluster)
 //	imstream_committed_offset{stage,topic,partition} last committed offset
 //	imstream_e2e_latency_seconds{sink}             origin ts to durable write (histogram)
@@ -37,6 +38,7 @@ type Metrics struct {
 	HandleTime *prometheus.HistogramVec
 	Rebalances *prometheus.CounterVec
 	LogResets  *prometheus.CounterVec
+	Truncated  *prometheus.CounterVec
 	Committed  *prometheus.GaugeVec
 	E2E        *prometheus.HistogramVec
 	Redis      *prometheus.HistogramVec
@@ -77,6 +79,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LogResets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_log_resets_total", Help: "Partition logs found to have started again (topic re-created, broker data lost, another cluster); each is read from its beginning as a new incarnation.",
 		}, []string{"stage", "topic"}),
+		Truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_dead_letters_truncated_total", Help: "Dead letters written truncated because the whole record did not fit the size limit (headers say where the original is).",
+		}, []string{"stage"}),
 		Committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "imstream_committed_offset", Help: "Last offset committed by this process, per partition.",
 		}, []string{"stage", "topic", "partition"}),
@@ -101,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
 	}, []string{"stage"})
-	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Committed, m.E2E,
+	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.Committed, m.E2E,
 		m.Redis, m.RedisErrs, m.Produce, m.Assigned)
 	m.joined = map[string]bool{}
 	return m
@@ -201,5 +206,8 @@ func CountBy[T any](c *prometheus.CounterVec, items []T, label func(T) string) {
 // DeadLetter returns stage's dead-letter writer, counting every rejection
 // in imstream_rejected_records_total.
 func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
-	return c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
+	d := c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
+	truncated := m.Truncated.WithLabelValues(stage) // exported at 0 from the start
+	d.OnTruncate = truncated.Inc
+	return d
 }
