@@ -58,6 +58,7 @@ type Fanout struct {
 	opts    Options
 	log     *slog.Logger
 	dlq     *kafkax.DeadLetter
+	dec     kafkax.Decoder
 	w       *kafka.Writer
 	outputs *prometheus.CounterVec
 
@@ -87,6 +88,7 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	f.w = deps.Conn.NewWriter(cfg.Kafka, "")
 	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
 	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	f.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return f, nil
 }
 
@@ -104,7 +106,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 
 // HandleBatch routes a batch of publish events.
 func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, f.cfg.Schemas.MaxBytes, schemas.KindPublish)
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, f.dec, schemas.KindPublish)
 	evs := make([]*schemas.Publish, len(decoded))
 	for i, d := range decoded {
 		evs[i] = d.Event

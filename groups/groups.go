@@ -40,6 +40,7 @@ type Groups struct {
 	deps   Deps
 	log    *slog.Logger
 	dlq    *kafkax.DeadLetter
+	dec    kafkax.Decoder
 	events *prometheus.CounterVec
 }
 
@@ -60,6 +61,7 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 		return nil, err
 	}
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }
 
@@ -76,7 +78,7 @@ func (g *Groups) Run(ctx context.Context) error {
 
 // HandleBatch applies a batch of group events.
 func (g *Groups) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Group](b.Records, g.cfg.Schemas.MaxBytes, schemas.KindGroup)
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Group](b.Records, g.dec, schemas.KindGroup)
 	evs := make([]*schemas.Group, len(decoded))
 	for i, d := range decoded {
 		evs[i] = d.Event

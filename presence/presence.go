@@ -20,6 +20,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -50,6 +51,7 @@ type Presence struct {
 	deps      Deps
 	log       *slog.Logger
 	dlq       *kafkax.DeadLetter
+	dec       kafkax.Decoder
 	events    *prometheus.CounterVec
 	collected prometheus.Counter
 	users     prometheus.Gauge
@@ -96,6 +98,7 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 		}
 	}
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return p, nil
 }
 
@@ -113,14 +116,25 @@ func (p *Presence) Run(ctx context.Context) error {
 		p.cfg.Presence.BatchSize, 100*time.Millisecond, p.log, p.deps.Metrics.Hooks(Stage)), p)
 }
 
+// ReasonEpochAhead rejects a presence event whose epoch is further ahead of
+// the clock than presence.epoch_skew.
+const ReasonEpochAhead = "epoch_ahead"
+
 // HandleBatch applies a batch of presence events.
 func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Presence](b.Records, p.cfg.Schemas.MaxBytes, schemas.KindPresence)
-	evs := make([]*schemas.Presence, len(decoded))
-	for i, d := range decoded {
-		evs[i] = d.Event
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Presence](b.Records, p.dec, schemas.KindPresence)
+	now := time.Now()
+	limit := now.Add(p.cfg.Presence.EpochSkew).UnixMilli()
+	evs := make([]*schemas.Presence, 0, len(decoded))
+	for _, d := range decoded {
+		if d.Event.Epoch > limit {
+			rejected = append(rejected, kafkax.Rejected{Msg: *d.Msg, Code: ReasonEpochAhead,
+				Reason: fmt.Sprintf("epoch %d is more than presence.epoch_skew (%s) ahead of now (%d ms): an epoch is the server's start time in unix ms", d.Event.Epoch, p.cfg.Presence.EpochSkew, now.UnixMilli())})
+			continue
+		}
+		evs = append(evs, d.Event)
 	}
-	if err := p.deps.Store.Apply(ctx, evs, time.Now()); err != nil {
+	if err := p.deps.Store.Apply(ctx, evs, now); err != nil {
 		return err
 	}
 	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })

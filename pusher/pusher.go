@@ -56,6 +56,7 @@ type Pusher struct {
 	deps    Deps
 	enc     Encoder
 	dlq     *kafkax.DeadLetter
+	dec     kafkax.Decoder
 	log     *slog.Logger
 	entries *prometheus.CounterVec
 }
@@ -91,6 +92,7 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 		}
 	}
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return p, nil
 }
 
@@ -109,7 +111,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 // HandleBatch turns a batch of push jobs into entries, appends them, and
 // dead-letters the records that fail validation.
 func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	jobs, rejected := kafkax.DecodeBatch[*schemas.PushJob](b.Records, p.cfg.Schemas.MaxBytes, schemas.KindPushJob)
+	jobs, rejected := kafkax.DecodeBatch[*schemas.PushJob](b.Records, p.dec, schemas.KindPushJob)
 	entries := make([]Entry, 0, len(jobs))
 	skipped := 0
 	for _, j := range jobs {

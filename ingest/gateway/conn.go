@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -46,8 +47,37 @@ func (c *conn) close() {
 	_ = c.nc.Close()
 }
 
+// serve runs one connection. Until its first frame arrives a connection is
+// only a socket and a goroutine waiting on a 12-byte header: no presence,
+// no queue, no producer, no deliver topic or consumer group (an IM server
+// without users or rooms sends nothing and is sent nothing). The first
+// frame starts the session; gateway.handshake_timeout, when set, closes a
+// connection that sends none.
 func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
-	c := &conn{g: g, nc: nc, id: g.serverID(nc.RemoteAddr()), epoch: time.Now().UnixMicro(),
+	defer nc.Close()
+	var hdr [imr.HeaderSize]byte
+	if t := g.cfg.Gateway.HandshakeTimeout; t > 0 {
+		_ = nc.SetReadDeadline(time.Now().Add(t))
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	_, err := io.ReadFull(nc, hdr[:])
+	stop()
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			g.m.refused.WithLabelValues("handshake_timeout").Inc()
+			g.log.Info("closing a connection that sent no frame within gateway.handshake_timeout", "remote", nc.RemoteAddr().String())
+		}
+		return
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	g.session(ctx, nc, io.MultiReader(bytes.NewReader(hdr[:]), nc))
+}
+
+// session runs a connection that sent its first frame; r reads the
+// connection from that frame on.
+func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
+	c := &conn{g: g, nc: nc, id: g.serverID(nc.RemoteAddr()), epoch: g.nextEpoch(),
 		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: map[srcKey]int64{}}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	defer close(c.done)
@@ -72,7 +102,7 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 	go func() { defer wg.Done(); c.heartbeat() }()
 	go func() { defer wg.Done(); c.deliver(log) }()
 
-	err := c.read()
+	err := c.read(r)
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || c.ctx.Err() != nil:
 		log.Info("IM server disconnected")
@@ -155,8 +185,8 @@ func (c *conn) heartbeat() {
 }
 
 // read turns frames into events until the connection ends.
-func (c *conn) read() error {
-	r := bufio.NewReaderSize(c.nc, 64<<10)
+func (c *conn) read(nr io.Reader) error {
+	r := bufio.NewReaderSize(nr, 64<<10)
 	frames := c.g.m.frames
 	for n := int64(0); ; n++ {
 		f, err := imr.ReadFrame(r)
@@ -273,7 +303,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	seen := map[srcKey]int64{}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.cfg.Schemas.MaxBytes, schemas.KindPublish)
+	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.dec, schemas.KindPublish)
 	written := 0
 	for _, d := range decoded {
 		p := d.Event

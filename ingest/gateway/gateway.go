@@ -24,6 +24,7 @@
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
+//	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout)
 package gateway
 
 import (
@@ -34,6 +35,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -61,12 +64,15 @@ type Gateway struct {
 	log  *slog.Logger
 	w    *kafka.Writer
 	dlq  *kafkax.DeadLetter
+	dec  kafkax.Decoder
 	m    metrics
 
-	mu    sync.Mutex
-	conns map[string]*conn // by server id
-	ln    net.Listener
-	ready chan struct{}
+	mu        sync.Mutex
+	conns     map[string]*conn // by server id
+	lastEpoch int64            // guarded by mu
+	open      atomic.Int64     // accepted connections not yet closed
+	ln        net.Listener
+	ready     chan struct{}
 }
 
 type metrics struct {
@@ -75,6 +81,7 @@ type metrics struct {
 	bad       *prometheus.CounterVec
 	delivered prometheus.Counter
 	repeats   prometheus.Counter
+	refused   *prometheus.CounterVec
 }
 
 // New builds the gateway; Run starts it.
@@ -96,14 +103,20 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 				Help: "Frames written back to IM servers."}),
 			repeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "imstream_gateway_repeats_total",
 				Help: "Deliveries dropped because their src was already delivered on this connection."}),
+			refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_refused_connections_total",
+				Help: "Connections closed before their session started, by reason (max_connections, handshake_timeout)."}, []string{"reason"}),
 		}}
-	for _, c := range []prometheus.Collector{g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats} {
+	for _, r := range []string{"max_connections", "handshake_timeout"} {
+		g.m.refused.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	g.w = deps.Conn.NewWriter(cfg.Kafka, "")
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }
 
@@ -148,9 +161,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("gateway: accept: %w", err)
 		}
+		if max := g.cfg.Gateway.MaxConnections; max > 0 && g.open.Load() >= int64(max) {
+			g.m.refused.WithLabelValues("max_connections").Inc()
+			g.log.Warn("refusing a connection: gateway.max_connections reached", "remote", nc.RemoteAddr().String(), "max", max)
+			_ = nc.Close()
+			continue
+		}
+		g.open.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer g.open.Add(-1)
 			g.serve(ctx, nc)
 		}()
 	}
@@ -172,6 +193,16 @@ func (g *Gateway) serverID(addr net.Addr) string {
 		}
 		return '_'
 	}, id)
+}
+
+// nextEpoch returns a new epoch: the time in unix ms, or one more than the
+// last one handed out when that is not below it (connections within one
+// millisecond, a clock that stepped back).
+func (g *Gateway) nextEpoch() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lastEpoch = max(time.Now().UnixMilli(), g.lastEpoch+1)
+	return g.lastEpoch
 }
 
 // claim registers c under its server id, closing (and waiting for) an

@@ -71,7 +71,7 @@ func (b *Bench) Baselines(ctx context.Context) error {
 	cfg := b.scenario(fmt.Sprintf("baseline: raw consume of the same records, best of %d", baselineTrials))
 	topic := cfg.Kafka.Topics.Publish
 	if err := b.produce(ctx, topic, n, func(i int) kafka.Message {
-		return kafka.Message{Key: []byte(strconv.FormatInt(offline(i), 10)), Value: pushEvent(i, "bench")}
+		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
 	}); err != nil {
 		return err
 	}

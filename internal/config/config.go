@@ -76,6 +76,10 @@ type Redis struct {
 // Schemas configures event validation.
 type Schemas struct {
 	MaxBytes int `mapstructure:"max_bytes"` // default 65536: larger records go to the dead-letter topic
+	// KeyMismatch: what a stage does with a record whose key is not the one
+	// its body calls for: "reject" (default: dead letter, reason
+	// key_mismatch) or "accept" (applied and counted).
+	KeyMismatch string `mapstructure:"key_mismatch"`
 }
 
 // Consumer configures the consume loop shared by every role.
@@ -97,6 +101,11 @@ type Presence struct {
 	Lease       time.Duration `mapstructure:"lease"`        // default 30s: a server that does not heartbeat for this long is dead
 	ServerCache time.Duration `mapstructure:"server_cache"` // default 500ms: how stale a reader's view of server states may be
 	GCInterval  time.Duration `mapstructure:"gc_interval"`  // default 1m: how often stale entries are collected; 0 disables
+	// EpochSkew: an epoch is a server's start time in unix milliseconds (or
+	// any smaller increasing number); an event whose epoch is further ahead
+	// of the presence stage's clock than this is rejected (reason
+	// epoch_ahead), since it would void every later real epoch of its server.
+	EpochSkew time.Duration `mapstructure:"epoch_skew"` // default 5m
 }
 
 // Groups configures the group store stage and the group cache.
@@ -133,6 +142,8 @@ type Gateway struct {
 	QueueSize         int           `mapstructure:"queue_size"`         // default 10000: frames per connection waiting to be produced
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 30s: an IM server that does not read for this long is disconnected
 	Group             string        `mapstructure:"group"`              // default imstream-gateway: consumer group prefix; each server's deliveries use <group>-<server>
+	MaxConnections    int           `mapstructure:"max_connections"`    // default 1000: connections beyond are closed at once (counted); 0 means no limit
+	HandshakeTimeout  time.Duration `mapstructure:"handshake_timeout"`  // default 0 (off): close a connection that sends no frame for this long after connecting (an IM server without users sends none)
 }
 
 // Admin configures the HTTP port serving /metrics, /healthz and /readyz.
@@ -171,7 +182,7 @@ func Default() Config {
 			WriteTimeout: 3 * time.Second,
 			KeyPrefix:    "imstream:",
 		},
-		Schemas: Schemas{MaxBytes: 64 << 10},
+		Schemas: Schemas{MaxBytes: 64 << 10, KeyMismatch: "reject"},
 		Consumer: Consumer{
 			SessionTimeout:    10 * time.Second,
 			HeartbeatInterval: time.Second,
@@ -184,7 +195,7 @@ func Default() Config {
 		},
 		Presence: Presence{
 			Group: "imstream-presence", BatchSize: 1000, Lease: 30 * time.Second,
-			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute,
+			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
 		Groups: Groups{Group: "imstream-groups", Cache: time.Second},
 		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500},
@@ -197,7 +208,7 @@ func Default() Config {
 		},
 		Gateway: Gateway{
 			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
-			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway",
+			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000,
 		},
 		Admin: Admin{Listen: "127.0.0.1:9100"},
 		Log:   Log{Format: "text", Level: "info"},
@@ -324,6 +335,9 @@ func (c *Config) Validate() error {
 	if c.Schemas.MaxBytes < 1024 {
 		bad("schemas.max_bytes", "must be >= 1024, got %d", c.Schemas.MaxBytes)
 	}
+	if c.Schemas.KeyMismatch != "reject" && c.Schemas.KeyMismatch != "accept" {
+		bad("schemas.key_mismatch", "must be reject or accept, got %q", c.Schemas.KeyMismatch)
+	}
 	if c.Consumer.RetryMin <= 0 || c.Consumer.RetryMax < c.Consumer.RetryMin {
 		bad("consumer.retry_min", "must be > 0 and <= consumer.retry_max")
 	}
@@ -342,6 +356,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Presence.BatchSize < 1 {
 		bad("presence.batch_size", "must be >= 1, got %d", c.Presence.BatchSize)
+	}
+	if c.Presence.EpochSkew < time.Second {
+		bad("presence.epoch_skew", "must be >= 1s, got %s", c.Presence.EpochSkew)
 	}
 	if c.Presence.Lease < time.Second {
 		bad("presence.lease", "must be >= 1s, got %s", c.Presence.Lease)
@@ -380,6 +397,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Gateway.ServerID != "ip" && c.Gateway.ServerID != "ip_port" {
 		bad("gateway.server_id", "must be ip or ip_port, got %q", c.Gateway.ServerID)
+	}
+	if c.Gateway.MaxConnections < 0 {
+		bad("gateway.max_connections", "must be >= 0 (0: no limit), got %d", c.Gateway.MaxConnections)
+	}
+	if c.Gateway.HandshakeTimeout < 0 {
+		bad("gateway.handshake_timeout", "must be >= 0 (0: off), got %s", c.Gateway.HandshakeTimeout)
 	}
 	if c.Gateway.HeartbeatInterval <= 0 {
 		bad("gateway.heartbeat_interval", "must be > 0 (and well below the presence role's presence.lease)")

@@ -3,6 +3,7 @@ package kafkax
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -44,18 +45,40 @@ type Decoded[T schemas.Event] struct {
 	Msg   *kafka.Message
 }
 
-// DecodeBatch validates every record as an event of kind: the valid ones
-// come back in order with their records, the others as Rejected for the
-// dead-letter topic.
-func DecodeBatch[T schemas.Event](records []kafka.Message, maxBytes int, kind schemas.Kind) ([]Decoded[T], []Rejected) {
+// Decoder holds what DecodeBatch checks besides the schema.
+type Decoder struct {
+	MaxBytes int // larger records are rejected as oversize
+	// AcceptKeyMismatch keeps records whose key is not the one their body
+	// calls for (schemas.AppendKey) instead of rejecting them with reason
+	// key_mismatch; either way OnKeyMismatch is called.
+	AcceptKeyMismatch bool
+	OnKeyMismatch     func(accepted bool)
+}
+
+// DecodeBatch validates every record as an event of kind, and its key
+// against the event: the valid ones come back in order with their records,
+// the others as Rejected for the dead-letter topic.
+func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schemas.Kind) ([]Decoded[T], []Rejected) {
 	out := make([]Decoded[T], 0, len(records))
 	var rejected []Rejected
+	var key []byte
 	for i := range records {
 		m := &records[i]
-		ev, err := schemas.DecodeKind(m.Value, maxBytes, kind)
+		ev, err := schemas.DecodeKind(m.Value, d.MaxBytes, kind)
 		if err != nil {
 			rejected = append(rejected, Reject(*m, err))
 			continue
+		}
+		var ok bool
+		if key, ok = schemas.AppendKey(key[:0], ev); ok && string(key) != string(m.Key) {
+			if d.OnKeyMismatch != nil {
+				d.OnKeyMismatch(d.AcceptKeyMismatch)
+			}
+			if !d.AcceptKeyMismatch {
+				rejected = append(rejected, Rejected{Msg: *m, Code: schemas.ReasonKeyMismatch,
+					Reason: fmt.Sprintf("key %q, but the event calls for %q", m.Key, key)})
+				continue
+			}
 		}
 		out = append(out, Decoded[T]{Event: ev.(T), Msg: m})
 	}

@@ -22,6 +22,7 @@ import (
 //	imstream_batch_handle_seconds{stage}           time to handle one batch (histogram)
 //	imstream_rebalances_total{stage}               consumer group generations after the first
 //	imstream_dead_letters_truncated_total{stage}   dead letters cut to fit the size limit
+//	imstream_key_mismatch_total{stage,action}      records keyed against their body (action rejected or accepted)
 //	imstream_log_resets_total{stage,topic}         partition logs found started again (re-created topic, emptied broker, other cluster)
 //	imstream_committed_offset{stage,topic,partition} last committed offset
 //	imstream_e2e_latency_seconds{sink}             origin ts to durable write (histogram)
@@ -30,21 +31,22 @@ import (
 //	imstream_kafka_produce_seconds{stage}          time to get one produce call acknowledged (histogram)
 //	imstream_consumer_assigned_partitions{stage}   partitions this process consumes now
 type Metrics struct {
-	Consumed   *prometheus.CounterVec
-	Rejected   *prometheus.CounterVec
-	Skipped    *prometheus.CounterVec
-	Retries    *prometheus.CounterVec
-	BatchSize  *prometheus.HistogramVec
-	HandleTime *prometheus.HistogramVec
-	Rebalances *prometheus.CounterVec
-	LogResets  *prometheus.CounterVec
-	Truncated  *prometheus.CounterVec
-	Committed  *prometheus.GaugeVec
-	E2E        *prometheus.HistogramVec
-	Redis      *prometheus.HistogramVec
-	RedisErrs  *prometheus.CounterVec
-	Produce    *prometheus.HistogramVec
-	Assigned   *prometheus.GaugeVec
+	Consumed    *prometheus.CounterVec
+	Rejected    *prometheus.CounterVec
+	Skipped     *prometheus.CounterVec
+	Retries     *prometheus.CounterVec
+	BatchSize   *prometheus.HistogramVec
+	HandleTime  *prometheus.HistogramVec
+	Rebalances  *prometheus.CounterVec
+	LogResets   *prometheus.CounterVec
+	Truncated   *prometheus.CounterVec
+	KeyMismatch *prometheus.CounterVec
+	Committed   *prometheus.GaugeVec
+	E2E         *prometheus.HistogramVec
+	Redis       *prometheus.HistogramVec
+	RedisErrs   *prometheus.CounterVec
+	Produce     *prometheus.HistogramVec
+	Assigned    *prometheus.GaugeVec
 
 	mu     sync.Mutex
 	joined map[string]bool
@@ -82,6 +84,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_dead_letters_truncated_total", Help: "Dead letters written truncated because the whole record did not fit the size limit (headers say where the original is).",
 		}, []string{"stage"}),
+		KeyMismatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imstream_key_mismatch_total", Help: "Records whose Kafka key is not the one their body calls for, by stage and action (rejected to the dead-letter topic, or accepted by schemas.key_mismatch: accept).",
+		}, []string{"stage", "action"}),
 		Committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "imstream_committed_offset", Help: "Last offset committed by this process, per partition.",
 		}, []string{"stage", "topic", "partition"}),
@@ -106,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
 	}, []string{"stage"})
-	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.Committed, m.E2E,
+	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.KeyMismatch, m.Committed, m.E2E,
 		m.Redis, m.RedisErrs, m.Produce, m.Assigned)
 	m.joined = map[string]bool{}
 	return m
@@ -203,8 +208,22 @@ func CountBy[T any](c *prometheus.CounterVec, items []T, label func(T) string) {
 	}
 }
 
-// DeadLetter returns stage's dead-letter writer, counting every rejection
-// in imstream_rejected_records_total.
+// Decoder returns stage's record checks (kafkax.DecodeBatch), counting
+// keys that do not match their events in imstream_key_mismatch_total.
+func (m *Metrics) Decoder(stage string, s config.Schemas) kafkax.Decoder {
+	rejected := m.KeyMismatch.WithLabelValues(stage, "rejected") // both exported at 0 from the start
+	accepted := m.KeyMismatch.WithLabelValues(stage, "accepted")
+	return kafkax.Decoder{MaxBytes: s.MaxBytes, AcceptKeyMismatch: s.KeyMismatch == "accept", OnKeyMismatch: func(ok bool) {
+		if ok {
+			accepted.Inc()
+		} else {
+			rejected.Inc()
+		}
+	}}
+}
+
+// DeadLetter returns the dead-letter writer of stage, counting rejections
+// and truncations.
 func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
 	d := c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
 	truncated := m.Truncated.WithLabelValues(stage) // exported at 0 from the start

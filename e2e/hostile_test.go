@@ -1,0 +1,189 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/schemas"
+)
+
+// deadLetters returns the reason codes of the dead-letter topic's records.
+func deadLetters(t *testing.T, s *stack) []string {
+	t.Helper()
+	var out []string
+	for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
+		for _, h := range m.Headers {
+			if h.Key == "reason" {
+				code, _, _ := strings.Cut(string(h.Value), ":")
+				out = append(out, code)
+			}
+		}
+	}
+	return out
+}
+
+func count(xs []string, x string) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
+}
+
+// TestKeyAndEpochChecks lies in fields as a hostile IM server would: keys
+// that do not match the body (another receiver, empty, null) and an epoch
+// far in the future. Each is dead-lettered with its reason, counted, and
+// the server id stays usable.
+func TestKeyAndEpochChecks(t *testing.T) {
+	s := startStack(t, 1, 1)
+	cfg := s.cfg
+	rc := testenv.RedisClient(t, cfg.Redis.Addrs[0])
+	enc := newPublishEncoder(cfg.Kafka.Topics.Publish)
+	wrong, empty, null := enc(101, "wrong-key"), enc(101, "empty-key"), enc(101, "null-key")
+	wrong.Key, empty.Key, null.Key = []byte("7:999"), []byte{}, nil
+	testenv.Produce(t, cfg, wrong, empty, null, enc(101, "right-key"))
+
+	presence := func(typ schemas.Type, key string, epoch, uid int64) kafka.Message {
+		ev := schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "im-9", AppID: app}, Epoch: epoch, UID: uid}
+		if typ == schemas.TypeSubscribe {
+			ev.Online = boolPtr(true)
+		}
+		b, _ := json.Marshal(&ev)
+		return kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte(key), Value: b}
+	}
+	testenv.Produce(t, cfg, presence(schemas.TypeHeartbeat, "server:im-9", math.MaxInt64, 0))
+	now := time.Now().UnixMilli()
+	testenv.Produce(t, cfg, presence(schemas.TypeServerUp, "server:im-9", now, 0), presence(schemas.TypeSubscribe, "7:5", now, 5))
+
+	testenv.Eventually(t, 30*time.Second, "im-9's user online after the poisoned heartbeat", func() bool {
+		on, _ := s.online(t, 5)
+		return on
+	})
+	testenv.Eventually(t, 30*time.Second, "the right-keyed message in push_queue", func() bool {
+		n, _ := rc.LLen(context.Background(), "push_queue").Result()
+		return n == 1
+	})
+	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 30*time.Second)
+	testenv.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
+	dl := deadLetters(t, s)
+	if n := count(dl, schemas.ReasonKeyMismatch); n != 3 {
+		t.Errorf("%d key_mismatch dead letters, want 3 (all: %v)", n, dl)
+	}
+	if n := count(dl, "epoch_ahead"); n != 1 {
+		t.Errorf("%d epoch_ahead dead letters, want 1 (all: %v)", n, dl)
+	}
+	if n := metric(t, s.fanout, `imstream_key_mismatch_total{action="rejected",stage="fanout"}`); n != 3 {
+		t.Errorf("fanout counted %v key mismatches, want 3", n)
+	}
+	if n := metric(t, s.admins, `imstream_rejected_records_total{reason="epoch_ahead",stage="presence"}`); n != 1 {
+		t.Errorf("presence counted %v epoch_ahead rejections, want 1", n)
+	}
+}
+
+// rss returns a process's resident set size in bytes.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	must(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestGatewayLimits opens 1 000 idle connections to a gateway that gives
+// each its own server id (ip_port): the gateway's memory stays within
+// 100 KB per connection and no deliver topic or consumer group is created
+// for them; the connection over gateway.max_connections is closed at once
+// and counted; with gateway.handshake_timeout a silent connection is closed.
+func TestGatewayLimits(t *testing.T) {
+	const idle = 1000
+	s, gw, run := gatewayStack(t, "--gateway.server_id", "ip_port", "--gateway.max_connections", strconv.Itoa(idle))
+	p := run()
+	gwAdmin := ""
+	for i, a := range p.Cmd.Args {
+		if a == "--admin.listen" {
+			gwAdmin = p.Cmd.Args[i+1]
+		}
+	}
+	time.Sleep(time.Second)
+	before := rss(t, p.Cmd.Process.Pid)
+	goroutines := metric(t, []string{gwAdmin}, "go_goroutines")
+	conns := make([]net.Conn, 0, idle)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := 0; i < idle; i++ {
+		c, err := net.Dial("tcp", gw)
+		must(t, err)
+		conns = append(conns, c)
+	}
+	testenv.Eventually(t, 10*time.Second, "every connection accepted", func() bool {
+		return metric(t, []string{gwAdmin}, "go_goroutines") >= goroutines+idle
+	})
+	time.Sleep(2 * time.Second)
+	after := rss(t, p.Cmd.Process.Pid)
+	per := (after - before) / idle
+	t.Logf("gateway RSS %d KiB → %d KiB with %d idle connections: %d bytes each", before>>10, after>>10, idle, per)
+	if per > 100<<10 {
+		t.Errorf("%d bytes of RSS per idle connection, want ≤ 100 KB", per)
+	}
+
+	extra, err := net.Dial("tcp", gw)
+	must(t, err)
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("connection over gateway.max_connections: read %v, want EOF (closed by the gateway)", err)
+	}
+	extra.Close()
+	if n := metric(t, []string{gwAdmin}, `imstream_gateway_refused_connections_total{reason="max_connections"}`); n != 1 {
+		t.Errorf("refused connections counted %v, want 1", n)
+	}
+	md, err := kafkax.MustConn(s.cfg.Kafka).Client().Metadata(context.Background(), &kafka.MetadataRequest{})
+	must(t, err)
+	for _, tp := range md.Topics {
+		if strings.HasPrefix(tp.Name, s.cfg.Kafka.Topics.DeliverPrefix) {
+			t.Errorf("deliver topic %s created for an idle connection", tp.Name)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+
+	// A gateway with a handshake timeout closes a connection that stays silent.
+	_, gw2, run2 := gatewayStack(t, "--gateway.handshake_timeout", "500ms")
+	run2()
+	c, err := net.Dial("tcp", gw2)
+	must(t, err)
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("silent connection: read %v, want EOF", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("silent connection closed after %s, want about 500ms", d)
+	}
+}
