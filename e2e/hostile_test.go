@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,35 @@ func TestKeyAndEpochChecks(t *testing.T) {
 	if n := metric(t, s.admins, `imstream_rejected_records_total{reason="epoch_ahead",stage="presence"}`); n != 1 {
 		t.Errorf("presence counted %v epoch_ahead rejections, want 1", n)
 	}
+
+	// A server id poisoned before the epoch rule existed (its state holds
+	// a huge epoch) is cleared with `imstream reset-server`.
+	ctx := context.Background()
+	srvKey := cfg.Redis.KeyPrefix + "srv:{im-8}"
+	must(t, rc.HSet(ctx, srvKey, "epoch", strconv.FormatInt(math.MaxInt64/2, 10), "lease", "0").Err())
+	announce := func() {
+		now := time.Now().UnixMilli()
+		up, sub := presence(schemas.TypeServerUp, "server:im-9", now, 0), presence(schemas.TypeSubscribe, "7:6", now, 6)
+		for _, m := range []*kafka.Message{&up, &sub} {
+			m.Value = []byte(strings.ReplaceAll(string(m.Value), `"im-9"`, `"im-8"`))
+		}
+		up.Key = []byte("server:im-8")
+		testenv.Produce(t, cfg, up, sub)
+		testenv.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
+	}
+	announce()
+	if on, _ := s.online(t, 6); on {
+		t.Fatal("user 6 online on the poisoned server id; the test does not poison")
+	}
+	out, err := exec.Command(s.bin, "reset-server", "--server", "im-8", "--redis.addrs", cfg.Redis.Addrs[0]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("reset-server: %v\n%s", err, out)
+	}
+	announce()
+	testenv.Eventually(t, 10*time.Second, "user 6 online after reset-server and a new announcement", func() bool {
+		on, _ := s.online(t, 6)
+		return on
+	})
 }
 
 // rss returns a process's resident set size in bytes.

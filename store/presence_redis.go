@@ -425,3 +425,56 @@ func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Tim
 	}
 	return n, len(h) - n, nil
 }
+
+// ResetServer is the operator's escape hatch for a server id whose state is
+// unusable (e.g. poisoned by an epoch far in the future written before
+// presence.epoch_skew existed): it deletes the server's lifecycle hash and
+// its entries in every user and room hash (SCAN, on every master of a
+// cluster). The server then counts as never seen: its next server_up, at
+// any epoch, starts it afresh, and it must announce its users and rooms
+// again (an IM server does so when it reconnects). It returns how many
+// user and room entries it removed.
+func (r *RedisPresence) ResetServer(ctx context.Context, id string) (int, error) {
+	if err := r.c.Del(ctx, r.serverKey(id)).Err(); err != nil {
+		return 0, fmt.Errorf("presence: reset %s: %w", id, err)
+	}
+	if err := r.c.ZRem(ctx, r.serversKey(), id).Err(); err != nil {
+		return 0, fmt.Errorf("presence: reset %s: %w", id, err)
+	}
+	r.mu.Lock()
+	delete(r.cache, id)
+	r.mu.Unlock()
+	var mu sync.Mutex
+	removed := 0
+	scan := func(ctx context.Context, c *redis.Client) error {
+		for _, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
+			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
+			for iter.Next(ctx) {
+				n, err := c.HDel(ctx, iter.Val(), id).Result()
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				removed += int(n)
+				mu.Unlock()
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	switch c := r.c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		err = fmt.Errorf("unsupported client %T", r.c)
+	}
+	if err != nil {
+		return removed, fmt.Errorf("presence: reset %s: %w", id, err)
+	}
+	return removed, nil
+}
