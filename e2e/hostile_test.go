@@ -11,12 +11,15 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/loadgen"
 	"github.com/imstream/imstream/internal/testenv"
 	"github.com/imstream/imstream/schemas"
 )
@@ -216,4 +219,43 @@ func TestGatewayLimits(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("silent connection closed after %s, want about 500ms", d)
 	}
+}
+
+// TestBoundedShutdown stops every role, and a gateway with an IM server
+// sending to it, after the broker went away: each exits within
+// shutdown.grace (plus process start-up slack), as it must under an
+// orchestrator that SIGKILLs after its own grace period.
+func TestBoundedShutdown(t *testing.T) {
+	s, gw, run := gatewayStack(t, "--shutdown.grace", "2s")
+	gp := run()
+	c, err := loadgen.Dial(context.Background(), gw, "")
+	must(t, err)
+	defer c.Close()
+	for i := 0; i < 100; i++ {
+		must(t, c.Send(imr.CmdSubscribe, sub(app, int64(i+1), 1)))
+	}
+	must(t, c.Flush())
+	testenv.Eventually(t, 30*time.Second, "the gateway's users online", func() bool {
+		on, _ := s.online(t, 100)
+		return on
+	})
+	s.kafka.Close()
+	time.Sleep(500 * time.Millisecond)
+	for i := 0; i < 100; i++ { // queued in the gateway, never produced
+		_ = c.Send(imr.CmdSubscribe, sub(app, int64(1000+i), 1))
+	}
+	_ = c.Flush()
+	time.Sleep(500 * time.Millisecond)
+	procs := map[string]*testenv.Process{"gateway": gp}
+	for role, p := range s.procs {
+		procs[role] = p
+	}
+	start := time.Now()
+	for _, p := range procs {
+		p.Signal(syscall.SIGTERM)
+	}
+	for role, p := range procs {
+		testenv.Eventually(t, 8*time.Second, role+" to exit after SIGTERM with the broker gone", p.Exited)
+	}
+	t.Logf("every process exited %s after SIGTERM (grace 2s)", time.Since(start).Round(10*time.Millisecond))
 }

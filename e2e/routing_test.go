@@ -31,7 +31,8 @@ type stack struct {
 	fanout []string // admin addresses of the fanout processes
 	pusher string   // admin address of the pusher process
 	procs  map[string]*testenv.Process
-	extra  []string // flags for every role
+	extra  []string        // flags for every role
+	kafka  *devstack.Kafka // the broker, when the stack started it
 }
 
 func (s *stack) pusherAdmin() string { return s.pusher }
@@ -65,7 +66,7 @@ func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 	cfg.Presence.Lease = 3 * time.Second
 	cfg.Presence.ServerCache = 0
 	cfg.Groups.Cache = 0
-	s := &stack{t: t, bin: bin, cfg: cfg, extra: extra}
+	s := &stack{t: t, bin: bin, cfg: cfg, extra: extra, kafka: k}
 	for i := 0; i < presences; i++ {
 		a, _ := s.start("presence")
 		s.admins = append(s.admins, a)

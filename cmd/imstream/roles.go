@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"github.com/imstream/imstream/internal/role"
 )
@@ -17,12 +18,16 @@ func runRoles(name string, roles ...string) func(ctx context.Context, args []str
 		if err != nil {
 			return err
 		}
-		defer env.Close()
 		runs, err := env.Stages(roles...)
 		if err != nil {
+			env.Close()
 			return err
 		}
 		env.Log.Info("starting", "roles", roles, "brokers", cfg.Kafka.Brokers, "redis", cfg.Redis.Addrs)
-		return env.Run(ctx, runs...)
+		err = env.Run(ctx, runs...)
+		if !errors.Is(err, role.ErrGraceExceeded) { // else closing could hang as well
+			env.Close()
+		}
+		return err
 	}
 }

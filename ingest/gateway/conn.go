@@ -114,6 +114,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	c.close()
 	wg.Wait()
 	// server_down goes last, after every event read from this connection.
+	c.g.queued.Add(1)
 	c.out <- c.message(c.enc.Server(schemas.TypeServerDown))
 	close(c.out)
 	// Keep trying to get the last events out for a while, then give up
@@ -133,10 +134,12 @@ func (c *conn) message(r ingest.Record) kafka.Message {
 // send queues a record; it blocks while the queue is full (backpressure)
 // and gives up only when the connection is closing.
 func (c *conn) send(r ingest.Record) bool {
+	c.g.queued.Add(1)
 	select {
 	case c.out <- c.message(r):
 		return true
 	case <-c.ctx.Done():
+		c.g.queued.Add(-1)
 		return false
 	}
 }
@@ -163,6 +166,7 @@ func (c *conn) produce(pctx context.Context) {
 		}
 		start := time.Now()
 		err := kafkax.Write(pctx, c.g.w, batch...)
+		c.g.queued.Add(-int64(len(batch)))
 		c.g.deps.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
 		if err != nil {
 			c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", len(batch), "err", err)

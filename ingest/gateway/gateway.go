@@ -71,6 +71,7 @@ type Gateway struct {
 	conns     map[string]*conn // by server id
 	lastEpoch int64            // guarded by mu
 	open      atomic.Int64     // accepted connections not yet closed
+	queued    atomic.Int64     // events read from IM servers and not yet produced (or given up)
 	ln        net.Listener
 	ready     chan struct{}
 }
@@ -194,6 +195,9 @@ func (g *Gateway) serverID(addr net.Addr) string {
 		return '_'
 	}, id)
 }
+
+// Queued returns how many events read from IM servers are not in Kafka yet.
+func (g *Gateway) Queued() int64 { return g.queued.Load() }
 
 // nextEpoch returns a new epoch: the time in unix ms, or one more than the
 // last one handed out when that is not below it (connections within one

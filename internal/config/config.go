@@ -30,6 +30,16 @@ type Config struct {
 	Consumer Consumer `mapstructure:"consumer"`
 	Admin    Admin    `mapstructure:"admin"`
 	Log      Log      `mapstructure:"log"`
+	Shutdown Shutdown `mapstructure:"shutdown"`
+}
+
+// Shutdown configures how a process stops.
+type Shutdown struct {
+	// Grace: after SIGTERM a process finishes and commits what it can, and
+	// exits when this runs out whatever Kafka or Redis do (what it had not
+	// committed is replayed by the next owner; a gateway logs the events it
+	// read but could not produce).
+	Grace time.Duration `mapstructure:"grace"` // default 10s
 }
 
 // Topics names the topics (SPEC §1).
@@ -182,7 +192,8 @@ func Default() Config {
 			WriteTimeout: 3 * time.Second,
 			KeyPrefix:    "imstream:",
 		},
-		Schemas: Schemas{MaxBytes: 64 << 10, KeyMismatch: "reject"},
+		Schemas:  Schemas{MaxBytes: 64 << 10, KeyMismatch: "reject"},
+		Shutdown: Shutdown{Grace: 10 * time.Second},
 		Consumer: Consumer{
 			SessionTimeout:    10 * time.Second,
 			HeartbeatInterval: time.Second,
@@ -331,6 +342,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.Cluster && c.Redis.DB != 0 {
 		bad("redis.db", "must be 0 with redis.cluster")
+	}
+	if c.Shutdown.Grace < time.Second {
+		bad("shutdown.grace", "must be >= 1s, got %s", c.Shutdown.Grace)
 	}
 	if c.Schemas.MaxBytes < 1024 {
 		bad("schemas.max_bytes", "must be >= 1024, got %d", c.Schemas.MaxBytes)

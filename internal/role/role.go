@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -92,12 +93,33 @@ func (e *Env) Run(ctx context.Context, fns ...func(context.Context) error) error
 			return err
 		})
 	}
-	err := g.Wait()
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		e.Log.Info("stopping", "grace", e.Cfg.Shutdown.Grace)
+		select {
+		case err = <-done:
+		case <-time.After(e.Cfg.Shutdown.Grace):
+			attrs := []any{"grace", e.Cfg.Shutdown.Grace}
+			if e.Gateway != nil {
+				attrs = append(attrs, "gateway_events_not_produced", e.Gateway.Queued())
+			}
+			e.Log.Error("shutdown.grace ran out; exiting without waiting further (uncommitted records are replayed by the next owner)", attrs...)
+			return ErrGraceExceeded
+		}
+	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
+
+// ErrGraceExceeded is returned by Run when the roles did not stop within
+// shutdown.grace; the caller exits without further clean-up.
+var ErrGraceExceeded = errors.New("shutdown.grace exceeded")
 
 // Close releases the clients.
 func (e *Env) Close() { _ = e.Redis.Close() }
