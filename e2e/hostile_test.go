@@ -259,3 +259,70 @@ func TestBoundedShutdown(t *testing.T) {
 	}
 	t.Logf("every process exited %s after SIGTERM (grace 2s)", time.Since(start).Round(10*time.Millisecond))
 }
+
+// TestGatewayTwoServersOneHost: two IM server processes behind one address
+// with the default gateway.server_id. Each is its own server in presence,
+// neither closes the other, deliveries reach the right one, and a burst the
+// first is sending while the second connects arrives whole.
+func TestGatewayTwoServersOneHost(t *testing.T) {
+	s, gw, run := gatewayStack(t)
+	run()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	a, err := loadgen.Dial(ctx, gw, "127.0.0.4")
+	must(t, err)
+	defer a.Close()
+	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
+	must(t, a.Flush())
+	testenv.Eventually(t, 30*time.Second, "a's user online", func() bool {
+		on, _ := s.online(t, 1)
+		return on
+	})
+	const burst = 2000
+	sent := make(chan error, 1)
+	go func() {
+		for i := 0; i < burst; i++ {
+			in := inner(schemas.Message{Cmd: 4, Version: 2, Sender: 1, Receiver: 500, Content: "burst-" + strconv.Itoa(i)})
+			if err := a.Send(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{500}, Inner: in})); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- a.Flush()
+	}()
+	b, err := loadgen.Dial(ctx, gw, "127.0.0.4")
+	must(t, err)
+	defer b.Close()
+	must(t, b.Send(imr.CmdSubscribe, sub(app, 2, 1)))
+	must(t, b.Flush())
+	must(t, <-sent)
+	testenv.Eventually(t, 30*time.Second, "both servers' users online, on two servers", func() bool {
+		on1, s1 := s.online(t, 1)
+		on2, s2 := s.online(t, 2)
+		return on1 && on2 && fmt.Sprint(s1) == "[imr-127.0.0.4]" && fmt.Sprint(s2) == "[imr-127.0.0.4-2]"
+	})
+	rt := func(from, to int64, content string) []byte {
+		return route(app, to, 1, inner(schemas.Message{Cmd: 17, Sender: from, Receiver: to, Content: content}))
+	}
+	toB, toA := rt(1, 2, "a-to-b"), rt(2, 1, "b-to-a")
+	must(t, a.Send(imr.CmdPublish, toB))
+	must(t, b.Send(imr.CmdPublish, toA))
+	must(t, a.Flush())
+	must(t, b.Flush())
+	gotA, gotB := drain(a, 3*time.Second), drain(b, time.Second)
+	if want := frameSet([]imr.Frame{{Cmd: imr.CmdPublish, Body: toA}}); fmt.Sprint(frameSet(gotA)) != fmt.Sprint(want) {
+		t.Errorf("a received %d frames, want only b's RT", len(gotA))
+	}
+	if want := frameSet([]imr.Frame{{Cmd: imr.CmdPublish, Body: toB}}); fmt.Sprint(frameSet(gotB)) != fmt.Sprint(want) {
+		t.Errorf("b received %d frames, want only a's RT", len(gotB))
+	}
+	testenv.Eventually(t, 30*time.Second, "a's whole burst in push_queue", func() bool {
+		n, _ := rc.LLen(ctx, "push_queue").Result()
+		return n >= burst
+	})
+	time.Sleep(500 * time.Millisecond)
+	if n, _ := rc.LLen(ctx, "push_queue").Result(); n != burst {
+		t.Errorf("%d push entries, want %d", n, burst)
+	}
+}

@@ -45,7 +45,7 @@ func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{role,
-		"--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
+		"--kafka.brokers", strings.Join(s.cfg.Kafka.Brokers, ","), "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
 		"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
 		"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
 		"--admin.listen", addr}, append(s.extra, extra...)...)

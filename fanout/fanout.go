@@ -156,6 +156,13 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	}
 	start := time.Now()
 	if err := kafkax.Write(ctx, f.w, out...); err != nil {
+		if kafkax.UnknownTopic(err) {
+			// A deliver topic went away (deleted, or a cluster that lost its
+			// data): create the batch's topics again on the retry.
+			f.mu.Lock()
+			clear(f.topics)
+			f.mu.Unlock()
+		}
 		return err
 	}
 	done := time.Now()

@@ -77,14 +77,14 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 // session runs a connection that sent its first frame; r reads the
 // connection from that frame on.
 func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
-	c := &conn{g: g, nc: nc, id: g.serverID(nc.RemoteAddr()), epoch: g.nextEpoch(),
+	c := &conn{g: g, nc: nc, epoch: g.nextEpoch(),
 		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: map[srcKey]int64{}}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	defer close(c.done)
 	defer c.close()
 	t := g.cfg.Kafka.Topics
+	g.claim(c, g.serverID(nc.RemoteAddr()))
 	c.enc = ingest.NewEncoder(c.id, c.epoch, t.Presence, t.Publish)
-	g.claim(c)
 	defer g.release(c)
 	g.m.conns.Inc()
 	defer g.m.conns.Dec()
@@ -166,6 +166,14 @@ func (c *conn) produce(pctx context.Context) {
 		}
 		start := time.Now()
 		err := kafkax.Write(pctx, c.g.w, batch...)
+		for err != nil && pctx.Err() == nil { // keep trying while the connection's events may still get out
+			c.g.log.Warn("gateway: produce failed; retrying", "server", c.id, "events", len(batch), "err", err)
+			select {
+			case <-pctx.Done():
+			case <-time.After(time.Second):
+			}
+			err = kafkax.Write(pctx, c.g.w, batch...)
+		}
 		c.g.queued.Add(-int64(len(batch)))
 		c.g.deps.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
 		if err != nil {

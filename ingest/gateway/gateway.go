@@ -3,7 +3,8 @@
 // imstream by pointing their route_addrs at it.
 //
 // Each accepted connection is one IM server in presence: a server id (from
-// its remote IP, or IP and port; see gateway.server_id), a new epoch per
+// its remote IP — with a -2, -3 suffix while other connections from that
+// IP are live — or IP and port; see gateway.server_id), a new epoch per
 // connection, server_up at connect, heartbeats while connected, server_down
 // when it closes. Frames 130/131/136/137 become presence events, 132/135/138
 // and 134 publish events with the inner frame kept in msg.raw; they are
@@ -33,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,18 +211,20 @@ func (g *Gateway) nextEpoch() int64 {
 	return g.lastEpoch
 }
 
-// claim registers c under its server id, closing (and waiting for) an
-// older connection of the same IM server: the reconnect takes over.
-func (g *Gateway) claim(c *conn) {
+// claim gives c its server id: base when no live connection holds it,
+// else base-2, base-3, … (the lowest one free). Two IM server processes
+// behind one address are thus two servers in presence, each with its own
+// deliver topic, and neither closes the other. A process that reconnects
+// after its old connection ended takes the lowest free id again — its own
+// when it was the only one — and with it the deliveries waiting there.
+func (g *Gateway) claim(c *conn, base string) {
 	g.mu.Lock()
-	old := g.conns[c.id]
-	g.conns[c.id] = c
-	g.mu.Unlock()
-	if old != nil {
-		g.log.Info("IM server reconnected; closing its previous connection", "server", c.id)
-		old.close()
-		<-old.done
+	defer g.mu.Unlock()
+	c.id = base
+	for n := 2; g.conns[c.id] != nil; n++ {
+		c.id = base + "-" + strconv.Itoa(n)
 	}
+	g.conns[c.id] = c
 }
 
 func (g *Gateway) release(c *conn) {

@@ -146,7 +146,7 @@ type Pusher struct {
 // Gateway configures the IMR-compatible gateway.
 type Gateway struct {
 	Listen            string        `mapstructure:"listen"`             // default 127.0.0.1:4444: where im_service IM servers connect (their route_addrs)
-	ServerID          string        `mapstructure:"server_id"`          // default ip: one IM server per remote IP ("ip"), or per connection ("ip_port")
+	ServerID          string        `mapstructure:"server_id"`          // default ip: ids by remote IP ("ip": imr-<ip>, then imr-<ip>-2, … for more live connections from it), or per connection ("ip_port")
 	IDPrefix          string        `mapstructure:"id_prefix"`          // default "imr-": prefix of the server ids the gateway assigns
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // default 5s: heartbeats for each connected IM server
 	QueueSize         int           `mapstructure:"queue_size"`         // default 10000: frames per connection waiting to be produced

@@ -13,15 +13,22 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// Kafka is an embedded single-broker Kafka cluster.
+// Kafka is an embedded Kafka cluster (one broker unless asked for more).
 type Kafka struct {
 	cluster *kfake.Cluster
-	Addr    string
+	Addr    string   // the first broker
+	Addrs   []string // every broker
 }
+
+// Cluster returns the embedded cluster, for tests that move leaders and
+// coordinators, remove and add brokers, or inject errors.
+func (k *Kafka) Cluster() *kfake.Cluster { return k.cluster }
 
 // KafkaOptions configures StartKafka.
 type KafkaOptions struct {
 	Port       int         // 0 picks a free port
+	Brokers    int         // brokers in the cluster (default 1)
+	Ports      []int       // one port per broker (overrides Port)
 	DataDir    string      // "" keeps everything in memory
 	Partitions int         // default partitions of auto-created topics (default 12)
 	Extra      []kfake.Opt // more broker options (TLS, SASL users) for tests
@@ -32,9 +39,13 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 	if o.Partitions <= 0 {
 		o.Partitions = 12
 	}
+	ports := o.Ports
+	if len(ports) == 0 {
+		ports = make([]int, max(o.Brokers, 1)) // free ports
+		ports[0] = o.Port
+	}
 	opts := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.Ports(o.Port),
+		kfake.Ports(ports...), // one broker per port
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(o.Partitions),
 		kfake.GroupMinSessionTimeout(time.Second),
@@ -52,7 +63,7 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 		c.Close()
 		return nil, fmt.Errorf("devstack: kafka has no listener")
 	}
-	return &Kafka{cluster: c, Addr: addrs[0]}, nil
+	return &Kafka{cluster: c, Addr: addrs[0], Addrs: addrs}, nil
 }
 
 // Close stops the broker (persisting its state when it has a data dir).

@@ -23,6 +23,9 @@ type DeadLetter struct {
 	// OnTruncate is called once per dead letter written truncated; nil is
 	// allowed.
 	OnTruncate func()
+	// Ensure, when set, creates the dead-letter topic; Send calls it when
+	// the topic has gone away (deleted, a cluster that lost its data).
+	Ensure func(ctx context.Context) error
 }
 
 // Rejected is one record the stage refuses, and why.
@@ -52,6 +55,11 @@ func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 		msgs[i] = d.letter(r, false)
 	}
 	err := Write(ctx, d.W, msgs...)
+	if err != nil && unknownTopic(err) && d.Ensure != nil {
+		if err = d.Ensure(ctx); err == nil {
+			err = Write(ctx, d.W, msgs...)
+		}
+	}
 	if err != nil && tooLarge(err) {
 		err = nil
 		for i, r := range rs { // one at a time: only the ones too large are cut

@@ -56,8 +56,14 @@ func (c *Conn) writerTransport() kafka.RoundTripper {
 
 // Write writes msgs, retrying temporary failures with back-off until ctx
 // ends. A record is never reported written unless the broker acknowledged it.
+// A topic that does not exist is retried for unknownTopicPatience only, then
+// reported (errors.Is(err, kafka.UnknownTopicOrPartition)): the caller may
+// have to create it again (a topic deleted, a cluster that lost its data),
+// and a stage's retried batch is logged and counted where a silent retry
+// would not be.
 func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 	backoff := 50 * time.Millisecond
+	start := time.Now()
 	for {
 		err := w.WriteMessages(ctx, msgs...)
 		if err == nil {
@@ -66,7 +72,7 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
-		if !retryable(err) {
+		if !retryable(err) || (unknownTopic(err) && time.Since(start) > unknownTopicPatience) {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
 		select {
@@ -77,6 +83,28 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
+
+// unknownTopicPatience is how long Write retries a topic the brokers do not
+// know (a topic just created may take a moment to be known everywhere).
+const unknownTopicPatience = 5 * time.Second
+
+// unknownTopic reports whether a write failed because a topic or partition
+// does not exist.
+func unknownTopic(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && errors.Is(e, kafka.UnknownTopicOrPartition) {
+				return true
+			}
+		}
+		return false
+	}
+	return errors.Is(err, kafka.UnknownTopicOrPartition)
+}
+
+// UnknownTopic reports whether a Write error means a topic does not exist.
+func UnknownTopic(err error) bool { return unknownTopic(err) }
 
 // retryable reports whether a failed write may succeed when retried: every
 // per-message error is temporary (a record too large never fits).

@@ -27,7 +27,13 @@ func StageConsumer(c config.Consumer, group string, topics []string, maxBatch in
 
 // NewDeadLetter returns the dead-letter writer of a stage.
 func (c *Conn) NewDeadLetter(k config.Kafka, stage string, onReject func(reason string)) *DeadLetter {
-	return &DeadLetter{W: c.NewWriter(k, k.Topics.DLQ), Stage: stage, OnReject: onReject}
+	d := &DeadLetter{W: c.NewWriter(k, k.Topics.DLQ), Stage: stage, OnReject: onReject}
+	if k.AutoCreateTopics {
+		d.Ensure = func(ctx context.Context) error {
+			return c.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.DLQ: k.Partitions})
+		}
+	}
+	return d
 }
 
 // Reject classifies a decode error of m for the dead-letter topic.

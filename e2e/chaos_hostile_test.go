@@ -1,0 +1,281 @@
+//go:build chaos
+
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/testenv"
+)
+
+// Faults of a cluster that moves and of hostile operations, added to the
+// suite's list. The suite runs on a 3-broker kfake cluster.
+
+// gate pauses the workload: send holds it shared per attempt; a fault that
+// must drain the pipeline first (a log it is about to delete) holds it
+// exclusively.
+var gate sync.RWMutex
+
+// drained waits until fanout and pusher have handled everything produced.
+func (c *chaos) drained() {
+	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
+	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
+}
+
+// archiveDelivers keeps the deliver topics' records before their log is
+// deleted: an IM server would have consumed them; verify counts them.
+func (c *chaos) archiveDelivers() {
+	for _, srv := range []string{"s1", "s2", "s3"} {
+		c.archived[srv] = append(c.archived[srv], testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+srv)...)
+	}
+}
+
+// respondErr answers a request with a retriable error code on every
+// partition (or the request as a whole), as a broker whose leader moved,
+// that timed out or whose coordinator is loading would.
+func respondErr(req kmsg.Request, code int16) kmsg.Response {
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.FetchRequest:
+		resp := r.ResponseKind().(*kmsg.FetchResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.HighWatermark, rp.LastStableOffset = p.Partition, code, -1, -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.OffsetCommitRequest:
+		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.JoinGroupRequest:
+		resp := r.ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode, resp.Generation = code, -1
+		return resp
+	}
+	return nil
+}
+
+// inject makes every nth request of key fail with code until stop is closed.
+func (c *chaos) inject(key kmsg.Key, code int16, nth int64, stop <-chan struct{}, count *atomic.Int64) {
+	cl := c.kafka.Cluster()
+	var seen atomic.Int64
+	cl.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-stop:
+			cl.DropControl()
+			return nil, nil, false
+		default:
+		}
+		cl.KeepControl()
+		if seen.Add(1)%nth != 0 {
+			return nil, nil, false
+		}
+		resp := respondErr(req, code)
+		if resp == nil {
+			return nil, nil, false
+		}
+		count.Add(1)
+		return resp, nil, true
+	})
+}
+
+func init() {
+	faults = append(faults,
+		fault{"3 brokers: partition leaders shuffled and coordinators moved ×6", func(c *chaos) time.Duration {
+			cl := c.kafka.Cluster()
+			for i := 0; i < 6; i++ {
+				time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+				cl.ShufflePartitionLeaders()
+				cl.RehashCoordinators()
+				p := int32(rand.IntN(c.s.cfg.Kafka.Partitions))
+				_ = cl.MoveTopicPartition(c.s.cfg.Kafka.Topics.Push, p, int32(rand.IntN(3)))
+			}
+			return c.progress(time.Now())
+		}},
+		fault{"3 brokers: a broker removed and re-added", func(c *chaos) time.Duration {
+			cl := c.kafka.Cluster()
+			if err := cl.RemoveNode(2); err != nil {
+				c.t.Fatal(err)
+			}
+			time.Sleep(3 * time.Second)
+			if _, _, err := cl.AddNode(2, c.kports[2]); err != nil {
+				c.t.Fatal(err)
+			}
+			return c.progress(time.Now())
+		}},
+		fault{"retriable errors on produce, fetch, commit and join (6 s)", func(c *chaos) time.Duration {
+			stop := make(chan struct{})
+			var n atomic.Int64
+			c.inject(kmsg.Produce, kerr.NotLeaderForPartition.Code, 5, stop, &n)
+			c.inject(kmsg.Produce, kerr.RequestTimedOut.Code, 7, stop, &n)
+			c.inject(kmsg.Fetch, kerr.NotLeaderForPartition.Code, 5, stop, &n)
+			c.inject(kmsg.OffsetCommit, kerr.CoordinatorLoadInProgress.Code, 3, stop, &n)
+			c.inject(kmsg.OffsetCommit, kerr.RebalanceInProgress.Code, 5, stop, &n)
+			c.inject(kmsg.JoinGroup, kerr.CoordinatorLoadInProgress.Code, 2, stop, &n)
+			c.kafka.Cluster().RehashCoordinators() // clients look coordinators up again, some rejoin
+			time.Sleep(6 * time.Second)
+			close(stop)
+			c.t.Logf("injected %d retriable errors", n.Load())
+			if n.Load() == 0 {
+				c.t.Error("no error was injected")
+			}
+			return c.progress(time.Now())
+		}},
+		fault{"imr.publish deleted and re-created under running roles", func(c *chaos) time.Duration {
+			gate.Lock() // what the old topic holds must be read before it is deleted
+			defer gate.Unlock()
+			c.drained()
+			ctx := context.Background()
+			conn := kafkax.MustConn(c.s.cfg.Kafka)
+			topic := c.s.cfg.Kafka.Topics.Publish
+			must(c.t, deleteTopic(ctx, c.s.cfg.Kafka.Brokers, topic))
+			time.Sleep(time.Second)
+			if err := conn.EnsureTopics(ctx, 1, map[string]int{topic: c.s.cfg.Kafka.Partitions}); err != nil {
+				c.t.Fatal(err)
+			}
+			return c.progress(time.Now())
+		}},
+		fault{"Kafka cluster replaced by an empty one", func(c *chaos) time.Duration {
+			gate.Lock()
+			defer gate.Unlock()
+			c.drained()
+			c.archiveDelivers()
+			c.kafka.Close()
+			if err := os.RemoveAll(c.kdir); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.MkdirAll(c.kdir, 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+			c.startKafka()
+			return c.progress(time.Now())
+		}},
+		fault{"records at the broker's size limit on publish, presence and groups", func(c *chaos) time.Duration {
+			big := bytes.Repeat([]byte("x"), 1048588-100)
+			t := c.s.cfg.Kafka.Topics
+			before := c.truncatedLetters()
+			testenv.Produce(c.t, c.s.cfg,
+				kafka.Message{Topic: t.Publish, Key: []byte("7:" + strconv.Itoa(offBase+100)), Value: big},
+				kafka.Message{Topic: t.Presence, Key: []byte("7:101"), Value: big},
+				kafka.Message{Topic: t.Groups, Key: []byte("7:1"), Value: big})
+			took := c.progress(time.Now())
+			testenv.Eventually(c.t, 60*time.Second, "three truncated dead letters", func() bool {
+				return c.truncatedLetters()-before >= 3
+			})
+			return took
+		}},
+	)
+}
+
+// deleteTopic deletes topic, asking each broker until the controller
+// answers (kafka-go sends DeleteTopics to the address it is given).
+func deleteTopic(ctx context.Context, brokers []string, topic string) error {
+	var err error
+	for _, b := range brokers {
+		var resp *kafka.DeleteTopicsResponse
+		resp, err = (&kafka.Client{Addr: kafka.TCP(b), Timeout: 10 * time.Second}).DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+		if err == nil {
+			err = resp.Errors[topic]
+		}
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete topic %s: %w", topic, err)
+}
+
+// truncatedLetters counts the truncated dead letters written so far.
+func (c *chaos) truncatedLetters() int {
+	n := 0
+	for _, m := range testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
+		for _, h := range m.Headers {
+			if h.Key == "truncated" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// idleGatewayConnections opens 1 000 idle connections to a gateway process
+// on the chaos cluster and returns the gateway's RSS growth per connection.
+func (c *chaos) idleGatewayConnections() (int64, error) {
+	const idle = 1000
+	gwAddr := freeLocalAddr(c.t)
+	_, p := c.s.start("gateway", "--gateway.listen", gwAddr, "--gateway.server_id", "ip_port")
+	defer p.Stop()
+	testenv.Eventually(c.t, 20*time.Second, "gateway listening", func() bool {
+		nc, err := net.Dial("tcp", gwAddr)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	})
+	time.Sleep(time.Second)
+	before := rss(c.t, p.Cmd.Process.Pid)
+	var conns []net.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for i := 0; i < idle; i++ {
+		nc, err := net.Dial("tcp", gwAddr)
+		if err != nil {
+			return 0, fmt.Errorf("connection %d: %w", i, err)
+		}
+		conns = append(conns, nc)
+	}
+	time.Sleep(3 * time.Second)
+	return (rss(c.t, p.Cmd.Process.Pid) - before) / idle, nil
+}
+
+func freeLocalAddr(t interface{ Fatal(...any) }) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
