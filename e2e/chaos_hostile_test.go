@@ -5,11 +5,13 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +20,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/loadgen"
 	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/schemas"
 )
 
 // Faults of a cluster that moves and of hostile operations, added to the
@@ -278,4 +283,81 @@ func freeLocalAddr(t interface{ Fatal(...any) }) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// twoServersOneHost runs a gateway on the chaos cluster; IM server A sends a
+// burst of MSG_PUSH while Kafka is slowed (every produce request delayed)
+// and IM server B connects from the same host. Both must stay connected as
+// two servers, and A's whole burst must land exactly once. It returns the
+// missing and doubled entries.
+func (c *chaos) twoServersOneHost(burst int) (missing, extra int) {
+	gwAddr := freeLocalAddr(c.t)
+	_, p := c.s.start("gateway", "--gateway.listen", gwAddr)
+	defer p.Stop()
+	testenv.Eventually(c.t, 20*time.Second, "gateway listening", func() bool {
+		nc, err := net.Dial("tcp", gwAddr)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := loadgen.Dial(ctx, gwAddr, "127.0.0.9")
+	must(c.t, err)
+	defer a.Close()
+	cl := c.kafka.Cluster()
+	slow := make(chan struct{})
+	cl.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-slow:
+			cl.DropControl()
+		default:
+			cl.KeepControl()
+			time.Sleep(2 * time.Millisecond)
+		}
+		return nil, nil, false
+	})
+	sent := make(chan error, 1)
+	go func() {
+		for i := 0; i < burst; i++ {
+			in := imr.AppendInner(nil, schemas.Message{Cmd: 4, Version: 2, Sender: 1, Receiver: offBase + 9, Content: "twohost-" + strconv.Itoa(i)})
+			if err := a.Send(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{offBase + 9}, Inner: in})); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- a.Flush()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	b, err := loadgen.Dial(ctx, gwAddr, "127.0.0.9")
+	must(c.t, err)
+	defer b.Close()
+	must(c.t, b.Send(imr.CmdSubscribe, imr.AppendSubscribe(nil, imr.Subscribe{AppID: app, UID: 909, Online: 1})))
+	must(c.t, b.Flush())
+	must(c.t, <-sent)
+	time.Sleep(3 * time.Second)
+	close(slow)
+	if on, _ := c.s.online(c.t, 909); !on {
+		c.t.Error("B's user not online")
+	}
+	c.drained()
+	got := map[string]int{}
+	for _, e := range c.rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		var v struct {
+			Content string `json:"content"`
+		}
+		if json.Unmarshal([]byte(e), &v) == nil && strings.HasPrefix(v.Content, "twohost-") {
+			got[v.Content]++
+		}
+	}
+	for i := 0; i < burst; i++ {
+		switch n := got["twohost-"+strconv.Itoa(i)]; {
+		case n == 0:
+			missing++
+		case n > 1:
+			extra += n - 1
+		}
+	}
+	return missing, extra
 }

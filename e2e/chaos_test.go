@@ -516,6 +516,10 @@ func TestChaos(t *testing.T) {
 			failed = true
 		}
 		table = append(table, fmt.Sprintf("| 1 000 idle gateway connections: %d KiB RSS each (bound 100 KB) | – | 0 | 0 | 0 | – |", per>>10))
+		burst := min(n, 20000)
+		missing, extra := c.twoServersOneHost(burst)
+		failed = failed || missing+extra > 0
+		table = append(table, fmt.Sprintf("| two IM servers on one host via the gateway, Kafka slowed | %d | %d | %d | – | – |", burst, missing, extra))
 	}
 	sort.Strings(table[2:])
 	out := strings.Join(table, "\n")
