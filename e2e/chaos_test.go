@@ -448,7 +448,8 @@ func (c *chaos) verify(run string, e *expectation) (missing, extra, order int) {
 		for content, r := range want {
 			if dgot[content] == 0 {
 				missing++
-				note("missing delivery %s to %d on %s", content, r, server)
+				on, _ := c.s.onlineOK(r)
+				note("missing delivery %s to %d on %s (receiver online now: %v)", content, r, server, on)
 			}
 		}
 		for content, n := range dgot {

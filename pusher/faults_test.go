@@ -356,3 +356,45 @@ func TestPusherClusterFailover(t *testing.T) {
 	time.Sleep(time.Second)
 	checkExactlyOnce(t, rc, n)
 }
+
+// TestPusherClusterMasterKilled SIGKILLs the master of push_queue's slot
+// under load — no handover, so whatever it acknowledged and had not yet
+// replicated dies with it — with redis.wait_replicas 1: the pusher commits
+// only what a replica acknowledged too, so after the automatic failover
+// every entry is there exactly once.
+func TestPusherClusterMasterKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	c := testenv.StartRedisCluster(t, 3)
+	cfg := testenv.Config(k.Addr, c.Addrs[0])
+	cfg.Redis.Cluster = true
+	cfg.Redis.Addrs = c.Addrs
+	cfg.Redis.WaitReplicas = 1
+	cfg.Redis.WaitTimeout = 500 * time.Millisecond
+	rc := c.Client(t)
+	stop := startPusher(t, cfg)
+	defer stop()
+
+	const n, chunk = 30000, 1000
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < n; i += chunk {
+			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
+			time.Sleep(30 * time.Millisecond)
+		}
+	}()
+	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= 5000
+	})
+	newMaster := c.KillMasterOf(t, "push_queue")
+	t.Logf("push_queue's master SIGKILLed; %s promoted at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
+	<-produced
+	testenv.Eventually(t, 90*time.Second, "all entries after the failover", func() bool {
+		return rc.LLen(context.Background(), "push_queue").Val() >= n
+	})
+	time.Sleep(time.Second)
+	checkExactlyOnce(t, rc, n)
+}

@@ -28,7 +28,7 @@ func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
 	rc := redisx.MustNew(cfg.Redis)
 	reg := prometheus.NewRegistry()
 	p, err := pusher.New(cfg, pusher.Deps{
-		Conn: conn, Sink: &pusher.RedisSink{Client: rc, Prefix: cfg.Redis.KeyPrefix},
+		Conn: conn, Sink: &pusher.RedisSink{Client: rc, Prefix: cfg.Redis.KeyPrefix, WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout},
 		Metrics: obs.NewMetrics(reg), Registerer: reg, Logger: slog.Default(),
 	})
 	if err != nil {

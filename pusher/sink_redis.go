@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -47,6 +48,53 @@ var appendLua = redis.NewScript(appendScript)
 type RedisSink struct {
 	Client redis.UniversalClient
 	Prefix string // e.g. "imstream:"
+	// WaitReplicas, when > 0, makes Append wait (WAIT) until that many
+	// replicas of every master it wrote to acknowledged the writes, within
+	// WaitTimeout; fewer is an error (the batch is retried, its offsets not
+	// committed). A master that crashes after acknowledging then loses
+	// nothing the pusher committed.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+// appendAndWait runs the scripts of each master on one connection followed
+// by WAIT there (WAIT counts the writes of its own connection): per master
+// of a Cluster, or on the one server.
+func (s *RedisSink) appendAndWait(ctx context.Context, order []stream, fill func(redis.Pipeliner, []int)) error {
+	nodes := map[*redis.Client][]int{}
+	switch c := s.Client.(type) {
+	case *redis.ClusterClient:
+		for i, k := range order {
+			m, err := c.MasterForKey(ctx, k.list)
+			if err != nil {
+				return err
+			}
+			nodes[m] = append(nodes[m], i)
+		}
+	case *redis.Client:
+		all := make([]int, len(order))
+		for i := range all {
+			all[i] = i
+		}
+		nodes[c] = all
+	default:
+		return fmt.Errorf("redis.wait_replicas: unsupported client %T", s.Client)
+	}
+	timeout := max(s.WaitTimeout, time.Millisecond)
+	for node, streams := range nodes {
+		var wait *redis.Cmd
+		err := redisx.ExecScripts(ctx, node, []*redis.Script{appendLua}, func(pipe redis.Pipeliner) {
+			fill(pipe, streams)
+			wait = pipe.Do(ctx, "WAIT", s.WaitReplicas, timeout.Milliseconds())
+		})
+		if err != nil {
+			return err
+		}
+		if n, _ := wait.Int64(); n < int64(s.WaitReplicas) {
+			return fmt.Errorf("WAIT: %d of %d replicas of %s acknowledged within %s", n, s.WaitReplicas, node.Options().Addr, timeout)
+		}
+	}
+	return nil
 }
 
 var _ Sink = (*RedisSink)(nil)
@@ -63,8 +111,9 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 	}
 	order, by := groupByStream(entries)
 	cmds := make([]*redis.Cmd, len(order))
-	err := redisx.ExecScripts(ctx, s.Client, []*redis.Script{appendLua}, func(pipe redis.Pipeliner) {
-		for i, k := range order {
+	fill := func(pipe redis.Pipeliner, streams []int) {
+		for _, i := range streams {
+			k := order[i]
 			es := by[k]
 			args := make([]any, 3, 3+len(es))
 			pos := make([]byte, 0, 16*len(es))
@@ -78,7 +127,17 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 			args[0], args[1], args[2] = es[0].Pos, es[len(es)-1].Pos, pos
 			cmds[i] = appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)
 		}
-	})
+	}
+	var err error
+	if s.WaitReplicas > 0 {
+		err = s.appendAndWait(ctx, order, fill)
+	} else {
+		all := make([]int, len(order))
+		for i := range all {
+			all[i] = i
+		}
+		err = redisx.ExecScripts(ctx, s.Client, []*redis.Script{appendLua}, func(pipe redis.Pipeliner) { fill(pipe, all) })
+	}
 	if err != nil {
 		return fmt.Errorf("pusher: append to %d lists: %w", len(order), err)
 	}

@@ -80,6 +80,8 @@ type Redis struct {
 	ReadTimeout  time.Duration `mapstructure:"read_timeout"`  // default 3s
 	WriteTimeout time.Duration `mapstructure:"write_timeout"` // default 3s
 	KeyPrefix    string        `mapstructure:"key_prefix"`    // default "imstream:": prefix of imstream's own keys (not the push lists)
+	WaitReplicas int           `mapstructure:"wait_replicas"` // default 0: after each push-list write, WAIT until this many replicas of the master acknowledged it (else retry)
+	WaitTimeout  time.Duration `mapstructure:"wait_timeout"`  // default 1s: how long one WAIT may take
 	TLS          TLS           `mapstructure:"tls"`
 }
 
@@ -190,7 +192,7 @@ func Default() Config {
 			DialTimeout:  2 * time.Second,
 			ReadTimeout:  3 * time.Second,
 			WriteTimeout: 3 * time.Second,
-			KeyPrefix:    "imstream:",
+			KeyPrefix:    "imstream:", WaitTimeout: time.Second,
 		},
 		Schemas:  Schemas{MaxBytes: 64 << 10, KeyMismatch: "reject"},
 		Shutdown: Shutdown{Grace: 10 * time.Second},
@@ -342,6 +344,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.Cluster && c.Redis.DB != 0 {
 		bad("redis.db", "must be 0 with redis.cluster")
+	}
+	if c.Redis.WaitReplicas < 0 || c.Redis.WaitTimeout <= 0 {
+		bad("redis.wait_replicas", "must be >= 0 with redis.wait_timeout > 0")
 	}
 	if c.Shutdown.Grace < time.Second {
 		bad("shutdown.grace", "must be >= 1s, got %s", c.Shutdown.Grace)

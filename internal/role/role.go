@@ -72,7 +72,8 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 // PusherDeps returns the pusher's dependencies.
 func (e *Env) PusherDeps() pusher.Deps {
 	return pusher.Deps{
-		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix}, Redis: e.Redis,
+		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix,
+			WaitReplicas: e.Cfg.Redis.WaitReplicas, WaitTimeout: e.Cfg.Redis.WaitTimeout}, Redis: e.Redis,
 		Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log,
 	}
 }

@@ -103,19 +103,70 @@ func (c *RedisCluster) FailoverSlotOf(t testing.TB, key string) string {
 	return replica
 }
 
+// KillMasterOf SIGKILLs the master serving key — no handover: what it
+// acknowledged and had not replicated is gone — and waits until the
+// cluster promoted its replica (cluster-node-timeout 2 s). It returns the
+// new master's address and restarts the killed node, which rejoins as its
+// replica (as an operator or an orchestrator would bring it back).
+func (c *RedisCluster) KillMasterOf(t testing.TB, key string) string {
+	t.Helper()
+	ctx := context.Background()
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	slot, err := cl.ClusterKeySlot(ctx, key).Result()
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, replica, ok := c.nodesOf(int(slot))
+	if !ok {
+		t.Fatalf("no master with a replica for slot %d", slot)
+	}
+	var via string
+	killed := -1
+	for i, a := range c.Addrs {
+		if a == master {
+			if err := c.Nodes[i].Kill(); err != nil {
+				t.Fatal(err)
+			}
+			killed = i
+		} else if via == "" {
+			via = a
+		}
+	}
+	Eventually(t, 60*time.Second, fmt.Sprintf("%s to take over slot %d from the killed %s", replica, slot, master), func() bool {
+		m, _, _ := c.nodesOfVia(via, int(slot))
+		return m == replica
+	})
+	if err := c.Nodes[killed].Start(); err != nil {
+		t.Fatal(err)
+	}
+	return replica
+}
+
 // nodesOf returns the master and a replica serving slot, as node 0 sees
 // them now (ok is false while the slot has no replica, e.g. mid-failover).
 func (c *RedisCluster) nodesOf(slot int) (master, replica string, ok bool) {
-	cl := redis.NewClient(&redis.Options{Addr: c.Addrs[0]})
+	return c.nodesOfVia(c.Addrs[0], slot)
+}
+
+// nodesOfVia is nodesOf as the node at addr sees it; after a failover the
+// promoted master may have no replica, so replica may be "".
+func (c *RedisCluster) nodesOfVia(addr string, slot int) (master, replica string, ok bool) {
+	cl := redis.NewClient(&redis.Options{Addr: addr})
 	defer cl.Close()
 	slots, err := cl.ClusterSlots(context.Background()).Result()
 	if err != nil {
 		return "", "", false
 	}
 	for _, s := range slots {
-		if slot >= int(s.Start) && slot <= int(s.End) && len(s.Nodes) > 1 {
-			return normalize(s.Nodes[0].Addr), normalize(s.Nodes[1].Addr), true
+		if slot < int(s.Start) || slot > int(s.End) || len(s.Nodes) == 0 {
+			continue
 		}
+		master = normalize(s.Nodes[0].Addr)
+		if len(s.Nodes) > 1 {
+			return master, normalize(s.Nodes[1].Addr), true
+		}
+		return master, "", false
 	}
 	return "", "", false
 }
