@@ -479,6 +479,7 @@ func TestChaos(t *testing.T) {
 		run := "r" + strconv.Itoa(i)
 		e := &expectation{push: map[string]int64{}, group: map[string]bool{}, delivers: map[string]map[string]int64{"s1": {}, "s2": {}, "s3": {}}}
 		before := c.sent.Load()
+		runStart := time.Now()
 		done := make(chan struct{})
 		go func() { c.workload(run, n, e); close(done) }()
 		// the fault strikes at a random moment of the run
@@ -500,13 +501,15 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		<-done
+		sentAt := time.Now()
 		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
 		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
+		t.Logf("%s: workload sent, fanout and pusher caught up %s later", f.name, time.Since(sentAt).Round(time.Millisecond))
 		missing, extra, order := c.verify(run, e)
 		failed = failed || missing+extra+order > 0
 		row := fmt.Sprintf("| %s | %d | %d | %d | %d | %.1fs |", f.name, c.sent.Load()-before, missing, extra, order, recovery.Seconds())
 		table = append(table, row)
-		t.Log(row)
+		t.Logf("%s (run took %s)", row, time.Since(runStart).Round(time.Millisecond))
 	}
 	if only := os.Getenv("CHAOS_ONLY"); only == "" || strings.Contains("gateway", only) {
 		per, err := c.idleGatewayConnections()

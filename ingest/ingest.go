@@ -45,7 +45,7 @@ type Config struct {
 
 	Linger            time.Duration    // default 2ms: longest wait for a batch to fill
 	HeartbeatInterval time.Duration    // default 5s
-	WriteTimeout      time.Duration    // default 10s
+	WriteTimeout      time.Duration    // default 10s: longest wait for one record's acknowledgement; a write not answered by then resets the connections
 	Transport         *kafka.Transport // optional: TLS/SASL settings
 
 	// OnHeartbeatError is called when the background heartbeat fails; nil
@@ -57,6 +57,7 @@ type Config struct {
 type Producer struct {
 	cfg    Config
 	enc    *Encoder
+	wmu    sync.Mutex // guards w, which send replaces when a write hangs
 	w      *kafka.Writer
 	mu     sync.Mutex
 	stopHB context.CancelFunc
@@ -94,16 +95,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		cfg.WriteTimeout = 10 * time.Second
 	}
 	p := &Producer{cfg: cfg, enc: NewEncoder(cfg.Server, cfg.Epoch, cfg.PresenceTopic, cfg.PublishTopic)}
-	p.w = &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Brokers...),
-		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: cfg.Linger,
-		BatchSize:    1000,
-		WriteTimeout: cfg.WriteTimeout,
-		MaxAttempts:  5,
-		Transport:    p.transport(),
-	}
+	p.w = p.newWriter()
 	if cfg.CreateTopics {
 		if err := p.createTopics(ctx); err != nil {
 			return nil, err
@@ -145,11 +137,57 @@ func (p *Producer) createTopics(ctx context.Context) error {
 	return nil
 }
 
-func (p *Producer) send(ctx context.Context, r Record) error {
-	if err := p.w.WriteMessages(ctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}); err != nil {
-		return fmt.Errorf("ingest: produce to %s: %w", r.Topic, err)
+// newWriter returns a writer on its own connections.
+func (p *Producer) newWriter() *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(p.cfg.Brokers...),
+		Balancer:     &kafka.Murmur2Balancer{Consistent: true},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: p.cfg.Linger,
+		BatchSize:    1000,
+		WriteTimeout: p.cfg.WriteTimeout,
+		MaxAttempts:  5,
+		Transport:    p.newTransport(),
 	}
-	return nil
+}
+
+// newTransport returns a transport with the configured settings and no
+// connections yet (kafka-go's default transport is shared by the whole
+// process, so a connection it holds cannot be dropped for one producer).
+func (p *Producer) newTransport() *kafka.Transport {
+	t := p.cfg.Transport
+	if t == nil {
+		t = &kafka.Transport{}
+	}
+	return &kafka.Transport{Dial: t.Dial, DialTimeout: t.DialTimeout, IdleTimeout: t.IdleTimeout, MetadataTTL: t.MetadataTTL,
+		MetadataTopics: t.MetadataTopics, ClientID: t.ClientID, TLS: t.TLS, SASL: t.SASL, Resolver: t.Resolver, Context: t.Context}
+}
+
+// send produces one record and waits for the brokers' acknowledgement, at
+// most WriteTimeout. A write that is not answered by then — a broker that
+// went away without closing its connections, a half-open TCP connection —
+// resets the producer's connections, so the next call starts afresh instead
+// of queueing behind the stuck request.
+func (p *Producer) send(ctx context.Context, r Record) error {
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	p.wmu.Lock()
+	w := p.w
+	p.wmu.Unlock()
+	err := w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		p.wmu.Lock()
+		if p.w == w {
+			p.w = p.newWriter()
+			go w.Close() // may wait for the stuck request; nothing waits for it
+		}
+		p.wmu.Unlock()
+		err = fmt.Errorf("not acknowledged within %s (connections reset): %w", p.cfg.WriteTimeout, err)
+	}
+	return fmt.Errorf("ingest: produce to %s: %w", r.Topic, err)
 }
 
 // UserKey, RoomKey, GroupKey and ServerKey are the record keys of SPEC §1.

@@ -102,7 +102,10 @@ func (p *Producer) Close(ctx context.Context) error {
 			err = p.ServerDown(ctx)
 		}
 	}
-	if cerr := p.w.Close(); err == nil {
+	p.wmu.Lock()
+	w := p.w
+	p.wmu.Unlock()
+	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
 	return err
