@@ -323,38 +323,7 @@ func fanoutReplay(t *testing.T, batchSize int) {
 // writing while the master holding push_queue fails over to its replica
 // (MOVED redirections); every entry ends up in the list exactly once.
 func TestPusherClusterFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration")
-	}
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	c := testenv.StartRedisCluster(t, 3)
-	cfg := testenv.Config(k.Addr, c.Addrs[0])
-	cfg.Redis.Cluster = true
-	cfg.Redis.Addrs = c.Addrs
-	rc := c.Client(t)
-	stop := startPusher(t, cfg)
-	defer stop()
-
-	const n, chunk = 30000, 1000
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		for i := 0; i < n; i += chunk {
-			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
-			time.Sleep(30 * time.Millisecond)
-		}
-	}()
-	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
-		return rc.LLen(context.Background(), "push_queue").Val() >= 5000
-	})
-	newMaster := c.FailoverSlotOf(t, "push_queue")
-	t.Logf("push_queue's master failed over to %s at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
-	<-produced
-	testenv.Eventually(t, 60*time.Second, "all entries after the failover", func() bool {
-		return rc.LLen(context.Background(), "push_queue").Val() >= n
-	})
-	time.Sleep(time.Second)
-	checkExactlyOnce(t, rc, n)
+	clusterFault(t, 0, func(c *testenv.RedisCluster) string { return c.FailoverSlotOf(t, "push_queue") })
 }
 
 // TestPusherClusterMasterKilled SIGKILLs the master of push_queue's slot
@@ -363,6 +332,14 @@ func TestPusherClusterFailover(t *testing.T) {
 // only what a replica acknowledged too, so after the automatic failover
 // every entry is there exactly once.
 func TestPusherClusterMasterKilled(t *testing.T) {
+	clusterFault(t, 1, func(c *testenv.RedisCluster) string { return c.KillMasterOf(t, "push_queue") })
+}
+
+// clusterFault runs a pusher (with waitReplicas) on a 3-master Redis
+// Cluster, writes 30 000 entries, strikes push_queue's master with fault
+// (which returns the new master) under load, and checks every entry exactly
+// once.
+func clusterFault(t *testing.T, waitReplicas int, fault func(*testenv.RedisCluster) string) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
@@ -371,7 +348,7 @@ func TestPusherClusterMasterKilled(t *testing.T) {
 	cfg := testenv.Config(k.Addr, c.Addrs[0])
 	cfg.Redis.Cluster = true
 	cfg.Redis.Addrs = c.Addrs
-	cfg.Redis.WaitReplicas = 1
+	cfg.Redis.WaitReplicas = waitReplicas
 	cfg.Redis.WaitTimeout = 500 * time.Millisecond
 	rc := c.Client(t)
 	stop := startPusher(t, cfg)
@@ -389,8 +366,8 @@ func TestPusherClusterMasterKilled(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= 5000
 	})
-	newMaster := c.KillMasterOf(t, "push_queue")
-	t.Logf("push_queue's master SIGKILLed; %s promoted at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
+	newMaster := fault(c)
+	t.Logf("push_queue's slot moved to %s at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
 	<-produced
 	testenv.Eventually(t, 90*time.Second, "all entries after the failover", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= n

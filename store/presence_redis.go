@@ -358,22 +358,35 @@ func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]strin
 func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (CollectStats, error) {
 	var st CollectStats
 	var mu sync.Mutex
+	err := r.eachHash(ctx, func(ctx context.Context, _ *redis.Client, key string, user bool) error {
+		n, left, err := r.collectKey(ctx, key, now)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		st.Removed += n
+		if left > 0 && user {
+			st.Users++
+		} else if left > 0 {
+			st.Rooms++
+		}
+		mu.Unlock()
+		return nil
+	})
+	return st, err
+}
+
+// eachHash calls fn for every user hash and then every room hash (SCAN, on
+// every master of a cluster, masters concurrently), with the node holding
+// it; user tells which kind the key is.
+func (r *RedisPresence) eachHash(ctx context.Context, fn func(ctx context.Context, node *redis.Client, key string, user bool) error) error {
 	scan := func(ctx context.Context, c *redis.Client) error {
 		for i, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
 			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
 			for iter.Next(ctx) {
-				n, left, err := r.collectKey(ctx, iter.Val(), now)
-				if err != nil {
+				if err := fn(ctx, c, iter.Val(), i == 0); err != nil {
 					return err
 				}
-				mu.Lock()
-				st.Removed += n
-				if left > 0 && i == 0 {
-					st.Users++
-				} else if left > 0 {
-					st.Rooms++
-				}
-				mu.Unlock()
 			}
 			if err := iter.Err(); err != nil {
 				return err
@@ -381,16 +394,13 @@ func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (CollectStat
 		}
 		return nil
 	}
-	var err error
 	switch c := r.c.(type) {
 	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
 	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		err = fmt.Errorf("presence: collect: unsupported client %T", r.c)
+		return scan(ctx, c)
 	}
-	return st, err
+	return fmt.Errorf("presence: unsupported client %T", r.c)
 }
 
 // collectKey removes the stale entries of one hash; it returns how many it
@@ -446,33 +456,13 @@ func (r *RedisPresence) ResetServer(ctx context.Context, id string) (int, error)
 	r.mu.Unlock()
 	var mu sync.Mutex
 	removed := 0
-	scan := func(ctx context.Context, c *redis.Client) error {
-		for _, pattern := range []string{r.prefix + "u:{*", r.prefix + "r:{*"} {
-			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
-			for iter.Next(ctx) {
-				n, err := c.HDel(ctx, iter.Val(), id).Result()
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				removed += int(n)
-				mu.Unlock()
-			}
-			if err := iter.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var err error
-	switch c := r.c.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		err = fmt.Errorf("unsupported client %T", r.c)
-	}
+	err := r.eachHash(ctx, func(ctx context.Context, node *redis.Client, key string, _ bool) error {
+		n, err := node.HDel(ctx, key, id).Result()
+		mu.Lock()
+		removed += int(n)
+		mu.Unlock()
+		return err
+	})
 	if err != nil {
 		return removed, fmt.Errorf("presence: reset %s: %w", id, err)
 	}

@@ -54,17 +54,12 @@ func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 	for i, r := range rs {
 		msgs[i] = d.letter(r, false)
 	}
-	err := Write(ctx, d.W, msgs...)
-	if err != nil && unknownTopic(err) && d.Ensure != nil {
-		if err = d.Ensure(ctx); err == nil {
-			err = Write(ctx, d.W, msgs...)
-		}
-	}
+	err := d.write(ctx, msgs...)
 	if err != nil && tooLarge(err) {
 		err = nil
 		for i, r := range rs { // one at a time: only the ones too large are cut
-			if err = Write(ctx, d.W, msgs[i]); err != nil && tooLarge(err) {
-				err = Write(ctx, d.W, d.letter(r, true))
+			if err = d.write(ctx, msgs[i]); err != nil && tooLarge(err) {
+				err = d.write(ctx, d.letter(r, true))
 				if err == nil && d.OnTruncate != nil {
 					d.OnTruncate()
 				}
@@ -83,6 +78,19 @@ func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 		}
 	}
 	return nil
+}
+
+// write writes msgs; when the dead-letter topic has gone away (deleted, a
+// cluster that lost its data) it creates it again through Ensure and
+// writes once more.
+func (d *DeadLetter) write(ctx context.Context, msgs ...kafka.Message) error {
+	err := Write(ctx, d.W, msgs...)
+	if err != nil && unknownTopic(err) && d.Ensure != nil {
+		if err = d.Ensure(ctx); err == nil {
+			err = Write(ctx, d.W, msgs...)
+		}
+	}
+	return err
 }
 
 // letter builds the dead letter of r, truncated or whole.

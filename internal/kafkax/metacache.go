@@ -43,6 +43,14 @@ func newMetadataCache(next kafka.RoundTripper, ttl time.Duration) *metadataCache
 
 // RoundTrip implements kafka.RoundTripper.
 func (m *metadataCache) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// kafka-go's writer sends its metadata requests with the caller's
+		// context: without a deadline, a broker that stops answering on an
+		// open connection would hold every later write forever.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
 	r, ok := req.(*metadataAPI.Request)
 	if !ok || len(r.TopicNames) != 1 {
 		return m.next.RoundTrip(ctx, addr, req)
@@ -61,6 +69,9 @@ func (m *metadataCache) RoundTrip(ctx context.Context, addr net.Addr, req kafka.
 	}
 	return resp, nil
 }
+
+// requestTimeout bounds a writer request sent without a deadline.
+const requestTimeout = 10 * time.Second
 
 func cacheable(r *metadataAPI.Response, topic string) bool {
 	for _, t := range r.Topics {
