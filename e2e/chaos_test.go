@@ -494,8 +494,14 @@ func TestChaos(t *testing.T) {
 		case strings.HasPrefix(f.name, "IM server"):
 			recovery = c.deadServer(run, e)
 		default:
+			var pool []fault // the mixed run draws from the faults not skipped
+			for _, g := range faults {
+				if !chaosSkipped(g.name) {
+					pool = append(pool, g)
+				}
+			}
 			for j := 0; j < 4; j++ {
-				g := faults[rand.IntN(len(faults))]
+				g := pool[rand.IntN(len(pool))]
 				t.Logf("mixed: %s", g.name)
 				recovery = max(recovery, g.inject(c))
 			}
@@ -536,15 +542,29 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// chaosOnly reports whether the run named name is selected by CHAOS_ONLY,
-// a comma-separated list of substrings of run names (all when unset).
+// chaosOnly reports whether the run named name is selected: CHAOS_ONLY is a
+// comma-separated list of substrings of the names to run (all when unset),
+// CHAOS_SKIP one of names to leave out.
 func chaosOnly(name string) bool {
+	if chaosSkipped(name) {
+		return false
+	}
 	only := os.Getenv("CHAOS_ONLY")
 	if only == "" {
 		return true
 	}
 	for _, s := range strings.Split(only, ",") {
-		if strings.Contains(name, s) {
+		if s != "" && strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// chaosSkipped reports whether CHAOS_SKIP names the run.
+func chaosSkipped(name string) bool {
+	for _, s := range strings.Split(os.Getenv("CHAOS_SKIP"), ",") {
+		if s != "" && strings.Contains(name, s) {
 			return true
 		}
 	}

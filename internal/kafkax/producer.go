@@ -54,13 +54,14 @@ func (c *Conn) writerTransport() kafka.RoundTripper {
 	return nil // kafka-go's default transport
 }
 
-// Write writes msgs, retrying temporary failures with back-off until ctx
-// ends. A record is never reported written unless the broker acknowledged it.
-// A topic that does not exist is retried for unknownTopicPatience only, then
-// reported (errors.Is(err, kafka.UnknownTopicOrPartition)): the caller may
-// have to create it again (a topic deleted, a cluster that lost its data),
-// and a stage's retried batch is logged and counted where a silent retry
-// would not be.
+// Write writes msgs, retrying temporary failures with back-off for up to
+// writePatience (or until ctx ends), then reports the last error, so that
+// the caller's own retry is logged and counted rather than this one going
+// on silently. A record is never reported written unless the broker
+// acknowledged it. A topic that does not exist is retried for
+// unknownTopicPatience only, then reported (errors.Is(err,
+// kafka.UnknownTopicOrPartition)): the caller may have to create it again (a
+// topic deleted, a cluster that lost its data).
 func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 	backoff := 50 * time.Millisecond
 	start := time.Now()
@@ -72,7 +73,7 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
-		if !retryable(err) || (unknownTopic(err) && time.Since(start) > unknownTopicPatience) {
+		if !retryable(err) || time.Since(start) > writePatience || (unknownTopic(err) && time.Since(start) > unknownTopicPatience) {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
 		select {
@@ -83,6 +84,9 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
+
+// writePatience is how long Write retries a temporary failure itself.
+const writePatience = 30 * time.Second
 
 // unknownTopicPatience is how long Write retries a topic the brokers do not
 // know (a topic just created may take a moment to be known everywhere).
