@@ -217,23 +217,6 @@ func init() {
 	)
 }
 
-// deleteTopic deletes topic, asking each broker until the controller
-// answers (kafka-go sends DeleteTopics to the address it is given).
-func deleteTopic(ctx context.Context, brokers []string, topic string) error {
-	var err error
-	for _, b := range brokers {
-		var resp *kafka.DeleteTopicsResponse
-		resp, err = (&kafka.Client{Addr: kafka.TCP(b), Timeout: 10 * time.Second}).DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
-		if err == nil {
-			err = resp.Errors[topic]
-		}
-		if err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("delete topic %s: %w", topic, err)
-}
-
 // truncatedLetters counts the truncated dead letters written so far.
 func (c *chaos) truncatedLetters() int {
 	n := 0

@@ -83,11 +83,7 @@ func TestLogIncarnations(t *testing.T) {
 
 	// An operator deletes and re-creates imr.publish.
 	conn := kafkax.MustConn(cfg.Kafka)
-	resp, err := conn.Client().DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{cfg.Kafka.Topics.Publish}})
-	must(t, err)
-	for _, e := range resp.Errors {
-		must(t, e)
-	}
+	must(t, deleteTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topics.Publish))
 	time.Sleep(500 * time.Millisecond)
 	must(t, conn.EnsureTopics(ctx, 1, map[string]int{cfg.Kafka.Topics.Publish: 4}))
 	publish("recreated", 300)
@@ -105,6 +101,23 @@ func TestLogIncarnations(t *testing.T) {
 	if n := metric(t, []string{s.pusher}, `imstream_skipped_total{stage="pusher",reason="repeat"}`); n != 0 {
 		t.Logf("pusher skipped %v repeats (replays after the broker change)", n)
 	}
+}
+
+// deleteTopic deletes topic, asking each broker until the controller
+// answers (kafka-go sends DeleteTopics to the address it is given).
+func deleteTopic(ctx context.Context, brokers []string, topic string) error {
+	var err error
+	for _, b := range brokers {
+		var resp *kafka.DeleteTopicsResponse
+		resp, err = (&kafka.Client{Addr: kafka.TCP(b), Timeout: 10 * time.Second}).DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+		if err == nil {
+			err = resp.Errors[topic]
+		}
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete topic %s: %w", topic, err)
 }
 
 // newPublishEncoder returns a function building a persistent IM publish

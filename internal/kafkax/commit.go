@@ -87,10 +87,7 @@ func (c *committer) restart(ctx context.Context, topic string, partition int, in
 	c.inc[k] = inc
 	c.pending[k] = mark{next: first, meta: commitMeta{inc: inc}}
 	c.mu.Unlock()
-	if err := c.flush(ctx); err != nil {
-		return err
-	}
-	return nil
+	return c.flush(ctx)
 }
 
 func (c *committer) signal() {

@@ -85,7 +85,7 @@ func (d *DeadLetter) Send(ctx context.Context, rs []Rejected) error {
 // writes once more.
 func (d *DeadLetter) write(ctx context.Context, msgs ...kafka.Message) error {
 	err := Write(ctx, d.W, msgs...)
-	if err != nil && unknownTopic(err) && d.Ensure != nil {
+	if err != nil && UnknownTopic(err) && d.Ensure != nil {
 		if err = d.Ensure(ctx); err == nil {
 			err = Write(ctx, d.W, msgs...)
 		}
@@ -121,15 +121,8 @@ func (d *DeadLetter) letter(r Rejected, truncate bool) kafka.Message {
 // tooLarge reports whether a write failed because a record is over the
 // writer's or the broker's size limit.
 func tooLarge(err error) bool {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if e != nil && tooLarge(e) {
-				return true
-			}
-		}
-		return false
-	}
-	var mtl kafka.MessageTooLargeError
-	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &mtl)
+	return anyWriteError(err, func(e error) bool {
+		var mtl kafka.MessageTooLargeError
+		return errors.Is(e, kafka.MessageSizeTooLarge) || errors.As(e, &mtl)
+	})
 }

@@ -20,15 +20,9 @@ import (
 // cannot tell whether more input is waiting. Here a chunk is whatever one
 // fetch response holds, up to MaxBatch records, so the partition worker
 // sees at once how much is waiting.
-// chunk is records of one incarnation.
-type chunk struct {
-	recs []kafka.Message
-	inc  string
-}
-
 type fetcher struct {
+	conn      *Conn
 	dialer    *kafka.Dialer
-	transport *kafka.Transport
 	brokers   []string
 	topic     string
 	partition int
@@ -56,13 +50,19 @@ type fetcher struct {
 	space    chan struct{} // signalled when taken brings buffered below queueSize
 }
 
+// chunk is records of one incarnation.
+type chunk struct {
+	recs []kafka.Message
+	inc  string
+}
+
 // fetchSafety bounds a fetch beyond the broker's own wait: a broker that
 // does not answer within it is treated as a broken connection.
 const fetchSafety = 10 * time.Second
 
 func newFetcher(c *Conn, cfg ConsumerConfig, log *slog.Logger, topic string, partition int) *fetcher {
 	return &fetcher{
-		dialer: c.Dialer, transport: c.Transport, brokers: c.Brokers, topic: topic, partition: partition,
+		conn: c, dialer: c.Dialer, brokers: c.Brokers, topic: topic, partition: partition,
 		maxBytes: max(cfg.MaxFetchBytes, 1<<20), maxWait: 250 * time.Millisecond,
 		chunk: max(cfg.MaxBatch, 1), queueSize: max(cfg.QueueSize, 1),
 		retryMin: max(cfg.RetryMin, 10*time.Millisecond), retryMax: max(cfg.RetryMax, cfg.RetryMin, 10*time.Millisecond),
@@ -102,23 +102,8 @@ func (f *fetcher) init(ctx context.Context, group string, offset int64) bool {
 }
 
 func (f *fetcher) committedMeta(ctx context.Context, group string) (string, error) {
-	resp, err := (&kafka.Client{Addr: kafka.TCP(f.brokers...), Transport: f.transport, Timeout: 10 * time.Second}).OffsetFetch(ctx,
-		&kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{f.topic: {f.partition}}})
-	if err != nil {
-		return "", err
-	}
-	if resp.Error != nil {
-		return "", resp.Error
-	}
-	for _, p := range resp.Topics[f.topic] {
-		if p.Error != nil {
-			return "", p.Error
-		}
-		if p.Partition == f.partition {
-			return p.Metadata, nil
-		}
-	}
-	return "", nil
+	ps, err := f.conn.committed(ctx, group, f.topic, []int{f.partition})
+	return ps[f.partition].Metadata, err
 }
 
 // taken tells the fetcher that the worker took n records off out.

@@ -35,16 +35,33 @@ func (c *Conn) Offsets(ctx context.Context, topic string) (first, end map[int]in
 // Committed returns the offsets group committed for the partitions of
 // topic (-1 where it has none).
 func (c *Conn) Committed(ctx context.Context, group, topic string, partitions []int) (map[int]int64, error) {
+	ps, err := c.committed(ctx, group, topic, partitions)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]int64, len(ps))
+	for p, po := range ps {
+		out[p] = po.CommittedOffset
+	}
+	return out, nil
+}
+
+// committed returns what group committed for the partitions of topic:
+// offset and metadata, by partition.
+func (c *Conn) committed(ctx context.Context, group, topic string, partitions []int) (map[int]kafka.OffsetFetchPartition, error) {
 	resp, err := c.Client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: partitions}})
+	if err == nil {
+		err = resp.Error
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kafka: committed offsets of %s on %s: %w", group, topic, err)
 	}
-	out := map[int]int64{}
+	out := map[int]kafka.OffsetFetchPartition{}
 	for _, po := range resp.Topics[topic] {
 		if po.Error != nil {
 			return nil, fmt.Errorf("kafka: committed offsets of %s on %s/%d: %w", group, topic, po.Partition, po.Error)
 		}
-		out[po.Partition] = po.CommittedOffset
+		out[po.Partition] = po
 	}
 	return out, nil
 }

@@ -73,7 +73,7 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
-		if !retryable(err) || time.Since(start) > writePatience || (unknownTopic(err) && time.Since(start) > unknownTopicPatience) {
+		if !retryable(err) || time.Since(start) > writePatience || (UnknownTopic(err) && time.Since(start) > unknownTopicPatience) {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
 		select {
@@ -92,23 +92,26 @@ const writePatience = 30 * time.Second
 // know (a topic just created may take a moment to be known everywhere).
 const unknownTopicPatience = 5 * time.Second
 
-// unknownTopic reports whether a write failed because a topic or partition
+// UnknownTopic reports whether a Write error means a topic or partition
 // does not exist.
-func unknownTopic(err error) bool {
+func UnknownTopic(err error) bool {
+	return anyWriteError(err, func(e error) bool { return errors.Is(e, kafka.UnknownTopicOrPartition) })
+}
+
+// anyWriteError reports whether is holds for err or, when err carries
+// kafka-go's per-message WriteErrors, for one of them.
+func anyWriteError(err error, is func(error) bool) bool {
 	var we kafka.WriteErrors
 	if errors.As(err, &we) {
 		for _, e := range we {
-			if e != nil && errors.Is(e, kafka.UnknownTopicOrPartition) {
+			if e != nil && is(e) {
 				return true
 			}
 		}
 		return false
 	}
-	return errors.Is(err, kafka.UnknownTopicOrPartition)
+	return is(err)
 }
-
-// UnknownTopic reports whether a Write error means a topic does not exist.
-func UnknownTopic(err error) bool { return unknownTopic(err) }
 
 // retryable reports whether a failed write may succeed when retried: every
 // per-message error is temporary (a record too large never fits).
