@@ -8,6 +8,8 @@ package devstack
 
 import (
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -16,8 +18,102 @@ import (
 // Kafka is an embedded Kafka cluster (one broker unless asked for more).
 type Kafka struct {
 	cluster *kfake.Cluster
+	conns   *conns
 	Addr    string   // the first broker
 	Addrs   []string // every broker
+}
+
+// StopBroker stops broker i (0-based, in Addrs order) the way a crashed
+// broker stops: its listener closes and so does every connection it holds.
+// kfake's RemoveNode alone closes only the listener; clients would go on
+// talking to a broker that no longer exists. Node ids follow Addrs order,
+// and kfake's controller is the last broker: stopping it breaks topic
+// creation for good.
+func (k *Kafka) StopBroker(i int) error {
+	if err := k.cluster.RemoveNode(int32(i)); err != nil {
+		return err
+	}
+	k.conns.closeAll(k.Addrs[i])
+	return nil
+}
+
+// StartBroker brings broker i back on its old address, empty of
+// connections; partition leaders are shuffled over the brokers again.
+func (k *Kafka) StartBroker(i int) error {
+	_, port, err := net.SplitHostPort(k.Addrs[i])
+	if err != nil {
+		return err
+	}
+	var p int
+	fmt.Sscan(port, &p)
+	_, _, err = k.cluster.AddNode(int32(i), p)
+	return err
+}
+
+// conns remembers the connections each listener accepted, so that a broker
+// can be stopped with them.
+type conns struct {
+	mu sync.Mutex
+	by map[string]map[net.Conn]struct{} // listen address -> open conns
+}
+
+func (cs *conns) listen(network, address string) (net.Listener, error) {
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &trackedListener{Listener: ln, cs: cs, addr: ln.Addr().String()}, nil
+}
+
+func (cs *conns) add(addr string, c net.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.by[addr] == nil {
+		cs.by[addr] = map[net.Conn]struct{}{}
+	}
+	cs.by[addr][c] = struct{}{}
+}
+
+func (cs *conns) remove(addr string, c net.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.by[addr], c)
+}
+
+func (cs *conns) closeAll(addr string) {
+	cs.mu.Lock()
+	open := cs.by[addr]
+	delete(cs.by, addr)
+	cs.mu.Unlock()
+	for c := range open {
+		c.Close()
+	}
+}
+
+type trackedListener struct {
+	net.Listener
+	cs   *conns
+	addr string
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.cs.add(l.addr, c)
+	return &trackedConn{Conn: c, forget: func() { l.cs.remove(l.addr, c) }}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	once   sync.Once
+	forget func()
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(c.forget)
+	return c.Conn.Close()
 }
 
 // Cluster returns the embedded cluster, for tests that move leaders and
@@ -44,7 +140,9 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 		ports = make([]int, max(o.Brokers, 1)) // free ports
 		ports[0] = o.Port
 	}
+	cs := &conns{by: map[string]map[net.Conn]struct{}{}}
 	opts := []kfake.Opt{
+		kfake.ListenFn(cs.listen),
 		kfake.Ports(ports...), // one broker per port
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(o.Partitions),
@@ -63,7 +161,7 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 		c.Close()
 		return nil, fmt.Errorf("devstack: kafka has no listener")
 	}
-	return &Kafka{cluster: c, Addr: addrs[0], Addrs: addrs}, nil
+	return &Kafka{cluster: c, conns: cs, Addr: addrs[0], Addrs: addrs}, nil
 }
 
 // Close stops the broker (persisting its state when it has a data dir).
