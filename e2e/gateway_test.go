@@ -133,16 +133,20 @@ func TestGatewayRouting(t *testing.T) {
 	must(t, a.Flush())
 	must(t, b.Flush())
 
-	testenv.Eventually(t, 30*time.Second, "publish events produced", func() bool {
+	count := func(topic string) int {
 		n := 0
-		for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
+		for _, m := range testenv.ReadAll(t, s.cfg, topic) {
 			if bytes.Contains(m.Value, []byte(`"server":"imr-`)) {
 				n++
 			}
 		}
-		return n >= 13
+		return n
+	}
+	testenv.Eventually(t, 30*time.Second, "publish events produced, the push on the bulk lane", func() bool {
+		return count(s.cfg.Kafka.Topics.Publish) >= 12 && count(s.cfg.Kafka.Topics.Bulk) >= 1
 	})
 	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
 	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
 	gotA, gotB := drain(a, 2*time.Second), drain(b, 500*time.Millisecond)
 	hexes := func(bs [][]byte) []string {

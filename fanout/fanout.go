@@ -1,4 +1,5 @@
-// Package fanout is the routing stage: it consumes imr.publish, decides per
+// Package fanout is the routing stage: it consumes imr.publish (the online
+// lane) and imr.publish.bulk (the bulk lane: push events), decides per
 // event what im_service's router would do (SPEC §4; Decide), and writes
 // deliveries to imr.deliver.<server> and offline-push jobs to imr.push.
 //
@@ -59,7 +60,8 @@ type Fanout struct {
 	log     *slog.Logger
 	dlq     *kafkax.DeadLetter
 	dec     kafkax.Decoder
-	w       *kafka.Writer
+	w       *kafka.Writer // the online lane's outputs, written at once
+	wb      *kafka.Writer // the bulk lane's, batched (kafka.linger)
 	outputs *prometheus.CounterVec
 
 	mu     sync.Mutex
@@ -85,23 +87,41 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	if err := deps.Registerer.Register(f.outputs); err != nil {
 		return nil, err
 	}
-	f.w = deps.Conn.NewWriter(cfg.Kafka, "")
+	f.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
 	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
+	f.wb = deps.Conn.NewWriter(cfg.Kafka, "")
+	f.wb.Balancer = f.w.Balancer
 	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	f.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return f, nil
 }
 
-// Run consumes imr.publish until ctx ends.
+// Run consumes both lanes, imr.publish and imr.publish.bulk, until ctx
+// ends. Every partition of either has its own fetcher and worker, and each
+// lane its own writer, so an online batch never waits behind a bulk one:
+// not in a partition queue, not in a produce batch.
 func (f *Fanout) Run(ctx context.Context) error {
 	defer f.dlq.W.Close()
 	defer f.w.Close()
+	defer f.wb.Close()
 	k := f.cfg.Kafka
-	if err := f.deps.Conn.PrepareTopics(ctx, k, k.Topics.Publish, k.Topics.Push); err != nil {
+	topics := []string{k.Topics.Publish}
+	if k.Topics.Bulk != k.Topics.Publish {
+		topics = append(topics, k.Topics.Bulk)
+	}
+	if err := f.deps.Conn.PrepareTopics(ctx, k, append(topics, k.Topics.Push)...); err != nil {
 		return err
 	}
-	return f.deps.Conn.Consume(ctx, kafkax.StageConsumer(f.cfg.Consumer, f.cfg.Fanout.Group, []string{k.Topics.Publish},
+	return f.deps.Conn.Consume(ctx, kafkax.StageConsumer(f.cfg.Consumer, f.cfg.Fanout.Group, topics,
 		f.cfg.Fanout.BatchSize, 100*time.Millisecond, f.log, f.deps.Metrics.Hooks(Stage)), f)
+}
+
+// writer returns the writer of the lane topic belongs to.
+func (f *Fanout) writer(topic string) *kafka.Writer {
+	if t := f.cfg.Kafka.Topics; topic == t.Bulk && t.Bulk != t.Publish {
+		return f.wb
+	}
+	return f.w
 }
 
 // HandleBatch routes a batch of publish events.
@@ -155,7 +175,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		f.log.Info("created deliver topics", "topics", len(newTopics))
 	}
 	start := time.Now()
-	if err := kafkax.Write(ctx, f.w, out...); err != nil {
+	if err := kafkax.Write(ctx, f.writer(b.Topic), out...); err != nil {
 		if kafkax.UnknownTopic(err) {
 			// A deliver topic went away (deleted, or a cluster that lost its
 			// data): create the batch's topics again on the retry.

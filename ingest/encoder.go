@@ -16,19 +16,29 @@ type Record struct {
 	Value []byte
 }
 
+// Topics names the topics an IM server produces to.
+type Topics struct {
+	Presence string // imr.presence
+	Publish  string // imr.publish: the online lane (publish, publish_group, publish_room)
+	Bulk     string // imr.publish.bulk: the bulk lane (push); Publish for one lane
+}
+
 // Encoder builds the v1 records of one IM server (one epoch): keys as SPEC
 // §1, ids "<server>:<epoch>:<n>", ts now. Safe for concurrent use.
 type Encoder struct {
-	server        string
-	epoch         int64
-	presenceTopic string
-	publishTopic  string
-	seq           atomic.Uint64
+	server string
+	epoch  int64
+	topics Topics
+	seq    atomic.Uint64
 }
 
-// NewEncoder returns an encoder for server at epoch.
-func NewEncoder(server string, epoch int64, presenceTopic, publishTopic string) *Encoder {
-	return &Encoder{server: server, epoch: epoch, presenceTopic: presenceTopic, publishTopic: publishTopic}
+// NewEncoder returns an encoder for server at epoch. An empty Bulk puts
+// push events on Publish.
+func NewEncoder(server string, epoch int64, t Topics) *Encoder {
+	if t.Bulk == "" {
+		t.Bulk = t.Publish
+	}
+	return &Encoder{server: server, epoch: epoch, topics: t}
 }
 
 func (e *Encoder) header(t schemas.Type, appid int64) schemas.Header {
@@ -48,7 +58,7 @@ func record(topic, key string, ev any) Record {
 
 func (e *Encoder) presence(key string, ev *schemas.Presence) Record {
 	ev.Epoch = e.epoch
-	return record(e.presenceTopic, key, ev)
+	return record(e.topics.Presence, key, ev)
 }
 
 // Subscribe: uid has at least one connection on this server.
@@ -88,7 +98,7 @@ type Meta struct {
 }
 
 func (e *Encoder) publish(t schemas.Type, appid, receiver int64, key string, msg schemas.Message, meta Meta) Record {
-	return record(e.publishTopic, key, &schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
+	return record(e.topics.Publish, key, &schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
 		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg})
 }
 
@@ -107,9 +117,9 @@ func (e *Encoder) PublishRoom(appid, room int64, msg schemas.Message, meta Meta)
 	return e.publish(schemas.TypePublishRoom, appid, room, RoomKey(appid, room), msg, meta)
 }
 
-// Push asks for offline pushes to whichever receivers are offline (MSG_PUSH);
-// keyed by the first receiver. receivers must not be empty.
+// Push asks for offline pushes to whichever receivers are offline (MSG_PUSH),
+// on the bulk lane; keyed by the first receiver. receivers must not be empty.
 func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {
-	return record(e.publishTopic, UserKey(appid, receivers[0]),
+	return record(e.topics.Bulk, UserKey(appid, receivers[0]),
 		&schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg})
 }

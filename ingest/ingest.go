@@ -35,7 +35,12 @@ type Config struct {
 	Epoch int64
 
 	PresenceTopic string // default imr.presence
-	PublishTopic  string // default imr.publish
+	PublishTopic  string // default imr.publish: the online lane
+	// BulkTopic is the bulk lane: Push events go there, so that online
+	// messages never queue behind offline-push bursts (their own writer,
+	// batches and topic). Default imr.publish.bulk; set it to PublishTopic
+	// for one lane (an imstream that predates lanes).
+	BulkTopic string
 
 	// CreateTopics creates missing topics with Partitions partitions when
 	// the producer starts (default false: the brokers' auto-creation or an
@@ -57,11 +62,33 @@ type Config struct {
 type Producer struct {
 	cfg    Config
 	enc    *Encoder
-	wmu    sync.Mutex // guards w, which send replaces when a write hangs
-	w      *kafka.Writer
+	online *lane // presence and publish events
+	bulk   *lane // push events
 	mu     sync.Mutex
 	stopHB context.CancelFunc
 	hbDone chan struct{}
+}
+
+// lane is one writer on connections of its own, replaced when a write hangs.
+type lane struct {
+	mu sync.Mutex
+	w  *kafka.Writer
+}
+
+func (l *lane) writer() *kafka.Writer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w
+}
+
+// replace swaps w for a fresh writer unless another caller already did.
+func (l *lane) replace(w *kafka.Writer, fresh func() *kafka.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w == w {
+		l.w = fresh()
+		go w.Close() // may wait for the stuck request; nothing waits for it
+	}
 }
 
 // New returns a producer. It does not contact the brokers unless
@@ -82,6 +109,9 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if cfg.PublishTopic == "" {
 		cfg.PublishTopic = "imr.publish"
 	}
+	if cfg.BulkTopic == "" {
+		cfg.BulkTopic = "imr.publish.bulk"
+	}
 	if cfg.Partitions == 0 {
 		cfg.Partitions = 12
 	}
@@ -94,8 +124,10 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	p := &Producer{cfg: cfg, enc: NewEncoder(cfg.Server, cfg.Epoch, cfg.PresenceTopic, cfg.PublishTopic)}
-	p.w = p.newWriter()
+	p := &Producer{cfg: cfg, enc: NewEncoder(cfg.Server, cfg.Epoch,
+		Topics{Presence: cfg.PresenceTopic, Publish: cfg.PublishTopic, Bulk: cfg.BulkTopic})}
+	p.online = &lane{w: p.newWriter()}
+	p.bulk = &lane{w: p.newWriter()}
 	if cfg.CreateTopics {
 		if err := p.createTopics(ctx); err != nil {
 			return nil, err
@@ -125,6 +157,9 @@ func (p *Producer) createTopics(ctx context.Context) error {
 		{Topic: p.cfg.PresenceTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
 		{Topic: p.cfg.PublishTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
 	}}
+	if p.cfg.BulkTopic != p.cfg.PublishTopic {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: p.cfg.BulkTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1})
+	}
 	resp, err := c.CreateTopics(ctx, req)
 	if err != nil {
 		return fmt.Errorf("ingest: create topics: %w", err)
@@ -171,20 +206,17 @@ func (p *Producer) newTransport() *kafka.Transport {
 func (p *Producer) send(ctx context.Context, r Record) error {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	p.wmu.Lock()
-	w := p.w
-	p.wmu.Unlock()
+	l := p.online
+	if r.Topic == p.cfg.BulkTopic && p.cfg.BulkTopic != p.cfg.PublishTopic {
+		l = p.bulk
+	}
+	w := l.writer()
 	err := w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		p.wmu.Lock()
-		if p.w == w {
-			p.w = p.newWriter()
-			go w.Close() // may wait for the stuck request; nothing waits for it
-		}
-		p.wmu.Unlock()
+		l.replace(w, p.newWriter)
 		err = fmt.Errorf("not acknowledged within %s (connections reset): %w", p.cfg.WriteTimeout, err)
 	}
 	return fmt.Errorf("ingest: produce to %s: %w", r.Topic, err)

@@ -110,7 +110,7 @@ func TestProducerRecords(t *testing.T) {
 		{func() error {
 			return p.PublishRoom(ctx, 7, 42, schemas.Message{Cmd: schemas.CmdRoomIM, Sender: 1, Receiver: 42}, ingest.Meta{})
 		}, want{"imr.publish", "7:room:42", schemas.TypePublishRoom}},
-		{func() error { return p.Push(ctx, 7, []int64{1001, 1002}, msg) }, want{"imr.publish", "7:1001", schemas.TypePush}},
+		{func() error { return p.Push(ctx, 7, []int64{1001, 1002}, msg) }, want{"imr.publish.bulk", "7:1001", schemas.TypePush}}, // the bulk lane
 	}
 	start := time.Now()
 	for i, c := range calls {
@@ -129,7 +129,7 @@ func TestProducerRecords(t *testing.T) {
 	}
 
 	got := map[string][]kafka.Message{}
-	for _, topic := range []string{"imr.presence", "imr.publish"} {
+	for _, topic := range []string{"imr.presence", "imr.publish", "imr.publish.bulk"} {
 		for part := 0; part < 12; part++ {
 			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{k.Addr}, Topic: topic, Partition: part, MaxWait: 50 * time.Millisecond})
 			last, err := kafka.DialLeader(ctx, "tcp", k.Addr, topic, part)

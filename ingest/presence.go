@@ -88,7 +88,7 @@ func (p *Producer) Start(ctx context.Context) error {
 }
 
 // Close stops the heartbeat loop, sends ServerDown when Start was called
-// (unless ctx is already done), and flushes and closes the writer.
+// (unless ctx is already done), and flushes and closes the writers.
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	stop, done := p.stopHB, p.hbDone
@@ -102,11 +102,10 @@ func (p *Producer) Close(ctx context.Context) error {
 			err = p.ServerDown(ctx)
 		}
 	}
-	p.wmu.Lock()
-	w := p.w
-	p.wmu.Unlock()
-	if cerr := w.Close(); err == nil {
-		err = cerr
+	for _, l := range []*lane{p.online, p.bulk} {
+		if cerr := l.writer().Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

@@ -27,7 +27,7 @@ func runTopics(ctx context.Context, args []string) error {
 		return err
 	}
 	topics := map[string]int{
-		k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.Groups: k.Partitions,
+		k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.Bulk: k.Partitions, k.Topics.Groups: k.Partitions,
 		k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions,
 	}
 	if err := conn.EnsureTopics(ctx, k.ReplicationFactor, topics); err != nil {

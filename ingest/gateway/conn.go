@@ -27,7 +27,9 @@ type conn struct {
 	id     string
 	epoch  int64
 	enc    *ingest.Encoder
-	out    chan kafka.Message
+	out    chan kafka.Message // the online lane's queue
+	bulk   *queue             // the bulk lane's, started at the first push
+	pctx   context.Context    // the producers' life: the connection's and 30 s after
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -84,7 +86,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	defer c.close()
 	t := g.cfg.Kafka.Topics
 	g.claim(c, g.serverID(nc.RemoteAddr()))
-	c.enc = ingest.NewEncoder(c.id, c.epoch, t.Presence, t.Publish)
+	c.enc = ingest.NewEncoder(c.id, c.epoch, ingest.Topics{Presence: t.Presence, Publish: t.Publish, Bulk: t.Bulk})
 	defer g.release(c)
 	g.m.conns.Inc()
 	defer g.m.conns.Dec()
@@ -93,8 +95,9 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 
 	pctx, stopProducing := context.WithCancel(context.Background())
 	defer stopProducing()
+	c.pctx = pctx
 	produced := make(chan struct{})
-	go func() { defer close(produced); c.produce(pctx) }()
+	go func() { defer close(produced); c.produce(pctx, c.out, g.w) }()
 	c.send(c.enc.Server(schemas.TypeServerUp))
 
 	var wg sync.WaitGroup
@@ -117,14 +120,52 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	c.g.queued.Add(1)
 	c.out <- c.message(c.enc.Server(schemas.TypeServerDown))
 	close(c.out)
+	if c.bulk != nil {
+		close(c.bulk.ch)
+	}
 	// Keep trying to get the last events out for a while, then give up
 	// (counted): a closed connection must not hold the gateway forever.
-	select {
-	case <-produced:
-	case <-time.After(30 * time.Second):
-		stopProducing()
-		<-produced
+	giveUp := time.After(30 * time.Second)
+	for _, done := range c.producers(produced) {
+		select {
+		case <-done:
+		case <-giveUp:
+			stopProducing()
+			<-done
+		}
 	}
+}
+
+// queue is a lane's queue and the goroutine producing from it.
+type queue struct {
+	ch   chan kafka.Message
+	done chan struct{}
+}
+
+// producers returns what to wait for: the online producer's end and, when
+// a push was read, the bulk producer's.
+func (c *conn) producers(online chan struct{}) []chan struct{} {
+	if c.bulk == nil {
+		return []chan struct{}{online}
+	}
+	return []chan struct{}{online, c.bulk.done}
+}
+
+// lane returns the queue a record goes to. Push events have a lane of their
+// own (kafka.topics.bulk), so that online messages of this connection
+// never wait behind a push burst it sends: its own queue, producer
+// goroutine, writer and topic. It is started at the first push, from the
+// read goroutine (the only one that sends pushes).
+func (c *conn) lane(r ingest.Record) chan kafka.Message {
+	t := c.g.cfg.Kafka.Topics
+	if r.Topic != t.Bulk || t.Bulk == t.Publish {
+		return c.out
+	}
+	if c.bulk == nil {
+		c.bulk = &queue{ch: make(chan kafka.Message, c.g.cfg.Gateway.QueueSize), done: make(chan struct{})}
+		go func() { defer close(c.bulk.done); c.produce(c.pctx, c.bulk.ch, c.g.wb) }()
+	}
+	return c.bulk.ch
 }
 
 func (c *conn) message(r ingest.Record) kafka.Message {
@@ -136,7 +177,7 @@ func (c *conn) message(r ingest.Record) kafka.Message {
 func (c *conn) send(r ingest.Record) bool {
 	c.g.queued.Add(1)
 	select {
-	case c.out <- c.message(r):
+	case c.lane(r) <- c.message(r):
 		return true
 	case <-c.ctx.Done():
 		c.g.queued.Add(-1)
@@ -144,18 +185,18 @@ func (c *conn) send(r ingest.Record) bool {
 	}
 }
 
-// produce writes queued records in order, in batches, until the queue is
-// closed; it retries failed writes and drops nothing while pctx lives (the
-// connection's life and 30 s after it closed, so server_down and the last
-// events get out).
-func (c *conn) produce(pctx context.Context) {
+// produce writes the records queued on q with w, in order, in batches of
+// what is waiting, until q is closed; it retries failed writes and drops
+// nothing while pctx lives (the connection's life and 30 s after it closed,
+// so server_down and the last events get out).
+func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writer) {
 	batch := make([]kafka.Message, 0, 1000)
-	for m := range c.out {
+	for m := range q {
 		batch = append(batch[:0], m)
 	fill:
 		for len(batch) < cap(batch) {
 			select {
-			case m, ok := <-c.out:
+			case m, ok := <-q:
 				if !ok {
 					break fill
 				}
@@ -165,14 +206,14 @@ func (c *conn) produce(pctx context.Context) {
 			}
 		}
 		start := time.Now()
-		err := kafkax.Write(pctx, c.g.w, batch...)
+		err := kafkax.Write(pctx, w, batch...)
 		for err != nil && pctx.Err() == nil { // keep trying while the connection's events may still get out
 			c.g.log.Warn("gateway: produce failed; retrying", "server", c.id, "events", len(batch), "err", err)
 			select {
 			case <-pctx.Done():
 			case <-time.After(time.Second):
 			}
-			err = kafkax.Write(pctx, c.g.w, batch...)
+			err = kafkax.Write(pctx, w, batch...)
 		}
 		c.g.queued.Add(-int64(len(batch)))
 		c.g.deps.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())

@@ -64,7 +64,8 @@ type Gateway struct {
 	cfg  config.Config
 	deps Deps
 	log  *slog.Logger
-	w    *kafka.Writer
+	w    *kafka.Writer // the online lane: presence and publish events, written at once
+	wb   *kafka.Writer // the bulk lane: push events, batched (kafka.linger)
 	dlq  *kafkax.DeadLetter
 	dec  kafkax.Decoder
 	m    metrics
@@ -117,7 +118,8 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	g.w = deps.Conn.NewWriter(cfg.Kafka, "")
+	g.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
+	g.wb = deps.Conn.NewWriter(cfg.Kafka, "")
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
@@ -137,9 +139,10 @@ func (g *Gateway) Addr(ctx context.Context) (string, error) {
 // connection (each sends server_down).
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.w.Close()
+	defer g.wb.Close()
 	defer g.dlq.W.Close()
 	k := g.cfg.Kafka
-	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish); err != nil {
+	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", g.cfg.Gateway.Listen)

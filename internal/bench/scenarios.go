@@ -202,11 +202,11 @@ func (b *Bench) PusherAlone(ctx context.Context) error {
 // OfflinePath: MSG_PUSH events for offline receivers, burst → lists.
 func (b *Bench) OfflinePath(ctx context.Context) error {
 	n := b.o.Events
-	cfg := b.scenario("offline path end to end: push events → fanout → pusher → lists")
+	cfg := b.scenario("offline path end to end: push events (bulk lane) → fanout → pusher → lists")
 	if err := b.flush(ctx); err != nil {
 		return err
 	}
-	if err := b.produce(ctx, cfg.Kafka.Topics.Publish, n, func(i int) kafka.Message {
+	if err := b.produce(ctx, cfg.Kafka.Topics.Bulk, n, func(i int) kafka.Message {
 		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
 	}); err != nil {
 		return err

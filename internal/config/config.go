@@ -45,7 +45,8 @@ type Shutdown struct {
 // Topics names the topics (SPEC §1).
 type Topics struct {
 	Presence      string `mapstructure:"presence"`       // default imr.presence
-	Publish       string `mapstructure:"publish"`        // default imr.publish
+	Publish       string `mapstructure:"publish"`        // default imr.publish: the online lane
+	Bulk          string `mapstructure:"bulk"`           // default imr.publish.bulk: the bulk lane (push events); = publish for one lane
 	Groups        string `mapstructure:"groups"`         // default imr.groups
 	Push          string `mapstructure:"push"`           // default imr.push
 	DLQ           string `mapstructure:"dlq"`            // default imr.dlq
@@ -176,7 +177,7 @@ func Default() Config {
 			Brokers:  []string{"localhost:9092"},
 			ClientID: "imstream",
 			Topics: Topics{
-				Presence: "imr.presence", Publish: "imr.publish", Groups: "imr.groups",
+				Presence: "imr.presence", Publish: "imr.publish", Bulk: "imr.publish.bulk", Groups: "imr.groups",
 				Push: "imr.push", DLQ: "imr.dlq", DeliverPrefix: "imr.deliver.",
 			},
 			AutoCreateTopics:  true,
@@ -307,6 +308,7 @@ func (c *Config) Validate() error {
 	}
 	for k, t := range map[string]string{
 		"kafka.topics.presence": c.Kafka.Topics.Presence, "kafka.topics.publish": c.Kafka.Topics.Publish,
+		"kafka.topics.bulk":   c.Kafka.Topics.Bulk,
 		"kafka.topics.groups": c.Kafka.Topics.Groups, "kafka.topics.push": c.Kafka.Topics.Push,
 		"kafka.topics.dlq": c.Kafka.Topics.DLQ, "kafka.topics.deliver_prefix": c.Kafka.Topics.DeliverPrefix,
 	} {

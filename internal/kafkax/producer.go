@@ -44,6 +44,15 @@ func (c *Conn) NewWriter(cfg config.Kafka, topic string) *kafka.Writer {
 	}
 }
 
+// NoLinger makes w write what it is given at once instead of waiting
+// kafka.linger for company: for callers that batch themselves (they hand
+// over whatever is waiting) and carry latency-sensitive records. It
+// returns w.
+func NoLinger(w *kafka.Writer) *kafka.Writer {
+	w.BatchTimeout = time.Microsecond // kafka-go takes 0 as its 1 s default
+	return w
+}
+
 func (c *Conn) writerTransport() kafka.RoundTripper {
 	switch {
 	case c.writers != nil:

@@ -320,7 +320,7 @@ func churn(ctx context.Context, srv server, appid, base int64, stop <-chan struc
 func dial(ctx context.Context, cfg config.Config, o Options, i int) (server, error) {
 	if o.Protocol == "kafka" {
 		p, err := ingest.New(ctx, ingest.Config{Brokers: cfg.Kafka.Brokers, Server: "lg-" + strconv.Itoa(i+1),
-			PresenceTopic: cfg.Kafka.Topics.Presence, PublishTopic: cfg.Kafka.Topics.Publish, Linger: 5 * time.Millisecond,
+			PresenceTopic: cfg.Kafka.Topics.Presence, PublishTopic: cfg.Kafka.Topics.Publish, BulkTopic: cfg.Kafka.Topics.Bulk, Linger: 5 * time.Millisecond,
 			CreateTopics: true, Partitions: cfg.Kafka.Partitions, Transport: kafkax.MustConn(cfg.Kafka).Transport})
 		if err != nil {
 			return nil, err

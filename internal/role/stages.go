@@ -59,6 +59,9 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 		{Group: e.Cfg.Presence.Group, Topic: k.Presence}, {Group: e.Cfg.Groups.Group, Topic: k.Groups},
 		{Group: e.Cfg.Fanout.Group, Topic: k.Publish}, {Group: e.Cfg.Pusher.Group, Topic: k.Push},
 	}
+	if k.Bulk != k.Publish {
+		lag = append(lag, obs.GroupTopic{Group: e.Cfg.Fanout.Group, Topic: k.Bulk})
+	}
 	if err := e.Registry.Register(obs.NewLagCollector(e.Conn, lag)); err != nil {
 		return nil, err
 	}

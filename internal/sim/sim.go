@@ -104,7 +104,7 @@ func (s *Sim) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := 0; i < s.o.Servers; i++ {
 		p, err := ingest.New(ctx, ingest.Config{Brokers: s.cfg.Brokers, Server: serverID(i),
-			PresenceTopic: t.Presence, PublishTopic: t.Publish, HeartbeatInterval: 2 * time.Second, Linger: s.cfg.Linger,
+			PresenceTopic: t.Presence, PublishTopic: t.Publish, BulkTopic: t.Bulk, HeartbeatInterval: 2 * time.Second, Linger: s.cfg.Linger,
 			Transport: s.conn.Transport})
 		if err != nil {
 			return err
