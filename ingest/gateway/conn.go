@@ -357,7 +357,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.dec, schemas.KindPublish)
-	written := 0
+	ts := make([]int64, 0, len(decoded))
 	for _, d := range decoded {
 		p := d.Event
 		if p.Src != nil {
@@ -373,7 +373,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 			seen[k] = p.Src.Offset
 		}
 		buf = appendDelivery(buf, p)
-		written++
+		ts = append(ts, p.TS)
 	}
 	if len(buf) > 0 {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.Gateway.WriteTimeout))
@@ -385,7 +385,11 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	for k, v := range seen {
 		c.seen[k] = v
 	}
-	c.g.m.delivered.Add(float64(written))
+	c.g.m.delivered.Add(float64(len(ts)))
+	e2e, now := c.g.deps.Metrics.E2EFor("im_server"), time.Now()
+	for _, t := range ts {
+		e2e.Observe(t, now)
+	}
 	return c.g.dlq.Send(ctx, rejected)
 }
 

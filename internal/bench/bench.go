@@ -35,8 +35,12 @@ type Options struct {
 	Events  int           // events of the burst scenarios (default 1 000 000)
 	Latency time.Duration // length of the steady-rate scenario (default 60s)
 	Rate    int           // events/s of the steady-rate scenario (default 20 000)
-	JSON    string        // where to write the results ("" skips)
-	Only    []string      // scenario names to run (see Scenarios); empty runs all. Baselines always run.
+	// OnlineRate and OnlineFor shape the steady online-latency scenario
+	// (default 1 000 RT/s for 20 s).
+	OnlineRate int
+	OnlineFor  time.Duration
+	JSON       string   // where to write the results ("" skips)
+	Only       []string // scenario names to run (see Scenarios); empty runs all. Baselines always run.
 	// Profiles, when set, is a directory that gets one CPU profile per
 	// measured window (NN-scenario.pprof), without the set-up before it.
 	Profiles string
@@ -90,6 +94,12 @@ func New(cfg config.Config, rc redis.UniversalClient, redisPID int, o Options) (
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
+	if o.OnlineRate <= 0 {
+		o.OnlineRate = 1000
+	}
+	if o.OnlineFor <= 0 {
+		o.OnlineFor = 20 * time.Second
+	}
 	conn, err := kafkax.NewConn(cfg.Kafka)
 	if err != nil {
 		return nil, err
@@ -114,7 +124,7 @@ func (b *Bench) scenario(name string) config.Config {
 	c := b.cfg
 	p := "bench" + strconv.Itoa(b.seq) + "."
 	t := &c.Kafka.Topics
-	t.Presence, t.Publish, t.Groups, t.Push, t.DLQ, t.DeliverPrefix = p+"presence", p+"publish", p+"groups", p+"push", p+"dlq", p+"deliver."
+	t.Presence, t.Publish, t.Bulk, t.Groups, t.Push, t.DLQ, t.DeliverPrefix = p+"presence", p+"publish", p+"publish.bulk", p+"groups", p+"push", p+"dlq", p+"deliver."
 	c.Presence.Group, c.Groups.Group, c.Fanout.Group, c.Pusher.Group = p+"presence", p+"groups", p+"fanout", p+"pusher"
 	fmt.Fprintf(b.o.Out, "\n== %s\n", name)
 	return c
@@ -345,13 +355,14 @@ func (b *Bench) Report() error {
 }
 
 // Scenarios names the scenarios in the order Run runs them.
-var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency", "memory"}
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency", "online", "burst", "memory"}
 
 // Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
 	run := map[string]func(context.Context) error{
 		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
 		"groups": b.Groups, "churn": b.PresenceChurn, "latency": b.Latency, "memory": b.Memory,
+		"online": b.OnlineLatency, "burst": b.OnlineUnderBurst,
 	}
 	only := map[string]bool{}
 	for _, name := range b.o.Only {

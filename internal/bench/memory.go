@@ -137,7 +137,7 @@ func (c *child) stop() {
 // startChild runs `imstream <role>` against this bench's Kafka, Redis,
 // topics and groups. Its output goes to a log file whose tail is shown when
 // it exits early.
-func (b *Bench) startChild(cfg config.Config, role string) (*child, error) {
+func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -150,12 +150,13 @@ func (b *Bench) startChild(cfg config.Config, role string) (*child, error) {
 	args := []string{role,
 		"--kafka.brokers", cfg.Kafka.Brokers[0], "--redis.addrs", cfg.Redis.Addrs[0],
 		"--kafka.partitions", strconv.Itoa(cfg.Kafka.Partitions),
-		"--kafka.topics.presence", t.Presence, "--kafka.topics.publish", t.Publish, "--kafka.topics.groups", t.Groups,
+		"--kafka.topics.presence", t.Presence, "--kafka.topics.publish", t.Publish, "--kafka.topics.bulk", t.Bulk, "--kafka.topics.groups", t.Groups,
 		"--kafka.topics.push", t.Push, "--kafka.topics.dlq", t.DLQ, "--kafka.topics.deliver_prefix", t.DeliverPrefix,
 		"--presence.group", cfg.Presence.Group, "--groups.group", cfg.Groups.Group,
 		"--fanout.group", cfg.Fanout.Group, "--pusher.group", cfg.Pusher.Group,
 		"--presence.lease", "10m", // no heartbeats in this scenario
 		"--log.level", "warn", "--admin.listen", "127.0.0.1:" + strconv.Itoa(port)}
+	args = append(args, extra...)
 	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", role, os.Getpid()))
 	f, err := os.Create(log)
 	if err != nil {

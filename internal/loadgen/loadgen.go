@@ -198,7 +198,7 @@ wait:
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	time.Sleep(time.Second) // late doubles would show now
-	seen, err := pushEntries(ctx, rc, base, "push-"+run+"-")
+	seen, err := PushEntries(ctx, rc, base, "push-"+run+"-")
 	if err != nil {
 		return rep, err
 	}
@@ -235,8 +235,9 @@ wait:
 	return rep, nil
 }
 
-// pushEntries counts this run's entries in push_queue by message number.
-func pushEntries(ctx context.Context, rc redis.UniversalClient, from int64, prefix string) (map[string]int, error) {
+// PushEntries counts the entries in push_queue from index from on whose
+// content starts with prefix, by the rest of the content up to its quote.
+func PushEntries(ctx context.Context, rc redis.UniversalClient, from int64, prefix string) (map[string]int, error) {
 	seen := map[string]int{}
 	key := `"content":"` + prefix
 	for off := from; ; off += 50_000 {
