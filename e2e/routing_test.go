@@ -139,7 +139,7 @@ type result struct {
 	Lists    map[string][]string // push list → entries (sorted)
 }
 
-// runScenario drives every SPEC §4 row through a stack and returns what
+// runScenario drives every docs/protocol.md §4 row through a stack and returns what
 // came out.
 func runScenario(t *testing.T, presences, fanouts int) result {
 	s := startStack(t, presences, fanouts)
@@ -345,7 +345,7 @@ func compare(t *testing.T, got, want result) {
 	}
 }
 
-// TestRouting covers every row of SPEC §4 end to end, and checks that
+// TestRouting covers every row of docs/protocol.md §4 end to end, and checks that
 // /online agrees with the fanout's decisions.
 func TestRouting(t *testing.T) {
 	got := runScenario(t, 1, 1)

@@ -37,7 +37,7 @@ type Options struct {
 	SyncGroupNotifyAll bool
 }
 
-// Decide applies SPEC §4 (im_service's HandlePublish, HandlePublishGroup,
+// Decide applies docs/protocol.md §4 (im_service's HandlePublish, HandlePublishGroup,
 // HandlePublishRoom and MSG_PUSH) to one event.
 func Decide(ev *schemas.Publish, v View, o Options) Plan {
 	var p Plan

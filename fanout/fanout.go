@@ -1,6 +1,6 @@
 // Package fanout is the routing stage: it consumes imr.publish (the online
 // lane) and imr.publish.bulk (the bulk lane: push events), decides per
-// event what im_service's router would do (SPEC §4; Decide), and writes
+// event what im_service's router would do (docs/protocol.md §4; Decide), and writes
 // deliveries to imr.deliver.<server> and offline-push jobs to imr.push.
 //
 // Each batch (one partition, in order) is decided on one View filled with

@@ -23,8 +23,8 @@ type Topics struct {
 	Bulk     string // imr.publish.bulk: the bulk lane (push); Publish for one lane
 }
 
-// Encoder builds the v1 records of one IM server (one epoch): keys as SPEC
-// §1, ids "<server>:<epoch>:<n>", ts now. Safe for concurrent use.
+// Encoder builds the v1 records of one IM server (one epoch): keys as
+// docs/protocol.md §1, ids "<server>:<epoch>:<n>", ts now. Safe for concurrent use.
 type Encoder struct {
 	server string
 	epoch  int64

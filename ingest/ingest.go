@@ -4,7 +4,7 @@
 // with a built-in heartbeat loop) and messages (Publish, PublishGroup,
 // PublishRoom, Push).
 //
-// Records are v1 JSON (package schemas), keyed as SPEC §1 says and
+// Records are v1 JSON (package schemas), keyed as docs/protocol.md §1 says and
 // partitioned with the Java-compatible murmur2 partitioner, so producers in
 // other languages put the same key on the same partition. Every call blocks
 // until the brokers acknowledged the record (acks=all) and returns the
@@ -222,7 +222,7 @@ func (p *Producer) send(ctx context.Context, r Record) error {
 	return fmt.Errorf("ingest: produce to %s: %w", r.Topic, err)
 }
 
-// UserKey, RoomKey, GroupKey and ServerKey are the record keys of SPEC §1.
+// UserKey, RoomKey, GroupKey and ServerKey are the record keys of docs/protocol.md §1.
 func UserKey(appid, uid int64) string {
 	return strconv.FormatInt(appid, 10) + ":" + strconv.FormatInt(uid, 10)
 }

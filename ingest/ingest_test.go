@@ -76,7 +76,7 @@ func TestMurmur2Vectors(t *testing.T) {
 }
 
 // TestProducerRecords: every call produces a record that schemas.Decode
-// accepts, keyed as SPEC §1, on the partition a Java producer would pick.
+// accepts, keyed as docs/protocol.md §1, on the partition a Java producer would pick.
 func TestProducerRecords(t *testing.T) {
 	k := testenv.Kafka(t, devstack.KafkaOptions{})
 	ctx := context.Background()

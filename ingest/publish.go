@@ -6,17 +6,17 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// Publish routes a peer message to receiver (SPEC §4 publish).
+// Publish routes a peer message to receiver (docs/protocol.md §4 publish).
 func (p *Producer) Publish(ctx context.Context, appid, receiver int64, msg schemas.Message, meta Meta) error {
 	return p.send(ctx, p.enc.Publish(appid, receiver, msg, meta))
 }
 
-// PublishGroup routes a group message (SPEC §4 publish_group).
+// PublishGroup routes a group message (docs/protocol.md §4 publish_group).
 func (p *Producer) PublishGroup(ctx context.Context, appid, group int64, msg schemas.Message, meta Meta) error {
 	return p.send(ctx, p.enc.PublishGroup(appid, group, msg, meta))
 }
 
-// PublishRoom routes a room message (SPEC §4 publish_room).
+// PublishRoom routes a room message (docs/protocol.md §4 publish_room).
 func (p *Producer) PublishRoom(ctx context.Context, appid, room int64, msg schemas.Message, meta Meta) error {
 	return p.send(ctx, p.enc.PublishRoom(appid, room, msg, meta))
 }

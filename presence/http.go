@@ -10,7 +10,7 @@ import (
 )
 
 // OnlineHandler serves GET /online?appid=&uid= as imr answers it:
-// {"online":bool,"servers":[…]} — online as SPEC §3 defines it, servers the
+// {"online":bool,"servers":[…]} — online as docs/protocol.md §3 defines it, servers the
 // live servers the user is present on.
 func OnlineHandler(s store.PresenceStore) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -6,7 +6,7 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// List names (SPEC §5). ROM apps get a "_<appid>" suffix on push_queue,
+// List names (docs/protocol.md §5). ROM apps get a "_<appid>" suffix on push_queue,
 // group_push_queue and customer_push_queue_v2; system and customer lists
 // never do.
 const (

@@ -10,7 +10,7 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// reference builds the entry the way im_service does (seeds/000): a map
+// reference builds the entry the way im_service does (its push code): a map
 // marshalled by encoding/json.
 func reference(appid int64, job *schemas.PushJob) map[string][]string {
 	m := job.Msg

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// lists returns every list this pusher writes: the five of SPEC §5 and the
+// lists returns every list this pusher writes: the five of docs/protocol.md §5 and the
 // suffixed ones of the ROM apps.
 func (p *Pusher) lists() []string {
 	ls := []string{ListPeer, ListGroup, ListCustomer, ListCustomerV2, ListSystem}

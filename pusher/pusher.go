@@ -1,5 +1,5 @@
 // Package pusher is the offline-push sink: it consumes push jobs from
-// imr.push and appends SPEC §5 entries to the Redis lists existing push
+// imr.push and appends docs/protocol.md §5 entries to the Redis lists existing push
 // services read (push_queue, group_push_queue, customer_push_queue,
 // customer_push_queue_v2, system_push_queue, with _<appid> suffixes for ROM
 // apps).

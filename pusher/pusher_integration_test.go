@@ -54,7 +54,7 @@ func job(appid int64, receivers []int64, msg schemas.Message) []byte {
 	return b
 }
 
-// TestPushListsEveryCmd covers SPEC §5: every cmd, ROM and non-ROM apps,
+// TestPushListsEveryCmd covers docs/protocol.md §5: every cmd, ROM and non-ROM apps,
 // system push on and off; exact list names and exact entries.
 func TestPushListsEveryCmd(t *testing.T) {
 	k := testenv.Kafka(t, devstack.KafkaOptions{})

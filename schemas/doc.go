@@ -1,4 +1,4 @@
-// Package schemas defines imstream's v1 event format (SPEC §2): the Go types
+// Package schemas defines imstream's v1 event format (docs/protocol.md §2): the Go types
 // for presence, publish, push and group events and for the pusher's input
 // record (PushJob), one Decode that validates a record and names the field
 // that is wrong ("publish.msg.cmd: required"), and the JSON Schema files

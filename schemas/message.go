@@ -1,6 +1,6 @@
 package schemas
 
-// Inner message commands (im_service numbering, SPEC §2).
+// Inner message commands (im_service numbering, docs/protocol.md §2).
 const (
 	CmdIM              = 4
 	CmdGroupNotify     = 7
@@ -73,7 +73,7 @@ func (m *Message) Persistent() bool {
 }
 
 // Pushable reports whether an offline receiver of this message gets a push
-// entry (SPEC §4/§5). SYSTEM is pushable; whether it is pushed is the
+// entry (docs/protocol.md §4–§5). SYSTEM is pushable; whether it is pushed is the
 // pusher's system_push setting.
 func (m *Message) Pushable() bool {
 	switch m.Cmd {
@@ -83,7 +83,7 @@ func (m *Message) Pushable() bool {
 	return false
 }
 
-// KnownCmd reports whether cmd is one of the inner commands of SPEC §2.
+// KnownCmd reports whether cmd is one of the inner commands of docs/protocol.md §2.
 func KnownCmd(cmd int) bool {
 	switch cmd {
 	case CmdIM, CmdGroupNotify, CmdGroupIM, CmdRT, CmdRoomIM, CmdSystem, CmdCustomer,

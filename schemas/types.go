@@ -3,7 +3,7 @@ package schemas
 // Version is the only event format version this package accepts.
 const Version = 1
 
-// DefaultMaxBytes is the default size limit of one record (SPEC §2).
+// DefaultMaxBytes is the default size limit of one record (docs/protocol.md §2).
 const DefaultMaxBytes = 64 << 10
 
 // Type names an event type (the "type" field).
@@ -170,7 +170,7 @@ type Group struct {
 }
 
 // PushJob is the pusher's input record on imr.push: the offline receivers of
-// one message. The pusher turns it into SPEC §5 entries: one group entry for
+// one message. The pusher turns it into docs/protocol.md §5 entries: one group entry for
 // GROUP_IM, one entry per receiver otherwise.
 type PushJob struct {
 	Header

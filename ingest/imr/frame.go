@@ -1,4 +1,4 @@
-// Package imr is GoBelieve im_service's router protocol (SPEC §8): frames
+// Package imr is GoBelieve im_service's router protocol (docs/gateway.md): frames
 // with a 12-byte big-endian header (int32 body length, int32 seq, u8 cmd,
 // u8 version, u8 flag, u8 0), the route commands an IM server sends to imr
 // and receives from it, and the inner IM message frames they carry.

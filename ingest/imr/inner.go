@@ -18,7 +18,7 @@ import (
 //	SYNC_GROUP_NOTIFY   group_id i64, sync_key i64
 //	CUSTOMER_V2         sender_appid i64, sender i64, receiver_appid i64, receiver i64, timestamp i32, content
 //
-// An inner command outside SPEC §2's table is an ErrFrame.
+// An inner command outside docs/protocol.md §2's table is an ErrFrame.
 func ParseInner(inner []byte) (schemas.Message, error) {
 	if len(inner) < HeaderSize {
 		return schemas.Message{}, frameErr("inner frame of %d bytes has no header", len(inner))

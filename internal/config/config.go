@@ -42,7 +42,7 @@ type Shutdown struct {
 	Grace time.Duration `mapstructure:"grace"` // default 10s
 }
 
-// Topics names the topics (SPEC §1).
+// Topics names the topics (docs/protocol.md §1).
 type Topics struct {
 	Presence      string `mapstructure:"presence"`       // default imr.presence
 	Publish       string `mapstructure:"publish"`        // default imr.publish: the online lane
