@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Pushes, "pushes", 100000, "MSG_PUSH messages to offline users")
 	fs.IntVar(&o.RT, "rt", 10000, "RT messages to online users on other servers")
 	fs.BoolVar(&o.Churn, "churn", true, "users connect and leave during the run")
+	report := fs.String("json", "", "also write the report as JSON to this file")
 	embedded := fs.Bool("embedded", false, "start the whole stack in this process (embedded Kafka and Redis, every role, the gateway)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,6 +67,12 @@ func runLoadgen(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Println(rep)
+	if *report != "" {
+		b, _ := json.Marshal(rep)
+		if err := os.WriteFile(*report, b, 0o644); err != nil {
+			return err
+		}
+	}
 	if rep.PushLost > 0 || rep.PushDoubled > 0 || rep.RTLost > 0 {
 		return fmt.Errorf("lost or doubled messages")
 	}

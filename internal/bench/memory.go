@@ -116,9 +116,20 @@ func (b *Bench) Memory(ctx context.Context) error {
 
 // child is a role running as a process of this binary.
 type child struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
+	cmd   *exec.Cmd
+	log   string
+	admin string // its admin address (/metrics)
+	done  chan struct{}
+}
+
+// cpu returns the process's CPU seconds, also after it exited.
+func (c *child) cpu() float64 {
+	select {
+	case <-c.done:
+		return (c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()).Seconds()
+	default:
+		return cpuSeconds(c.pid())
+	}
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
@@ -169,7 +180,7 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		f.Close()
 		return nil, fmt.Errorf("bench: start %s: %w", role, err)
 	}
-	c := &child{cmd: cmd, log: log, done: make(chan struct{})}
+	c := &child{cmd: cmd, log: log, admin: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		f.Close()

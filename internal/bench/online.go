@@ -2,14 +2,23 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/loadgen"
 	"github.com/imstream/imstream/schemas"
@@ -92,7 +101,7 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 	start := time.Now()
 	landed := make(chan burstResult, 1)
 	if pushes > 0 {
-		go func() { landed <- b.burst(ctx, addr, pushes) }()
+		go func() { landed <- b.burst(ctx, cfg, addr, pushes) }()
 	}
 	var sent int
 	if pushes > 0 {
@@ -108,20 +117,19 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 		})
 		lat.wait(sent, 10*time.Second)
 		res := lat.result(sent, "online latency under a MSG_PUSH burst (RT 200/s)")
-		res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled())
+		res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + hops(gateway, all)
 		b.record(m, res)
 		if br.err != nil {
 			return br.err
 		}
 		r := &br.row
-		r.PerSecond = float64(r.Events) / r.Seconds
 		procs := cpuSeconds(gateway.pid()) - cpu0["gateway"] + cpuSeconds(all.pid()) - cpu0["roles"]
-		here := cpuSeconds(0) - m.cpu0 // the broker and the IM servers' clients
+		broker := cpuSeconds(0) - m.cpu0 // and the two RT connections
 		redis := cpuSeconds(b.redisPID) - m.redis0
-		r.CPUPerMEv = (procs + here + redis) / float64(r.Events) * 1e6
+		r.CPUPerMEv = (procs + broker + redis) / float64(r.Events) * 1e6
 		r.RedisCPU = redis / float64(r.Events) * 1e6
-		r.Note += b.cpuNote(cpu0, gateway, all, r.Events) + fmt.Sprintf(", broker and IM-server clients %.1f, Redis %.1f",
-			here/float64(r.Events)*1e6, r.RedisCPU)
+		r.Note += b.cpuNote(cpu0, gateway, all, r.Events) + fmt.Sprintf(", broker %.1f, Redis %.1f (not counted: the burst's IM servers %.1f)",
+			broker/float64(r.Events)*1e6, r.RedisCPU, br.cpu/float64(r.Events)*1e6)
 		b.results = append(b.results, *r)
 		return nil
 	}
@@ -129,9 +137,47 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 	sent = sendRT(ctx, a, rate, func() bool { return time.Now().After(end) })
 	lat.wait(sent, 10*time.Second)
 	res := lat.result(sent, fmt.Sprintf("online latency (RT %d/s steady)", rate))
-	res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + b.cpuNote(cpu0, gateway, all, sent)
+	res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + b.cpuNote(cpu0, gateway, all, sent) + hops(gateway, all)
 	b.record(m, res)
 	return nil
+}
+
+// hops reads the e2e latency quantiles each process measured: event ts to
+// the deliver topic's acknowledgement (fanout), and to the frame written on
+// the IM server's socket (gateway). Their ts has millisecond resolution.
+func hops(gateway, all *child) string {
+	var out []string
+	for _, h := range []struct {
+		c          *child
+		sink, name string
+	}{{all, "deliver_topic", "ts → deliver topic (fanout)"}, {gateway, "im_server", "ts → IM server socket (gateway)"}} {
+		mfs, err := scrape(h.c.admin)
+		if err != nil {
+			out = append(out, h.name+": "+err.Error())
+			continue
+		}
+		p50, p99, _ := quantilesOf(mfs, h.sink)
+		out = append(out, fmt.Sprintf("%s p50 %.1f / p99 %.1f ms", h.name, p50*1e3, p99*1e3))
+	}
+	return "; hops: " + strings.Join(out, ", ")
+}
+
+func scrape(addr string) ([]*dto.MetricFamily, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	m, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	mfs := make([]*dto.MetricFamily, 0, len(m))
+	for _, mf := range m {
+		mfs = append(mfs, mf)
+	}
+	return mfs, nil
 }
 
 // cpuNote reports the gateway's and the roles' CPU seconds per M events
@@ -143,65 +189,39 @@ func (b *Bench) cpuNote(cpu0 map[string]float64, gateway, all *child, events int
 
 type burstResult struct {
 	row Result
+	cpu float64 // the loadgen process's CPU seconds
 	err error
 }
 
-// burst pushes n MSG_PUSH, each to one offline user, through burstClients
-// connections as fast as the gateway reads them, then waits until push_queue
-// holds them all (or nothing lands for 30 s) and counts lost and doubled.
-func (b *Bench) burst(ctx context.Context, addr string, n int) burstResult {
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, burstClients)
-	for c := range burstClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl, err := dialRetry(ctx, addr, "127.0.0."+strconv.Itoa(20+c))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer cl.Close()
-			for i := c; i < n; i += burstClients {
-				m := schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: 1, Receiver: offline(i), Content: "burst-" + strconv.Itoa(i)}
-				body := imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{offline(i)}, Inner: imr.AppendInner(nil, m)})
-				if err := cl.Send(imr.CmdPush, body); err != nil {
-					errs <- err
-					return
-				}
-			}
-			if err := cl.Flush(); err != nil {
-				errs <- err
-			}
-			time.Sleep(time.Second) // let the gateway read the rest before the connection closes
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return burstResult{err: err}
-	}
-	got, err := b.waitLen(ctx, "push_queue", int64(n), 30*time.Second)
-	secs := time.Since(start).Seconds()
+// burst runs `imstream loadgen` as a process: burstClients imr-protocol
+// connections push n MSG_PUSH, each to an offline user, as fast as the
+// gateway reads them; it waits until push_queue holds them all and counts
+// lost and doubled entries.
+func (b *Bench) burst(ctx context.Context, cfg config.Config, addr string, n int) burstResult {
+	out := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-burst-%d.json", os.Getpid()))
+	defer os.Remove(out)
+	lg, err := b.startChild(cfg, "loadgen", "--gateway", addr, "--servers", strconv.Itoa(burstClients), "--users", "1",
+		"--pushes", strconv.Itoa(n), "--rt", "0", "--churn=false", "--json", out)
 	if err != nil {
 		return burstResult{err: err}
 	}
-	seen, err := loadgen.PushEntries(ctx, b.rc, 0, "burst-")
+	defer lg.stop()
+	select {
+	case <-lg.done:
+	case <-ctx.Done():
+		return burstResult{err: ctx.Err()}
+	}
+	var rep loadgen.Report
+	raw, err := os.ReadFile(out)
+	if err == nil {
+		err = json.Unmarshal(raw, &rep)
+	}
 	if err != nil {
-		return burstResult{err: err}
+		return burstResult{err: fmt.Errorf("bench: the burst's loadgen left no report: %w", err)}
 	}
-	lost, doubled := 0, 0
-	for i := range n {
-		switch c := seen[strconv.Itoa(i)]; {
-		case c == 0:
-			lost++
-		case c > 1:
-			doubled += c - 1
-		}
-	}
-	return burstResult{row: Result{Scenario: "  the burst: MSG_PUSH landing in push_queue", Events: n, Seconds: secs, Lost: lost,
-		Note: fmt.Sprintf("%d entries, %d lost, %d doubled", got, lost, doubled)}}
+	return burstResult{cpu: lg.cpu(), row: Result{Scenario: "  the burst: MSG_PUSH landing in push_queue", Events: n,
+		Seconds: rep.Seconds, PerSecond: rep.PushesPerSecond, Lost: rep.PushLost,
+		Note: fmt.Sprintf("%d entries, %d lost, %d doubled", rep.PushArrived, rep.PushLost, rep.PushDoubled)}}
 }
 
 // dialRetry connects an IM server, waiting up to 30 s for the gateway to

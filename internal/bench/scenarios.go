@@ -16,6 +16,7 @@ import (
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
+	dto "github.com/prometheus/client_model/go"
 )
 
 const app = 7
@@ -441,6 +442,11 @@ func (b *Bench) waitJoined(ctx context.Context, m *obs.Metrics) error {
 // linear interpolation inside buckets (as histogram_quantile does).
 func quantiles(reg *obs.Registry, sink string) (p50, p99, p999 float64) {
 	mfs, _ := reg.Gather()
+	return quantilesOf(mfs, sink)
+}
+
+// quantilesOf is quantiles over gathered or scraped metric families.
+func quantilesOf(mfs []*dto.MetricFamily, sink string) (p50, p99, p999 float64) {
 	for _, mf := range mfs {
 		if mf.GetName() != "imstream_e2e_latency_seconds" {
 			continue

@@ -35,12 +35,18 @@ type Options struct {
 
 // Report is the outcome of a run.
 type Report struct {
-	Sent, SendSeconds        float64
-	Pushes, PushArrived      int
-	PushLost, PushDoubled    int
-	RT, RTArrived            int
-	RTLost, RTDoubled        int
-	Seconds, PushesPerSecond float64
+	Sent            float64 `json:"sent"`
+	SendSeconds     float64 `json:"send_seconds"`
+	Pushes          int     `json:"pushes"`
+	PushArrived     int     `json:"push_arrived"`
+	PushLost        int     `json:"push_lost"`
+	PushDoubled     int     `json:"push_doubled"`
+	RT              int     `json:"rt"`
+	RTArrived       int     `json:"rt_arrived"`
+	RTLost          int     `json:"rt_lost"`
+	RTDoubled       int     `json:"rt_doubled"`
+	Seconds         float64 `json:"seconds"`           // first message sent to the last push entry arrived
+	PushesPerSecond float64 `json:"pushes_per_second"` // push entries landed per second over Seconds
 }
 
 func (r Report) String() string {
