@@ -38,6 +38,7 @@ var gate sync.RWMutex
 // drained waits until fanout and pusher have handled everything produced.
 func (c *chaos) drained() {
 	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
+	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
 	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
 }
 
@@ -171,16 +172,18 @@ func init() {
 			}
 			return c.progress(time.Now())
 		}},
-		fault{"imr.publish deleted and re-created under running roles", func(c *chaos) time.Duration {
-			gate.Lock() // what the old topic holds must be read before it is deleted
+		fault{"imr.publish and imr.publish.bulk deleted and re-created under running roles", func(c *chaos) time.Duration {
+			gate.Lock() // what the old topics hold must be read before they are deleted
 			defer gate.Unlock()
 			c.drained()
 			ctx := context.Background()
 			conn := kafkax.MustConn(c.s.cfg.Kafka)
-			topic := c.s.cfg.Kafka.Topics.Publish
-			must(c.t, deleteTopic(ctx, c.s.cfg.Kafka.Brokers, topic))
+			for _, topic := range []string{c.s.cfg.Kafka.Topics.Publish, c.s.cfg.Kafka.Topics.Bulk} {
+				must(c.t, deleteTopic(ctx, c.s.cfg.Kafka.Brokers, topic))
+			}
 			time.Sleep(time.Second)
-			if err := conn.EnsureTopics(ctx, 1, map[string]int{topic: c.s.cfg.Kafka.Partitions}); err != nil {
+			if err := conn.EnsureTopics(ctx, 1, map[string]int{c.s.cfg.Kafka.Topics.Publish: c.s.cfg.Kafka.Partitions,
+				c.s.cfg.Kafka.Topics.Bulk: c.s.cfg.Kafka.Partitions}); err != nil {
 				c.t.Fatal(err)
 			}
 			return c.progress(time.Now())

@@ -114,7 +114,8 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	jobs, rejected := kafkax.DecodeBatch[*schemas.PushJob](b.Records, p.dec, schemas.KindPushJob)
 	entries := make([]Entry, 0, len(jobs))
 	skipped := 0
-	for _, j := range jobs {
+	for i, j := range jobs {
+		kafkax.Yield(i)
 		n := len(entries)
 		entries = p.enc.Append(entries, j.Event, j.Msg.Topic, b.Inc, j.Msg.Partition, j.Msg.Offset)
 		if len(entries) == n {

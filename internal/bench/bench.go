@@ -124,7 +124,11 @@ func (b *Bench) scenario(name string) config.Config {
 	c := b.cfg
 	p := "bench" + strconv.Itoa(b.seq) + "."
 	t := &c.Kafka.Topics
+	oneLane := t.Bulk == t.Publish
 	t.Presence, t.Publish, t.Bulk, t.Groups, t.Push, t.DLQ, t.DeliverPrefix = p+"presence", p+"publish", p+"publish.bulk", p+"groups", p+"push", p+"dlq", p+"deliver."
+	if oneLane { // --kafka.topics.bulk set to the publish topic: measure without lanes
+		t.Bulk = t.Publish
+	}
 	c.Presence.Group, c.Groups.Group, c.Fanout.Group, c.Pusher.Group = p+"presence", p+"groups", p+"fanout", p+"pusher"
 	fmt.Fprintf(b.o.Out, "\n== %s\n", name)
 	return c

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -61,6 +62,18 @@ type Decoder struct {
 	OnKeyMismatch     func(accepted bool)
 }
 
+// Yield lets other goroutines run every 64th time it is called with a
+// growing i: loops over a batch call it once per record. Go's scheduler
+// lets a goroutine run up to 10 ms before preempting it, and a goroutine
+// woken by the network — an online event that just arrived — waits behind
+// every runnable one; during a bulk burst that wait, at every hop, was most
+// of the online lane's latency. A yield costs about 100 ns.
+func Yield(i int) {
+	if i&63 == 63 {
+		runtime.Gosched()
+	}
+}
+
 // DecodeBatch validates every record as an event of kind, and its key
 // against the event: the valid ones come back in order with their records,
 // the others as Rejected for the dead-letter topic.
@@ -69,6 +82,7 @@ func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schem
 	var rejected []Rejected
 	var key []byte
 	for i := range records {
+		Yield(i)
 		m := &records[i]
 		ev, err := schemas.DecodeKind(m.Value, d.MaxBytes, kind)
 		if err != nil {
