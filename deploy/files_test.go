@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/config/load"
 )
 
 func kubeconform(t *testing.T) string {
@@ -71,7 +72,7 @@ func loadConfig(t *testing.T, text string) config.Config {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(p, []byte(text), 0o644)
-	cfg, err := config.Load(p, nil)
+	cfg, err := load.Config(p, nil)
 	if err != nil {
 		t.Fatalf("configuration does not load: %v", err)
 	}

@@ -4,10 +4,11 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/config/load"
 )
 
 // configFlags returns a flag set with --config and one string flag per
-// configuration key; config.Load applies the ones that were set.
+// configuration key; load.Config applies the ones that were set.
 func configFlags(name string) (*pflag.FlagSet, *string) {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	path := fs.String("config", "", "YAML configuration file")
@@ -27,5 +28,5 @@ func loadConfig(name string, args []string) (config.Config, error) {
 }
 
 func loadConfigFrom(path string, fs *pflag.FlagSet) (config.Config, error) {
-	return config.Load(path, fs)
+	return load.Config(path, fs)
 }

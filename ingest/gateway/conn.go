@@ -34,14 +34,8 @@ type conn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	wmu  sync.Mutex
-	seen map[srcKey]int64 // highest src offset delivered, guarded by wmu
-}
-
-type srcKey struct {
-	partition    int    // of the deliver topic
-	topic        string // schemas.Source.Stream: incarnations count apart
-	srcPartition int
+	wmu  sync.Mutex      // one socket write at a time (deliver partitions are handled concurrently)
+	seen *ingest.Repeats // what was written to the socket, by src
 }
 
 func (c *conn) close() {
@@ -80,7 +74,7 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 // connection from that frame on.
 func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	c := &conn{g: g, nc: nc, epoch: g.nextEpoch(),
-		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: map[srcKey]int64{}}
+		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: ingest.NewRepeats()}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	defer close(c.done)
 	defer c.close()
@@ -352,43 +346,32 @@ func (c *conn) deliver(log *slog.Logger) {
 // only after they were written to the socket, so the offsets are committed
 // after delivery.
 func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
-	var buf []byte
-	seen := map[srcKey]int64{}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.dec, schemas.KindPublish)
-	ts := make([]int64, 0, len(decoded))
-	for _, d := range decoded {
-		p := d.Event
-		if p.Src != nil {
-			k := srcKey{b.Partition, p.Src.Stream(), p.Src.Partition}
-			last, ok := seen[k]
-			if !ok {
-				last, ok = c.seen[k]
-			}
-			if ok && p.Src.Offset <= last {
-				c.g.m.repeats.Inc()
-				continue
-			}
-			seen[k] = p.Src.Offset
-		}
-		buf = appendDelivery(buf, p)
-		ts = append(ts, p.TS)
+	batch := make([]ingest.Delivery, len(decoded))
+	for i, d := range decoded {
+		batch[i] = ingest.Delivery{Publish: d.Event, Value: d.Msg.Value, Partition: d.Msg.Partition, Offset: d.Msg.Offset}
+	}
+	fresh, handed := c.seen.Filter(b.Partition, batch)
+	var buf []byte
+	for _, d := range fresh {
+		buf = appendDelivery(buf, d.Publish)
 	}
 	if len(buf) > 0 {
+		c.wmu.Lock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.Gateway.WriteTimeout))
-		if _, err := c.nc.Write(buf); err != nil {
+		_, err := c.nc.Write(buf)
+		c.wmu.Unlock()
+		if err != nil {
 			c.close() // the deliveries stay in Kafka for the next connection
 			return err
 		}
 	}
-	for k, v := range seen {
-		c.seen[k] = v
-	}
-	c.g.m.delivered.Add(float64(len(ts)))
+	handed()
+	c.g.m.repeats.Add(float64(len(batch) - len(fresh)))
+	c.g.m.delivered.Add(float64(len(fresh)))
 	e2e, now := c.g.deps.Metrics.E2EFor("im_server"), time.Now()
-	for _, t := range ts {
-		e2e.Observe(t, now)
+	for _, d := range fresh {
+		e2e.Observe(d.TS, now)
 	}
 	return c.g.dlq.Send(ctx, rejected)
 }

@@ -1,6 +1,6 @@
 // Package config holds imstream's configuration: Default() gives every
-// default, Load reads a YAML file, IMSTREAM_* environment variables and
-// flags over it (viper), and Validate names the key that is wrong.
+// default, package load reads a YAML file, IMSTREAM_* environment variables
+// and flags over it (viper), and Validate names the key that is wrong.
 //
 // Environment variables map keys with "." replaced by "_":
 // kafka.brokers → IMSTREAM_KAFKA_BROKERS (comma separated lists).
@@ -9,12 +9,9 @@ package config
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 )
 
 // Config is the whole configuration; every role reads the parts it needs.
@@ -227,55 +224,6 @@ func Default() Config {
 		Admin: Admin{Listen: "127.0.0.1:9100"},
 		Log:   Log{Format: "text", Level: "info"},
 	}
-}
-
-// Load returns Default() overlaid by the YAML file at path (if path is not
-// empty), IMSTREAM_* environment variables and the flags that were set in fs
-// (flag names are the keys, e.g. --kafka.brokers), then validated.
-func Load(path string, fs *pflag.FlagSet) (Config, error) {
-	v := viper.New()
-	v.SetEnvPrefix("IMSTREAM")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	// Bind every key so that env vars apply even when the file omits it.
-	for _, k := range Keys() {
-		if err := v.BindEnv(k); err != nil {
-			return Config{}, err
-		}
-	}
-	if path != "" {
-		v.SetConfigFile(path)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
-		}
-	}
-	if fs != nil {
-		known := map[string]bool{}
-		for _, k := range Keys() {
-			known[k] = true
-		}
-		// Only flags that were set, and only configuration keys: a flag's
-		// empty default must not hide the file or the environment.
-		fs.Visit(func(f *pflag.Flag) {
-			if known[f.Name] {
-				v.Set(f.Name, f.Value.String())
-			}
-		})
-	}
-	cfg := Default()
-	hook := mapstructure.ComposeDecodeHookFunc(
-		mapstructure.StringToTimeDurationHookFunc(),
-		mapstructure.StringToWeakSliceHookFunc(","),
-	)
-	if err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-	}); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, err
-	}
-	return cfg, nil
 }
 
 // Keys lists every configuration key ("kafka.brokers", ...).

@@ -11,13 +11,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/config/load"
 )
 
 // TestExampleFile: deploy/imstream.example.yaml loads, validates, sets every
 // key, and equals the defaults (it documents them).
 func TestExampleFile(t *testing.T) {
 	path := filepath.Join("..", "..", "deploy", "imstream.example.yaml")
-	cfg, err := config.Load(path, nil)
+	cfg, err := load.Config(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestOverrides(t *testing.T) {
 	if err := fs.Parse([]string{"--redis.addrs=r:1,r:2", "--pusher.batch_size=30", "--other=x"}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path, fs)
+	cfg, err := load.Config(path, fs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestValidateNamesKey(t *testing.T) {
 	for yaml, want := range tests {
 		path := filepath.Join(t.TempDir(), "c.yaml")
 		os.WriteFile(path, []byte(yaml), 0o644)
-		_, err := config.Load(path, nil)
+		_, err := load.Config(path, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want %q", yaml, err, want)
 		}
