@@ -197,3 +197,47 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaDescriptions: every field of every v1 schema says what it is
+// (fields inside if-conditions and $ref-only fields excepted), since
+// producers in other languages read the schemas as documentation.
+func TestSchemaDescriptions(t *testing.T) {
+	files, err := filepath.Glob("v1/*.schema.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no schemas: %v", err)
+	}
+	var walk func(file, path string, n any)
+	walk = func(file, path string, n any) {
+		m, ok := n.(map[string]any)
+		if !ok {
+			if l, ok := n.([]any); ok {
+				for _, x := range l {
+					walk(file, path, x)
+				}
+			}
+			return
+		}
+		if props, ok := m["properties"].(map[string]any); ok && !strings.HasSuffix(path, "/if") {
+			for k, v := range props {
+				f, _ := v.(map[string]any)
+				if _, ref := f["$ref"]; f != nil && !ref && f["description"] == nil && !strings.Contains(path, "allOf") {
+					t.Errorf("%s: field %s%s has no description", file, path, "."+k)
+				}
+			}
+		}
+		for k, v := range m {
+			walk(file, path+"/"+k, v)
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		walk(f, "", doc)
+	}
+}
