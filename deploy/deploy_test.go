@@ -130,6 +130,38 @@ func TestAlertsUseExportedMetrics(t *testing.T) {
 	}
 }
 
+// TestAlertRunbooks: every alert links to a section of docs/runbook.md that
+// exists, and names the alert there.
+func TestAlertRunbooks(t *testing.T) {
+	b, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := os.ReadFile("../docs/runbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, h := range regexp.MustCompile(`(?m)^## (.+)$`).FindAllStringSubmatch(string(rb), -1) {
+		a := strings.ToLower(h[1])
+		a = regexp.MustCompile(`[^a-z0-9 -]`).ReplaceAllString(a, "")
+		anchors[strings.ReplaceAll(a, " ", "-")] = true
+	}
+	alerts := regexp.MustCompile(`- alert: (\w+)`).FindAllStringSubmatch(string(b), -1)
+	urls := regexp.MustCompile(`runbook_url: "[^"#]*docs/runbook.md#([a-z0-9-]+)"`).FindAllStringSubmatch(string(b), -1)
+	if len(urls) != len(alerts) || len(alerts) == 0 {
+		t.Fatalf("%d alerts, %d runbook_urls: every alert needs one", len(alerts), len(urls))
+	}
+	for i, u := range urls {
+		if !anchors[u[1]] {
+			t.Errorf("%s: runbook_url #%s is no section of docs/runbook.md", alerts[i][1], u[1])
+		}
+		if !strings.Contains(string(rb), alerts[i][1]) {
+			t.Errorf("docs/runbook.md does not mention %s", alerts[i][1])
+		}
+	}
+}
+
 // TestMetricsDoc: docs/metrics.md lists exactly the exported metrics.
 func TestMetricsDoc(t *testing.T) {
 	names := exported(t)

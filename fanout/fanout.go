@@ -92,6 +92,7 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	f.wb = deps.Conn.NewWriter(cfg.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
 	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
 	f.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return f, nil
 }

@@ -98,6 +98,7 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 		}
 	}
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	deps.Metrics.Known(deps.Metrics.Rejected, Stage, ReasonEpochAhead)
 	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return p, nil
 }

@@ -93,6 +93,7 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 	}
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
+	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
 	return p, nil
 }
 

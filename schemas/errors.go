@@ -13,6 +13,11 @@ const (
 	ReasonWrongKind   = "wrong_topic"
 )
 
+// Reasons lists every rejection code the schema checks give (the dead-letter
+// reason header, imstream_rejected_records_total's reason label).
+var Reasons = []string{ReasonOversize, ReasonInvalidJSON, ReasonWrongType, ReasonRequired, ReasonInvalid,
+	ReasonUnknownType, ReasonVersion, ReasonWrongKind, ReasonKeyMismatch}
+
 // Error is a validation error: Path names the field ("publish.msg.cmd"),
 // Reason is one of the Reason* codes and Detail says what was wrong.
 type Error struct {

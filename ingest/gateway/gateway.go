@@ -121,6 +121,7 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 	g.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
 	g.wb = deps.Conn.NewWriter(cfg.Kafka, "")
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "produce_failed")
 	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }

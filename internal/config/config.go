@@ -159,6 +159,12 @@ type Gateway struct {
 // Admin configures the HTTP port serving /metrics, /healthz and /readyz.
 type Admin struct {
 	Listen string `mapstructure:"listen"` // default 127.0.0.1:9100; "" disables it
+	// /readyz answers 503 when no broker has answered for KafkaDownAfter,
+	// Redis for RedisDownAfter, or a partition has retried one batch for
+	// StuckAfter. Before Kafka and Redis first answered it is 503 too.
+	KafkaDownAfter time.Duration `mapstructure:"kafka_down_after"` // default 15s
+	RedisDownAfter time.Duration `mapstructure:"redis_down_after"` // default 5s
+	StuckAfter     time.Duration `mapstructure:"stuck_after"`      // default 1m
 }
 
 // Log configures logging.
@@ -221,7 +227,7 @@ func Default() Config {
 			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
 			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000,
 		},
-		Admin: Admin{Listen: "127.0.0.1:9100"},
+		Admin: Admin{Listen: "127.0.0.1:9100", KafkaDownAfter: 15 * time.Second, RedisDownAfter: 5 * time.Second, StuckAfter: time.Minute},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -262,6 +268,12 @@ func (c *Config) Validate() error {
 	} {
 		if t == "" {
 			bad(k, "must not be empty")
+		}
+	}
+	for k, d := range map[string]time.Duration{"admin.kafka_down_after": c.Admin.KafkaDownAfter,
+		"admin.redis_down_after": c.Admin.RedisDownAfter, "admin.stuck_after": c.Admin.StuckAfter} {
+		if d < 0 {
+			bad(k, "must not be negative, got %s", d)
 		}
 	}
 	if c.Kafka.Partitions < 1 {

@@ -146,6 +146,28 @@ func (c *Conn) Partitions(ctx context.Context, topic string) (int, error) {
 	return 0, fmt.Errorf("kafka: topic %s not found", topic)
 }
 
+// Probe asks the brokers for their metadata over a new connection: it
+// succeeds when one of them answers. (The writers' transport answers
+// metadata from its cache; a readiness check must not.)
+func (c *Conn) Probe(ctx context.Context) error {
+	var err error
+	for _, b := range c.Brokers {
+		var conn *kafka.Conn
+		if conn, err = c.Dialer.DialContext(ctx, "tcp", b); err != nil {
+			continue
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = conn.SetDeadline(dl)
+		}
+		_, err = conn.Brokers()
+		conn.Close()
+		if err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 // IsTemporary reports whether a Kafka error is worth retrying.
 func IsTemporary(err error) bool {
 	var ke kafka.Error

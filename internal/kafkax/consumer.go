@@ -49,6 +49,11 @@ type Hooks struct {
 	// LogReset is called when a partition's log was found to have started
 	// again (topic re-created, broker data lost, another cluster).
 	LogReset func(topic string, partition int)
+	// Stalled is called after every failed attempt of a batch, with when
+	// the batch first failed; Unstalled when that batch finally succeeded
+	// or the partition was given up (rebalance, shutdown).
+	Stalled   func(topic string, partition int, since time.Time, err error)
+	Unstalled func(topic string, partition int)
 }
 
 // ConsumerConfig configures Consume.
@@ -99,20 +104,23 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 	}
 	defer group.Close()
 	first := true
+	wait := 500 * time.Millisecond // between failed joins: doubling up to 10 s
 	for {
 		gen, err := group.Next(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			log.Warn("consumer group join failed; retrying", "group", cfg.Group, "err", err)
+			log.Warn("consumer group join failed; retrying", "group", cfg.Group, "brokers", c.Brokers, "retry_in", wait, "err", err)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 			}
+			wait = min(2*wait, 10*time.Second)
 			continue
 		}
+		wait = 500 * time.Millisecond
 		if !first && cfg.Hooks.Rebalance != nil {
 			cfg.Hooks.Rebalance(cfg.Group)
 		}
@@ -222,6 +230,14 @@ func (p *partitionWorker) run(ctx context.Context) {
 func (p *partitionWorker) handle(ctx context.Context, inc string, recs []kafka.Message) bool {
 	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs}
 	backoff := p.cfg.RetryMin
+	var failedSince time.Time
+	if p.cfg.Hooks.Unstalled != nil {
+		defer func() {
+			if !failedSince.IsZero() {
+				p.cfg.Hooks.Unstalled(p.topic, p.partition)
+			}
+		}()
+	}
 	for {
 		start := time.Now()
 		err := p.h.HandleBatch(ctx, b)
@@ -236,6 +252,12 @@ func (p *partitionWorker) handle(ctx context.Context, inc string, recs []kafka.M
 		}
 		if p.cfg.Hooks.Retry != nil {
 			p.cfg.Hooks.Retry(p.topic, err)
+		}
+		if failedSince.IsZero() {
+			failedSince = start
+		}
+		if p.cfg.Hooks.Stalled != nil {
+			p.cfg.Hooks.Stalled(p.topic, p.partition, failedSince, err)
 		}
 		p.log.Warn("batch failed; retrying", "topic", p.topic, "partition", p.partition,
 			"first_offset", recs[0].Offset, "records", len(recs), "backoff", backoff, "err", err)

@@ -106,7 +106,11 @@ func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schem
 }
 
 // PrepareTopics creates topics (with k.Partitions partitions) and the
-// dead-letter topic when kafka.auto_create_topics is set.
+// dead-letter topic when kafka.auto_create_topics is set. A Kafka that is
+// not up yet is waited for, with capped exponential back-off and a WARN
+// line naming the brokers tried, until ctx ends: roles start in any order.
+// Only an error the brokers will answer again the same way (an invalid
+// replication factor, a denied request) is returned.
 func (c *Conn) PrepareTopics(ctx context.Context, k config.Kafka, topics ...string) error {
 	if !k.AutoCreateTopics {
 		return nil
@@ -115,5 +119,30 @@ func (c *Conn) PrepareTopics(ctx context.Context, k config.Kafka, topics ...stri
 	for _, t := range topics {
 		want[t] = k.Partitions
 	}
-	return c.EnsureTopics(ctx, k.ReplicationFactor, want)
+	return Retry(ctx, "create topics", c.Brokers, func() error { return c.EnsureTopics(ctx, k.ReplicationFactor, want) })
+}
+
+// Retry runs f until it succeeds, ctx ends (nil is returned then), or it
+// fails with an error the brokers would give again (a Kafka error that is
+// not temporary). Between attempts it waits 200 ms, doubling up to 10 s,
+// and logs each failure with what it was doing and the brokers it tried.
+func Retry(ctx context.Context, what string, brokers []string, f func() error) error {
+	wait := 200 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		var ke kafka.Error
+		if errors.As(err, &ke) && !ke.Temporary() && !errors.Is(err, kafka.BrokerNotAvailable) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/schemas"
 )
 
 // Metrics are the metrics every stage shares, labelled by stage. Create one
@@ -30,6 +31,7 @@ import (
 //	imstream_redis_errors_total{stage,op}          failed Redis calls
 //	imstream_kafka_produce_seconds{stage}          time to get one produce call acknowledged (histogram)
 //	imstream_consumer_assigned_partitions{stage}   partitions this process consumes now
+//	imstream_batch_stalled_seconds{stage}          how long this process's oldest failing batch has been retried (0: none)
 type Metrics struct {
 	Consumed    *prometheus.CounterVec
 	Rejected    *prometheus.CounterVec
@@ -47,6 +49,7 @@ type Metrics struct {
 	RedisErrs   *prometheus.CounterVec
 	Produce     *prometheus.HistogramVec
 	Assigned    *prometheus.GaugeVec
+	Stalls      *Stalls // partitions retrying one batch
 
 	mu     sync.Mutex
 	joined map[string]bool
@@ -111,14 +114,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
 	}, []string{"stage"})
+	m.Stalls = newStalls()
 	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.KeyMismatch, m.Committed, m.E2E,
-		m.Redis, m.RedisErrs, m.Produce, m.Assigned)
+		m.Redis, m.RedisErrs, m.Produce, m.Assigned, m.Stalls)
 	m.joined = map[string]bool{}
 	return m
 }
 
+// Known exports a counter's label values at 0 before their first event,
+// so dashboards and rate() see the family from the first scrape:
+// m.Known(m.Skipped, stage, "unknown_group", "not_pushable").
+func (m *Metrics) Known(c *prometheus.CounterVec, stage string, values ...string) {
+	for _, v := range values {
+		c.WithLabelValues(stage, v)
+	}
+}
+
 // Hooks returns the consume-loop hooks that feed these metrics for stage.
 func (m *Metrics) Hooks(stage string) kafkax.Hooks {
+	m.Retries.WithLabelValues(stage) // exported at 0 from the start
+	m.Rebalances.WithLabelValues(stage)
+	m.Stalls.stage(stage)
 	return kafkax.Hooks{
 		Fetched: func(topic string, _ int, n int) { m.Consumed.WithLabelValues(stage, topic).Add(float64(n)) },
 		Batch: func(_ string, n int, d time.Duration) {
@@ -130,6 +146,10 @@ func (m *Metrics) Hooks(stage string) kafkax.Hooks {
 			m.Committed.WithLabelValues(stage, topic, strconv.Itoa(partition)).Set(float64(offset))
 		},
 		Rebalance: func(string) { m.Rebalances.WithLabelValues(stage).Inc() },
+		Stalled: func(topic string, partition int, since time.Time, err error) {
+			m.Stalls.set(stage, topic, partition, since, err)
+		},
+		Unstalled: func(topic string, partition int) { m.Stalls.clear(stage, topic, partition) },
 		LogReset:  func(topic string, _ int) { m.LogResets.WithLabelValues(stage, topic).Inc() },
 		Assigned: func(_ string, _ string, partitions []int) {
 			m.Assigned.WithLabelValues(stage).Set(float64(len(partitions)))
@@ -225,6 +245,9 @@ func (m *Metrics) Decoder(stage string, s config.Schemas) kafkax.Decoder {
 // DeadLetter returns the dead-letter writer of stage, counting rejections
 // and truncations.
 func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
+	for _, r := range schemas.Reasons { // exported at 0 from the start, so rate() sees the first one
+		m.Rejected.WithLabelValues(stage, r)
+	}
 	d := c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
 	truncated := m.Truncated.WithLabelValues(stage) // exported at 0 from the start
 	d.OnTruncate = truncated.Inc

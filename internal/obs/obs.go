@@ -6,12 +6,14 @@ package obs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,6 +112,7 @@ func NewRegistry() *Registry {
 type Readiness struct {
 	mu     sync.Mutex
 	checks map[string]func(ctx context.Context) error
+	probes []*Probe
 }
 
 // Add registers a check; /readyz fails while any check fails.
@@ -131,17 +134,18 @@ func (r *Readiness) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
 	defer cancel()
-	failed := false
+	var failed []string
 	for name, check := range checks {
 		if err := check(ctx); err != nil {
-			failed = true
-			http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
-			return
+			failed = append(failed, name+": "+err.Error())
 		}
 	}
-	if !failed {
-		_, _ = w.Write([]byte("ok\n"))
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		http.Error(w, strings.Join(failed, "\n"), http.StatusServiceUnavailable)
+		return
 	}
+	_, _ = w.Write([]byte("ok\n"))
 }
 
 // Server is the admin HTTP server.
@@ -181,4 +185,93 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// Probe checks a dependency in the background every interval. Its
+// readiness check fails until the first success, and afterwards once the
+// dependency has been failing for longer than grace: a blip does not take
+// a process out of service, an outage does, and the reason names it.
+type Probe struct {
+	name     string
+	check    func(ctx context.Context) error
+	interval time.Duration
+	grace    time.Duration
+
+	mu      sync.Mutex
+	ok      bool      // the last check succeeded
+	ever    bool      // a check ever succeeded
+	failing time.Time // when the current run of failures began
+	lastErr error
+}
+
+// AddProbe registers a background check (started by RunProbes) and its
+// readiness check.
+func (r *Readiness) AddProbe(name string, interval, grace time.Duration, check func(ctx context.Context) error) *Probe {
+	p := &Probe{name: name, check: check, interval: interval, grace: grace}
+	r.mu.Lock()
+	r.probes = append(r.probes, p)
+	r.mu.Unlock()
+	r.Add(name, func(context.Context) error { return p.state(time.Now()) })
+	return p
+}
+
+// RunProbes runs the probes until ctx ends.
+func (r *Readiness) RunProbes(ctx context.Context) {
+	r.mu.Lock()
+	probes := append([]*Probe(nil), r.probes...)
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.run(ctx) }()
+	}
+	wg.Wait()
+}
+
+func (p *Probe) run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, max(p.interval, time.Second))
+		err := p.check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		p.record(time.Now(), err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Probe) record(now time.Time, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.ok, p.ever, p.lastErr = true, true, nil
+		return
+	}
+	if p.ok || p.failing.IsZero() {
+		p.failing = now
+	}
+	p.ok, p.lastErr = false, err
+}
+
+func (p *Probe) state(now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.ok:
+		return nil
+	case !p.ever && p.lastErr == nil:
+		return fmt.Errorf("not checked yet")
+	case !p.ever:
+		return fmt.Errorf("unreachable since start: %v", p.lastErr)
+	case now.Sub(p.failing) > p.grace:
+		return fmt.Errorf("unreachable for %s: %v", now.Sub(p.failing).Round(time.Second), p.lastErr)
+	}
+	return nil // failing, but for less than grace
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -53,11 +54,10 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 		Ready: &obs.Readiness{}, Conn: conn, Redis: rc,
 	}
 	slog.SetDefault(e.Log)
-	e.Ready.Add("redis", func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })
-	e.Ready.Add("kafka", func(ctx context.Context) error {
-		_, err := e.Conn.Partitions(ctx, cfg.Kafka.Topics.DLQ)
-		return err
-	})
+	e.Ready.AddProbe("redis "+strings.Join(cfg.Redis.Addrs, ","), 2*time.Second, cfg.Admin.RedisDownAfter,
+		func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })
+	e.Ready.AddProbe("kafka "+strings.Join(cfg.Kafka.Brokers, ","), 2*time.Second, cfg.Admin.KafkaDownAfter, e.Conn.Probe)
+	e.Ready.Add("partitions", func(context.Context) error { return e.Metrics.Stalls.Check(time.Now(), cfg.Admin.StuckAfter) })
 	if cfg.Admin.Listen != "" {
 		srv, err := obs.Listen(cfg.Admin.Listen, reg, e.Ready)
 		if err != nil {
@@ -81,6 +81,7 @@ func (e *Env) PusherDeps() pusher.Deps {
 // Run serves the admin port and runs every fn until ctx ends or one fails.
 func (e *Env) Run(ctx context.Context, fns ...func(context.Context) error) error {
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { e.Ready.RunProbes(gctx); return nil })
 	if e.Admin != nil {
 		e.Log.Info("admin listening", "addr", e.Admin.Addr(), "paths", "/metrics /healthz /readyz")
 		g.Go(func() error { return e.Admin.Serve(gctx) })
