@@ -63,8 +63,16 @@ func TestStartOrderAndReadiness(t *testing.T) {
 	must(t, err)
 	defer p.Close(ctx)
 	rc := testenv.RedisClient(t, r.Addr)
+	send := func(content string) {
+		// As an IM server would: retry until the brokers take it (a new,
+		// empty cluster has no topics until a role or the producer's first
+		// metadata request creates them).
+		testenv.Eventually(t, 60*time.Second, "push "+content+" accepted", func() bool {
+			return p.Push(ctx, app, []int64{9001}, schemas.Message{Cmd: 4, Sender: 1, Receiver: 9001, Content: content}) == nil
+		})
+	}
 	push := func(content string) {
-		must(t, p.Push(ctx, app, []int64{9001}, schemas.Message{Cmd: 4, Sender: 1, Receiver: 9001, Content: content}))
+		send(content)
 		testenv.Eventually(t, 60*time.Second, content+" in push_queue", func() bool {
 			for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
 				if strings.Contains(e, content) {
@@ -90,12 +98,14 @@ func TestStartOrderAndReadiness(t *testing.T) {
 	// A stuck partition: the pusher's writes fail (push_queue is not a list)
 	// and its batch is retried; after admin.stuck_after /readyz names it.
 	must(t, rc.Set(ctx, "push_queue", "not a list", 0).Err())
-	must(t, p.Push(ctx, app, []int64{9001}, schemas.Message{Cmd: 4, Sender: 1, Receiver: 9001, Content: "while-stuck"}))
+	send("while-stuck")
 	testenv.Eventually(t, 60*time.Second, "503 naming the stuck partition", func() bool {
 		c, b := readyz(admin)
 		return c == http.StatusServiceUnavailable && strings.Contains(b, "stuck partition") && strings.Contains(b, "pusher imr.push/")
 	})
 	must(t, rc.Del(ctx, "push_queue").Err())
 	testenv.Eventually(t, 60*time.Second, "200 once the partition moves", func() bool { c, _ := readyz(admin); return c == http.StatusOK })
-	push("while-stuck")
+	testenv.Eventually(t, 30*time.Second, "the stuck push written", func() bool {
+		return strings.Contains(strings.Join(rc.LRange(ctx, "push_queue", 0, -1).Val(), ""), "while-stuck")
+	})
 }
