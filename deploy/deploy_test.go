@@ -183,3 +183,49 @@ func TestMetricsDoc(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshProcessExportsEveryFamily: a process that has just built its
+// stages — before Kafka or Redis answer, before any event — already exports
+// every family the dashboard and the alerts use (at 0), so panels show 0
+// instead of "No data" and rate() sees the first event. The exceptions are
+// read from Kafka or Redis at scrape time and say so when they cannot be
+// (imstream_consumer_lag_errors, -1 live servers).
+func TestFreshProcessExportsEveryFamily(t *testing.T) {
+	cfg := config.Default()
+	cfg.Admin.Listen = ""
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // nothing listens: a process started before Kafka
+	cfg.Redis.Addrs = []string{"127.0.0.1:1"}
+	env, err := role.Setup(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	if _, err := env.Stages("presence", "fanout", "pusher", "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := env.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) > 0 {
+			have[mf.GetName()] = true
+		}
+	}
+	live := map[string]bool{ // read from Kafka or Redis at scrape time
+		"imstream_consumer_lag": true, "imstream_push_list_length": true,
+	}
+	all, _ := dashboardExprs(t)
+	rules, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`imstream_[a-z0-9_]+`).FindAllString(strings.Join(all, "\n")+string(rules), -1)
+	for _, m := range used {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+		if !have[base] && !live[base] {
+			t.Errorf("%s is used by the dashboard or the alerts but a fresh process does not export it", m)
+		}
+	}
+}

@@ -93,6 +93,10 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	f.wb.Balancer = f.w.Balancer
 	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
+	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Publish, cfg.Kafka.Topics.Bulk)
+	deps.Metrics.KnownSinks("deliver_topic")
+	f.outputs.WithLabelValues("deliver")
+	f.outputs.WithLabelValues("push_job")
 	f.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return f, nil
 }

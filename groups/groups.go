@@ -61,6 +61,7 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 		return nil, err
 	}
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Groups)
 	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }

@@ -99,6 +99,7 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 	}
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	deps.Metrics.Known(deps.Metrics.Rejected, Stage, ReasonEpochAhead)
+	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Presence)
 	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return p, nil
 }

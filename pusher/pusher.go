@@ -83,6 +83,9 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 			Name: "imstream_push_entries_total", Help: "Offline-push entries acknowledged by Redis, by list (without the ROM suffix).",
 		}, []string{"list"}),
 	}
+	for _, l := range []string{ListPeer, ListGroup, ListCustomer, ListCustomerV2, ListSystem} {
+		p.entries.WithLabelValues(l) // exported at 0 from the start
+	}
 	if err := deps.Registerer.Register(p.entries); err != nil {
 		return nil, fmt.Errorf("pusher: metrics: %w", err)
 	}
@@ -94,6 +97,9 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
+	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Push)
+	deps.Metrics.KnownSinks("push_list")
+	deps.Metrics.KnownRedis(Stage, "append")
 	return p, nil
 }
 

@@ -122,6 +122,7 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 	g.wb = deps.Conn.NewWriter(cfg.Kafka, "")
 	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "produce_failed")
+	deps.Metrics.KnownSinks("im_server")
 	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }

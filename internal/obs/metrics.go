@@ -121,6 +121,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// stage exports the per-stage families at 0, from the moment the stage is
+// built (before its consumer runs, which may wait for Kafka).
+func (m *Metrics) stage(stage string) {
+	m.Retries.WithLabelValues(stage)
+	m.Rebalances.WithLabelValues(stage)
+	m.Truncated.WithLabelValues(stage)
+	m.BatchSize.WithLabelValues(stage)
+	m.HandleTime.WithLabelValues(stage)
+	m.Produce.WithLabelValues(stage)
+	m.Stalls.stage(stage)
+	for _, r := range schemas.Reasons {
+		m.Rejected.WithLabelValues(stage, r)
+	}
+}
+
 // Known exports a counter's label values at 0 before their first event,
 // so dashboards and rate() see the family from the first scrape:
 // m.Known(m.Skipped, stage, "unknown_group", "not_pushable").
@@ -130,11 +145,24 @@ func (m *Metrics) Known(c *prometheus.CounterVec, stage string, values ...string
 	}
 }
 
+// KnownRedis exports stage's Redis latency and error families at 0 for ops.
+func (m *Metrics) KnownRedis(stage string, ops ...string) {
+	for _, op := range ops {
+		m.Redis.WithLabelValues(stage, op)
+		m.RedisErrs.WithLabelValues(stage, op)
+	}
+}
+
+// KnownSinks exports the end-to-end latency histograms of sinks at 0.
+func (m *Metrics) KnownSinks(sinks ...string) {
+	for _, s := range sinks {
+		m.E2E.WithLabelValues(s)
+	}
+}
+
 // Hooks returns the consume-loop hooks that feed these metrics for stage.
 func (m *Metrics) Hooks(stage string) kafkax.Hooks {
-	m.Retries.WithLabelValues(stage) // exported at 0 from the start
-	m.Rebalances.WithLabelValues(stage)
-	m.Stalls.stage(stage)
+	m.stage(stage)
 	return kafkax.Hooks{
 		Fetched: func(topic string, _ int, n int) { m.Consumed.WithLabelValues(stage, topic).Add(float64(n)) },
 		Batch: func(_ string, n int, d time.Duration) {
@@ -245,11 +273,8 @@ func (m *Metrics) Decoder(stage string, s config.Schemas) kafkax.Decoder {
 // DeadLetter returns the dead-letter writer of stage, counting rejections
 // and truncations.
 func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
-	for _, r := range schemas.Reasons { // exported at 0 from the start, so rate() sees the first one
-		m.Rejected.WithLabelValues(stage, r)
-	}
+	m.stage(stage) // every stage has a dead-letter writer, built with the stage
 	d := c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
-	truncated := m.Truncated.WithLabelValues(stage) // exported at 0 from the start
-	d.OnTruncate = truncated.Inc
+	d.OnTruncate = m.Truncated.WithLabelValues(stage).Inc
 	return d
 }

@@ -36,7 +36,9 @@ func (e *Env) GroupStore() store.GroupStore {
 }
 
 // observe returns the Redis-call observer of stage.
-func (e *Env) observe(stage string) store.Observer {
+// Its families are exported at 0 for ops, the calls the stage makes.
+func (e *Env) observe(stage string, ops ...string) store.Observer {
+	e.Metrics.KnownRedis(stage, ops...)
 	return func(op string, d time.Duration, err error) { e.Metrics.ObserveRedis(stage, op, d, err) }
 }
 
@@ -68,12 +70,12 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 	for _, r := range roles {
 		switch r {
 		case "presence":
-			p, err := presence.New(e.Cfg, presence.Deps{Conn: e.Conn, Store: store.ObservePresence(e.PresenceStore(), e.observe(presence.Stage)),
+			p, err := presence.New(e.Cfg, presence.Deps{Conn: e.Conn, Store: store.ObservePresence(e.PresenceStore(), e.observe(presence.Stage, "apply", "collect")),
 				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
 			}
-			g, err := groups.New(e.Cfg, groups.Deps{Conn: e.Conn, Store: store.ObserveGroups(e.GroupStore(), e.observe(groups.Stage)),
+			g, err := groups.New(e.Cfg, groups.Deps{Conn: e.Conn, Store: store.ObserveGroups(e.GroupStore(), e.observe(groups.Stage, "group_apply")),
 				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
@@ -86,8 +88,8 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			runs = append(runs, p.Run, g.Run)
 		case "fanout":
 			f, err := fanout.New(e.Cfg, fanout.Deps{Conn: e.Conn,
-				Presence: store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage)),
-				Groups:   store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage)),
+				Presence: store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage, "users", "room", "live_servers")),
+				Groups:   store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")),
 				Metrics:  e.Metrics, Registerer: e.Registry, Logger: e.Log})
 			if err != nil {
 				return nil, err
