@@ -8,13 +8,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/imstream/imstream/internal/bench"
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/redisx"
 )
 
-func runBench(ctx context.Context, args []string) error {
-	fs, path := configFlags("bench")
+// benchFlags declares bench's flags and returns its run.
+func benchFlags(fs *pflag.FlagSet) runFunc {
 	o := bench.Options{Out: os.Stdout}
 	fs.IntVar(&o.Events, "events", 1_000_000, "events of the burst scenarios")
 	fs.DurationVar(&o.Latency, "latency", 60*time.Second, "length of the steady-rate latency scenario")
@@ -23,48 +26,43 @@ func runBench(ctx context.Context, args []string) error {
 	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
 	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	fs.StringVar(&o.Profiles, "profiles", "", "write one CPU profile per measured window into this directory (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *only != "" {
-		o.Only = strings.Split(*only, ",")
-	}
-	cfg, err := loadConfigFrom(*path, fs)
-	if err != nil {
-		return err
-	}
-	if o.Profiles != "" {
-		if err := os.MkdirAll(o.Profiles, 0o755); err != nil {
-			return err
+	return func(ctx context.Context, cfg config.Config) error {
+		if *only != "" {
+			o.Only = strings.Split(*only, ",")
 		}
-	}
-	redisPID := 0
-	if !*external {
-		k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions})
+		if o.Profiles != "" {
+			if err := os.MkdirAll(o.Profiles, 0o755); err != nil {
+				return err
+			}
+		}
+		redisPID := 0
+		if !*external {
+			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions})
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			r, err := devstack.StartRedis(devstack.RedisOptions{})
+			if errors.Is(err, devstack.ErrNoRedisServer) {
+				return fmt.Errorf("%w: the bench measures against a real Redis", err)
+			}
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			cfg.Kafka.Brokers, cfg.Redis.Addrs, cfg.Redis.Cluster = []string{k.Addr}, []string{r.Addr}, false
+			redisPID = r.PID()
+			fmt.Printf("embedded stack: kafka %s, redis-server %s (pid %d)\n", k.Addr, r.Addr, redisPID)
+		}
+		rc, err := redisx.New(cfg.Redis)
 		if err != nil {
 			return err
 		}
-		defer k.Close()
-		r, err := devstack.StartRedis(devstack.RedisOptions{})
-		if errors.Is(err, devstack.ErrNoRedisServer) {
-			return fmt.Errorf("%w: the bench measures against a real Redis", err)
-		}
+		defer rc.Close()
+		b, err := bench.New(cfg, rc, redisPID, o)
 		if err != nil {
 			return err
 		}
-		defer r.Close()
-		cfg.Kafka.Brokers, cfg.Redis.Addrs, cfg.Redis.Cluster = []string{k.Addr}, []string{r.Addr}, false
-		redisPID = r.PID()
-		fmt.Printf("embedded stack: kafka %s, redis-server %s (pid %d)\n", k.Addr, r.Addr, redisPID)
+		return b.Run(ctx)
 	}
-	rc, err := redisx.New(cfg.Redis)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	b, err := bench.New(cfg, rc, redisPID, o)
-	if err != nil {
-		return err
-	}
-	return b.Run(ctx)
 }

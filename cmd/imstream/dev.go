@@ -3,22 +3,20 @@ package main
 import (
 	"context"
 
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/dev"
 )
 
-func runDev(ctx context.Context, args []string) error {
-	fs, path := configFlags("dev")
+// devFlags declares dev's flags and returns its run.
+func devFlags(fs *pflag.FlagSet) runFunc {
 	dataDir := fs.String("data-dir", "", "persist Kafka and Redis data in this directory (default: in memory)")
 	kafkaPort := fs.Int("kafka-port", 9092, "embedded Kafka port (0 picks a free one)")
 	redisPort := fs.Int("redis-port", 0, "Redis port (0 picks a free one)")
 	rate := fs.Int("rate", 200, "simulated events per second (0: no simulated traffic)")
 	gw := fs.Bool("gateway", true, "also run the IMR-compatible gateway on gateway.listen (point an im_service IM server's route_addrs at it)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, cfg config.Config) error {
+		return dev.Run(ctx, cfg, dev.Options{DataDir: *dataDir, KafkaPort: *kafkaPort, RedisPort: *redisPort, Rate: *rate, Gateway: *gw})
 	}
-	cfg, err := loadConfigFrom(*path, fs)
-	if err != nil {
-		return err
-	}
-	return dev.Run(ctx, cfg, dev.Options{DataDir: *dataDir, KafkaPort: *kafkaPort, RedisPort: *redisPort, Rate: *rate, Gateway: *gw})
 }

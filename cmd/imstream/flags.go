@@ -1,32 +1,48 @@
 package main
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/spf13/pflag"
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/config/load"
 )
 
-// configFlags returns a flag set with --config and one string flag per
-// configuration key; load.Config applies the ones that were set.
-func configFlags(name string) (*pflag.FlagSet, *string) {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+// configFlags adds --config and one typed flag per configuration key, with
+// its default, to fs; load.Config applies the ones that were set.
+func configFlags(fs *pflag.FlagSet) *string {
 	path := fs.String("config", "", "YAML configuration file")
-	for _, k := range config.Keys() {
-		fs.String(k, "", "configuration key "+k)
+	for _, kv := range config.Defaults() {
+		help := "configuration key " + kv.Key
+		switch v := kv.Value.(type) {
+		case string:
+			fs.String(kv.Key, v, help)
+		case int:
+			fs.Int(kv.Key, v, help)
+		case int64:
+			fs.Int64(kv.Key, v, help)
+		case bool:
+			fs.Bool(kv.Key, v, help)
+		case float64:
+			fs.Float64(kv.Key, v, help)
+		case time.Duration:
+			fs.Duration(kv.Key, v, help)
+		case []string:
+			fs.StringSlice(kv.Key, v, help)
+		case []int64:
+			fs.Int64Slice(kv.Key, v, help)
+		default:
+			panic(fmt.Sprintf("configuration key %s: no flag type for %T", kv.Key, v))
+		}
 	}
-	return fs, path
+	fs.SortFlags = true
+	return path
 }
 
-// loadConfig parses args and loads the configuration.
-func loadConfig(name string, args []string) (config.Config, error) {
-	fs, path := configFlags(name)
-	if err := fs.Parse(args); err != nil {
-		return config.Config{}, err
-	}
-	return loadConfigFrom(*path, fs)
-}
-
-func loadConfigFrom(path string, fs *pflag.FlagSet) (config.Config, error) {
+// loadConfig loads the configuration from the file, the environment and
+// the flags of fs that were set.
+func loadConfig(path string, fs *pflag.FlagSet) (config.Config, error) {
 	return load.Config(path, fs)
 }

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/dev"
 	"github.com/imstream/imstream/internal/loadgen"
 	"github.com/imstream/imstream/internal/redisx"
 )
 
-func runLoadgen(ctx context.Context, args []string) error {
-	fs, path := configFlags("loadgen")
+// loadgenFlags declares loadgen's flags and returns its run.
+func loadgenFlags(fs *pflag.FlagSet) runFunc {
 	o := loadgen.Options{Out: os.Stdout}
 	fs.StringVar(&o.Protocol, "protocol", "imr", "imr: TCP to a gateway (or imr); kafka: the ingest library")
 	fs.StringVar(&o.Gateway, "gateway", "", "gateway address for --protocol imr (default: gateway.listen)")
@@ -24,57 +27,52 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Churn, "churn", true, "users connect and leave during the run")
 	report := fs.String("json", "", "also write the report as JSON to this file")
 	embedded := fs.Bool("embedded", false, "start the whole stack in this process (embedded Kafka and Redis, every role, the gateway)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfigFrom(*path, fs)
-	if err != nil {
-		return err
-	}
-	if o.Protocol != "imr" && o.Protocol != "kafka" {
-		return errors.New("--protocol must be imr or kafka")
-	}
-	if *embedded {
-		cfg.Gateway.Listen = "127.0.0.1:0"
-		cfg.Admin.Listen = "127.0.0.1:0"
-		cfg.Log.Level = "warn"
-		st, err := dev.Up(ctx, cfg, dev.Options{KafkaPort: 0, Gateway: o.Protocol == "imr"})
+	return func(ctx context.Context, cfg config.Config) error {
+		if o.Protocol != "imr" && o.Protocol != "kafka" {
+			return errors.New("--protocol must be imr or kafka")
+		}
+		if *embedded {
+			cfg.Gateway.Listen = "127.0.0.1:0"
+			cfg.Admin.Listen = "127.0.0.1:0"
+			cfg.Log.Level = "warn"
+			st, err := dev.Up(ctx, cfg, dev.Options{KafkaPort: 0, Gateway: o.Protocol == "imr"})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			cfg = st.Cfg
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() { _ = st.Env.Run(rctx, st.Runs...) }()
+			if o.Protocol == "imr" {
+				if o.Gateway, err = st.Env.Gateway.Addr(ctx); err != nil {
+					return err
+				}
+			}
+			fmt.Printf("embedded stack: kafka %s, redis %s, gateway %s\n", st.Kafka.Addr, st.Redis.Addr, o.Gateway)
+		}
+		if o.Gateway == "" {
+			o.Gateway = cfg.Gateway.Listen
+		}
+		rc, err := redisx.New(cfg.Redis)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		cfg = st.Cfg
-		rctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() { _ = st.Env.Run(rctx, st.Runs...) }()
-		if o.Protocol == "imr" {
-			if o.Gateway, err = st.Env.Gateway.Addr(ctx); err != nil {
+		defer rc.Close()
+		rep, err := loadgen.Run(ctx, cfg, rc, o)
+		if err != nil {
+			return err
+		}
+		fmt.Println(rep)
+		if *report != "" {
+			b, _ := json.Marshal(rep)
+			if err := os.WriteFile(*report, b, 0o644); err != nil {
 				return err
 			}
 		}
-		fmt.Printf("embedded stack: kafka %s, redis %s, gateway %s\n", st.Kafka.Addr, st.Redis.Addr, o.Gateway)
-	}
-	if o.Gateway == "" {
-		o.Gateway = cfg.Gateway.Listen
-	}
-	rc, err := redisx.New(cfg.Redis)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	rep, err := loadgen.Run(ctx, cfg, rc, o)
-	if err != nil {
-		return err
-	}
-	fmt.Println(rep)
-	if *report != "" {
-		b, _ := json.Marshal(rep)
-		if err := os.WriteFile(*report, b, 0o644); err != nil {
-			return err
+		if rep.PushLost > 0 || rep.PushDoubled > 0 || rep.RTLost > 0 {
+			return fmt.Errorf("lost or doubled messages")
 		}
+		return nil
 	}
-	if rep.PushLost > 0 || rep.PushDoubled > 0 || rep.RTLost > 0 {
-		return fmt.Errorf("lost or doubled messages")
-	}
-	return nil
 }

@@ -5,54 +5,101 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/role"
 )
 
-var commands = map[string]struct {
-	run  func(ctx context.Context, args []string) error
-	help string
+// runFunc runs a command with the loaded configuration.
+type runFunc func(ctx context.Context, cfg config.Config) error
+
+// usageError is a mistake in how the command was called (a flag, an
+// argument, the configuration): exit status 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+var commands = []struct {
+	name, short, long string
+	flags             func(*pflag.FlagSet) runFunc
 }{
-	"presence":     {runRoles("presence", "presence"), "consume imr.presence and imr.groups into Redis; serve /online"},
-	"fanout":       {runRoles("fanout", "fanout"), "route imr.publish to imr.deliver.<server> and imr.push"},
-	"pusher":       {runRoles("pusher", "pusher"), "consume imr.push and append offline-push entries to the Redis lists"},
-	"all":          {runRoles("all", role.Roles...), "every consumer role in one process (presence, fanout, pusher)"},
-	"gateway":      {runRoles("gateway", "gateway"), "accept im_service IM servers on imr's protocol (point their route_addrs here)"},
-	"dev":          {runDev, "run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic"},
-	"bench":        {runBench, "measure throughput and latency against baselines taken in the same run; prints a table"},
-	"loadgen":      {runLoadgen, "simulated IM servers at load (imr protocol or Kafka); reports sent, arrived, lost, doubled"},
-	"topics":       {runTopics, "create the topics with the configured partition counts"},
-	"version":      {runVersion, "print the version"},
-	"reset-server": {runResetServer, "clear a server id's presence state (--server ID): the escape hatch for a poisoned id, see docs/runbook.md"},
+	{"dev", "Run everything on one machine: embedded Kafka and Redis, all roles, simulated traffic",
+		"Starts an embedded Kafka (kfake) and Redis (redis-server when installed), every role and the gateway,\nand simulated IM servers; prints what flows every few seconds.", devFlags},
+	{"all", "Run every consumer role in one process (presence, fanout, pusher)", "", rolesFlags(role.Roles...)},
+	{"presence", "Consume imr.presence and imr.groups into Redis; serve /online", "", rolesFlags("presence")},
+	{"fanout", "Route imr.publish and imr.publish.bulk to imr.deliver.<server> and imr.push", "", rolesFlags("fanout")},
+	{"pusher", "Consume imr.push and append offline-push entries to the Redis lists", "", rolesFlags("pusher")},
+	{"gateway", "Accept im_service IM servers on imr's protocol (point their route_addrs here)", "", rolesFlags("gateway")},
+	{"loadgen", "Simulated IM servers at load (imr protocol or Kafka); reports sent, arrived, lost, doubled", "", loadgenFlags},
+	{"bench", "Measure throughput and latency against baselines taken in the same run; prints a table", "", benchFlags},
+	{"topics", "Create the topics with the configured partition counts", "", topicsFlags},
+	{"reset-server", "Clear a server id's presence state: the escape hatch for a poisoned id (docs/runbook.md)", "", resetServerFlags},
 }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: imstream <command> [--config file.yaml] [--<key>=<value> ...]\n\ncommands:\n")
-	for _, name := range []string{"dev", "all", "presence", "fanout", "pusher", "gateway", "loadgen", "bench", "topics", "reset-server", "version"} {
-		fmt.Fprintf(os.Stderr, "  %-13s %s\n", name, commands[name].help)
+const configHelp = `Every configuration key is also a flag (--kafka.brokers=a:9092,b:9092) and an
+environment variable (IMSTREAM_KAFKA_BROKERS); flags win over the environment,
+the environment over --config. deploy/imstream.example.yaml lists every key.`
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "imstream",
+		Short: "A horizontally scalable message router for IM backends, on Kafka",
+		Long: "imstream routes an IM backend's messages through Kafka: presence, fanout and pusher roles,\n" +
+			"and a gateway that speaks im_service's router protocol.\n\n" + configHelp,
+		Version:       obs.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 	}
-	fmt.Fprintf(os.Stderr, "\nEvery configuration key is also a flag (--kafka.brokers=a:9092,b:9092) and an\nenvironment variable (IMSTREAM_KAFKA_BROKERS); see deploy/imstream.example.yaml.\n")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	for _, spec := range commands {
+		c := &cobra.Command{Use: spec.name, Short: spec.short, Long: spec.short + ".", Args: cobra.NoArgs}
+		if spec.long != "" {
+			c.Long = spec.long
+		}
+		c.Long += "\n\n" + configHelp
+		fs := c.Flags()
+		run := spec.flags(fs)
+		path := configFlags(fs)
+		c.RunE = func(c *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(*path, fs)
+			if err != nil {
+				return usageError{err}
+			}
+			return run(c.Context(), cfg)
+		}
+		root.AddCommand(c)
+	}
+	root.AddCommand(&cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(*cobra.Command, []string) { fmt.Println("imstream", obs.Version) }})
+	return root
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	cmd, ok := commands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "imstream: unknown command %q\n\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(ctx, os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "imstream %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+	root := rootCmd()
+	c, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return
 	}
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts 0 arg") {
+		fmt.Fprintf(os.Stderr, "imstream %s: %v\n\n", c.Name(), err)
+		if !strings.HasPrefix(err.Error(), "config") {
+			_ = c.Usage()
+		}
+		os.Exit(2)
+	}
+	fmt.Fprintf(os.Stderr, "imstream %s: %v\n", c.Name(), err)
+	os.Exit(1)
 }

@@ -5,22 +5,17 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/redisx"
 	"github.com/imstream/imstream/store"
 )
 
-func runVersion(context.Context, []string) error {
-	fmt.Println("imstream", obs.Version)
-	return nil
-}
+func topicsFlags(*pflag.FlagSet) runFunc { return runTopics }
 
-func runTopics(ctx context.Context, args []string) error {
-	cfg, err := loadConfig("topics", args)
-	if err != nil {
-		return err
-	}
+func runTopics(ctx context.Context, cfg config.Config) error {
 	k := cfg.Kafka
 	conn, err := kafkax.NewConn(k)
 	if err != nil {
@@ -45,29 +40,27 @@ func runTopics(ctx context.Context, args []string) error {
 
 // runResetServer clears a server id's presence state (docs/runbook.md,
 // "A server id is poisoned").
-func runResetServer(ctx context.Context, args []string) error {
-	fs, path := configFlags("reset-server")
-	server := fs.String("server", "", "the server id to reset (as in presence events' server field)")
-	if err := fs.Parse(args); err != nil {
-		return err
+func resetServerFlags(fs *pflag.FlagSet) runFunc {
+	server := fs.String("server", "", "the server id to reset (as in presence events' server field); required")
+	return func(ctx context.Context, cfg config.Config) error {
+		if *server == "" {
+			return usageError{errors.New("--server is required")}
+		}
+		return runResetServer(ctx, cfg, *server)
 	}
-	if *server == "" {
-		return errors.New("--server is required")
-	}
-	cfg, err := loadConfigFrom(*path, fs)
-	if err != nil {
-		return err
-	}
+}
+
+func runResetServer(ctx context.Context, cfg config.Config, server string) error {
 	rc, err := redisx.New(cfg.Redis)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	st := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, cfg.Presence.ServerCache)
-	n, err := st.ResetServer(ctx, *server)
+	n, err := st.ResetServer(ctx, server)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("server %s reset: lifecycle state and %d user/room entries removed; it starts afresh at its next server_up\n", *server, n)
+	fmt.Printf("server %s reset: lifecycle state and %d user/room entries removed; it starts afresh at its next server_up\n", server, n)
 	return nil
 }

@@ -4,16 +4,22 @@ import (
 	"context"
 	"errors"
 
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/role"
 )
 
-// runRoles returns a command running the named consumer roles.
-func runRoles(name string, roles ...string) func(ctx context.Context, args []string) error {
-	return func(ctx context.Context, args []string) error {
-		cfg, err := loadConfig(name, args)
-		if err != nil {
-			return err
-		}
+// rolesFlags returns the flags (none besides the configuration) and run
+// of a command running the named roles.
+func rolesFlags(roles ...string) func(*pflag.FlagSet) runFunc {
+	return func(*pflag.FlagSet) runFunc {
+		return func(ctx context.Context, cfg config.Config) error { return runRoles(ctx, cfg, roles) }
+	}
+}
+
+func runRoles(ctx context.Context, cfg config.Config, roles []string) error {
+	{
 		env, err := role.Setup(ctx, cfg)
 		if err != nil {
 			return err

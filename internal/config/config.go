@@ -9,6 +9,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -235,6 +236,22 @@ func Default() Config {
 // Keys lists every configuration key ("kafka.brokers", ...).
 func Keys() []string {
 	var keys []string
+	for _, kv := range Defaults() {
+		keys = append(keys, kv.Key)
+	}
+	return keys
+}
+
+// KeyValue is a configuration key and its default value (string, int,
+// bool, time.Duration, []string, []int64, …).
+type KeyValue struct {
+	Key   string
+	Value any
+}
+
+// Defaults lists every configuration key with its default, sorted by key.
+func Defaults() []KeyValue {
+	var out []KeyValue
 	var walk func(prefix string, m map[string]any)
 	walk = func(prefix string, m map[string]any) {
 		for k, val := range m {
@@ -242,13 +259,14 @@ func Keys() []string {
 				walk(prefix+k+".", sub)
 				continue
 			}
-			keys = append(keys, prefix+k)
+			out = append(out, KeyValue{prefix + k, val})
 		}
 	}
 	var m map[string]any
 	_ = mapstructure.Decode(Default(), &m)
 	walk("", m)
-	return keys
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
 }
 
 // Validate checks every key and returns an error naming the first bad one.

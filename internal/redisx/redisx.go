@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -81,3 +82,14 @@ func IsRetryable(err error) bool {
 	}
 	return false
 }
+
+// slogLogger sends go-redis's own log lines (reconnects, pool trouble)
+// through log/slog, so they follow log.format and log.level.
+type slogLogger struct{}
+
+func (slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
+// UseSlog routes go-redis's log lines through slog's default logger.
+func UseSlog() { redis.SetLogger(slogLogger{}) }

@@ -54,6 +54,7 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 		Ready: &obs.Readiness{}, Conn: conn, Redis: rc,
 	}
 	slog.SetDefault(e.Log)
+	redisx.UseSlog()
 	e.Ready.AddProbe("redis "+strings.Join(cfg.Redis.Addrs, ","), 2*time.Second, cfg.Admin.RedisDownAfter,
 		func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })
 	e.Ready.AddProbe("kafka "+strings.Join(cfg.Kafka.Brokers, ","), 2*time.Second, cfg.Admin.KafkaDownAfter, e.Conn.Probe)

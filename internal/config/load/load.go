@@ -44,7 +44,13 @@ func Config(path string, fs *pflag.FlagSet) (config.Config, error) {
 		// Only flags that were set, and only configuration keys: a flag's
 		// empty default must not hide the file or the environment.
 		fs.Visit(func(f *pflag.Flag) {
-			if known[f.Name] {
+			if !known[f.Name] {
+				return
+			}
+			switch sv := f.Value.(type) {
+			case pflag.SliceValue: // String() would give "[a,b]"
+				v.Set(f.Name, sv.GetSlice())
+			default:
 				v.Set(f.Name, f.Value.String())
 			}
 		})
