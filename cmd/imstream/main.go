@@ -43,6 +43,9 @@ var commands = []struct {
 	{"loadgen", "Simulated IM servers at load (imr protocol or Kafka); reports sent, arrived, lost, doubled", "", loadgenFlags},
 	{"bench", "Measure throughput and latency against baselines taken in the same run; prints a table", "", benchFlags},
 	{"topics", "Create the topics with the configured partition counts", "", topicsFlags},
+	{"status", "Show a running deployment: readiness, rates per stage, lag and time to drain, e2e p99, dead letters, presence",
+		"Asks the processes' admin endpoints (--admin, repeatable or comma-separated) twice, --interval apart,\n" +
+			"and Kafka for the dead letters of the last minute. --watch repeats until interrupted.", statusFlags},
 	{"reset-server", "Clear a server id's presence state: the escape hatch for a poisoned id (docs/runbook.md)", "", resetServerFlags},
 }
 

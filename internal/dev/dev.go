@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/role"
 	"github.com/imstream/imstream/internal/sim"
+	imstatus "github.com/imstream/imstream/internal/status"
 )
 
 // Options configures Run.
@@ -62,6 +64,31 @@ func Up(ctx context.Context, cfg config.Config, o Options) (*Stack, error) {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return nil, err
 			}
+		}
+	}
+	// Ports taken on this machine (another Kafka, node_exporter on 9100, …)
+	// are replaced by free ones; the banner prints what was chosen.
+	if o.KafkaPort != 0 {
+		addr, moved, err := devstack.Available("127.0.0.1:" + strconv.Itoa(o.KafkaPort))
+		if err != nil {
+			return nil, err
+		}
+		if moved {
+			fmt.Fprintf(os.Stderr, "port %d is taken: the embedded Kafka listens on %s\n", o.KafkaPort, addr)
+			o.KafkaPort, _ = strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+		}
+	}
+	for _, l := range []*string{&cfg.Admin.Listen, &cfg.Gateway.Listen} {
+		if *l == "" || (l == &cfg.Gateway.Listen && !o.Gateway) {
+			continue
+		}
+		addr, moved, err := devstack.Available(*l)
+		if err != nil {
+			return nil, err
+		}
+		if moved {
+			fmt.Fprintf(os.Stderr, "%s is taken: using %s instead\n", *l, addr)
+			*l = addr
 		}
 	}
 	k, err := devstack.StartKafka(devstack.KafkaOptions{Port: o.KafkaPort, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
@@ -134,23 +161,35 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 		runs = append(runs, sm.Run)
 	}
 	fmt.Fprintln(o.Out)
-	runs = append(runs, func(ctx context.Context) error { return status(ctx, env.Redis, sm, o) })
+	runs = append(runs, func(ctx context.Context) error { return status(ctx, env, sm, o) })
 	slog.Info("dev stack up", "kafka", k.Addr, "redis", r.Addr)
 	return env.Run(ctx, runs...)
 }
 
 // status prints what flows every o.Every: messages the simulated servers
-// sent, deliveries they received, and the push lists' lengths.
-func status(ctx context.Context, rc redis.UniversalClient, sm *sim.Sim, o Options) error {
+// sent, deliveries they received, the push lists' lengths, and from the
+// roles' metrics the rates per stage, lag and end-to-end p99.
+func status(ctx context.Context, env *role.Env, sm *sim.Sim, o Options) error {
+	rc := env.Redis
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	prev := map[string]int64{}
+	gather := func() imstatus.Sample {
+		mfs, _ := env.Registry.Gather()
+		return imstatus.FromFamilies(time.Now(), mfs)
+	}
+	last := gather()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		cur := gather()
+		for _, l := range imstatus.Lines(last, cur) {
+			fmt.Fprintf(o.Out, "%s  %s\n", time.Now().Format("15:04:05"), l)
+		}
+		last = cur
 		lists, err := pushLists(ctx, rc)
 		if err != nil {
 			fmt.Fprintf(o.Out, "%s  redis: %v\n", time.Now().Format("15:04:05"), err)

@@ -212,6 +212,27 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// Available returns addr when it can be listened on, else the same host
+// with a free port (and moved=true): `imstream dev` on a machine where 9092,
+// 9100 or 4444 is taken picks another and prints it.
+func Available(addr string) (got string, moved bool, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		ln.Close()
+		return addr, false, nil
+	}
+	host, _, serr := net.SplitHostPort(addr)
+	if serr != nil {
+		return "", false, serr
+	}
+	ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", false, err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), true, nil
+}
+
 // WaitTCP waits until addr accepts connections or ctx ends.
 func WaitTCP(ctx context.Context, addr string) error {
 	for {

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/status"
+)
+
+// statusFlags declares status's flags and returns its run: a terminal view
+// of a running deployment from the roles' admin endpoints and Kafka.
+func statusFlags(fs *pflag.FlagSet) runFunc {
+	admins := fs.StringSlice("admin", []string{"127.0.0.1:9100"}, "admin addresses (host:port) of the processes to ask")
+	every := fs.Duration("interval", 5*time.Second, "rates and p99 are measured over this interval")
+	watch := fs.Bool("watch", false, "repeat every interval until interrupted")
+	return func(ctx context.Context, cfg config.Config) error {
+		return runStatus(ctx, cfg, *admins, *every, *watch)
+	}
+}
+
+func runStatus(ctx context.Context, cfg config.Config, admins []string, every time.Duration, watch bool) error {
+	hc := &http.Client{Timeout: 3 * time.Second}
+	conn, err := kafkax.NewConn(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	scrape := func() status.Sample {
+		var procs [][]*dto.MetricFamily
+		for _, a := range admins {
+			if mfs, err := status.Scrape(hc, a); err == nil {
+				procs = append(procs, mfs)
+			}
+		}
+		return status.FromFamilies(time.Now(), procs...)
+	}
+	prev := scrape()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+		cur := scrape()
+		fmt.Printf("imstream status %s (%d processes, over %s)\n", cur.At.Format("15:04:05"), len(admins), every)
+		for _, a := range admins {
+			fmt.Printf("ready   %s: %s\n", a, readiness(hc, a))
+		}
+		for _, l := range status.Lines(prev, cur) {
+			fmt.Println(l)
+		}
+		if n, err := recent(ctx, conn, cfg.Kafka.Topics.DLQ, time.Minute); err != nil {
+			fmt.Printf("dead letters in the last minute: unknown (%v)\n", err)
+		} else {
+			fmt.Printf("dead letters in the last minute: %d (%s)\n", n, cfg.Kafka.Topics.DLQ)
+		}
+		if !watch {
+			return nil
+		}
+		fmt.Println()
+		prev = cur
+	}
+}
+
+// readiness is a process's /readyz answer in one line.
+func readiness(hc *http.Client, addr string) string {
+	resp, err := hc.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return "unreachable: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK {
+		return "ready"
+	}
+	return fmt.Sprintf("NOT READY (%d): %s", resp.StatusCode, strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "; "))
+}
+
+// recent counts the records written to topic during the last d: per
+// partition, the end offset minus the first offset at or after now-d.
+func recent(ctx context.Context, conn *kafkax.Conn, topic string, d time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := conn.Partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	since := time.Now().Add(-d)
+	var total int64
+	for p := range n {
+		c, err := conn.Dialer.DialLeader(ctx, "tcp", conn.Brokers[0], topic, p)
+		if err != nil {
+			return 0, err
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		from, err1 := c.ReadOffset(since)
+		end, err2 := c.ReadLastOffset()
+		c.Close()
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("offsets of %s/%d: %v %v", topic, p, err1, err2)
+		}
+		if from >= 0 && end > from {
+			total += end - from
+		}
+	}
+	return total, nil
+}
