@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,14 +35,17 @@ func runKubeconform(t *testing.T, files ...string) (string, error) {
 }
 
 // TestKubernetesManifests validates deploy/k8s with kubeconform against the
-// Kubernetes 1.31 schemas shipped in deploy/k8s/schemas (no download).
+// Kubernetes 1.31 schemas and KEDA's ScaledObject schema shipped in
+// deploy/k8s/schemas (no download).
 func TestKubernetesManifests(t *testing.T) {
 	files, _ := filepath.Glob("k8s/*.yaml")
+	auto, _ := filepath.Glob("k8s/autoscaling/*.yaml")
+	files = append(files, auto...)
 	out, err := runKubeconform(t, files...)
 	if err != nil || !strings.Contains(out, "Invalid: 0, Errors: 0, Skipped: 0") {
 		t.Fatalf("kubeconform: %v\n%s", err, out)
 	}
-	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"} {
+	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject"} {
 		found := false
 		for _, f := range files {
 			b, _ := os.ReadFile(f)
@@ -66,6 +71,125 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	loadConfig(t, cm.Data["imstream.yaml"])
+}
+
+// TestPodSecurityRestricted: every Deployment meets Pod Security Standards
+// "restricted" (non-root, RuntimeDefault seccomp, no privilege escalation,
+// all capabilities dropped), has a startup probe, and takes its passwords
+// from a Secret.
+func TestPodSecurityRestricted(t *testing.T) {
+	files, _ := filepath.Glob("k8s/*.yaml")
+	n := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d struct {
+				Kind string `yaml:"kind"`
+				Spec struct {
+					Template struct {
+						Spec struct {
+							SecurityContext struct {
+								RunAsNonRoot   bool `yaml:"runAsNonRoot"`
+								SeccompProfile struct {
+									Type string `yaml:"type"`
+								} `yaml:"seccompProfile"`
+							} `yaml:"securityContext"`
+							Containers []struct {
+								Name            string `yaml:"name"`
+								SecurityContext struct {
+									AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+									Capabilities             struct {
+										Drop []string `yaml:"drop"`
+									} `yaml:"capabilities"`
+								} `yaml:"securityContext"`
+								StartupProbe map[string]any `yaml:"startupProbe"`
+								Env          []struct {
+									Name      string         `yaml:"name"`
+									ValueFrom map[string]any `yaml:"valueFrom"`
+								} `yaml:"env"`
+							} `yaml:"containers"`
+						} `yaml:"spec"`
+					} `yaml:"template"`
+				} `yaml:"spec"`
+			}
+			if err := dec.Decode(&d); err != nil {
+				break
+			}
+			if d.Kind != "Deployment" {
+				continue
+			}
+			n++
+			ps := d.Spec.Template.Spec
+			if !ps.SecurityContext.RunAsNonRoot || ps.SecurityContext.SeccompProfile.Type != "RuntimeDefault" {
+				t.Errorf("%s: pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault", f)
+			}
+			for _, c := range ps.Containers {
+				sc := c.SecurityContext
+				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || fmt.Sprint(sc.Capabilities.Drop) != "[ALL]" {
+					t.Errorf("%s %s: needs allowPrivilegeEscalation false and capabilities.drop [ALL]", f, c.Name)
+				}
+				if c.StartupProbe == nil {
+					t.Errorf("%s %s: no startupProbe", f, c.Name)
+				}
+				secrets := 0
+				for _, e := range c.Env {
+					if strings.HasSuffix(e.Name, "PASSWORD") && e.ValueFrom["secretKeyRef"] != nil {
+						secrets++
+					}
+				}
+				if secrets != 2 {
+					t.Errorf("%s %s: the Redis and SASL passwords must come from a Secret", f, c.Name)
+				}
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("checked %d Deployments, want 4", n)
+	}
+}
+
+// TestAdapterRule: the prometheus-adapter rule is valid PromQL and sums a
+// group's lag once, however many pods export it (promtool test rules on the
+// same expression as a recording rule).
+func TestAdapterRule(t *testing.T) {
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	b, _ := os.ReadFile("k8s/autoscaling/prometheus-adapter.yaml")
+	if err := yaml.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		ExternalRules []struct {
+			MetricsQuery string `yaml:"metricsQuery"`
+		} `yaml:"externalRules"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &rules); err != nil || len(rules.ExternalRules) != 1 {
+		t.Fatalf("adapter config: %v %+v", err, rules)
+	}
+	expr := strings.NewReplacer("<<.Series>>", "imstream_consumer_lag", "<<.LabelMatchers>>", `group="imstream-fanout"`).Replace(rules.ExternalRules[0].MetricsQuery)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "r.yml"), []byte("groups:\n  - name: adapter\n    rules:\n      - record: imstream_group_lag\n        expr: '"+expr+"'\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "t.yml"), []byte(`rule_files: [r.yml]
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'imstream_consumer_lag{group="imstream-fanout",topic="imr.publish",partition="0",instance="a"}', values: '100x3'}
+      - {series: 'imstream_consumer_lag{group="imstream-fanout",topic="imr.publish",partition="0",instance="b"}', values: '100x3'}
+      - {series: 'imstream_consumer_lag{group="imstream-fanout",topic="imr.publish.bulk",partition="0",instance="a"}', values: '50x3'}
+      - {series: 'imstream_consumer_lag{group="imstream-fanout",topic="imr.publish.bulk",partition="0",instance="b"}', values: '50x3'}
+    promql_expr_test:
+      - expr: imstream_group_lag
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'imstream_group_lag{group="imstream-fanout"}', value: 150}
+`), 0o644)
+	cmd := exec.Command("promtool", "test", "rules", "t.yml")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool: %v\n%s", err, out)
+	}
 }
 
 func loadConfig(t *testing.T, text string) config.Config {
