@@ -203,6 +203,27 @@ func loadConfig(t *testing.T, text string) config.Config {
 	return cfg
 }
 
+// dependsOn reads depends_on in its short (list) and long (map) forms.
+type dependsOn []string
+
+func (d *dependsOn) UnmarshalYAML(n *yaml.Node) error {
+	var list []string
+	if err := n.Decode(&list); err == nil {
+		*d = list
+		return nil
+	}
+	var m map[string]struct {
+		Condition string `yaml:"condition"`
+	}
+	if err := n.Decode(&m); err != nil {
+		return err
+	}
+	for k := range m {
+		*d = append(*d, k)
+	}
+	return nil
+}
+
 // TestCompose parses deploy/compose/docker-compose.yml (no Docker engine
 // here): every role and the infrastructure are there, dependencies name
 // services, and every mounted file exists.
@@ -213,11 +234,16 @@ func TestCompose(t *testing.T) {
 	}
 	var c struct {
 		Services map[string]struct {
-			Image     string   `yaml:"image"`
-			Command   []string `yaml:"command"`
-			Volumes   []string `yaml:"volumes"`
-			DependsOn []string `yaml:"depends_on"`
-			Build     *struct {
+			Image     string    `yaml:"image"`
+			Command   []string  `yaml:"command"`
+			Volumes   []string  `yaml:"volumes"`
+			DependsOn dependsOn `yaml:"depends_on"`
+			Restart   string    `yaml:"restart"`
+			Health    *struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
+			Env   map[string]string `yaml:"environment"`
+			Build *struct {
 				Context    string `yaml:"context"`
 				Dockerfile string `yaml:"dockerfile"`
 			} `yaml:"build"`
@@ -232,7 +258,16 @@ func TestCompose(t *testing.T) {
 			t.Errorf("service %s missing", want)
 		}
 	}
+	if c.Services["kafka"].Env["KAFKA_LOG_DIRS"] != "/var/lib/kafka/data" {
+		t.Errorf("kafka: KAFKA_LOG_DIRS must point into the kafka-data volume")
+	}
 	for name, s := range c.Services {
+		if s.Restart == "" {
+			t.Errorf("%s: no restart policy", name)
+		}
+		if name != "prometheus" && name != "grafana" && (s.Health == nil || len(s.Health.Test) == 0) {
+			t.Errorf("%s: no healthcheck", name)
+		}
 		if s.Image == "" {
 			t.Errorf("%s: no image", name)
 		}

@@ -46,6 +46,7 @@ var commands = []struct {
 	{"status", "Show a running deployment: readiness, rates per stage, lag and time to drain, e2e p99, dead letters, presence",
 		"Asks the processes' admin endpoints (--admin, repeatable or comma-separated) twice, --interval apart,\n" +
 			"and Kafka for the dead letters of the last minute. --watch repeats until interrupted.", statusFlags},
+	{"ready", "Exit 0 when the process at --admin is ready (/readyz 200), 1 otherwise: for container healthchecks", "", readyFlags},
 	{"reset-server", "Clear a server id's presence state: the escape hatch for a poisoned id (docs/runbook.md)", "", resetServerFlags},
 }
 

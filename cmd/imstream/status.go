@@ -114,3 +114,16 @@ func recent(ctx context.Context, conn *kafkax.Conn, topic string, d time.Duratio
 	}
 	return total, nil
 }
+
+// readyFlags declares ready's flags and returns its run: exit 0 when the
+// process at --admin answers /readyz with 200, 1 otherwise, for container
+// healthchecks in images without a shell or curl.
+func readyFlags(fs *pflag.FlagSet) runFunc {
+	admin := fs.String("admin", "127.0.0.1:9100", "admin address (host:port) of the process to ask")
+	return func(ctx context.Context, cfg config.Config) error {
+		if r := readiness(&http.Client{Timeout: 3 * time.Second}, *admin); r != "ready" {
+			return fmt.Errorf("%s: %s", *admin, r)
+		}
+		return nil
+	}
+}
