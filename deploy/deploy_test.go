@@ -84,7 +84,7 @@ func dashboardExprs(t *testing.T) (all, main []string) {
 	}
 	for _, p := range d.Panels {
 		for _, tg := range p.Targets {
-			e := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m").Replace(tg.Expr)
+			e := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$job", ".*", "$instance", ".*").Replace(tg.Expr)
 			all = append(all, e)
 			if strings.HasPrefix(p.Description, "main panel") {
 				main = append(main, e)

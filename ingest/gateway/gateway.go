@@ -232,6 +232,18 @@ func (g *Gateway) claim(c *conn, base string) {
 	g.conns[c.id] = c
 }
 
+// DeliverGroups returns, for each IM server connected now, its deliver
+// topic and the consumer group that reads it, for the lag exporter.
+func (g *Gateway) DeliverGroups() [][2]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([][2]string, 0, len(g.conns))
+	for id := range g.conns {
+		out = append(out, [2]string{g.cfg.Gateway.Group + "-" + id, g.cfg.Kafka.Topics.DeliverPrefix + id})
+	}
+	return out
+}
+
 func (g *Gateway) release(c *conn) {
 	g.mu.Lock()
 	if g.conns[c.id] == c {

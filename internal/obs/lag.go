@@ -18,8 +18,11 @@ type GroupTopic struct{ Group, Topic string }
 // every imstream consumer group, whichever role the process runs: a stuck or
 // dead consumer's lag is still visible from its peers.
 type LagCollector struct {
-	Conn    *kafkax.Conn
-	Groups  []GroupTopic
+	Conn   *kafkax.Conn
+	Groups []GroupTopic
+	// More, when set, adds groups known only at scrape time: a gateway's
+	// connected IM servers' deliver topics.
+	More    func() []GroupTopic
 	Timeout time.Duration // per scrape; default 3s
 
 	desc, errs *prometheus.Desc
@@ -42,7 +45,11 @@ func (l *LagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc; ch <
 func (l *LagCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.Timeout)
 	defer cancel()
-	for _, g := range l.Groups {
+	groups := l.Groups
+	if l.More != nil {
+		groups = append(groups[:len(groups):len(groups)], l.More()...)
+	}
+	for _, g := range groups {
 		lag, err := l.Conn.Lag(ctx, g.Group, g.Topic)
 		failed := 0.0
 		if err != nil {

@@ -64,7 +64,18 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 	if k.Bulk != k.Publish {
 		lag = append(lag, obs.GroupTopic{Group: e.Cfg.Fanout.Group, Topic: k.Bulk})
 	}
-	if err := e.Registry.Register(obs.NewLagCollector(e.Conn, lag)); err != nil {
+	lc := obs.NewLagCollector(e.Conn, lag)
+	lc.More = func() []obs.GroupTopic { // the deliver topics of the IM servers connected to this gateway
+		if e.Gateway == nil {
+			return nil
+		}
+		var out []obs.GroupTopic
+		for _, gt := range e.Gateway.DeliverGroups() {
+			out = append(out, obs.GroupTopic{Group: gt[0], Topic: gt[1]})
+		}
+		return out
+	}
+	if err := e.Registry.Register(lc); err != nil {
 		return nil, err
 	}
 	for _, r := range roles {
