@@ -162,6 +162,23 @@ func TestAlertRunbooks(t *testing.T) {
 	}
 }
 
+// TestEveryAlertTested: alerts_test.yml has, for every alert, a case where
+// it fires (exp_alerts not empty).
+func TestEveryAlertTested(t *testing.T) {
+	rules, _ := os.ReadFile("prometheus/alerts.yml")
+	tests, _ := os.ReadFile("prometheus/alerts_test.yml")
+	fires := regexp.MustCompile(`alertname: (\w+)\s+exp_alerts:\s*\n\s+- exp_labels`).FindAllStringSubmatch(string(tests), -1)
+	fired := map[string]bool{}
+	for _, m := range fires {
+		fired[m[1]] = true
+	}
+	for _, m := range regexp.MustCompile(`- alert: (\w+)`).FindAllStringSubmatch(string(rules), -1) {
+		if !fired[m[1]] {
+			t.Errorf("%s has no promtool case where it fires", m[1])
+		}
+	}
+}
+
 // TestMetricsDoc: docs/metrics.md lists exactly the exported metrics.
 func TestMetricsDoc(t *testing.T) {
 	names := exported(t)
