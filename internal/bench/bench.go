@@ -359,14 +359,14 @@ func (b *Bench) Report() error {
 }
 
 // Scenarios names the scenarios in the order Run runs them.
-var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency", "online", "burst", "memory"}
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "churn", "latency", "online", "burst", "gateway", "memory"}
 
 // Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
 	run := map[string]func(context.Context) error{
 		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
 		"groups": b.Groups, "churn": b.PresenceChurn, "latency": b.Latency, "memory": b.Memory,
-		"online": b.OnlineLatency, "burst": b.OnlineUnderBurst,
+		"online": b.OnlineLatency, "burst": b.OnlineUnderBurst, "gateway": b.GatewayPath,
 	}
 	only := map[string]bool{}
 	for _, name := range b.o.Only {

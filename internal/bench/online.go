@@ -379,3 +379,58 @@ func (l *latencies) result(sent int, scenario string) Result {
 	}
 	return Result{Scenario: scenario, Events: sent, Lost: sent - len(d), P50: q(0.5), P99: q(0.99), P999: q(0.999)}
 }
+
+// GatewayPath: the drop-in path's throughput, without online traffic —
+// Options.Events MSG_PUSH for offline users over burstClients imr-protocol
+// connections (an `imstream loadgen` process) through an `imstream gateway`
+// process and an `imstream all` process on the embedded broker, into the
+// push lists: landing rate, lost and doubled, CPU seconds per M events of
+// each process (gateway, roles, broker, Redis; the load generator apart).
+func (b *Bench) GatewayPath(ctx context.Context) error {
+	cfg := b.scenario(fmt.Sprintf("gateway path: %d MSG_PUSH over %d imr connections → gateway → fanout → pusher → lists, as processes", b.o.Events, burstClients))
+	if err := b.flush(ctx); err != nil {
+		return err
+	}
+	gw, err := devstack.FreePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(gw)
+	all, err := b.startChild(cfg, "all")
+	if err != nil {
+		return err
+	}
+	defer all.stop()
+	gateway, err := b.startChild(cfg, "gateway", "--gateway.listen", addr)
+	if err != nil {
+		return err
+	}
+	defer gateway.stop()
+	probe, err := dialRetry(ctx, addr, "127.0.0.9") // the gateway listens
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	m := b.meter()
+	cpu0 := map[string]float64{"gateway": gateway.cpu(), "roles": all.cpu()}
+	br := b.burst(ctx, cfg, addr, b.o.Events)
+	if br.err != nil {
+		return br.err
+	}
+	r := br.row
+	r.Scenario = "gateway path (1M MSG_PUSH, processes)"
+	if b.o.Events != 1_000_000 {
+		r.Scenario = fmt.Sprintf("gateway path (%d MSG_PUSH, processes)", b.o.Events)
+	}
+	gcpu, rcpu := gateway.cpu()-cpu0["gateway"], all.cpu()-cpu0["roles"]
+	broker := cpuSeconds(0) - m.cpu0
+	redis := cpuSeconds(b.redisPID) - m.redis0
+	per := func(s float64) float64 { return s / float64(r.Events) * 1e6 }
+	r.CPUPerMEv, r.RedisCPU = per(gcpu+rcpu+broker+redis), per(redis)
+	r.Note += fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f, broker %.1f, Redis %.1f (load generator %.1f, not counted)",
+		per(gcpu), per(rcpu), per(broker), per(redis), per(br.cpu))
+	b.stopProfile(m, r.Scenario)
+	b.results = append(b.results, r)
+	fmt.Fprintf(b.o.Out, "   %d entries in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
+	return nil
+}
