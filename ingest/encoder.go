@@ -98,8 +98,9 @@ type Meta struct {
 }
 
 func (e *Encoder) publish(t schemas.Type, appid, receiver int64, key string, msg schemas.Message, meta Meta) Record {
-	return record(e.topics.Publish, key, &schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
-		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg})
+	ev := schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
+		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg}
+	return Record{Topic: e.topics.Publish, Key: key, Value: ev.AppendJSON(make([]byte, 0, 256))}
 }
 
 // Publish routes a peer message to receiver.
@@ -120,6 +121,6 @@ func (e *Encoder) PublishRoom(appid, room int64, msg schemas.Message, meta Meta)
 // Push asks for offline pushes to whichever receivers are offline (MSG_PUSH),
 // on the bulk lane; keyed by the first receiver. receivers must not be empty.
 func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {
-	return record(e.topics.Bulk, UserKey(appid, receivers[0]),
-		&schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg})
+	ev := schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg}
+	return Record{Topic: e.topics.Bulk, Key: UserKey(appid, receivers[0]), Value: ev.AppendJSON(make([]byte, 0, 256))}
 }

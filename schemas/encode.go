@@ -24,15 +24,45 @@ func (j *PushJob) AppendJSON(b []byte) []byte {
 		b = append(b, ']')
 	}
 	b = j.Msg.appendJSON(append(b, `,"msg":`...))
-	if s := j.Src; s != nil {
-		b = AppendString(append(b, `,"src":{"topic":`...), s.Topic)
-		b = appendField(b, "partition", int64(s.Partition), false)
-		b = appendField(b, "offset", s.Offset, false)
-		b = appendField(b, "index", int64(s.Index), true)
-		if s.Inc != "" {
-			b = AppendString(append(b, `,"inc":`...), s.Inc)
+	b = j.Src.appendJSON(b)
+	return append(b, '}')
+}
+
+// AppendJSON appends the event's JSON to b: the same bytes as json.Marshal,
+// without reflection (the gateway and the ingest producer encode one per
+// event; json.Marshal was a quarter of the gateway's CPU).
+func (p *Publish) AppendJSON(b []byte) []byte {
+	b = p.Header.appendJSON(b)
+	b = appendField(b, "receiver", p.Receiver, true)
+	b = appendField(b, "msgid", p.MsgID, true)
+	b = appendField(b, "device_id", p.DeviceID, true)
+	if len(p.Receivers) > 0 {
+		b = append(b, `,"receivers":[`...)
+		for i, r := range p.Receivers {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, r, 10)
 		}
-		b = append(b, '}')
+		b = append(b, ']')
+	}
+	b = p.Msg.appendJSON(append(b, `,"msg":`...))
+	b = p.Src.appendJSON(b)
+	b = appendField(b, "imr_timestamp", p.IMRTimestamp, true)
+	return append(b, '}')
+}
+
+// appendJSON appends ,"src":{…}; nothing for a nil source.
+func (s *Source) appendJSON(b []byte) []byte {
+	if s == nil {
+		return b
+	}
+	b = AppendString(append(b, `,"src":{"topic":`...), s.Topic)
+	b = appendField(b, "partition", int64(s.Partition), false)
+	b = appendField(b, "offset", s.Offset, false)
+	b = appendField(b, "index", int64(s.Index), true)
+	if s.Inc != "" {
+		b = AppendString(append(b, `,"inc":`...), s.Inc)
 	}
 	return append(b, '}')
 }

@@ -77,3 +77,54 @@ func TestPushJobAppendJSONIsMarshal(t *testing.T) {
 		checkAppendJSON(t, j)
 	}
 }
+
+// TestPublishAppendJSONIsMarshal: the gateway's and the ingest producer's
+// encoder writes exactly json.Marshal's bytes, for fixed and random events.
+func TestPublishAppendJSONIsMarshal(t *testing.T) {
+	check := func(p *schemas.Publish) {
+		t.Helper()
+		want, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.AppendJSON(nil); string(got) != string(want) {
+			t.Fatalf("AppendJSON differs from json.Marshal\n got %s\nwant %s", got, want)
+		}
+	}
+	check(&schemas.Publish{})
+	check(&schemas.Publish{Receivers: []int64{}, Src: &schemas.Source{}})
+	check(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "imr-10.0.0.1", AppID: 7, TS: 1, ID: "x:1:2"},
+		Receiver: 9, MsgID: 3, DeviceID: 4, IMRTimestamp: 1 << 60, Msg: schemas.Message{Cmd: 4, Content: "<&>", Raw: []byte{0, 255}},
+		Src: &schemas.Source{Topic: "imr.publish", Partition: 2, Offset: 5, Inc: "r1"}})
+	alphabet := []string{"a", "<", "&", `"`, `\`, "\n", "\x00", "\xff", "你", "\u2028", "😀"}
+	r := rand.New(rand.NewPCG(3, 4))
+	str := func() string {
+		s := ""
+		for n := r.IntN(5); n > 0; n-- {
+			s += alphabet[r.IntN(len(alphabet))]
+		}
+		return s
+	}
+	num := func() int64 {
+		if r.IntN(3) == 0 {
+			return 0
+		}
+		return r.Int64() - r.Int64()
+	}
+	for range 5000 {
+		p := &schemas.Publish{Header: schemas.Header{V: int(num()), Type: schemas.Type(str()), Server: str(), AppID: num(), TS: num(), ID: str()},
+			Receiver: num(), MsgID: num(), DeviceID: num(), IMRTimestamp: num(),
+			Msg: schemas.Message{Cmd: int(num()), Flag: int(num()), Seq: num(), Sender: num(), Receiver: num(), Content: str(), Notification: str(),
+				SyncKey: num(), GroupID: num(), SenderAppID: num(), ReceiverAppID: num(), CustomerID: num()}}
+		for n := r.IntN(4) - 1; n >= 0; n-- {
+			p.Receivers = append(p.Receivers, num())
+		}
+		if r.IntN(2) == 0 {
+			p.Msg.Raw = []byte(str())
+		}
+		if r.IntN(2) == 0 {
+			p.Src = &schemas.Source{Topic: str(), Partition: int(num()), Offset: num(), Index: int(num()), Inc: str()}
+		}
+		check(p)
+	}
+}

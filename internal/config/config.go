@@ -166,6 +166,8 @@ type Admin struct {
 	KafkaDownAfter time.Duration `mapstructure:"kafka_down_after"` // default 15s
 	RedisDownAfter time.Duration `mapstructure:"redis_down_after"` // default 5s
 	StuckAfter     time.Duration `mapstructure:"stuck_after"`      // default 1m
+	// Pprof serves Go's profiles under /debug/pprof/ on the admin port.
+	Pprof bool `mapstructure:"pprof"` // default false
 }
 
 // Log configures logging.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -64,6 +65,12 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 		if err != nil {
 			_ = e.Redis.Close()
 			return nil, err
+		}
+		if cfg.Admin.Pprof {
+			srv.Mux.HandleFunc("/debug/pprof/", pprof.Index)
+			srv.Mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			srv.Mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			srv.Mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		}
 		e.Admin = srv
 	}
