@@ -306,6 +306,7 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error, error) {
 		if len(p.Receivers) == 0 {
 			return ingest.Record{}, nil, nil // nothing to push (imr does nothing either)
 		}
+		m.Raw = nil // a push is never forwarded: its frame would only cost bytes and base64 on every hop
 		return e.Push(p.AppID, p.Receivers, m), nil, nil
 	}
 	if len(f.Body) > 0 { // imr fails to parse an unknown command with a body, and closes
