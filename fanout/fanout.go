@@ -35,6 +35,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -58,8 +59,7 @@ type Fanout struct {
 	deps    Deps
 	opts    Options
 	log     *slog.Logger
-	dlq     *kafkax.DeadLetter
-	dec     kafkax.Decoder
+	core    *stage.Core
 	w       *kafka.Writer // the online lane's outputs, written at once
 	wb      *kafka.Writer // the bulk lane's, batched (kafka.linger)
 	outputs *prometheus.CounterVec
@@ -91,13 +91,12 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
 	f.wb = deps.Conn.NewWriter(cfg.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
-	f.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	f.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
 	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Publish, cfg.Kafka.Topics.Bulk)
 	deps.Metrics.KnownSinks("deliver_topic")
 	f.outputs.WithLabelValues("deliver")
 	f.outputs.WithLabelValues("push_job")
-	f.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return f, nil
 }
 
@@ -106,7 +105,7 @@ func New(cfg config.Config, deps Deps) (*Fanout, error) {
 // lane its own writer, so an online batch never waits behind a bulk one:
 // not in a partition queue, not in a produce batch.
 func (f *Fanout) Run(ctx context.Context) error {
-	defer f.dlq.W.Close()
+	defer f.core.Close()
 	defer f.w.Close()
 	defer f.wb.Close()
 	k := f.cfg.Kafka
@@ -114,11 +113,8 @@ func (f *Fanout) Run(ctx context.Context) error {
 	if k.Topics.Bulk != k.Topics.Publish {
 		topics = append(topics, k.Topics.Bulk)
 	}
-	if err := f.deps.Conn.PrepareTopics(ctx, k, append(topics, k.Topics.Push)...); err != nil {
-		return err
-	}
-	return f.deps.Conn.Consume(ctx, kafkax.StageConsumer(f.cfg.Consumer, f.cfg.Fanout.Group, topics,
-		f.cfg.Fanout.BatchSize, 100*time.Millisecond, f.log, f.deps.Metrics.Hooks(Stage)), f)
+	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Fanout.Group, Topics: topics, Create: []string{k.Topics.Push}, Prepare: true,
+		Kind: schemas.KindPublish, MaxBatch: f.cfg.Fanout.BatchSize, MaxWait: 100 * time.Millisecond}, f.route)
 }
 
 // writer returns the writer of the lane topic belongs to.
@@ -129,17 +125,13 @@ func (f *Fanout) writer(topic string) *kafka.Writer {
 	return f.w
 }
 
-// HandleBatch routes a batch of publish events.
-func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, f.dec, schemas.KindPublish)
-	evs := make([]*schemas.Publish, len(decoded))
-	for i, d := range decoded {
-		evs[i] = d.Event
-	}
+// route routes a batch of publish events.
+func (f *Fanout) route(ctx context.Context, b kafkax.Batch, decoded []kafkax.Decoded[*schemas.Publish]) ([]kafkax.Rejected, error) {
+	evs := stage.Events(decoded)
 	now := time.Now()
 	view, err := load(ctx, evs, f.deps.Presence, f.deps.Groups, f.opts, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var out []kafka.Message
 	newTopics := map[string]int{}
@@ -170,7 +162,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 	}
 	if len(newTopics) > 0 {
 		if err := f.deps.Conn.EnsureTopics(ctx, f.cfg.Kafka.ReplicationFactor, newTopics); err != nil {
-			return err
+			return nil, err
 		}
 		f.mu.Lock()
 		for t := range newTopics {
@@ -188,7 +180,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			clear(f.topics)
 			f.mu.Unlock()
 		}
-		return err
+		return nil, err
 	}
 	done := time.Now()
 	f.deps.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
@@ -200,7 +192,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			e2e.Observe(ev.TS, done)
 		}
 	}
-	return f.dlq.Send(ctx, rejected)
+	return nil, nil
 }
 
 func (f *Fanout) known(topic string) bool {

@@ -18,6 +18,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -38,9 +39,7 @@ type Deps struct {
 type Groups struct {
 	cfg    config.Config
 	deps   Deps
-	log    *slog.Logger
-	dlq    *kafkax.DeadLetter
-	dec    kafkax.Decoder
+	core   *stage.Core
 	events *prometheus.CounterVec
 }
 
@@ -52,7 +51,8 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	g := &Groups{cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
+	g := &Groups{cfg: cfg, deps: deps,
+		core: stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_group_events_total", Help: "Group events applied to the group store, by type.",
 		}, []string{"type"}),
@@ -60,33 +60,23 @@ func New(cfg config.Config, deps Deps) (*Groups, error) {
 	if err := deps.Registerer.Register(g.events); err != nil {
 		return nil, err
 	}
-	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
 	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Groups)
-	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }
 
 // Run consumes imr.groups until ctx ends.
 func (g *Groups) Run(ctx context.Context) error {
-	defer g.dlq.W.Close()
-	k := g.cfg.Kafka
-	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Groups); err != nil {
-		return err
-	}
-	return g.deps.Conn.Consume(ctx, kafkax.StageConsumer(g.cfg.Consumer, g.cfg.Groups.Group, []string{k.Topics.Groups},
-		1000, 100*time.Millisecond, g.log, g.deps.Metrics.Hooks(Stage)), g)
+	defer g.core.Close()
+	return stage.Consume(ctx, g.core, stage.Input{Group: g.cfg.Groups.Group, Topics: []string{g.cfg.Kafka.Topics.Groups}, Prepare: true,
+		Kind: schemas.KindGroup, MaxBatch: g.cfg.Groups.BatchSize, MaxWait: 100 * time.Millisecond}, g.apply)
 }
 
-// HandleBatch applies a batch of group events.
-func (g *Groups) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Group](b.Records, g.dec, schemas.KindGroup)
-	evs := make([]*schemas.Group, len(decoded))
-	for i, d := range decoded {
-		evs[i] = d.Event
-	}
+// apply applies a batch of group events.
+func (g *Groups) apply(ctx context.Context, _ kafkax.Batch, decoded []kafkax.Decoded[*schemas.Group]) ([]kafkax.Rejected, error) {
+	evs := stage.Events(decoded)
 	if err := g.deps.Store.Apply(ctx, evs); err != nil {
-		return err
+		return nil, err
 	}
 	obs.CountBy(g.events, evs, func(ev *schemas.Group) string { return string(ev.Type) })
-	return g.dlq.Send(ctx, rejected)
+	return nil, nil
 }

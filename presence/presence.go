@@ -29,6 +29,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -50,8 +51,7 @@ type Presence struct {
 	cfg       config.Config
 	deps      Deps
 	log       *slog.Logger
-	dlq       *kafkax.DeadLetter
-	dec       kafkax.Decoder
+	core      *stage.Core
 	events    *prometheus.CounterVec
 	collected prometheus.Counter
 	users     prometheus.Gauge
@@ -97,34 +97,30 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 			return nil, err
 		}
 	}
-	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	p.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
 	deps.Metrics.Known(deps.Metrics.Rejected, Stage, ReasonEpochAhead)
 	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Presence)
-	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return p, nil
 }
 
 // Run consumes imr.presence and collects stale entries until ctx ends.
 func (p *Presence) Run(ctx context.Context) error {
-	defer p.dlq.W.Close()
-	k := p.cfg.Kafka
-	if err := p.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence); err != nil {
-		return err
-	}
+	defer p.core.Close()
 	if c, ok := p.deps.Store.(store.Collector); ok && p.cfg.Presence.GCInterval > 0 {
 		go p.collect(ctx, c)
 	}
-	return p.deps.Conn.Consume(ctx, kafkax.StageConsumer(p.cfg.Consumer, p.cfg.Presence.Group, []string{k.Topics.Presence},
-		p.cfg.Presence.BatchSize, 100*time.Millisecond, p.log, p.deps.Metrics.Hooks(Stage)), p)
+	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Presence.Group, Topics: []string{p.cfg.Kafka.Topics.Presence}, Prepare: true,
+		Kind: schemas.KindPresence, MaxBatch: p.cfg.Presence.BatchSize, MaxWait: 100 * time.Millisecond}, p.apply)
 }
 
 // ReasonEpochAhead rejects a presence event whose epoch is further ahead of
 // the clock than presence.epoch_skew.
 const ReasonEpochAhead = "epoch_ahead"
 
-// HandleBatch applies a batch of presence events.
-func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Presence](b.Records, p.dec, schemas.KindPresence)
+// apply applies a batch of presence events; an epoch too far ahead is
+// rejected (ReasonEpochAhead).
+func (p *Presence) apply(ctx context.Context, _ kafkax.Batch, decoded []kafkax.Decoded[*schemas.Presence]) ([]kafkax.Rejected, error) {
+	var rejected []kafkax.Rejected
 	now := time.Now()
 	limit := now.Add(p.cfg.Presence.EpochSkew).UnixMilli()
 	evs := make([]*schemas.Presence, 0, len(decoded))
@@ -137,10 +133,10 @@ func (p *Presence) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		evs = append(evs, d.Event)
 	}
 	if err := p.deps.Store.Apply(ctx, evs, now); err != nil {
-		return err
+		return nil, err
 	}
 	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })
-	return p.dlq.Send(ctx, rejected)
+	return rejected, nil
 }
 
 func (p *Presence) collect(ctx context.Context, c store.Collector) {

@@ -34,6 +34,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -55,8 +56,7 @@ type Pusher struct {
 	cfg     config.Config
 	deps    Deps
 	enc     Encoder
-	dlq     *kafkax.DeadLetter
-	dec     kafkax.Decoder
+	core    *stage.Core
 	log     *slog.Logger
 	entries *prometheus.CounterVec
 }
@@ -94,8 +94,7 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 			return nil, fmt.Errorf("pusher: metrics: %w", err)
 		}
 	}
-	p.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
-	p.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
+	p.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: log}, Stage)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
 	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Push)
 	deps.Metrics.KnownSinks("push_list")
@@ -106,19 +105,13 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 // Run consumes imr.push until ctx ends. It creates the topics first when
 // kafka.auto_create_topics is set.
 func (p *Pusher) Run(ctx context.Context) error {
-	defer p.dlq.W.Close()
-	k := p.cfg.Kafka
-	if err := p.deps.Conn.PrepareTopics(ctx, k, k.Topics.Push); err != nil {
-		return err
-	}
-	return p.deps.Conn.Consume(ctx, kafkax.StageConsumer(p.cfg.Consumer, p.cfg.Pusher.Group, []string{k.Topics.Push},
-		p.cfg.Pusher.BatchSize, p.cfg.Pusher.FlushInterval, p.log, p.deps.Metrics.Hooks(Stage)), p)
+	defer p.core.Close()
+	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Pusher.Group, Topics: []string{p.cfg.Kafka.Topics.Push}, Prepare: true,
+		Kind: schemas.KindPushJob, MaxBatch: p.cfg.Pusher.BatchSize, MaxWait: p.cfg.Pusher.FlushInterval}, p.write)
 }
 
-// HandleBatch turns a batch of push jobs into entries, appends them, and
-// dead-letters the records that fail validation.
-func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
-	jobs, rejected := kafkax.DecodeBatch[*schemas.PushJob](b.Records, p.dec, schemas.KindPushJob)
+// write turns a batch of push jobs into entries and appends them to their lists.
+func (p *Pusher) write(ctx context.Context, b kafkax.Batch, jobs []kafkax.Decoded[*schemas.PushJob]) ([]kafkax.Rejected, error) {
 	entries := make([]Entry, 0, len(jobs))
 	skipped := 0
 	for i, j := range jobs {
@@ -135,7 +128,7 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 		now := time.Now()
 		p.deps.Metrics.ObserveRedis(Stage, "append", now.Sub(start), err)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		written, repeats := entries, 0
 		e2e := p.deps.Metrics.E2EFor("push_list")
@@ -159,11 +152,8 @@ func (p *Pusher) HandleBatch(ctx context.Context, b kafkax.Batch) error {
 			p.deps.Metrics.Skipped.WithLabelValues(Stage, "repeat").Add(float64(repeats))
 		}
 	}
-	if err := p.dlq.Send(ctx, rejected); err != nil {
-		return err
-	}
 	if skipped > 0 {
 		p.deps.Metrics.Skipped.WithLabelValues(Stage, "system_push_disabled").Add(float64(skipped))
 	}
-	return nil
+	return nil, nil
 }

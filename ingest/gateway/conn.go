@@ -17,6 +17,7 @@ import (
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -319,7 +320,7 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error, error) {
 func (c *conn) reject(f imr.Frame, n int64, err error) {
 	m := kafka.Message{Topic: "gateway:" + c.id, Offset: n, Key: []byte(c.id), Value: imr.AppendFrame(nil, f)}
 	r := kafkax.Rejected{Msg: m, Code: schemas.ReasonInvalid, Reason: err.Error()}
-	if err := c.g.dlq.Send(c.ctx, []kafkax.Rejected{r}); err != nil && c.ctx.Err() == nil {
+	if err := c.g.core.Reject(c.ctx, []kafkax.Rejected{r}); err != nil && c.ctx.Err() == nil {
 		c.g.log.Warn("dead-letter write failed", "server", c.id, "err", err)
 	}
 }
@@ -335,9 +336,9 @@ func (c *conn) deliver(log *slog.Logger) {
 		}
 		return
 	}
-	cc := kafkax.StageConsumer(g.cfg.Consumer, g.cfg.Gateway.Group+"-"+c.id, []string{topic}, 500, 5*time.Millisecond,
-		g.log.With("server", c.id), g.deps.Metrics.Hooks(Stage))
-	if err := g.deps.Conn.Consume(c.ctx, cc, kafkax.HandlerFunc(c.handleDeliveries)); err != nil && c.ctx.Err() == nil {
+	in := stage.Input{Group: g.cfg.Gateway.Group + "-" + c.id, Topics: []string{topic}, Kind: schemas.KindPublish,
+		MaxBatch: 500, MaxWait: 5 * time.Millisecond, Log: g.log.With("server", c.id)}
+	if err := stage.Consume(c.ctx, g.core, in, c.handleDeliveries); err != nil && c.ctx.Err() == nil {
 		log.Warn("deliver consumer stopped; closing", "err", err)
 		c.close()
 	}
@@ -346,8 +347,7 @@ func (c *conn) deliver(log *slog.Logger) {
 // handleDeliveries writes a batch of deliver records as frames; it returns
 // only after they were written to the socket, so the offsets are committed
 // after delivery.
-func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
-	decoded, rejected := kafkax.DecodeBatch[*schemas.Publish](b.Records, c.g.dec, schemas.KindPublish)
+func (c *conn) handleDeliveries(_ context.Context, b kafkax.Batch, decoded []kafkax.Decoded[*schemas.Publish]) ([]kafkax.Rejected, error) {
 	batch := make([]ingest.Delivery, len(decoded))
 	for i, d := range decoded {
 		batch[i] = ingest.Delivery{Publish: d.Event, Value: d.Msg.Value, Partition: d.Msg.Partition, Offset: d.Msg.Offset}
@@ -364,7 +364,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 		c.wmu.Unlock()
 		if err != nil {
 			c.close() // the deliveries stay in Kafka for the next connection
-			return err
+			return nil, err
 		}
 	}
 	handed()
@@ -374,7 +374,7 @@ func (c *conn) handleDeliveries(ctx context.Context, b kafkax.Batch) error {
 	for _, d := range fresh {
 		e2e.Observe(d.TS, now)
 	}
-	return c.g.dlq.Send(ctx, rejected)
+	return nil, nil
 }
 
 // appendDelivery encodes a deliver record as the frame imr would have

@@ -46,6 +46,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 )
 
 // Stage is the name used in metrics and dead-letter headers.
@@ -66,8 +67,7 @@ type Gateway struct {
 	log  *slog.Logger
 	w    *kafka.Writer // the online lane: presence and publish events, written at once
 	wb   *kafka.Writer // the bulk lane: push events, batched (kafka.linger)
-	dlq  *kafkax.DeadLetter
-	dec  kafkax.Decoder
+	core *stage.Core   // dead letters, decoding and the consume loop of the deliver consumers
 	m    metrics
 
 	mu        sync.Mutex
@@ -120,10 +120,9 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 	}
 	g.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
 	g.wb = deps.Conn.NewWriter(cfg.Kafka, "")
-	g.dlq = deps.Metrics.DeadLetter(deps.Conn, cfg.Kafka, Stage)
+	g.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
 	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "produce_failed")
 	deps.Metrics.KnownSinks("im_server")
-	g.dec = deps.Metrics.Decoder(Stage, cfg.Schemas)
 	return g, nil
 }
 
@@ -142,7 +141,7 @@ func (g *Gateway) Addr(ctx context.Context) (string, error) {
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.w.Close()
 	defer g.wb.Close()
-	defer g.dlq.W.Close()
+	defer g.core.Close()
 	k := g.cfg.Kafka
 	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
 		return err

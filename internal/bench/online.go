@@ -55,23 +55,11 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 		name = fmt.Sprintf("online latency under burst: RT %d/s while %d MSG_PUSH go through %d other connections", rate, pushes, burstClients)
 	}
 	cfg := b.scenario(name)
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
-	gw, err := devstack.FreePort()
-	if err != nil {
-		return err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(gw)
-	all, err := b.startChild(cfg, "all")
+	addr, all, gateway, err := b.dropIn(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer all.stop()
-	gateway, err := b.startChild(cfg, "gateway", "--gateway.listen", addr)
-	if err != nil {
-		return err
-	}
 	defer gateway.stop()
 
 	a, err := dialRetry(ctx, addr, "127.0.0.2")
@@ -178,6 +166,27 @@ func scrape(addr string) ([]*dto.MetricFamily, error) {
 		mfs = append(mfs, mf)
 	}
 	return mfs, nil
+}
+
+// dropIn empties Redis and starts the drop-in path as processes: `imstream
+// all` and `imstream gateway` on a free port (addr).
+func (b *Bench) dropIn(ctx context.Context, cfg config.Config) (addr string, all, gateway *child, err error) {
+	if err = b.flush(ctx); err != nil {
+		return "", nil, nil, err
+	}
+	gw, err := devstack.FreePort()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	addr = "127.0.0.1:" + strconv.Itoa(gw)
+	if all, err = b.startChild(cfg, "all"); err != nil {
+		return "", nil, nil, err
+	}
+	if gateway, err = b.startChild(cfg, "gateway", "--gateway.listen", addr); err != nil {
+		all.stop()
+		return "", nil, nil, err
+	}
+	return addr, all, gateway, nil
 }
 
 // cpuNote reports the gateway's and the roles' CPU seconds per M events
@@ -388,23 +397,11 @@ func (l *latencies) result(sent int, scenario string) Result {
 // each process (gateway, roles, broker, Redis; the load generator apart).
 func (b *Bench) GatewayPath(ctx context.Context) error {
 	cfg := b.scenario(fmt.Sprintf("gateway path: %d MSG_PUSH over %d imr connections → gateway → fanout → pusher → lists, as processes", b.o.Events, burstClients))
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
-	gw, err := devstack.FreePort()
-	if err != nil {
-		return err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(gw)
-	all, err := b.startChild(cfg, "all")
+	addr, all, gateway, err := b.dropIn(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer all.stop()
-	gateway, err := b.startChild(cfg, "gateway", "--gateway.listen", addr)
-	if err != nil {
-		return err
-	}
 	defer gateway.stop()
 	probe, err := dialRetry(ctx, addr, "127.0.0.9") // the gateway listens
 	if err != nil {

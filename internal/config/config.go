@@ -121,8 +121,9 @@ type Presence struct {
 
 // Groups configures the group store stage and the group cache.
 type Groups struct {
-	Group string        `mapstructure:"group"` // default imstream-groups: consumer group
-	Cache time.Duration `mapstructure:"cache"` // default 1s: a cached group is served this long without checking its version
+	Group     string        `mapstructure:"group"`      // default imstream-groups: consumer group
+	BatchSize int           `mapstructure:"batch_size"` // default 1000: events per batch
+	Cache     time.Duration `mapstructure:"cache"`      // default 1s: a cached group is served this long without checking its version
 }
 
 // Fanout configures the routing stage.
@@ -217,7 +218,7 @@ func Default() Config {
 			Group: "imstream-presence", BatchSize: 1000, Lease: 30 * time.Second,
 			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
-		Groups: Groups{Group: "imstream-groups", Cache: time.Second},
+		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
 		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
@@ -295,6 +296,9 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			bad(k, "must not be negative, got %s", d)
 		}
+	}
+	if c.Groups.BatchSize < 1 {
+		bad("groups.batch_size", "must be >= 1, got %d", c.Groups.BatchSize)
 	}
 	if c.Kafka.Partitions < 1 {
 		bad("kafka.partitions", "must be >= 1, got %d", c.Kafka.Partitions)
