@@ -1,6 +1,8 @@
 GO      ?= go
 PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# honnef.co/go/tools: the static analysis `make lint` runs (its default checks)
+STATICCHECK := v0.8.2
 LDFLAGS := -X github.com/imstream/imstream/internal/obs.Version=$(VERSION)
 
 .PHONY: all run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
@@ -46,6 +48,8 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags chaos ./e2e
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) -tags chaos $(PKGS)
 
 ## fuzz: run every fuzz target for FUZZTIME (default 30s each)
 FUZZTIME ?= 30s

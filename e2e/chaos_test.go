@@ -45,9 +45,7 @@ type chaos struct {
 	rc     *redis.Client
 	ims    []*ingest.Producer // s1, s2, s3: stable servers
 	dead   *ingest.Producer   // s4: stops heartbeating in one fault
-	extra  []*testenv.Process
 	sent   atomic.Int64
-	report []string
 	run    string       // the run in progress
 	want   *expectation // what it must produce (faults that send add to it)
 	// archived holds deliver records of logs deleted by a fault, per server.

@@ -49,21 +49,20 @@ type Options struct {
 
 // Result is one row of the table.
 type Result struct {
-	Scenario    string  `json:"scenario"`
-	Events      int     `json:"events"`
-	Seconds     float64 `json:"seconds"`
-	PerSecond   float64 `json:"events_per_second"`
-	Baseline    string  `json:"baseline,omitempty"`
-	Ratio       float64 `json:"ratio_to_baseline,omitempty"`
-	P50         float64 `json:"p50_seconds,omitempty"`
-	P99         float64 `json:"p99_seconds,omitempty"`
-	P999        float64 `json:"p999_seconds,omitempty"`
-	CPUPerMEv   float64 `json:"cpu_seconds_per_million_events"`
-	RedisCPU    float64 `json:"redis_cpu_seconds_per_million_events"` // the part of CPUPerMEv spent by redis-server
-	PeakRSSMB   float64 `json:"peak_rss_mb"`
-	Lost        int     `json:"lost"`
-	Note        string  `json:"note,omitempty"`
-	baselineVal float64
+	Scenario  string  `json:"scenario"`
+	Events    int     `json:"events"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"events_per_second"`
+	Baseline  string  `json:"baseline,omitempty"`
+	Ratio     float64 `json:"ratio_to_baseline,omitempty"`
+	P50       float64 `json:"p50_seconds,omitempty"`
+	P99       float64 `json:"p99_seconds,omitempty"`
+	P999      float64 `json:"p999_seconds,omitempty"`
+	CPUPerMEv float64 `json:"cpu_seconds_per_million_events"`
+	RedisCPU  float64 `json:"redis_cpu_seconds_per_million_events"` // the part of CPUPerMEv spent by redis-server
+	PeakRSSMB float64 `json:"peak_rss_mb"`
+	Lost      int     `json:"lost"`
+	Note      string  `json:"note,omitempty"`
 }
 
 // Bench runs scenarios against one Kafka and one Redis.

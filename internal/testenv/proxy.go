@@ -3,7 +3,6 @@ package testenv
 import (
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ type Proxy struct {
 	upstream string
 	delay    atomic.Int64
 	ln       net.Listener
-	wg       sync.WaitGroup
 }
 
 // StartProxy listens on a free loopback port and forwards to upstream.
