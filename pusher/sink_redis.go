@@ -2,6 +2,7 @@ package pusher
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"strconv"
 	"time"
@@ -11,7 +12,7 @@ import (
 	"github.com/imstream/imstream/internal/redisx"
 )
 
-// appendScript appends the entries above the watermark and raises it, in one
+// appendLua (append.lua) appends the entries above the watermark and raises it, in one
 // atomic step. KEYS[1] list, KEYS[2] watermark; ARGV[1] the first and
 // ARGV[2] the last position, ARGV[3] every entry's position as one
 // comma-separated string, ARGV[4..] the entries. Positions never decrease
@@ -21,22 +22,9 @@ import (
 // per-entry Lua work (Redis turns every ARGV into a Lua string, so the
 // positions travel as one). It returns the number of entries appended.
 // Positions are exact up to 2^53 (source offsets below 2^37).
-const appendScript = `
-local wm = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if tonumber(ARGV[2]) <= wm then return 0 end
-local n, from = #ARGV - 3, 1
-if tonumber(ARGV[1]) <= wm then
-  for p in string.gmatch(ARGV[3], '%d+') do
-    if tonumber(p) > wm then break end
-    from = from + 1
-  end
-end
-for i = from, n, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, 3 + i, 3 + math.min(i + 999, n)))
-end
-redis.call('SET', KEYS[2], ARGV[2])
-return n - from + 1
-`
+//
+//go:embed append.lua
+var appendScript string
 
 var appendLua = redis.NewScript(appendScript)
 

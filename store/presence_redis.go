@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"sort"
 	"strconv"
@@ -15,54 +16,30 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
+// The scripts' bodies are the .lua files beside this one.
+var (
+	//go:embed server.lua
+	serverScript string
+	//go:embed subs.lua
+	subsScript string
+	//go:embed delif.lua
+	delIfScript string
+)
+
 // Scripts: each touches one key (one slot).
 var (
 	// KEYS[1] server hash; ARGV type, epoch, leaseUntil. Returns the
 	// resulting lease (0 when down) or -1 when nothing changed.
-	serverLua = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'lease', 'down')
-local epoch, lease, down = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
-local e, until_ = tonumber(ARGV[2]), tonumber(ARGV[3])
-if ARGV[1] == 'server_down' then
-  if e >= epoch and e > down then
-    redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'lease', '0', 'down', ARGV[2])
-    return 0
-  end
-  return -1
-end
-if e <= down or e < epoch then return -1 end
-if e > epoch then
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'lease', ARGV[3])
-  return until_
-end
-if until_ > lease then
-  redis.call('HSET', KEYS[1], 'lease', ARGV[3])
-  return until_
-end
-return -1`)
+	serverLua = redis.NewScript(serverScript)
 	// KEYS user or room hashes, one per event, in event order; ARGV four
 	// per event: op ('s' subscribe, 'u' unsubscribe), server, epoch, value.
 	// A subscribe sets the server's field unless it holds a newer epoch; an
 	// unsubscribe deletes it unless it holds a newer epoch. Several events
 	// per call where the keys may share a call (one node); one on a Cluster.
-	subsLua = redis.NewScript(`
-for i = 1, #KEYS do
-  local j = (i - 1) * 4
-  local srv, e = ARGV[j + 2], tonumber(ARGV[j + 3])
-  local cur = redis.call('HGET', KEYS[i], srv)
-  local ce = cur and tonumber(string.match(cur, '^%d+'))
-  if ARGV[j + 1] == 's' then
-    if not (ce and ce > e) then redis.call('HSET', KEYS[i], srv, ARGV[j + 4]) end
-  elseif ce and ce <= e then
-    redis.call('HDEL', KEYS[i], srv)
-  end
-end
-return #KEYS`)
+	subsLua = redis.NewScript(subsScript)
 	// KEYS[1] user or room hash; ARGV server, value: deletes the field if
 	// it still holds value (garbage collection).
-	delIfLua = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0`)
+	delIfLua = redis.NewScript(delIfScript)
 
 	// applyScripts are the scripts Apply calls by digest (EVALSHA).
 	applyScripts = []*redis.Script{serverLua, subsLua}
