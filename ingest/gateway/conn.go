@@ -245,14 +245,15 @@ func (c *conn) read(nr io.Reader) error {
 			return err
 		}
 		frames.WithLabelValues(strconv.Itoa(int(f.Cmd))).Inc()
-		rec, reject, err := c.event(f)
-		if err != nil {
+		rec, err := c.event(f)
+		var u unroutable
+		switch {
+		case errors.As(err, &u):
+			c.reject(f, n, u.error)
+			continue
+		case err != nil:
 			c.g.m.bad.WithLabelValues("body").Inc()
 			return err
-		}
-		if reject != nil {
-			c.reject(f, n, reject)
-			continue
 		}
 		if rec.Topic != "" && !c.send(rec) {
 			return nil
@@ -260,60 +261,65 @@ func (c *conn) read(nr io.Reader) error {
 	}
 }
 
+// unroutable is an inner message that cannot be routed: dead-lettered, and
+// the connection stays.
+type unroutable struct{ error }
+
 // event converts a frame. A malformed route body is an error (the
-// connection closes); an inner message that cannot be routed is returned as
-// reject (it is dead-lettered and the connection stays).
-func (c *conn) event(f imr.Frame) (ingest.Record, error, error) {
+// connection closes); an inner message that cannot be routed is an
+// unroutable error (dead-lettered; the connection stays). A zero Record
+// means there is nothing to produce.
+func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 	e := c.enc
 	switch f.Cmd {
 	case imr.CmdSubscribe:
 		s, err := imr.ParseSubscribe(f.Body)
-		return e.Subscribe(s.AppID, s.UID, s.Online != 0), nil, err
+		return e.Subscribe(s.AppID, s.UID, s.Online != 0), err
 	case imr.CmdUnsubscribe:
 		id, err := imr.ParseID(f.Body)
-		return e.Unsubscribe(id.AppID, id.ID), nil, err
+		return e.Unsubscribe(id.AppID, id.ID), err
 	case imr.CmdSubscribeRoom:
 		id, err := imr.ParseID(f.Body)
-		return e.SubscribeRoom(id.AppID, id.ID), nil, err
+		return e.SubscribeRoom(id.AppID, id.ID), err
 	case imr.CmdUnsubscribeRoom:
 		id, err := imr.ParseID(f.Body)
-		return e.UnsubscribeRoom(id.AppID, id.ID), nil, err
+		return e.UnsubscribeRoom(id.AppID, id.ID), err
 	case imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom:
 		rt, err := imr.ParseRoute(f.Body)
 		if err != nil {
-			return ingest.Record{}, nil, err
+			return ingest.Record{}, err
 		}
-		m, rerr := imr.ParseInner(rt.Inner)
-		if rerr != nil {
-			return ingest.Record{}, rerr, nil
+		m, err := imr.ParseInner(rt.Inner)
+		if err != nil {
+			return ingest.Record{}, unroutable{err}
 		}
 		meta := ingest.Meta{MsgID: rt.MsgID, DeviceID: rt.DeviceID, IMRTimestamp: rt.Timestamp}
 		switch f.Cmd {
 		case imr.CmdPublishGroup:
-			return e.PublishGroup(rt.AppID, rt.Receiver, m, meta), nil, nil
+			return e.PublishGroup(rt.AppID, rt.Receiver, m, meta), nil
 		case imr.CmdPublishRoom:
-			return e.PublishRoom(rt.AppID, rt.Receiver, m, meta), nil, nil
+			return e.PublishRoom(rt.AppID, rt.Receiver, m, meta), nil
 		}
-		return e.Publish(rt.AppID, rt.Receiver, m, meta), nil, nil
+		return e.Publish(rt.AppID, rt.Receiver, m, meta), nil
 	case imr.CmdPush:
 		p, err := imr.ParsePush(f.Body)
 		if err != nil {
-			return ingest.Record{}, nil, err
+			return ingest.Record{}, err
 		}
-		m, rerr := imr.ParseInner(p.Inner)
-		if rerr != nil {
-			return ingest.Record{}, rerr, nil
+		m, err := imr.ParseInner(p.Inner)
+		if err != nil {
+			return ingest.Record{}, unroutable{err}
 		}
 		if len(p.Receivers) == 0 {
-			return ingest.Record{}, nil, nil // nothing to push (imr does nothing either)
+			return ingest.Record{}, nil // nothing to push (imr does nothing either)
 		}
 		m.Raw = nil // a push is never forwarded: its frame would only cost bytes and base64 on every hop
-		return e.Push(p.AppID, p.Receivers, m), nil, nil
+		return e.Push(p.AppID, p.Receivers, m), nil
 	}
 	if len(f.Body) > 0 { // imr fails to parse an unknown command with a body, and closes
-		return ingest.Record{}, nil, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
+		return ingest.Record{}, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
 	}
-	return ingest.Record{}, nil, nil // imr logs and ignores an empty unknown command
+	return ingest.Record{}, nil // imr logs and ignores an empty unknown command
 }
 
 // reject dead-letters a frame whose inner message cannot be routed.

@@ -272,7 +272,8 @@ func Defaults() []KeyValue {
 	return out
 }
 
-// Validate checks every key and returns an error naming the first bad one.
+// Validate checks every key and returns every bad one, joined; each
+// error names its key ("config: kafka.partitions: must be >= 1, got 0").
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
