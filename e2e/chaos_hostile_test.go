@@ -22,8 +22,8 @@ import (
 
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/loadgen"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/loadgen"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 

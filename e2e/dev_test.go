@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // TestDev runs `imstream dev` (what `make run` runs) and waits for push

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/devstack"
-	"github.com/imstream/imstream/internal/loadgen"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/loadgen"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 

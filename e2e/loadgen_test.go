@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // TestLoadgen runs `imstream loadgen --embedded` over both protocols at a

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/devstack"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 func freeAddr(t *testing.T) string {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // pythonWithKafka finds a python3 that imports confluent_kafka: Debian's

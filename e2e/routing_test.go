@@ -15,8 +15,8 @@ import (
 
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 

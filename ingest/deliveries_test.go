@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // TestConsumeDeliveries: repeats (same src) are dropped, invalid records

@@ -12,7 +12,7 @@ import (
 
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/dev"
+	"github.com/imstream/imstream/internal/tools/dev"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

@@ -8,9 +8,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 

@@ -13,11 +13,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 )

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/devstack"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

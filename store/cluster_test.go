@@ -3,7 +3,7 @@ package store_test
 import (
 	"testing"
 
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/store"
 	"github.com/imstream/imstream/store/storetest"
 )

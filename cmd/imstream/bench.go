@@ -10,10 +10,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/bench"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/tools/bench"
+	"github.com/imstream/imstream/internal/tools/devstack"
 )
 
 // benchFlags declares bench's flags and returns its run.

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/dev"
+	"github.com/imstream/imstream/internal/tools/dev"
 )
 
 // devFlags declares dev's flags and returns its run.

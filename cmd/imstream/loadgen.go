@@ -10,9 +10,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/dev"
-	"github.com/imstream/imstream/internal/loadgen"
 	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/tools/dev"
+	"github.com/imstream/imstream/internal/tools/loadgen"
 )
 
 // loadgenFlags declares loadgen's flags and returns its run.

@@ -6,9 +6,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // TestExecScriptsReloads: EVALSHA of a script Redis does not have (a new

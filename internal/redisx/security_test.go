@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 func ping(t *testing.T, cfg config.Redis) error {

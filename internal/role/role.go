@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/imstream/imstream/ingest/gateway"
+	"github.com/imstream/imstream/gateway"
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"

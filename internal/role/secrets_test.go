@@ -12,9 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/role"
-	"github.com/imstream/imstream/internal/testenv"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/testenv"
 )
 
 // TestSecretsStayOut runs every role with Kafka SASL and a Redis password —

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/fanout"
+	"github.com/imstream/imstream/gateway"
 	"github.com/imstream/imstream/groups"
-	"github.com/imstream/imstream/ingest/gateway"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/presence"
 	"github.com/imstream/imstream/pusher"

@@ -14,8 +14,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/tools/devstack"
 )
 
 // Redis starts a redis-server child for the test; it fails the test with

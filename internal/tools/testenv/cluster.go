@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/tools/devstack"
 )
 
 // RedisCluster is a Redis Cluster of redis-server children: masters with

@@ -19,8 +19,8 @@ import (
 
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
-	"github.com/imstream/imstream/internal/loadgen"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/loadgen"
 	"github.com/imstream/imstream/schemas"
 )
 

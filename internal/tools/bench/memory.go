@@ -15,7 +15,7 @@ import (
 
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
+	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/schemas"
 )
 

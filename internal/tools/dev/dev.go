@@ -19,10 +19,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/devstack"
 	"github.com/imstream/imstream/internal/role"
-	"github.com/imstream/imstream/internal/sim"
 	imstatus "github.com/imstream/imstream/internal/status"
+	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/sim"
 )
 
 // Options configures Run.
