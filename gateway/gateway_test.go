@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+)
+
+func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
+	t.Helper()
+	cfg := config.Default()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	reg := obs.NewRegistry()
+	g, err := New(cfg, Deps{Conn: &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, Metrics: obs.NewMetrics(reg), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestEvent: each route command becomes its event on its lane; an inner
+// message that cannot be routed is unroutable (dead-lettered, the
+// connection stays); a route body that does not parse, or an unknown
+// command with a body, closes the connection; an empty unknown command and
+// a push without receivers produce nothing.
+func TestEvent(t *testing.T) {
+	g := newTestGateway(t, nil)
+	k := g.cfg.Kafka.Topics
+	c := &conn{g: g, id: "imr-10.0.0.1", enc: ingest.NewEncoder("imr-10.0.0.1", 1, ingest.Topics{Presence: k.Presence, Publish: k.Publish, Bulk: k.Bulk})}
+	im := imr.AppendInner(nil, schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: 1, Receiver: 2, Content: "hi"})
+	route := imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: im})
+	for _, tc := range []struct {
+		name  string
+		f     imr.Frame
+		topic string
+		typ   string
+		err   string // "" none, "unroutable", "close"
+	}{
+		{"subscribe", imr.Frame{Cmd: imr.CmdSubscribe, Body: imr.AppendSubscribe(nil, imr.Subscribe{AppID: 7, UID: 2, Online: 1})}, k.Presence, `"type":"subscribe"`, ""},
+		{"publish", imr.Frame{Cmd: imr.CmdPublish, Body: route}, k.Publish, `"type":"publish"`, ""},
+		{"publish_group", imr.Frame{Cmd: imr.CmdPublishGroup, Body: route}, k.Publish, `"type":"publish_group"`, ""},
+		{"push goes to the bulk lane, without raw", imr.Frame{Cmd: imr.CmdPush, Body: imr.AppendPush(nil, imr.Push{AppID: 7, Receivers: []int64{2, 3}, Inner: im})}, k.Bulk, `"receivers":[2,3]`, ""},
+		{"push without receivers", imr.Frame{Cmd: imr.CmdPush, Body: imr.AppendPush(nil, imr.Push{AppID: 7, Inner: im})}, "", "", ""},
+		{"unroutable inner", imr.Frame{Cmd: imr.CmdPublish, Body: imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: []byte{0, 0, 0, 9, 1}})}, "", "", "unroutable"},
+		{"truncated route body", imr.Frame{Cmd: imr.CmdPublish, Body: route[:10]}, "", "", "close"},
+		{"unknown command with a body", imr.Frame{Cmd: 99, Body: []byte{1}}, "", "", "close"},
+		{"unknown command without a body", imr.Frame{Cmd: 99}, "", "", ""},
+	} {
+		rec, err := c.event(tc.f)
+		var u unroutable
+		switch {
+		case tc.err == "unroutable" && !errors.As(err, &u):
+			t.Errorf("%s: err %v, want unroutable", tc.name, err)
+		case tc.err == "close" && (err == nil || errors.As(err, &u)):
+			t.Errorf("%s: err %v, want an error that closes the connection", tc.name, err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if rec.Topic != tc.topic || !strings.Contains(string(rec.Value), tc.typ) {
+			t.Errorf("%s: record on %q: %s; want topic %q containing %s", tc.name, rec.Topic, rec.Value, tc.topic, tc.typ)
+		}
+		if tc.topic == k.Bulk && strings.Contains(string(rec.Value), `"raw"`) {
+			t.Errorf("%s: a push carries msg.raw: %s", tc.name, rec.Value)
+		}
+	}
+}
+
+// TestClaim: connections from one address get imr-<ip>, imr-<ip>-2, …; a
+// released id is taken again by the next connection (a reconnect keeps its
+// deliver topic); ip_port gives each connection its own id.
+func TestClaim(t *testing.T) {
+	g := newTestGateway(t, nil)
+	addr := &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 5000}
+	a, b, c := &conn{}, &conn{}, &conn{}
+	g.claim(a, g.serverID(addr))
+	g.claim(b, g.serverID(addr))
+	if a.id != "imr-10.0.0.1" || b.id != "imr-10.0.0.1-2" {
+		t.Fatalf("ids %q %q", a.id, b.id)
+	}
+	g.release(a)
+	g.claim(c, g.serverID(addr))
+	if c.id != "imr-10.0.0.1" {
+		t.Errorf("after a release: %q, want the freed id", c.id)
+	}
+	if n := len(g.DeliverGroups()); n != 2 {
+		t.Errorf("deliver groups of %d connections, want 2", n)
+	}
+	gp := newTestGateway(t, func(c *config.Config) { c.Gateway.ServerID = "ip_port" })
+	if id := gp.serverID(addr); id != "imr-10.0.0.1_5000" {
+		t.Errorf("ip_port id %q", id)
+	}
+}

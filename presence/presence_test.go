@@ -1,0 +1,79 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// newTestPresence builds the stage on an in-memory store; nothing here
+// talks to Kafka (the stage is driven through apply).
+func newTestPresence(t *testing.T) (*Presence, *store.MemoryPresence) {
+	t.Helper()
+	reg := obs.NewRegistry()
+	st := store.NewMemoryPresence(30 * time.Second)
+	p, err := New(config.Default(), Deps{Conn: &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, Store: st,
+		Metrics: obs.NewMetrics(reg), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, st
+}
+
+func decoded(t *testing.T, evs ...*schemas.Presence) []kafkax.Decoded[*schemas.Presence] {
+	t.Helper()
+	var out []kafkax.Decoded[*schemas.Presence]
+	for i, ev := range evs {
+		v, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, kafkax.Decoded[*schemas.Presence]{Event: ev, Msg: &kafka.Message{Topic: "imr.presence", Offset: int64(i), Value: v}})
+	}
+	return out
+}
+
+// TestApply: a server comes up and subscribes a user (online), an event
+// whose epoch is further ahead than presence.epoch_skew is rejected as
+// epoch_ahead and changes nothing, and the events are counted by type.
+func TestApply(t *testing.T) {
+	p, st := newTestPresence(t)
+	now := time.Now()
+	epoch := now.UnixMilli()
+	on := true
+	ev := func(typ schemas.Type, uid int64, epoch int64) *schemas.Presence {
+		return &schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "im-1", AppID: 7, TS: now.UnixMilli()}, Epoch: epoch, UID: uid, Online: &on}
+	}
+	poisoned := ev(schemas.TypeHeartbeat, 0, now.Add(time.Hour).UnixMilli())
+	rejected, err := p.apply(context.Background(), kafkax.Batch{}, decoded(t,
+		ev(schemas.TypeServerUp, 0, epoch), ev(schemas.TypeSubscribe, 1001, epoch), poisoned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rejected) != 1 || rejected[0].Code != ReasonEpochAhead || rejected[0].Msg.Offset != 2 {
+		t.Fatalf("rejected %+v, want the third event as %s", rejected, ReasonEpochAhead)
+	}
+	got, err := st.Users(context.Background(), 7, []int64{1001}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Online || fmt.Sprint(got[0].Servers) != "[im-1]" {
+		t.Errorf("user 1001: %+v, want online on im-1 (the poisoned heartbeat must not have voided the epoch)", got[0])
+	}
+	for typ, want := range map[string]float64{"server_up": 1, "subscribe": 1, "heartbeat": 0} {
+		if v := testutil.ToFloat64(p.events.WithLabelValues(typ)); v != want {
+			t.Errorf("imstream_presence_events_total{type=%q} = %v, want %v", typ, v, want)
+		}
+	}
+}
