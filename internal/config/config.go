@@ -272,163 +272,207 @@ func Defaults() []KeyValue {
 	return out
 }
 
-// Validate checks every key and returns every bad one, joined; each
+// Validate checks every section and returns every bad key, joined; each
 // error names its key ("config: kafka.partitions: must be >= 1, got 0").
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
 	}
-	if len(c.Kafka.Brokers) == 0 {
+	for _, section := range []func(badKey){c.Kafka.validate, c.Redis.validate, c.Admin.validate, c.Shutdown.validate,
+		c.Schemas.validate, c.Consumer.validate, c.Presence.validate, c.Groups.validate, c.Fanout.validate,
+		c.Pusher.validate, c.Gateway.validate, c.Log.validate} {
+		section(bad)
+	}
+	return errors.Join(errs...)
+}
+
+// badKey reports a bad value of key.
+type badKey = func(key, format string, a ...any)
+
+func (k Kafka) validate(bad badKey) {
+	if len(k.Brokers) == 0 {
 		bad("kafka.brokers", "at least one broker is required")
 	}
-	for k, t := range map[string]string{
-		"kafka.topics.presence": c.Kafka.Topics.Presence, "kafka.topics.publish": c.Kafka.Topics.Publish,
-		"kafka.topics.bulk":   c.Kafka.Topics.Bulk,
-		"kafka.topics.groups": c.Kafka.Topics.Groups, "kafka.topics.push": c.Kafka.Topics.Push,
-		"kafka.topics.dlq": c.Kafka.Topics.DLQ, "kafka.topics.deliver_prefix": c.Kafka.Topics.DeliverPrefix,
+	for key, t := range map[string]string{
+		"kafka.topics.presence": k.Topics.Presence, "kafka.topics.publish": k.Topics.Publish,
+		"kafka.topics.bulk":   k.Topics.Bulk,
+		"kafka.topics.groups": k.Topics.Groups, "kafka.topics.push": k.Topics.Push,
+		"kafka.topics.dlq": k.Topics.DLQ, "kafka.topics.deliver_prefix": k.Topics.DeliverPrefix,
 	} {
 		if t == "" {
-			bad(k, "must not be empty")
+			bad(key, "must not be empty")
 		}
 	}
-	for k, d := range map[string]time.Duration{"admin.kafka_down_after": c.Admin.KafkaDownAfter,
-		"admin.redis_down_after": c.Admin.RedisDownAfter, "admin.stuck_after": c.Admin.StuckAfter} {
-		if d < 0 {
-			bad(k, "must not be negative, got %s", d)
-		}
+	if k.Partitions < 1 {
+		bad("kafka.partitions", "must be >= 1, got %d", k.Partitions)
 	}
-	if c.Groups.BatchSize < 1 {
-		bad("groups.batch_size", "must be >= 1, got %d", c.Groups.BatchSize)
+	if k.DeliverPartitions < 1 {
+		bad("kafka.deliver_partitions", "must be >= 1, got %d", k.DeliverPartitions)
 	}
-	if c.Kafka.Partitions < 1 {
-		bad("kafka.partitions", "must be >= 1, got %d", c.Kafka.Partitions)
+	if k.ReplicationFactor < 1 {
+		bad("kafka.replication_factor", "must be >= 1, got %d", k.ReplicationFactor)
 	}
-	if c.Kafka.DeliverPartitions < 1 {
-		bad("kafka.deliver_partitions", "must be >= 1, got %d", c.Kafka.DeliverPartitions)
+	if k.Linger < 0 || k.Linger > time.Second {
+		bad("kafka.linger", "must be between 0 and 1s, got %s", k.Linger)
 	}
-	if c.Kafka.ReplicationFactor < 1 {
-		bad("kafka.replication_factor", "must be >= 1, got %d", c.Kafka.ReplicationFactor)
+	if k.BatchSize < 1 {
+		bad("kafka.batch_size", "must be >= 1, got %d", k.BatchSize)
 	}
-	if c.Kafka.Linger < 0 || c.Kafka.Linger > time.Second {
-		bad("kafka.linger", "must be between 0 and 1s, got %s", c.Kafka.Linger)
-	}
-	if c.Kafka.BatchSize < 1 {
-		bad("kafka.batch_size", "must be >= 1, got %d", c.Kafka.BatchSize)
-	}
-	if c.Kafka.WriteTimeout <= 0 {
+	if k.WriteTimeout <= 0 {
 		bad("kafka.write_timeout", "must be > 0")
 	}
-	c.Kafka.SASL.validate(bad)
-	if _, err := c.Kafka.TLS.Config(); err != nil {
+	k.SASL.validate(bad)
+	if _, err := k.TLS.Config(); err != nil {
 		bad("kafka.tls", "%v", err)
 	}
-	if _, err := c.Redis.TLS.Config(); err != nil {
-		bad("redis.tls", "%v", err)
+}
+
+func (a Admin) validate(bad badKey) {
+	for key, d := range map[string]time.Duration{"admin.kafka_down_after": a.KafkaDownAfter,
+		"admin.redis_down_after": a.RedisDownAfter, "admin.stuck_after": a.StuckAfter} {
+		if d < 0 {
+			bad(key, "must not be negative, got %s", d)
+		}
 	}
-	if len(c.Redis.Addrs) == 0 {
-		bad("redis.addrs", "at least one address is required")
+}
+
+func (g Groups) validate(bad badKey) {
+	if g.BatchSize < 1 {
+		bad("groups.batch_size", "must be >= 1, got %d", g.BatchSize)
 	}
-	if c.Redis.Cluster && c.Redis.DB != 0 {
-		bad("redis.db", "must be 0 with redis.cluster")
-	}
-	if c.Redis.WaitReplicas < 0 || c.Redis.WaitTimeout <= 0 {
-		bad("redis.wait_replicas", "must be >= 0 with redis.wait_timeout > 0")
-	}
-	if c.Shutdown.Grace < time.Second {
-		bad("shutdown.grace", "must be >= 1s, got %s", c.Shutdown.Grace)
-	}
-	if c.Schemas.MaxBytes < 1024 {
-		bad("schemas.max_bytes", "must be >= 1024, got %d", c.Schemas.MaxBytes)
-	}
-	if c.Schemas.KeyMismatch != "reject" && c.Schemas.KeyMismatch != "accept" {
-		bad("schemas.key_mismatch", "must be reject or accept, got %q", c.Schemas.KeyMismatch)
-	}
-	if c.Consumer.RetryMin <= 0 || c.Consumer.RetryMax < c.Consumer.RetryMin {
-		bad("consumer.retry_min", "must be > 0 and <= consumer.retry_max")
-	}
-	if c.Consumer.CommitInterval < 0 {
-		bad("consumer.commit_interval", "must be >= 0, got %s", c.Consumer.CommitInterval)
-	}
-	if c.Consumer.QueueSize < 1 {
-		bad("consumer.queue_size", "must be >= 1, got %d", c.Consumer.QueueSize)
-	}
-	if c.Consumer.SessionTimeout < time.Second || c.Consumer.HeartbeatInterval <= 0 ||
-		c.Consumer.HeartbeatInterval >= c.Consumer.SessionTimeout {
-		bad("consumer.heartbeat_interval", "must be > 0 and below consumer.session_timeout (>= 1s)")
-	}
-	if c.Presence.Group == "" {
-		bad("presence.group", "must not be empty")
-	}
-	if c.Presence.BatchSize < 1 {
-		bad("presence.batch_size", "must be >= 1, got %d", c.Presence.BatchSize)
-	}
-	if c.Presence.EpochSkew < time.Second {
-		bad("presence.epoch_skew", "must be >= 1s, got %s", c.Presence.EpochSkew)
-	}
-	if c.Presence.Lease < time.Second {
-		bad("presence.lease", "must be >= 1s, got %s", c.Presence.Lease)
-	}
-	if c.Presence.ServerCache < 0 || c.Presence.ServerCache >= c.Presence.Lease {
-		bad("presence.server_cache", "must be >= 0 and below presence.lease")
-	}
-	if c.Presence.GCInterval < 0 {
-		bad("presence.gc_interval", "must be >= 0")
-	}
-	if c.Groups.Group == "" {
+	if g.Group == "" {
 		bad("groups.group", "must not be empty")
 	}
-	if c.Groups.Cache < 0 {
+	if g.Cache < 0 {
 		bad("groups.cache", "must be >= 0")
 	}
-	if c.Fanout.Group == "" {
+}
+
+func (r Redis) validate(bad badKey) {
+	if _, err := r.TLS.Config(); err != nil {
+		bad("redis.tls", "%v", err)
+	}
+	if len(r.Addrs) == 0 {
+		bad("redis.addrs", "at least one address is required")
+	}
+	if r.Cluster && r.DB != 0 {
+		bad("redis.db", "must be 0 with redis.cluster")
+	}
+	if r.WaitReplicas < 0 || r.WaitTimeout <= 0 {
+		bad("redis.wait_replicas", "must be >= 0 with redis.wait_timeout > 0")
+	}
+}
+
+func (s Shutdown) validate(bad badKey) {
+	if s.Grace < time.Second {
+		bad("shutdown.grace", "must be >= 1s, got %s", s.Grace)
+	}
+}
+
+func (s Schemas) validate(bad badKey) {
+	if s.MaxBytes < 1024 {
+		bad("schemas.max_bytes", "must be >= 1024, got %d", s.MaxBytes)
+	}
+	if s.KeyMismatch != "reject" && s.KeyMismatch != "accept" {
+		bad("schemas.key_mismatch", "must be reject or accept, got %q", s.KeyMismatch)
+	}
+}
+
+func (c Consumer) validate(bad badKey) {
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		bad("consumer.retry_min", "must be > 0 and <= consumer.retry_max")
+	}
+	if c.CommitInterval < 0 {
+		bad("consumer.commit_interval", "must be >= 0, got %s", c.CommitInterval)
+	}
+	if c.QueueSize < 1 {
+		bad("consumer.queue_size", "must be >= 1, got %d", c.QueueSize)
+	}
+	if c.SessionTimeout < time.Second || c.HeartbeatInterval <= 0 ||
+		c.HeartbeatInterval >= c.SessionTimeout {
+		bad("consumer.heartbeat_interval", "must be > 0 and below consumer.session_timeout (>= 1s)")
+	}
+}
+
+func (p Presence) validate(bad badKey) {
+	if p.Group == "" {
+		bad("presence.group", "must not be empty")
+	}
+	if p.BatchSize < 1 {
+		bad("presence.batch_size", "must be >= 1, got %d", p.BatchSize)
+	}
+	if p.EpochSkew < time.Second {
+		bad("presence.epoch_skew", "must be >= 1s, got %s", p.EpochSkew)
+	}
+	if p.Lease < time.Second {
+		bad("presence.lease", "must be >= 1s, got %s", p.Lease)
+	}
+	if p.ServerCache < 0 || p.ServerCache >= p.Lease {
+		bad("presence.server_cache", "must be >= 0 and below presence.lease")
+	}
+	if p.GCInterval < 0 {
+		bad("presence.gc_interval", "must be >= 0")
+	}
+}
+
+func (f Fanout) validate(bad badKey) {
+	if f.Group == "" {
 		bad("fanout.group", "must not be empty")
 	}
-	if c.Fanout.BatchSize < 1 {
-		bad("fanout.batch_size", "must be >= 1, got %d", c.Fanout.BatchSize)
+	if f.BatchSize < 1 {
+		bad("fanout.batch_size", "must be >= 1, got %d", f.BatchSize)
 	}
-	if c.Pusher.Group == "" {
+}
+
+func (p Pusher) validate(bad badKey) {
+	if p.Group == "" {
 		bad("pusher.group", "must not be empty")
 	}
-	if c.Pusher.BatchSize < 1 || c.Pusher.BatchSize > 100000 {
-		bad("pusher.batch_size", "must be 1..100000, got %d", c.Pusher.BatchSize)
+	if p.BatchSize < 1 || p.BatchSize > 100000 {
+		bad("pusher.batch_size", "must be 1..100000, got %d", p.BatchSize)
 	}
-	if c.Pusher.FlushInterval <= 0 {
+	if p.FlushInterval <= 0 {
 		bad("pusher.flush_interval", "must be > 0")
 	}
-	for _, a := range c.Pusher.ROMApps {
+	for _, a := range p.ROMApps {
 		if a <= 0 {
 			bad("pusher.rom_apps", "app ids must be > 0, got %d", a)
 		}
 	}
-	if c.Gateway.ServerID != "ip" && c.Gateway.ServerID != "ip_port" {
-		bad("gateway.server_id", "must be ip or ip_port, got %q", c.Gateway.ServerID)
+}
+
+func (g Gateway) validate(bad badKey) {
+	if g.ServerID != "ip" && g.ServerID != "ip_port" {
+		bad("gateway.server_id", "must be ip or ip_port, got %q", g.ServerID)
 	}
-	if c.Gateway.MaxConnections < 0 {
-		bad("gateway.max_connections", "must be >= 0 (0: no limit), got %d", c.Gateway.MaxConnections)
+	if g.MaxConnections < 0 {
+		bad("gateway.max_connections", "must be >= 0 (0: no limit), got %d", g.MaxConnections)
 	}
-	if c.Gateway.HandshakeTimeout < 0 {
-		bad("gateway.handshake_timeout", "must be >= 0 (0: off), got %s", c.Gateway.HandshakeTimeout)
+	if g.HandshakeTimeout < 0 {
+		bad("gateway.handshake_timeout", "must be >= 0 (0: off), got %s", g.HandshakeTimeout)
 	}
-	if c.Gateway.HeartbeatInterval <= 0 {
+	if g.HeartbeatInterval <= 0 {
 		bad("gateway.heartbeat_interval", "must be > 0 (and well below the presence role's presence.lease)")
 	}
-	if c.Gateway.QueueSize < 1 {
-		bad("gateway.queue_size", "must be >= 1, got %d", c.Gateway.QueueSize)
+	if g.QueueSize < 1 {
+		bad("gateway.queue_size", "must be >= 1, got %d", g.QueueSize)
 	}
-	if c.Gateway.WriteTimeout <= 0 {
+	if g.WriteTimeout <= 0 {
 		bad("gateway.write_timeout", "must be > 0")
 	}
-	if c.Gateway.Group == "" {
+	if g.Group == "" {
 		bad("gateway.group", "must not be empty")
 	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		bad("log.format", "must be text or json, got %q", c.Log.Format)
+}
+
+func (l Log) validate(bad badKey) {
+	if l.Format != "text" && l.Format != "json" {
+		bad("log.format", "must be text or json, got %q", l.Format)
 	}
-	switch c.Log.Level {
+	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+		bad("log.level", "must be debug, info, warn or error, got %q", l.Level)
 	}
-	return errors.Join(errs...)
 }
