@@ -22,16 +22,7 @@ import (
 // as _bucket, _sum, _count).
 func exported(t *testing.T) map[string]bool {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Admin.Listen = ""
-	env, err := role.Setup(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
-	if _, err := env.Stages("presence", "fanout", "pusher", "gateway"); err != nil {
-		t.Fatal(err)
-	}
+	env := everyRole(t, config.Default())
 	names := map[string]bool{}
 	for _, n := range env.Registry.Names() {
 		names[n] = true
@@ -40,6 +31,22 @@ func exported(t *testing.T) map[string]bool {
 		}
 	}
 	return names
+}
+
+// everyRole builds a process with every role's stages (not running), on
+// cfg without an admin port; it is closed when the test ends.
+func everyRole(t *testing.T, cfg config.Config) *role.Env {
+	t.Helper()
+	cfg.Admin.Listen = ""
+	env, err := role.Setup(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	if _, err := env.Stages("presence", "fanout", "pusher", "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
 
 func promtool(t *testing.T, args ...string) string {
@@ -209,17 +216,9 @@ func TestMetricsDoc(t *testing.T) {
 // (imstream_consumer_lag_errors, -1 live servers).
 func TestFreshProcessExportsEveryFamily(t *testing.T) {
 	cfg := config.Default()
-	cfg.Admin.Listen = ""
 	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // nothing listens: a process started before Kafka
 	cfg.Redis.Addrs = []string{"127.0.0.1:1"}
-	env, err := role.Setup(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
-	if _, err := env.Stages("presence", "fanout", "pusher", "gateway"); err != nil {
-		t.Fatal(err)
-	}
+	env := everyRole(t, cfg)
 	mfs, err := env.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -14,14 +14,7 @@ func (j *PushJob) AppendJSON(b []byte) []byte {
 	if j.Receivers == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '[')
-		for i, r := range j.Receivers {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, r, 10)
-		}
-		b = append(b, ']')
+		b = appendInts(b, j.Receivers)
 	}
 	b = j.Msg.appendJSON(append(b, `,"msg":`...))
 	b = j.Src.appendJSON(b)
@@ -37,19 +30,24 @@ func (p *Publish) AppendJSON(b []byte) []byte {
 	b = appendField(b, "msgid", p.MsgID, true)
 	b = appendField(b, "device_id", p.DeviceID, true)
 	if len(p.Receivers) > 0 {
-		b = append(b, `,"receivers":[`...)
-		for i, r := range p.Receivers {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, r, 10)
-		}
-		b = append(b, ']')
+		b = appendInts(append(b, `,"receivers":`...), p.Receivers)
 	}
 	b = p.Msg.appendJSON(append(b, `,"msg":`...))
 	b = p.Src.appendJSON(b)
 	b = appendField(b, "imr_timestamp", p.IMRTimestamp, true)
 	return append(b, '}')
+}
+
+// appendInts appends vs as a JSON array.
+func appendInts(b []byte, vs []int64) []byte {
+	b = append(b, '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return append(b, ']')
 }
 
 // appendJSON appends ,"src":{…}; nothing for a nil source.

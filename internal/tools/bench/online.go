@@ -13,12 +13,9 @@ import (
 	"sync"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/status"
 	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/loadgen"
 	"github.com/imstream/imstream/schemas"
@@ -85,7 +82,7 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 	}
 
 	m := b.meter()
-	cpu0 := map[string]float64{"gateway": cpuSeconds(gateway.pid()), "roles": cpuSeconds(all.pid())}
+	cpu0 := map[string]float64{"gateway": gateway.cpu(), "roles": all.cpu()}
 	start := time.Now()
 	landed := make(chan burstResult, 1)
 	if pushes > 0 {
@@ -110,15 +107,8 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 		if br.err != nil {
 			return br.err
 		}
-		r := &br.row
-		procs := cpuSeconds(gateway.pid()) - cpu0["gateway"] + cpuSeconds(all.pid()) - cpu0["roles"]
-		broker := cpuSeconds(0) - m.cpu0 // and the two RT connections
-		redis := cpuSeconds(b.redisPID) - m.redis0
-		r.CPUPerMEv = (procs + broker + redis) / float64(r.Events) * 1e6
-		r.RedisCPU = redis / float64(r.Events) * 1e6
-		r.Note += b.cpuNote(cpu0, gateway, all, r.Events) + fmt.Sprintf(", broker %.1f, Redis %.1f (not counted: the burst's IM servers %.1f)",
-			broker/float64(r.Events)*1e6, r.RedisCPU, br.cpu/float64(r.Events)*1e6)
-		b.results = append(b.results, *r)
+		b.pathCPU(&br.row, m, cpu0, gateway, all, br.cpu) // the broker's share includes the two RT connections
+		b.results = append(b.results, br.row)
 		return nil
 	}
 	end := start.Add(b.o.OnlineFor)
@@ -139,7 +129,7 @@ func hops(gateway, all *child) string {
 		c          *child
 		sink, name string
 	}{{all, "deliver_topic", "ts → deliver topic (fanout)"}, {gateway, "im_server", "ts → IM server socket (gateway)"}} {
-		mfs, err := scrape(h.c.admin)
+		mfs, err := status.Scrape(&http.Client{Timeout: 5 * time.Second}, h.c.admin)
 		if err != nil {
 			out = append(out, h.name+": "+err.Error())
 			continue
@@ -148,24 +138,6 @@ func hops(gateway, all *child) string {
 		out = append(out, fmt.Sprintf("%s p50 %.1f / p99 %.1f ms", h.name, p50*1e3, p99*1e3))
 	}
 	return "; hops: " + strings.Join(out, ", ")
-}
-
-func scrape(addr string) ([]*dto.MetricFamily, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	m, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	mfs := make([]*dto.MetricFamily, 0, len(m))
-	for _, mf := range m {
-		mfs = append(mfs, mf)
-	}
-	return mfs, nil
 }
 
 // dropIn empties Redis and starts the drop-in path as processes: `imstream
@@ -192,8 +164,21 @@ func (b *Bench) dropIn(ctx context.Context, cfg config.Config) (addr string, all
 // cpuNote reports the gateway's and the roles' CPU seconds per M events
 // since cpu0.
 func (b *Bench) cpuNote(cpu0 map[string]float64, gateway, all *child, events int) string {
-	per := func(pid int, from float64) float64 { return (cpuSeconds(pid) - from) / float64(max(events, 1)) * 1e6 }
-	return fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f", per(gateway.pid(), cpu0["gateway"]), per(all.pid(), cpu0["roles"]))
+	per := func(c *child, from float64) float64 { return (c.cpu() - from) / float64(max(events, 1)) * 1e6 }
+	return fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f", per(gateway, cpu0["gateway"]), per(all, cpu0["roles"]))
+}
+
+// pathCPU fills r's CPU per M events of the drop-in path since m and cpu0
+// were taken — gateway, roles, this process (the broker) and Redis — and
+// notes each, with the load generator's (loadgen seconds) apart.
+func (b *Bench) pathCPU(r *Result, m *meter, cpu0 map[string]float64, gateway, all *child, loadgen float64) {
+	gcpu, rcpu := gateway.cpu()-cpu0["gateway"], all.cpu()-cpu0["roles"]
+	broker := cpuSeconds(0) - m.cpu0
+	redis := cpuSeconds(b.redisPID) - m.redis0
+	per := func(s float64) float64 { return s / float64(max(r.Events, 1)) * 1e6 }
+	r.CPUPerMEv, r.RedisCPU = per(gcpu+rcpu+broker+redis), per(redis)
+	r.Note += fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f, broker %.1f, Redis %.1f (load generator %.1f, not counted)",
+		per(gcpu), per(rcpu), per(broker), per(redis), per(loadgen))
 }
 
 type burstResult struct {
@@ -302,35 +287,19 @@ type latencies struct {
 	seen map[int]int
 }
 
+// read records the RT messages sendOne sent ("lat:<n>:<unix ns>").
 func (l *latencies) read(ctx context.Context, frames <-chan imr.Frame) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case f, ok := <-frames:
-			if !ok {
-				return
-			}
-			now := time.Now()
-			rt, err := imr.ParseRoute(f.Body)
-			if err != nil {
-				continue
-			}
-			m, err := imr.ParseInner(rt.Inner)
-			if err != nil || !strings.HasPrefix(m.Content, "lat:") {
-				continue
-			}
-			parts := strings.Split(m.Content, ":")
-			i, _ := strconv.Atoi(parts[1])
-			ns, _ := strconv.ParseInt(parts[2], 10, 64)
-			l.mu.Lock()
-			l.seen[i]++
-			if i >= 0 && l.seen[i] == 1 {
-				l.d = append(l.d, now.Sub(time.Unix(0, ns)))
-			}
-			l.mu.Unlock()
+	loadgen.Contents(ctx, frames, "lat:", func(rest string, at time.Time) {
+		n, sent, _ := strings.Cut(rest, ":")
+		i, _ := strconv.Atoi(n)
+		ns, _ := strconv.ParseInt(sent, 10, 64)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.seen[i]++
+		if i >= 0 && l.seen[i] == 1 {
+			l.d = append(l.d, at.Sub(time.Unix(0, ns)))
 		}
-	}
+	})
 }
 
 func (l *latencies) any() bool {
@@ -419,13 +388,7 @@ func (b *Bench) GatewayPath(ctx context.Context) error {
 	if b.o.Events != 1_000_000 {
 		r.Scenario = fmt.Sprintf("gateway path (%d MSG_PUSH, processes)", b.o.Events)
 	}
-	gcpu, rcpu := gateway.cpu()-cpu0["gateway"], all.cpu()-cpu0["roles"]
-	broker := cpuSeconds(0) - m.cpu0
-	redis := cpuSeconds(b.redisPID) - m.redis0
-	per := func(s float64) float64 { return s / float64(r.Events) * 1e6 }
-	r.CPUPerMEv, r.RedisCPU = per(gcpu+rcpu+broker+redis), per(redis)
-	r.Note += fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f, broker %.1f, Redis %.1f (load generator %.1f, not counted)",
-		per(gcpu), per(rcpu), per(broker), per(redis), per(br.cpu))
+	b.pathCPU(&r, m, cpu0, gateway, all, br.cpu)
 	b.stopProfile(m, r.Scenario)
 	b.results = append(b.results, r)
 	fmt.Fprintf(b.o.Out, "   %d entries in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)

@@ -270,6 +270,17 @@ type rtCounter struct {
 }
 
 func (c *rtCounter) count(ctx context.Context, frames <-chan imr.Frame) {
+	Contents(ctx, frames, c.prefix, func(rest string, _ time.Time) {
+		c.mu.Lock()
+		c.seen[rest]++
+		c.mu.Unlock()
+	})
+}
+
+// Contents reads delivered frames until ctx ends or frames closes, and
+// calls fn with the content after prefix of every message whose content
+// starts with it, and the time the frame was read. Other frames are skipped.
+func Contents(ctx context.Context, frames <-chan imr.Frame, prefix string, fn func(rest string, at time.Time)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -278,17 +289,16 @@ func (c *rtCounter) count(ctx context.Context, frames <-chan imr.Frame) {
 			if !ok {
 				return
 			}
+			at := time.Now()
 			rt, err := imr.ParseRoute(f.Body)
 			if err != nil {
 				continue
 			}
 			m, err := imr.ParseInner(rt.Inner)
-			if err != nil || !strings.HasPrefix(m.Content, c.prefix) {
+			if err != nil || !strings.HasPrefix(m.Content, prefix) {
 				continue
 			}
-			c.mu.Lock()
-			c.seen[strings.TrimPrefix(m.Content, c.prefix)]++
-			c.mu.Unlock()
+			fn(strings.TrimPrefix(m.Content, prefix), at)
 		}
 	}
 }
