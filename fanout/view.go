@@ -36,98 +36,128 @@ func (v *batchView) Members(appid, gid int64) []store.UserPresence {
 // kept as a slice beside the group, so that deciding a group message costs
 // no map look-up per member.
 func load(ctx context.Context, evs []*schemas.Publish, ps store.PresenceStore, gs store.GroupStore, o Options, now time.Time) (*batchView, error) {
-	v := &batchView{users: map[appUser]store.UserPresence{}, rooms: map[appUser][]string{}, groups: map[appUser]*store.Group{},
-		members: map[appUser][]store.UserPresence{}}
-	var resolve []appUser                  // groups whose members to look up, each once
-	want := map[int64]map[int64]struct{}{} // appid → uids
-	addUser := func(appid, uid int64) {
-		s := want[appid]
-		if s == nil {
-			s = map[int64]struct{}{}
-			want[appid] = s
-		}
-		s[uid] = struct{}{}
-	}
-	needLive := false
+	l := &loader{ps: ps, gs: gs, o: o, now: now, want: map[int64]map[int64]struct{}{}, v: &batchView{users: map[appUser]store.UserPresence{},
+		rooms: map[appUser][]string{}, groups: map[appUser]*store.Group{}, members: map[appUser][]store.UserPresence{}}}
 	for _, ev := range evs {
-		switch ev.Type {
-		case schemas.TypePublish:
-			addUser(ev.AppID, ev.Receiver)
-		case schemas.TypePush:
-			for _, uid := range ev.Receivers {
-				addUser(ev.AppID, uid)
-			}
-		case schemas.TypePublishGroup:
-			cmd := ev.Msg.Cmd
-			if cmd != schemas.CmdGroupIM && cmd != schemas.CmdSyncGroupNotify {
-				break
-			}
-			needLive = needLive || (cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll)
-			k := appUser{ev.AppID, ev.Receiver}
-			g, ok := v.groups[k]
-			if !ok {
-				var err error
-				if g, err = gs.Group(ctx, ev.AppID, ev.Receiver); err != nil {
-					return nil, err
-				}
-				v.groups[k] = g
-			}
-			if g != nil && !(cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll) {
-				if _, ok := v.members[k]; !ok {
-					v.members[k] = nil
-					resolve = append(resolve, k)
-				}
-			}
-		case schemas.TypePublishRoom:
-			k := appUser{ev.AppID, ev.Receiver}
-			if _, ok := v.rooms[k]; !ok {
-				servers, err := ps.Room(ctx, ev.AppID, ev.Receiver, now)
-				if err != nil {
-					return nil, err
-				}
-				v.rooms[k] = servers
-			}
+		if err := l.add(ctx, ev); err != nil {
+			return nil, err
 		}
 	}
 	// One look-up per app: its receivers, then its groups' members.
-	for _, k := range resolve {
-		if want[k.appid] == nil {
-			want[k.appid] = map[int64]struct{}{}
-		}
+	for _, k := range l.resolve {
+		l.addUsers(k.appid)
 	}
-	for appid, set := range want {
-		uids := make([]int64, 0, len(set))
-		for uid := range set {
-			uids = append(uids, uid)
-		}
-		peers := len(uids)
-		for _, k := range resolve {
-			if k.appid == appid {
-				uids = append(uids, v.groups[k].Members...)
-			}
-		}
-		res, err := ps.Users(ctx, appid, uids, now)
-		if err != nil {
+	for appid, set := range l.want {
+		if err := l.users(ctx, appid, set); err != nil {
 			return nil, err
 		}
-		for i, uid := range uids[:peers] {
-			v.users[appUser{appid, uid}] = res[i]
-		}
-		at := peers
-		for _, k := range resolve {
-			if k.appid == appid {
-				n := len(v.groups[k].Members)
-				v.members[k] = res[at : at+n : at+n]
-				at += n
-			}
-		}
 	}
-	if needLive {
+	if l.needLive {
 		live, err := ps.LiveServers(ctx, now)
 		if err != nil {
 			return nil, err
 		}
-		v.live = live
+		l.v.live = live
 	}
-	return v, nil
+	return l.v, nil
+}
+
+// loader gathers what one batch's decisions need into v.
+type loader struct {
+	ps       store.PresenceStore
+	gs       store.GroupStore
+	o        Options
+	now      time.Time
+	v        *batchView
+	resolve  []appUser                    // groups whose members to look up, each once
+	want     map[int64]map[int64]struct{} // appid → uids
+	needLive bool
+}
+
+func (l *loader) addUsers(appid int64, uids ...int64) {
+	s := l.want[appid]
+	if s == nil {
+		s = map[int64]struct{}{}
+		l.want[appid] = s
+	}
+	for _, uid := range uids {
+		s[uid] = struct{}{}
+	}
+}
+
+// add notes the users ev's decision needs and reads its group or room.
+func (l *loader) add(ctx context.Context, ev *schemas.Publish) error {
+	switch ev.Type {
+	case schemas.TypePublish:
+		l.addUsers(ev.AppID, ev.Receiver)
+	case schemas.TypePush:
+		l.addUsers(ev.AppID, ev.Receivers...)
+	case schemas.TypePublishGroup:
+		return l.addGroup(ctx, ev)
+	case schemas.TypePublishRoom:
+		k := appUser{ev.AppID, ev.Receiver}
+		if _, ok := l.v.rooms[k]; !ok {
+			servers, err := l.ps.Room(ctx, ev.AppID, ev.Receiver, l.now)
+			if err != nil {
+				return err
+			}
+			l.v.rooms[k] = servers
+		}
+	}
+	return nil
+}
+
+func (l *loader) addGroup(ctx context.Context, ev *schemas.Publish) error {
+	cmd := ev.Msg.Cmd
+	if cmd != schemas.CmdGroupIM && cmd != schemas.CmdSyncGroupNotify {
+		return nil
+	}
+	toLive := cmd == schemas.CmdSyncGroupNotify && l.o.SyncGroupNotifyAll
+	l.needLive = l.needLive || toLive
+	k := appUser{ev.AppID, ev.Receiver}
+	g, ok := l.v.groups[k]
+	if !ok {
+		var err error
+		if g, err = l.gs.Group(ctx, ev.AppID, ev.Receiver); err != nil {
+			return err
+		}
+		l.v.groups[k] = g
+	}
+	if g != nil && !toLive {
+		if _, ok := l.v.members[k]; !ok {
+			l.v.members[k] = nil
+			l.resolve = append(l.resolve, k)
+		}
+	}
+	return nil
+}
+
+// users looks up app appid's receivers and its groups' members in one call.
+func (l *loader) users(ctx context.Context, appid int64, set map[int64]struct{}) error {
+	uids := make([]int64, 0, len(set))
+	for uid := range set {
+		uids = append(uids, uid)
+	}
+	peers := len(uids)
+	for _, k := range l.resolve {
+		if k.appid == appid {
+			uids = append(uids, l.v.groups[k].Members...)
+		}
+	}
+	res, err := l.ps.Users(ctx, appid, uids, l.now)
+	if err != nil {
+		return err
+	}
+	for i, uid := range uids[:peers] {
+		l.v.users[appUser{appid, uid}] = res[i]
+	}
+	at := peers
+	for _, k := range l.resolve {
+		if k.appid == appid {
+			n := len(l.v.groups[k].Members)
+			l.v.members[k] = res[at : at+n : at+n]
+			at += n
+		}
+	}
+	return nil
 }

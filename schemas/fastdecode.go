@@ -453,30 +453,14 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 			str, ok := s.str()
 			w.Server = str
 			return seen(&mask, 2) && ok
-		case "appid":
-			return seen(&mask, 3) && i64(&w.AppID)
-		case "ts":
-			return seen(&mask, 4) && i64(&w.TS)
 		case "id":
 			str, ok := s.str()
 			w.ID = str
 			return seen(&mask, 5) && ok
-		case "epoch":
-			return seen(&mask, 6) && i64(&w.Epoch)
-		case "uid":
-			return seen(&mask, 7) && i64(&w.UID)
 		case "online":
 			b, ok := s.bool()
 			w.Online = &b
 			return seen(&mask, 8) && ok
-		case "room_id":
-			return seen(&mask, 9) && i64(&w.RoomID)
-		case "receiver":
-			return seen(&mask, 10) && i64(&w.Receiver)
-		case "msgid":
-			return seen(&mask, 11) && i64(&w.MsgID)
-		case "device_id":
-			return seen(&mask, 12) && i64(&w.DeviceID)
 		case "receivers":
 			rs, ok := s.ints()
 			w.Receivers = rs
@@ -488,10 +472,6 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 		case "src":
 			w.Src = &Source{}
 			return seen(&mask, 15) && w.Src.decodeFast(s)
-		case "imr_timestamp":
-			return seen(&mask, 16) && i64(&w.IMRTS)
-		case "group_id":
-			return seen(&mask, 17) && i64(&w.GroupID)
 		case "super":
 			b, ok := s.bool()
 			w.Super = b
@@ -505,11 +485,41 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 			w.Mute = b
 			return seen(&mask, 20) && ok
 		}
+		if p, bit := w.intField(k); p != nil {
+			return seen(&mask, bit) && i64(p)
+		}
 		return s.unknown(k, wireNames)
 	})
 	s.ws()
 	ok = ok && s.i == len(s.b)
 	return ok, ok && hasMsg
+}
+
+// intField is the integer field named k and its bit in the seen mask, or nil.
+func (w *wire) intField(k []byte) (*int64, uint) {
+	switch string(k) {
+	case "appid":
+		return &w.AppID, 3
+	case "ts":
+		return &w.TS, 4
+	case "epoch":
+		return &w.Epoch, 6
+	case "uid":
+		return &w.UID, 7
+	case "room_id":
+		return &w.RoomID, 9
+	case "receiver":
+		return &w.Receiver, 10
+	case "msgid":
+		return &w.MsgID, 11
+	case "device_id":
+		return &w.DeviceID, 12
+	case "imr_timestamp":
+		return &w.IMRTS, 16
+	case "group_id":
+		return &w.GroupID, 17
+	}
+	return nil, 0
 }
 
 var messageNames = []string{"cmd", "flag", "version", "seq", "sender", "receiver", "timestamp", "msgid", "content",

@@ -99,7 +99,17 @@ func checkRoom(t *testing.T, s store.PresenceStore, room int64, now time.Time, w
 // RunPresence runs the suite; newStore returns an empty store granting
 // leases of Lease whose reads are never stale.
 func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
-	t.Run("subscribe and online flag", func(t *testing.T) {
+	for _, c := range presenceCases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, newStore) })
+	}
+}
+
+// presenceCases are the conformance cases, in the order they run.
+var presenceCases = []struct {
+	name string
+	run  func(t *testing.T, newStore func(t *testing.T) store.PresenceStore)
+}{
+	{"subscribe and online flag", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 1), up("s2", 1), sub("s1", 1, 100, true), sub("s1", 1, 101, false),
 			sub("s2", 1, 101, true), sub("s2", 1, 102, false))
@@ -111,8 +121,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {false, []string{"s1"}}})
 		apply(t, s, t0, unsub("s2", 1, 101))
 		checkUsers(t, s, at(time.Second), map[int64]user{101: {false, []string{"s1"}}})
-	})
-	t.Run("appids are separate", func(t *testing.T) {
+	}},
+	{"appids are separate", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		other := sub("s1", 1, 100, true)
 		other.AppID = 8
@@ -122,15 +132,15 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		if !got[0].Online {
 			t.Errorf("app 8 user not online")
 		}
-	})
-	t.Run("unknown server does not count", func(t *testing.T) {
+	}},
+	{"unknown server does not count", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, sub("s9", 1, 100, true))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {}})
 		apply(t, s, t0, up("s9", 1))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {true, []string{"s9"}}})
-	})
-	t.Run("lease runs out without server_down", func(t *testing.T) {
+	}},
+	{"lease runs out without server_down", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 1), up("s2", 1), sub("s1", 1, 100, true), sub("s2", 1, 100, true), subRoom("s1", 1, 5))
 		checkUsers(t, s, at(Lease-time.Second), map[int64]user{100: {true, []string{"s1", "s2"}}})
@@ -145,8 +155,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		// a heartbeat revives a server whose lease ran out (same epoch)
 		apply(t, s, at(50*time.Second), hb("s1", 1, at(50*time.Second)))
 		checkUsers(t, s, at(51*time.Second), map[int64]user{100: {true, []string{"s1"}}})
-	})
-	t.Run("lease runs from the event ts, capped at now", func(t *testing.T) {
+	}},
+	{"lease runs from the event ts, capped at now", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		old := up("s1", 1)
 		old.TS = at(-25 * time.Second).UnixMilli()
@@ -157,8 +167,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		future.TS = at(time.Hour).UnixMilli()
 		apply(t, s, t0, future, sub("s2", 1, 101, true))
 		checkUsers(t, s, at(Lease+time.Second), map[int64]user{101: {}})
-	})
-	t.Run("server_down clears at once", func(t *testing.T) {
+	}},
+	{"server_down clears at once", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 3), sub("s1", 3, 100, true), subRoom("s1", 3, 5), down("s1", 3))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {}})
@@ -170,8 +180,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		if len(live) != 0 {
 			t.Errorf("live servers after down = %v", live)
 		}
-	})
-	t.Run("new epoch voids the old one", func(t *testing.T) {
+	}},
+	{"new epoch voids the old one", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 1), sub("s1", 1, 100, true), sub("s1", 1, 101, true), subRoom("s1", 1, 5))
 		apply(t, s, t0, up("s1", 2))
@@ -184,15 +194,15 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {true, []string{"s1"}}})
 		apply(t, s, t0, up("s1", 1))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {true, []string{"s1"}}})
-	})
-	t.Run("subscribe before server_up of its epoch", func(t *testing.T) {
+	}},
+	{"subscribe before server_up of its epoch", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 1), sub("s1", 2, 100, true))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {}})
 		apply(t, s, t0, up("s1", 2))
 		checkUsers(t, s, at(time.Second), map[int64]user{100: {true, []string{"s1"}}})
-	})
-	t.Run("rooms", func(t *testing.T) {
+	}},
+	{"rooms", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		apply(t, s, t0, up("s1", 1), up("s2", 1), up("s3", 1), subRoom("s1", 1, 5), subRoom("s2", 1, 5), subRoom("s3", 1, 6))
 		checkRoom(t, s, 5, at(time.Second), "s1", "s2")
@@ -200,8 +210,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 		checkRoom(t, s, 5, at(time.Second), "s1")
 		checkRoom(t, s, 6, at(time.Second), "s3")
 		checkRoom(t, s, 7, at(time.Second))
-	})
-	t.Run("replaying events leaves the same state", func(t *testing.T) {
+	}},
+	{"replaying events leaves the same state", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		seq := []*schemas.Presence{
 			up("s1", 1), up("s2", 1), sub("s1", 1, 100, true), sub("s2", 1, 100, false), sub("s1", 1, 101, true),
 			subRoom("s1", 1, 5), unsub("s1", 1, 101), subRoom("s2", 1, 5), unsubRoom("s1", 1, 5), up("s2", 2),
@@ -226,8 +236,8 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 			}
 		}
 		checkUsers(t, twice, at(time.Second), map[int64]user{100: {true, []string{"s1", "s2"}}, 101: {}, 102: {}})
-	})
-	t.Run("collect removes only stale entries", func(t *testing.T) {
+	}},
+	{"collect removes only stale entries", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		c, ok := s.(store.Collector)
 		if !ok {
@@ -245,5 +255,5 @@ func RunPresence(t *testing.T, newStore func(t *testing.T) store.PresenceStore) 
 			t.Fatalf("collect = %+v, %v; want 2 removed, user 102 left", st, err)
 		}
 		checkUsers(t, s, at(2*Lease+time.Second), map[int64]user{100: {}, 101: {}, 102: {true, []string{"s2"}}})
-	})
+	}},
 }

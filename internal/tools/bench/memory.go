@@ -35,32 +35,9 @@ func (b *Bench) Memory(ctx context.Context) error {
 		return err
 	}
 	t := cfg.Kafka.Topics
-	on := true
-	if err := b.produce(ctx, t.Presence, servers+memoryUsers, func(i int) kafka.Message {
-		ev := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "s" + strconv.Itoa(i%servers), AppID: app}, Epoch: 1}
-		key := ingest.ServerKey(ev.Server)
-		if i >= servers {
-			u := int64(i - servers + 1)
-			ev.Type, ev.UID, ev.Online = schemas.TypeSubscribe, u, &on
-			key = ingest.UserKey(app, u)
-		}
-		v, _ := json.Marshal(ev)
-		return kafka.Message{Key: []byte(key), Value: v}
-	}); err != nil {
+	if err := b.memoryLoad(ctx, t, servers, msgs); err != nil {
 		return err
 	}
-	if err := b.produce(ctx, t.Publish, msgs, func(i int) kafka.Message {
-		if i%2 == 1 { // MSG_PUSH to an offline user
-			return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "origin")}
-		}
-		to := int64(1 + (i*7919)%memoryUsers)
-		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
-			Receiver: to, Msg: schemas.Message{Cmd: schemas.CmdRT, Sender: 1, Receiver: to, Content: "typing"}})
-		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
-	}); err != nil {
-		return err
-	}
-
 	start := time.Now()
 	procs := map[string]*child{}
 	defer func() {
@@ -91,9 +68,47 @@ func (b *Bench) Memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.memoryResults(procs, time.Since(start), servers, msgs, int(got))
+	return nil
+}
+
+// memoryLoad produces the scenario's input: servers up, memoryUsers users
+// subscribed, then msgs messages, half RT to present users and half
+// MSG_PUSH to offline ones.
+func (b *Bench) memoryLoad(ctx context.Context, t config.Topics, servers, msgs int) error {
+	on := true
+	if err := b.produce(ctx, t.Presence, servers+memoryUsers, func(i int) kafka.Message {
+		ev := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "s" + strconv.Itoa(i%servers), AppID: app}, Epoch: 1}
+		key := ingest.ServerKey(ev.Server)
+		if i >= servers {
+			u := int64(i - servers + 1)
+			ev.Type, ev.UID, ev.Online = schemas.TypeSubscribe, u, &on
+			key = ingest.UserKey(app, u)
+		}
+		v, _ := json.Marshal(ev)
+		return kafka.Message{Key: []byte(key), Value: v}
+	}); err != nil {
+		return err
+	}
+	if err := b.produce(ctx, t.Publish, msgs, func(i int) kafka.Message {
+		if i%2 == 1 { // MSG_PUSH to an offline user
+			return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "origin")}
+		}
+		to := int64(1 + (i*7919)%memoryUsers)
+		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
+			Receiver: to, Msg: schemas.Message{Cmd: schemas.CmdRT, Sender: 1, Receiver: to, Content: "typing"}})
+		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
+	}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// memoryResults records each role process's peak RSS and CPU.
+func (b *Bench) memoryResults(procs map[string]*child, took time.Duration, servers, msgs, got int) {
 	for _, role := range []string{"presence", "fanout", "pusher"} {
 		p := procs[role]
-		r := Result{Scenario: "memory: " + role + " process", Seconds: time.Since(start).Seconds(), PeakRSSMB: peakRSSMB(p.pid())}
+		r := Result{Scenario: "memory: " + role + " process", Seconds: took.Seconds(), PeakRSSMB: peakRSSMB(p.pid())}
 		switch role {
 		case "presence":
 			r.Events = servers + memoryUsers
@@ -103,7 +118,7 @@ func (b *Bench) Memory(ctx context.Context) error {
 			r.Note = fmt.Sprintf("routed %d messages against %d present users", msgs, memoryUsers)
 		case "pusher":
 			r.Events = msgs / 2
-			r.Lost = r.Events - int(got)
+			r.Lost = r.Events - got
 			r.Note = fmt.Sprintf("wrote %d offline entries", got)
 		}
 		r.PerSecond = float64(r.Events) / r.Seconds // the whole scenario's time: not a throughput figure
@@ -111,7 +126,6 @@ func (b *Bench) Memory(ctx context.Context) error {
 		fmt.Fprintf(b.o.Out, "   %s: peak RSS %.0f MB\n", role, r.PeakRSSMB)
 		b.results = append(b.results, r)
 	}
-	return nil
 }
 
 // child is a role running as a process of this binary.

@@ -72,173 +72,201 @@ func Run(ctx context.Context, cfg config.Config, rc redis.UniversalClient, o Opt
 	if o.AppID == 0 {
 		o.AppID = 7
 	}
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	servers := make([]server, o.Servers)
-	for i := range servers {
+	r := &runner{o: o, rc: rc, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	r.servers = make([]server, o.Servers)
+	for i := range r.servers {
 		var err error
-		if servers[i], err = dial(ctx, cfg, o, i); err != nil {
+		if r.servers[i], err = dial(ctx, cfg, o, i); err != nil {
 			return Report{}, err
 		}
-		defer servers[i].close()
+		defer r.servers[i].close()
 	}
-	online := func(s, u int) int64 { return int64(1_000_000*(s+1) + u + 1) }
-	for s, srv := range servers {
-		for u := 0; u < o.Users; u++ {
-			if err := srv.subscribe(o.AppID, online(s, u), true); err != nil {
-				return Report{}, err
-			}
-		}
-		if err := srv.flush(); err != nil {
-			return Report{}, err
-		}
-	}
-	// Wait until presence shows the last user of every server.
-	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)
-	last := make([]int64, o.Servers)
-	for s := range last {
-		last[s] = online(s, o.Users-1)
-	}
-	for ok := false; !ok; {
-		got, err := ps.Users(ctx, o.AppID, last, time.Now())
-		if err != nil {
-			return Report{}, err
-		}
-		ok = true
-		for _, p := range got {
-			ok = ok && p.Online
-		}
-		if !ok {
-			select {
-			case <-ctx.Done():
-				return Report{}, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+	if err := r.connectUsers(ctx, store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)); err != nil {
+		return Report{}, err
 	}
 	fmt.Fprintf(o.Out, "%d servers up, %d users online each; sending %d MSG_PUSH and %d RT over %s\n", o.Servers, o.Users, o.Pushes, o.RT, o.Protocol)
 
 	base := rc.LLen(ctx, "push_queue").Val()
-	var got sync.Map // server index → *rtCounter
-	for s, srv := range servers {
-		c := &rtCounter{seen: map[string]int{}, prefix: "rt-" + run + "-"}
-		got.Store(s, c)
-		go c.count(ctx, srv.frames())
+	rts := &rtCounter{seen: map[string]int{}, prefix: "rt-" + r.run + "-"}
+	for _, srv := range r.servers {
+		go rts.count(ctx, srv.frames())
 	}
-	stopChurn := make(chan struct{})
-	if o.Churn {
-		for s, srv := range servers {
-			go churn(ctx, srv, o.AppID, int64(900_000_000+s*10_000), stopChurn)
+	rep, err := r.send(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	if err := r.awaitPushes(ctx, base); err != nil {
+		return rep, err
+	}
+	rep.Seconds = time.Since(r.start).Seconds()
+	time.Sleep(time.Second) // late doubles would show now
+	seen, err := PushEntries(ctx, rc, base, "push-"+r.run+"-")
+	if err != nil {
+		return rep, err
+	}
+	rep.PushArrived, rep.PushLost, rep.PushDoubled = tally(seen, rep.Pushes)
+	rep.PushesPerSecond = float64(rep.PushArrived) / rep.Seconds
+	rep.RTArrived, rep.RTLost, rep.RTDoubled = tally(rts.snapshot(), rep.RT)
+	return rep, nil
+}
+
+// runner is one load run: its servers and the tag its contents carry.
+type runner struct {
+	o       Options
+	rc      redis.UniversalClient
+	run     string
+	servers []server
+	start   time.Time
+}
+
+// online is the uid of online user u of server s.
+func online(s, u int) int64 { return int64(1_000_000*(s+1) + u + 1) }
+
+// connectUsers subscribes every server's users and waits until presence
+// shows the last user of every server online.
+func (r *runner) connectUsers(ctx context.Context, ps store.PresenceStore) error {
+	last := make([]int64, len(r.servers))
+	for s, srv := range r.servers {
+		for u := 0; u < r.o.Users; u++ {
+			if err := srv.subscribe(r.o.AppID, online(s, u), true); err != nil {
+				return err
+			}
+		}
+		if err := srv.flush(); err != nil {
+			return err
+		}
+		last[s] = online(s, r.o.Users-1)
+	}
+	for {
+		got, err := ps.Users(ctx, r.o.AppID, last, time.Now())
+		if err != nil {
+			return err
+		}
+		ok := true
+		for _, p := range got {
+			ok = ok && p.Online
+		}
+		if ok {
+			return nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
 		}
 	}
-	start := time.Now()
+}
+
+// send sends every message, each server its share, printing progress, and
+// reports what was sent.
+func (r *runner) send(ctx context.Context) (Report, error) {
+	stopChurn := make(chan struct{})
+	if r.o.Churn {
+		for s, srv := range r.servers {
+			go churn(ctx, srv, r.o.AppID, int64(900_000_000+s*10_000), stopChurn)
+		}
+	}
+	r.start = time.Now()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, o.Servers)
-	for s, srv := range servers {
+	errs := make(chan error, len(r.servers))
+	for s, srv := range r.servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := s; i < max(o.Pushes, o.RT); i += o.Servers {
-				if i < o.Pushes {
-					to := int64(500_000_000 + i%100_000) // never online
-					m := schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: online(s, 0), Receiver: to, Content: "push-" + run + "-" + strconv.Itoa(i)}
-					if err := srv.push(o.AppID, []int64{to}, m); err != nil {
-						errs <- err
-						return
-					}
-					sent.Add(1)
-				}
-				if i < o.RT && o.Servers > 1 {
-					peer := (s + 1 + i%(o.Servers-1)) % o.Servers
-					to := online(peer, i%o.Users)
-					m := schemas.Message{Cmd: schemas.CmdRT, Sender: online(s, 0), Receiver: to, Content: "rt-" + run + "-" + strconv.Itoa(i)}
-					if err := srv.rt(o.AppID, to, m); err != nil {
-						errs <- err
-						return
-					}
-					sent.Add(1)
-				}
-			}
-			errs <- srv.flush()
+			errs <- r.sendShare(s, srv, &sent)
 		}()
 	}
 	progress := time.NewTicker(2 * time.Second)
 	defer progress.Stop()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-wait:
-	for {
+	for waiting := true; waiting; {
 		select {
 		case <-done:
-			break wait
+			waiting = false
 		case <-progress.C:
-			fmt.Fprintf(o.Out, "  sending: %d messages, %.0f/s\n", sent.Load(), float64(sent.Load())/time.Since(start).Seconds())
+			fmt.Fprintf(r.o.Out, "  sending: %d messages, %.0f/s\n", sent.Load(), float64(sent.Load())/time.Since(r.start).Seconds())
 		}
 	}
 	close(stopChurn)
-	for range servers {
+	for range r.servers {
 		if err := <-errs; err != nil {
 			return Report{}, err
 		}
 	}
-	rep := Report{Sent: float64(sent.Load()), SendSeconds: time.Since(start).Seconds(), Pushes: o.Pushes}
-	if o.Servers > 1 {
-		rep.RT = o.RT
-	}
-	// Wait for the push entries; give up after 60 s without progress.
-	lastN, lastChange := int64(-1), time.Now()
-	for {
-		n := rc.LLen(ctx, "push_queue").Val() - base
-		if n != lastN {
-			lastN, lastChange = n, time.Now()
-			fmt.Fprintf(o.Out, "  arrived: %d push entries\n", n)
-		}
-		if n >= int64(o.Pushes) || time.Since(lastChange) > 60*time.Second {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	rep.Seconds = time.Since(start).Seconds()
-	time.Sleep(time.Second) // late doubles would show now
-	seen, err := PushEntries(ctx, rc, base, "push-"+run+"-")
-	if err != nil {
-		return rep, err
-	}
-	for i := 0; i < o.Pushes; i++ {
-		switch c := seen[strconv.Itoa(i)]; {
-		case c == 0:
-			rep.PushLost++
-		case c > 1:
-			rep.PushDoubled += c - 1
-		}
-		if seen[strconv.Itoa(i)] > 0 {
-			rep.PushArrived++
-		}
-	}
-	rep.PushesPerSecond = float64(rep.PushArrived) / rep.Seconds
-	rtSeen := map[string]int{}
-	got.Range(func(_, v any) bool {
-		for k, n := range v.(*rtCounter).snapshot() {
-			rtSeen[k] += n
-		}
-		return true
-	})
-	for i := 0; i < rep.RT; i++ {
-		switch c := rtSeen[strconv.Itoa(i)]; {
-		case c == 0:
-			rep.RTLost++
-		case c > 1:
-			rep.RTDoubled += c - 1
-		}
-		if rtSeen[strconv.Itoa(i)] > 0 {
-			rep.RTArrived++
-		}
+	rep := Report{Sent: float64(sent.Load()), SendSeconds: time.Since(r.start).Seconds(), Pushes: r.o.Pushes}
+	if r.o.Servers > 1 {
+		rep.RT = r.o.RT
 	}
 	return rep, nil
+}
+
+// sendShare sends server s's messages: pushes to never-online users and
+// RT to users online on the other servers.
+func (r *runner) sendShare(s int, srv server, sent *atomic.Int64) error {
+	o := r.o
+	for i := s; i < max(o.Pushes, o.RT); i += o.Servers {
+		if i < o.Pushes {
+			to := int64(500_000_000 + i%100_000) // never online
+			m := schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: online(s, 0), Receiver: to, Content: "push-" + r.run + "-" + strconv.Itoa(i)}
+			if err := srv.push(o.AppID, []int64{to}, m); err != nil {
+				return err
+			}
+			sent.Add(1)
+		}
+		if i < o.RT && o.Servers > 1 {
+			peer := (s + 1 + i%(o.Servers-1)) % o.Servers
+			to := online(peer, i%o.Users)
+			m := schemas.Message{Cmd: schemas.CmdRT, Sender: online(s, 0), Receiver: to, Content: "rt-" + r.run + "-" + strconv.Itoa(i)}
+			if err := srv.rt(o.AppID, to, m); err != nil {
+				return err
+			}
+			sent.Add(1)
+		}
+	}
+	return srv.flush()
+}
+
+// awaitPushes waits until push_queue holds every push past base, or gives
+// up after 60 s without progress.
+func (r *runner) awaitPushes(ctx context.Context, base int64) error {
+	lastN, lastChange := int64(-1), time.Now()
+	for {
+		n := r.rc.LLen(ctx, "push_queue").Val() - base
+		if n != lastN {
+			lastN, lastChange = n, time.Now()
+			fmt.Fprintf(r.o.Out, "  arrived: %d push entries\n", n)
+		}
+		if n >= int64(r.o.Pushes) || time.Since(lastChange) > 60*time.Second {
+			return nil
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// tally counts, of the contents 0..n-1, how many arrived, how many did
+// not and how many extra copies arrived.
+func tally(seen map[string]int, n int) (arrived, lost, doubled int) {
+	for i := 0; i < n; i++ {
+		switch c := seen[strconv.Itoa(i)]; {
+		case c == 0:
+			lost++
+		default:
+			arrived++
+			doubled += c - 1
+		}
+	}
+	return arrived, lost, doubled
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // PushEntries counts the entries in push_queue from index from on whose
