@@ -5,7 +5,6 @@ package deploy_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/imstream/imstream/deploy"
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/role"
 )
@@ -73,30 +73,9 @@ func TestAlertRules(t *testing.T) {
 // variables replaced, and which ones are main panels.
 func dashboardExprs(t *testing.T) (all, main []string) {
 	t.Helper()
-	b, err := os.ReadFile("grafana/imstream.json")
+	all, main, err := deploy.DashboardQueries("grafana/imstream.json", "1m")
 	if err != nil {
 		t.Fatal(err)
-	}
-	var d struct {
-		Panels []struct {
-			Title       string `json:"title"`
-			Description string `json:"description"`
-			Targets     []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range d.Panels {
-		for _, tg := range p.Targets {
-			e := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$job", ".*", "$instance", ".*").Replace(tg.Expr)
-			all = append(all, e)
-			if strings.HasPrefix(p.Description, "main panel") {
-				main = append(main, e)
-			}
-		}
 	}
 	return all, main
 }

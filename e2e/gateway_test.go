@@ -80,14 +80,7 @@ func frameSet(fs []imr.Frame) []string {
 func TestGatewayRouting(t *testing.T) {
 	s, gw, run := gatewayStack(t)
 	run()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := loadgen.Dial(ctx, gw, "127.0.0.2")
-	must(t, err)
-	b, err := loadgen.Dial(ctx, gw, "127.0.0.3")
-	must(t, err)
-	defer a.Close()
-	defer b.Close()
+	a, b := twoServers(t, gw)
 	testenv.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
 
 	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
@@ -241,14 +234,7 @@ func TestGatewayKill(t *testing.T) {
 	// A lease long enough that B's server stays alive across the restart.
 	s, gw, run := gatewayStack(t, "--presence.lease", "60s")
 	p := run()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := loadgen.Dial(ctx, gw, "127.0.0.2")
-	must(t, err)
-	b, err := loadgen.Dial(ctx, gw, "127.0.0.3")
-	must(t, err)
-	defer a.Close()
-	defer b.Close()
+	a, b := twoServers(t, gw)
 	must(t, b.Send(imr.CmdSubscribe, sub(app, 3, 1)))
 	must(t, b.Flush())
 	testenv.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 3); return on })
@@ -307,4 +293,20 @@ func TestGatewayKill(t *testing.T) {
 	if len(entries) != n || len(uniq) != n {
 		t.Fatalf("push_queue: %d entries, %d distinct; want %d exactly once", len(entries), len(uniq), n)
 	}
+}
+
+// twoServers connects IM servers A (127.0.0.2) and B (127.0.0.3) to the
+// gateway at gw, for the rest of the test.
+func twoServers(t *testing.T, gw string) (a, b *loadgen.Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var err error
+	a, err = loadgen.Dial(ctx, gw, "127.0.0.2")
+	must(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	b, err = loadgen.Dial(ctx, gw, "127.0.0.3")
+	must(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return a, b
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imstream/imstream/deploy"
 	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/testenv"
 )
@@ -28,30 +29,11 @@ func freeAddr(t *testing.T) string {
 // mainQueries returns the dashboard's main-panel queries.
 func mainQueries(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/grafana/imstream.json")
+	_, main, err := deploy.DashboardQueries("../deploy/grafana/imstream.json", "30s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct {
-		Panels []struct {
-			Description string `json:"description"`
-			Targets     []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, p := range d.Panels {
-		if strings.HasPrefix(p.Description, "main panel") {
-			for _, tg := range p.Targets {
-				out = append(out, strings.ReplaceAll(tg.Expr, "$__rate_interval", "30s"))
-			}
-		}
-	}
-	return out
+	return main
 }
 
 // TestPrometheusScrapesDev: Debian's prometheus, started on loopback,

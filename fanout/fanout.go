@@ -22,7 +22,6 @@ package fanout
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -34,7 +33,6 @@ import (
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
@@ -43,58 +41,49 @@ import (
 // Stage is the name used in metrics and dead-letter headers.
 const Stage = "fanout"
 
-// Deps are the fanout's collaborators.
-type Deps struct {
-	Conn       *kafkax.Conn
-	Presence   store.PresenceStore
-	Groups     store.GroupStore
-	Metrics    *obs.Metrics
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-}
-
 // Fanout is the routing stage.
 type Fanout struct {
-	cfg     config.Config
-	deps    Deps
-	opts    Options
-	log     *slog.Logger
-	core    *stage.Core
-	w       *kafka.Writer // the online lane's outputs, written at once
-	wb      *kafka.Writer // the bulk lane's, batched (kafka.linger)
-	outputs *prometheus.CounterVec
+	cfg      config.Fanout
+	env      stage.Env
+	presence store.PresenceStore
+	groups   store.GroupStore
+	opts     Options
+	log      *slog.Logger
+	core     *stage.Core
+	w        *kafka.Writer // the online lane's outputs, written at once
+	wb       *kafka.Writer // the bulk lane's, batched (kafka.linger)
+	outputs  *prometheus.CounterVec
 
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
 }
 
-// New builds the stage; Run starts it.
-func New(cfg config.Config, deps Deps) (*Fanout, error) {
-	if deps.Conn == nil || deps.Presence == nil || deps.Groups == nil || deps.Metrics == nil || deps.Registerer == nil {
-		return nil, errors.New("fanout: Conn, Presence, Groups, Metrics and Registerer are required")
-	}
-	if deps.Logger == nil {
-		deps.Logger = slog.Default()
+// New builds the stage from its section, the process's env and the stores
+// it reads (through their interfaces, never the stages that write them);
+// Run starts it.
+func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.GroupStore) (*Fanout, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Presence", OK: ps != nil}, stage.Need{Name: "Groups", OK: gs != nil}); err != nil {
+		return nil, err
 	}
 	f := &Fanout{
-		cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
-		opts:   Options{SyncGroupNotifyAll: cfg.Fanout.SyncGroupNotifyAll},
+		cfg: cfg, env: env, presence: ps, groups: gs, log: env.Logger.With("stage", Stage),
+		opts:   Options{SyncGroupNotifyAll: cfg.SyncGroupNotifyAll},
 		topics: map[string]bool{},
 		outputs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_fanout_outputs_total", Help: "Records produced by the fanout, by kind (deliver, push_job).",
 		}, []string{"kind"}),
 	}
-	if err := deps.Registerer.Register(f.outputs); err != nil {
+	if err := env.Register(f.outputs); err != nil {
 		return nil, err
 	}
-	f.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
-	f.w.Balancer = &outputBalancer{pushTopic: cfg.Kafka.Topics.Push}
-	f.wb = deps.Conn.NewWriter(cfg.Kafka, "")
+	f.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
+	f.w.Balancer = &outputBalancer{pushTopic: env.Kafka.Topics.Push}
+	f.wb = env.Conn.NewWriter(env.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
-	f.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
-	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
-	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Publish, cfg.Kafka.Topics.Bulk)
-	deps.Metrics.KnownSinks("deliver_topic")
+	f.core = stage.NewCore(env, Stage)
+	env.Metrics.Known(env.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
+	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Publish, env.Kafka.Topics.Bulk)
+	env.Metrics.KnownSinks("deliver_topic")
 	f.outputs.WithLabelValues("deliver")
 	f.outputs.WithLabelValues("push_job")
 	return f, nil
@@ -108,28 +97,28 @@ func (f *Fanout) Run(ctx context.Context) error {
 	defer f.core.Close()
 	defer f.w.Close()
 	defer f.wb.Close()
-	k := f.cfg.Kafka
+	k := f.env.Kafka
 	topics := []string{k.Topics.Publish}
 	if k.Topics.Bulk != k.Topics.Publish {
 		topics = append(topics, k.Topics.Bulk)
 	}
-	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Fanout.Group, Topics: topics, Create: []string{k.Topics.Push}, Prepare: true,
-		Kind: schemas.KindPublish, MaxBatch: f.cfg.Fanout.BatchSize, MaxWait: 100 * time.Millisecond}, f.route)
+	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Group, Topics: topics, Create: []string{k.Topics.Push}, Prepare: true,
+		Kind: schemas.KindPublish, MaxBatch: f.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, f.route)
 }
 
 // writer returns the writer of the lane topic belongs to.
 func (f *Fanout) writer(topic string) *kafka.Writer {
-	if t := f.cfg.Kafka.Topics; topic == t.Bulk && t.Bulk != t.Publish {
+	if t := f.env.Kafka.Topics; topic == t.Bulk && t.Bulk != t.Publish {
 		return f.wb
 	}
 	return f.w
 }
 
 // route routes a batch of publish events.
-func (f *Fanout) route(ctx context.Context, b kafkax.Batch, decoded []kafkax.Decoded[*schemas.Publish]) ([]kafkax.Rejected, error) {
+func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
 	evs := stage.Events(decoded)
 	now := time.Now()
-	view, err := load(ctx, evs, f.deps.Presence, f.deps.Groups, f.opts, now)
+	view, err := load(ctx, evs, f.presence, f.groups, f.opts, now)
 	if err != nil {
 		return nil, err
 	}
@@ -139,15 +128,15 @@ func (f *Fanout) route(ctx context.Context, b kafkax.Batch, decoded []kafkax.Dec
 	for i, ev := range evs {
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
-			f.deps.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
+			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
 		m := decoded[i].Msg
 		if len(plan.Deliver) > 0 {
 			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, b.Inc)
 			for _, server := range plan.Deliver {
-				topic := f.cfg.Kafka.Topics.DeliverPrefix + server
+				topic := f.env.Kafka.Topics.DeliverPrefix + server
 				if !f.known(topic) {
-					newTopics[topic] = f.cfg.Kafka.DeliverPartitions
+					newTopics[topic] = f.env.Kafka.DeliverPartitions
 				}
 				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value})
 			}
@@ -155,13 +144,13 @@ func (f *Fanout) route(ctx context.Context, b kafkax.Batch, decoded []kafkax.Dec
 		}
 		for idx, receivers := range plan.Push {
 			job := pushJob(ev, receivers, m, b.Inc, idx)
-			job.Topic = f.cfg.Kafka.Topics.Push
+			job.Topic = f.env.Kafka.Topics.Push
 			out = append(out, job)
 		}
 		jobs += len(plan.Push)
 	}
 	if len(newTopics) > 0 {
-		if err := f.deps.Conn.EnsureTopics(ctx, f.cfg.Kafka.ReplicationFactor, newTopics); err != nil {
+		if err := f.env.Conn.EnsureTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics); err != nil {
 			return nil, err
 		}
 		f.mu.Lock()
@@ -183,11 +172,11 @@ func (f *Fanout) route(ctx context.Context, b kafkax.Batch, decoded []kafkax.Dec
 		return nil, err
 	}
 	done := time.Now()
-	f.deps.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
+	f.env.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
 	if delivers > 0 {
-		e2e := f.deps.Metrics.E2EFor("deliver_topic")
+		e2e := f.env.Metrics.E2EFor("deliver_topic")
 		for _, ev := range evs {
 			e2e.Observe(ev.TS, done)
 		}

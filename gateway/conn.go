@@ -53,7 +53,7 @@ func (c *conn) close() {
 func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	var hdr [imr.HeaderSize]byte
-	if t := g.cfg.Gateway.HandshakeTimeout; t > 0 {
+	if t := g.cfg.HandshakeTimeout; t > 0 {
 		_ = nc.SetReadDeadline(time.Now().Add(t))
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
@@ -75,11 +75,11 @@ func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 // connection from that frame on.
 func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	c := &conn{g: g, nc: nc, epoch: g.nextEpoch(),
-		out: make(chan kafka.Message, g.cfg.Gateway.QueueSize), done: make(chan struct{}), seen: ingest.NewRepeats()}
+		out: make(chan kafka.Message, g.cfg.QueueSize), done: make(chan struct{}), seen: ingest.NewRepeats()}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	defer close(c.done)
 	defer c.close()
-	t := g.cfg.Kafka.Topics
+	t := g.env.Kafka.Topics
 	g.claim(c, g.serverID(nc.RemoteAddr()))
 	c.enc = ingest.NewEncoder(c.id, c.epoch, ingest.Topics{Presence: t.Presence, Publish: t.Publish, Bulk: t.Bulk})
 	defer g.release(c)
@@ -152,12 +152,12 @@ func (c *conn) producers(online chan struct{}) []chan struct{} {
 // goroutine, writer and topic. It is started at the first push, from the
 // read goroutine (the only one that sends pushes).
 func (c *conn) lane(r ingest.Record) chan kafka.Message {
-	t := c.g.cfg.Kafka.Topics
+	t := c.g.env.Kafka.Topics
 	if r.Topic != t.Bulk || t.Bulk == t.Publish {
 		return c.out
 	}
 	if c.bulk == nil {
-		c.bulk = &queue{ch: make(chan kafka.Message, c.g.cfg.Gateway.QueueSize), done: make(chan struct{})}
+		c.bulk = &queue{ch: make(chan kafka.Message, c.g.cfg.QueueSize), done: make(chan struct{})}
 		go func() { defer close(c.bulk.done); c.produce(c.pctx, c.bulk.ch, c.g.wb) }()
 	}
 	return c.bulk.ch
@@ -211,16 +211,16 @@ func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writ
 			err = kafkax.Write(pctx, w, batch...)
 		}
 		c.g.queued.Add(-int64(len(batch)))
-		c.g.deps.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
+		c.g.env.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
 		if err != nil {
 			c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", len(batch), "err", err)
-			c.g.deps.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(len(batch)))
+			c.g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(len(batch)))
 		}
 	}
 }
 
 func (c *conn) heartbeat() {
-	t := time.NewTicker(c.g.cfg.Gateway.HeartbeatInterval)
+	t := time.NewTicker(c.g.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -325,8 +325,8 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 // reject dead-letters a frame whose inner message cannot be routed.
 func (c *conn) reject(f imr.Frame, n int64, err error) {
 	m := kafka.Message{Topic: "gateway:" + c.id, Offset: n, Key: []byte(c.id), Value: imr.AppendFrame(nil, f)}
-	r := kafkax.Rejected{Msg: m, Code: schemas.ReasonInvalid, Reason: err.Error()}
-	if err := c.g.core.Reject(c.ctx, []kafkax.Rejected{r}); err != nil && c.ctx.Err() == nil {
+	r := stage.Rejected{Msg: m, Code: schemas.ReasonInvalid, Reason: err.Error()}
+	if err := c.g.core.Reject(c.ctx, []stage.Rejected{r}); err != nil && c.ctx.Err() == nil {
 		c.g.log.Warn("dead-letter write failed", "server", c.id, "err", err)
 	}
 }
@@ -334,15 +334,15 @@ func (c *conn) reject(f imr.Frame, n int64, err error) {
 // deliver consumes the server's deliver topic until the connection closes.
 func (c *conn) deliver(log *slog.Logger) {
 	g := c.g
-	topic := g.cfg.Kafka.Topics.DeliverPrefix + c.id
-	if err := g.deps.Conn.EnsureTopics(c.ctx, g.cfg.Kafka.ReplicationFactor, map[string]int{topic: g.cfg.Kafka.DeliverPartitions}); err != nil {
+	topic := g.env.Kafka.Topics.DeliverPrefix + c.id
+	if err := g.env.Conn.EnsureTopics(c.ctx, g.env.Kafka.ReplicationFactor, map[string]int{topic: g.env.Kafka.DeliverPartitions}); err != nil {
 		if c.ctx.Err() == nil {
 			log.Warn("cannot create deliver topic; closing", "topic", topic, "err", err)
 			c.close()
 		}
 		return
 	}
-	in := stage.Input{Group: g.cfg.Gateway.Group + "-" + c.id, Topics: []string{topic}, Kind: schemas.KindPublish,
+	in := stage.Input{Group: g.cfg.Group + "-" + c.id, Topics: []string{topic}, Kind: schemas.KindPublish,
 		MaxBatch: 500, MaxWait: 5 * time.Millisecond, Log: g.log.With("server", c.id)}
 	if err := stage.Consume(c.ctx, g.core, in, c.handleDeliveries); err != nil && c.ctx.Err() == nil {
 		log.Warn("deliver consumer stopped; closing", "err", err)
@@ -353,7 +353,7 @@ func (c *conn) deliver(log *slog.Logger) {
 // handleDeliveries writes a batch of deliver records as frames; it returns
 // only after they were written to the socket, so the offsets are committed
 // after delivery.
-func (c *conn) handleDeliveries(_ context.Context, b kafkax.Batch, decoded []kafkax.Decoded[*schemas.Publish]) ([]kafkax.Rejected, error) {
+func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
 	batch := make([]ingest.Delivery, len(decoded))
 	for i, d := range decoded {
 		batch[i] = ingest.Delivery{Publish: d.Event, Value: d.Msg.Value, Partition: d.Msg.Partition, Offset: d.Msg.Offset}
@@ -365,7 +365,7 @@ func (c *conn) handleDeliveries(_ context.Context, b kafkax.Batch, decoded []kaf
 	}
 	if len(buf) > 0 {
 		c.wmu.Lock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.Gateway.WriteTimeout))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
 		_, err := c.nc.Write(buf)
 		c.wmu.Unlock()
 		if err != nil {
@@ -376,7 +376,7 @@ func (c *conn) handleDeliveries(_ context.Context, b kafkax.Batch, decoded []kaf
 	handed()
 	c.g.m.repeats.Add(float64(len(batch) - len(fresh)))
 	c.g.m.delivered.Add(float64(len(fresh)))
-	e2e, now := c.g.deps.Metrics.E2EFor("im_server"), time.Now()
+	e2e, now := c.g.env.Metrics.E2EFor("im_server"), time.Now()
 	for _, d := range fresh {
 		e2e.Observe(d.TS, now)
 	}

@@ -45,25 +45,16 @@ import (
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
 )
 
 // Stage is the name used in metrics and dead-letter headers.
 const Stage = "gateway"
 
-// Deps are the gateway's collaborators.
-type Deps struct {
-	Conn       *kafkax.Conn
-	Metrics    *obs.Metrics
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-}
-
 // Gateway is the IMR-compatible gateway.
 type Gateway struct {
-	cfg  config.Config
-	deps Deps
+	cfg  config.Gateway
+	env  stage.Env
 	log  *slog.Logger
 	w    *kafka.Writer // the online lane: presence and publish events, written at once
 	wb   *kafka.Writer // the bulk lane: push events, batched (kafka.linger)
@@ -88,15 +79,13 @@ type metrics struct {
 	refused   *prometheus.CounterVec
 }
 
-// New builds the gateway; Run starts it.
-func New(cfg config.Config, deps Deps) (*Gateway, error) {
-	if deps.Conn == nil || deps.Metrics == nil || deps.Registerer == nil {
-		return nil, errors.New("gateway: Conn, Metrics and Registerer are required")
+// New builds the gateway from its section and the process's env; Run
+// starts it.
+func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
+	if err := env.Check(Stage); err != nil {
+		return nil, err
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.Default()
-	}
-	g := &Gateway{cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}),
+	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}),
 		m: metrics{
 			conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imstream_gateway_connections", Help: "IM servers connected to this gateway."}),
 			frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_frames_total",
@@ -113,16 +102,14 @@ func New(cfg config.Config, deps Deps) (*Gateway, error) {
 	for _, r := range []string{"max_connections", "handshake_timeout"} {
 		g.m.refused.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused} {
-		if err := deps.Registerer.Register(c); err != nil {
-			return nil, err
-		}
+	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused); err != nil {
+		return nil, err
 	}
-	g.w = kafkax.NoLinger(deps.Conn.NewWriter(cfg.Kafka, ""))
-	g.wb = deps.Conn.NewWriter(cfg.Kafka, "")
-	g.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
-	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "produce_failed")
-	deps.Metrics.KnownSinks("im_server")
+	g.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
+	g.wb = env.Conn.NewWriter(env.Kafka, "")
+	g.core = stage.NewCore(env, Stage)
+	env.Metrics.Known(env.Metrics.Skipped, Stage, "produce_failed")
+	env.Metrics.KnownSinks("im_server")
 	return g, nil
 }
 
@@ -142,11 +129,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.w.Close()
 	defer g.wb.Close()
 	defer g.core.Close()
-	k := g.cfg.Kafka
-	if err := g.deps.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
+	k := g.env.Kafka
+	if err := g.env.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", g.cfg.Gateway.Listen)
+	ln, err := net.Listen("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
@@ -168,7 +155,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("gateway: accept: %w", err)
 		}
-		if max := g.cfg.Gateway.MaxConnections; max > 0 && g.open.Load() >= int64(max) {
+		if max := g.cfg.MaxConnections; max > 0 && g.open.Load() >= int64(max) {
 			g.m.refused.WithLabelValues("max_connections").Inc()
 			g.log.Warn("refusing a connection: gateway.max_connections reached", "remote", nc.RemoteAddr().String(), "max", max)
 			_ = nc.Close()
@@ -190,8 +177,8 @@ func (g *Gateway) serverID(addr net.Addr) string {
 	if err != nil {
 		host = addr.String()
 	}
-	id := g.cfg.Gateway.IDPrefix + host
-	if g.cfg.Gateway.ServerID == "ip_port" {
+	id := g.cfg.IDPrefix + host
+	if g.cfg.ServerID == "ip_port" {
 		id += "_" + port
 	}
 	return strings.Map(func(r rune) rune {
@@ -238,7 +225,7 @@ func (g *Gateway) DeliverGroups() [][2]string {
 	defer g.mu.Unlock()
 	out := make([][2]string, 0, len(g.conns))
 	for id := range g.conns {
-		out = append(out, [2]string{g.cfg.Gateway.Group + "-" + id, g.cfg.Kafka.Topics.DeliverPrefix + id})
+		out = append(out, [2]string{g.cfg.Group + "-" + id, g.env.Kafka.Topics.DeliverPrefix + id})
 	}
 	return out
 }

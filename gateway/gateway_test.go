@@ -9,8 +9,7 @@ import (
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -20,8 +19,7 @@ func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	reg := obs.NewRegistry()
-	g, err := New(cfg, Deps{Conn: &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, Metrics: obs.NewMetrics(reg), Registerer: reg})
+	g, err := New(cfg.Gateway, testenv.StageEnv(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +33,7 @@ func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
 // a push without receivers produce nothing.
 func TestEvent(t *testing.T) {
 	g := newTestGateway(t, nil)
-	k := g.cfg.Kafka.Topics
+	k := g.env.Kafka.Topics
 	c := &conn{g: g, id: "imr-10.0.0.1", enc: ingest.NewEncoder("imr-10.0.0.1", 1, ingest.Topics{Presence: k.Presence, Publish: k.Publish, Bulk: k.Bulk})}
 	im := imr.AppendInner(nil, schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: 1, Receiver: 2, Content: "hi"})
 	route := imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: im})

@@ -9,14 +9,11 @@ package groups
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
@@ -26,55 +23,45 @@ import (
 // Stage is the name used in metrics and dead-letter headers.
 const Stage = "groups"
 
-// Deps are the stage's collaborators.
-type Deps struct {
-	Conn       *kafkax.Conn
-	Store      store.GroupStore
-	Metrics    *obs.Metrics
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-}
-
 // Groups is the group-store stage.
 type Groups struct {
-	cfg    config.Config
-	deps   Deps
+	cfg    config.Groups
+	topic  string
+	store  store.GroupStore
 	core   *stage.Core
 	events *prometheus.CounterVec
 }
 
-// New builds the stage; Run starts it.
-func New(cfg config.Config, deps Deps) (*Groups, error) {
-	if deps.Conn == nil || deps.Store == nil || deps.Metrics == nil || deps.Registerer == nil {
-		return nil, errors.New("groups: Conn, Store, Metrics and Registerer are required")
+// New builds the stage from its section, the process's env and the store
+// it writes; Run starts it.
+func New(cfg config.Groups, env stage.Env, st store.GroupStore) (*Groups, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Store", OK: st != nil}); err != nil {
+		return nil, err
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.Default()
-	}
-	g := &Groups{cfg: cfg, deps: deps,
-		core: stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage),
+	g := &Groups{cfg: cfg, topic: env.Kafka.Topics.Groups, store: st,
+		core: stage.NewCore(env, Stage),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_group_events_total", Help: "Group events applied to the group store, by type.",
 		}, []string{"type"}),
 	}
-	if err := deps.Registerer.Register(g.events); err != nil {
+	if err := env.Register(g.events); err != nil {
 		return nil, err
 	}
-	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Groups)
+	env.Metrics.Known(env.Metrics.Consumed, Stage, g.topic)
 	return g, nil
 }
 
 // Run consumes imr.groups until ctx ends.
 func (g *Groups) Run(ctx context.Context) error {
 	defer g.core.Close()
-	return stage.Consume(ctx, g.core, stage.Input{Group: g.cfg.Groups.Group, Topics: []string{g.cfg.Kafka.Topics.Groups}, Prepare: true,
-		Kind: schemas.KindGroup, MaxBatch: g.cfg.Groups.BatchSize, MaxWait: 100 * time.Millisecond}, g.apply)
+	return stage.Consume(ctx, g.core, stage.Input{Group: g.cfg.Group, Topics: []string{g.topic}, Prepare: true,
+		Kind: schemas.KindGroup, MaxBatch: g.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, g.apply)
 }
 
 // apply applies a batch of group events.
-func (g *Groups) apply(ctx context.Context, _ kafkax.Batch, decoded []kafkax.Decoded[*schemas.Group]) ([]kafkax.Rejected, error) {
+func (g *Groups) apply(ctx context.Context, _ stage.Batch, decoded []stage.Decoded[*schemas.Group]) ([]stage.Rejected, error) {
 	evs := stage.Events(decoded)
-	if err := g.deps.Store.Apply(ctx, evs); err != nil {
+	if err := g.store.Apply(ctx, evs); err != nil {
 		return nil, err
 	}
 	obs.CountBy(g.events, evs, func(ev *schemas.Group) string { return string(ev.Type) })

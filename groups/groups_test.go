@@ -9,8 +9,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -18,10 +18,8 @@ import (
 // TestApply: a batch of group events is applied in order to the store and
 // counted by type; the stage rejects nothing itself.
 func TestApply(t *testing.T) {
-	reg := obs.NewRegistry()
 	st := store.NewMemoryGroups()
-	g, err := New(config.Default(), Deps{Conn: &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, Store: st,
-		Metrics: obs.NewMetrics(reg), Registerer: reg})
+	g, err := New(config.Default().Groups, testenv.StageEnv(config.Default()), st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +31,11 @@ func TestApply(t *testing.T) {
 		{Header: h(schemas.TypeGroupMemberAdd), GroupID: 55, UID: 2},
 		{Header: h(schemas.TypeGroupMemberRemove), GroupID: 55, UID: 3},
 	}
-	var batch []kafkax.Decoded[*schemas.Group]
+	var batch []stage.Decoded[*schemas.Group]
 	for i, ev := range evs {
-		batch = append(batch, kafkax.Decoded[*schemas.Group]{Event: ev, Msg: &kafka.Message{Offset: int64(i)}})
+		batch = append(batch, stage.Decoded[*schemas.Group]{Event: ev, Msg: &kafka.Message{Offset: int64(i)}})
 	}
-	rejected, err := g.apply(context.Background(), kafkax.Batch{}, batch)
+	rejected, err := g.apply(context.Background(), stage.Batch{}, batch)
 	if err != nil || len(rejected) != 0 {
 		t.Fatalf("apply: %v, rejected %v", err, rejected)
 	}

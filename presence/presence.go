@@ -19,7 +19,6 @@ package presence
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -27,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
@@ -37,19 +35,11 @@ import (
 // Stage is the name used in metrics and dead-letter headers.
 const Stage = "presence"
 
-// Deps are the presence stage's collaborators.
-type Deps struct {
-	Conn       *kafkax.Conn
-	Store      store.PresenceStore
-	Metrics    *obs.Metrics
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-}
-
 // Presence is the presence stage.
 type Presence struct {
-	cfg       config.Config
-	deps      Deps
+	cfg       config.Presence
+	topic     string
+	store     store.PresenceStore
 	log       *slog.Logger
 	core      *stage.Core
 	events    *prometheus.CounterVec
@@ -58,16 +48,14 @@ type Presence struct {
 	rooms     prometheus.Gauge
 }
 
-// New builds the stage; Run starts it.
-func New(cfg config.Config, deps Deps) (*Presence, error) {
-	if deps.Conn == nil || deps.Store == nil || deps.Metrics == nil || deps.Registerer == nil {
-		return nil, errors.New("presence: Conn, Store, Metrics and Registerer are required")
-	}
-	if deps.Logger == nil {
-		deps.Logger = slog.Default()
+// New builds the stage from its section, the process's env and the store
+// it writes; Run starts it.
+func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Store", OK: st != nil}); err != nil {
+		return nil, err
 	}
 	p := &Presence{
-		cfg: cfg, deps: deps, log: deps.Logger.With("stage", Stage),
+		cfg: cfg, topic: env.Kafka.Topics.Presence, store: st, log: env.Logger.With("stage", Stage),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_presence_events_total", Help: "Presence events applied to the store, by type.",
 		}, []string{"type"}),
@@ -86,31 +74,29 @@ func New(cfg config.Config, deps Deps) (*Presence, error) {
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		ids, err := deps.Store.LiveServers(ctx, time.Now())
+		ids, err := st.LiveServers(ctx, time.Now())
 		if err != nil {
 			return -1
 		}
 		return float64(len(ids))
 	})
-	for _, c := range []prometheus.Collector{p.events, p.collected, p.users, p.rooms, live} {
-		if err := deps.Registerer.Register(c); err != nil {
-			return nil, err
-		}
+	if err := env.Register(p.events, p.collected, p.users, p.rooms, live); err != nil {
+		return nil, err
 	}
-	p.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: deps.Logger}, Stage)
-	deps.Metrics.Known(deps.Metrics.Rejected, Stage, ReasonEpochAhead)
-	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Presence)
+	p.core = stage.NewCore(env, Stage)
+	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonEpochAhead)
+	env.Metrics.Known(env.Metrics.Consumed, Stage, p.topic)
 	return p, nil
 }
 
 // Run consumes imr.presence and collects stale entries until ctx ends.
 func (p *Presence) Run(ctx context.Context) error {
 	defer p.core.Close()
-	if c, ok := p.deps.Store.(store.Collector); ok && p.cfg.Presence.GCInterval > 0 {
+	if c, ok := p.store.(store.Collector); ok && p.cfg.GCInterval > 0 {
 		go p.collect(ctx, c)
 	}
-	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Presence.Group, Topics: []string{p.cfg.Kafka.Topics.Presence}, Prepare: true,
-		Kind: schemas.KindPresence, MaxBatch: p.cfg.Presence.BatchSize, MaxWait: 100 * time.Millisecond}, p.apply)
+	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Group, Topics: []string{p.topic}, Prepare: true,
+		Kind: schemas.KindPresence, MaxBatch: p.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, p.apply)
 }
 
 // ReasonEpochAhead rejects a presence event whose epoch is further ahead of
@@ -119,20 +105,20 @@ const ReasonEpochAhead = "epoch_ahead"
 
 // apply applies a batch of presence events; an epoch too far ahead is
 // rejected (ReasonEpochAhead).
-func (p *Presence) apply(ctx context.Context, _ kafkax.Batch, decoded []kafkax.Decoded[*schemas.Presence]) ([]kafkax.Rejected, error) {
-	var rejected []kafkax.Rejected
+func (p *Presence) apply(ctx context.Context, _ stage.Batch, decoded []stage.Decoded[*schemas.Presence]) ([]stage.Rejected, error) {
+	var rejected []stage.Rejected
 	now := time.Now()
-	limit := now.Add(p.cfg.Presence.EpochSkew).UnixMilli()
+	limit := now.Add(p.cfg.EpochSkew).UnixMilli()
 	evs := make([]*schemas.Presence, 0, len(decoded))
 	for _, d := range decoded {
 		if d.Event.Epoch > limit {
-			rejected = append(rejected, kafkax.Rejected{Msg: *d.Msg, Code: ReasonEpochAhead,
-				Reason: fmt.Sprintf("epoch %d is more than presence.epoch_skew (%s) ahead of now (%d ms): an epoch is the server's start time in unix ms", d.Event.Epoch, p.cfg.Presence.EpochSkew, now.UnixMilli())})
+			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: ReasonEpochAhead,
+				Reason: fmt.Sprintf("epoch %d is more than presence.epoch_skew (%s) ahead of now (%d ms): an epoch is the server's start time in unix ms", d.Event.Epoch, p.cfg.EpochSkew, now.UnixMilli())})
 			continue
 		}
 		evs = append(evs, d.Event)
 	}
-	if err := p.deps.Store.Apply(ctx, evs, now); err != nil {
+	if err := p.store.Apply(ctx, evs, now); err != nil {
 		return nil, err
 	}
 	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })
@@ -140,7 +126,7 @@ func (p *Presence) apply(ctx context.Context, _ kafkax.Batch, decoded []kafkax.D
 }
 
 func (p *Presence) collect(ctx context.Context, c store.Collector) {
-	t := time.NewTicker(p.cfg.Presence.GCInterval)
+	t := time.NewTicker(p.cfg.GCInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -11,8 +11,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -21,25 +21,23 @@ import (
 // talks to Kafka (the stage is driven through apply).
 func newTestPresence(t *testing.T) (*Presence, *store.MemoryPresence) {
 	t.Helper()
-	reg := obs.NewRegistry()
 	st := store.NewMemoryPresence(30 * time.Second)
-	p, err := New(config.Default(), Deps{Conn: &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, Store: st,
-		Metrics: obs.NewMetrics(reg), Registerer: reg})
+	p, err := New(config.Default().Presence, testenv.StageEnv(config.Default()), st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p, st
 }
 
-func decoded(t *testing.T, evs ...*schemas.Presence) []kafkax.Decoded[*schemas.Presence] {
+func decoded(t *testing.T, evs ...*schemas.Presence) []stage.Decoded[*schemas.Presence] {
 	t.Helper()
-	var out []kafkax.Decoded[*schemas.Presence]
+	var out []stage.Decoded[*schemas.Presence]
 	for i, ev := range evs {
 		v, err := json.Marshal(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, kafkax.Decoded[*schemas.Presence]{Event: ev, Msg: &kafka.Message{Topic: "imr.presence", Offset: int64(i), Value: v}})
+		out = append(out, stage.Decoded[*schemas.Presence]{Event: ev, Msg: &kafka.Message{Topic: "imr.presence", Offset: int64(i), Value: v}})
 	}
 	return out
 }
@@ -56,7 +54,7 @@ func TestApply(t *testing.T) {
 		return &schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "im-1", AppID: 7, TS: now.UnixMilli()}, Epoch: epoch, UID: uid, Online: &on}
 	}
 	poisoned := ev(schemas.TypeHeartbeat, 0, now.Add(time.Hour).UnixMilli())
-	rejected, err := p.apply(context.Background(), kafkax.Batch{}, decoded(t,
+	rejected, err := p.apply(context.Background(), stage.Batch{}, decoded(t,
 		ev(schemas.TypeServerUp, 0, epoch), ev(schemas.TypeSubscribe, 1001, epoch), poisoned))
 	if err != nil {
 		t.Fatal(err)

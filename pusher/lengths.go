@@ -13,7 +13,7 @@ import (
 // suffixed ones of the ROM apps.
 func (p *Pusher) lists() []string {
 	ls := []string{ListPeer, ListGroup, ListCustomer, ListCustomerV2, ListSystem}
-	for _, a := range p.cfg.Pusher.ROMApps {
+	for _, a := range p.cfg.ROMApps {
 		id := strconv.FormatInt(a, 10)
 		ls = append(ls, ListPeer+"_"+id, ListGroup+"_"+id, ListCustomerV2+"_"+id)
 	}

@@ -23,7 +23,6 @@ package pusher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -41,44 +40,34 @@ import (
 // Stage is the name used in metrics and dead-letter headers.
 const Stage = "pusher"
 
-// Deps are the pusher's collaborators.
-type Deps struct {
-	Conn       *kafkax.Conn
-	Sink       Sink
-	Redis      redis.UniversalClient // optional: exports imstream_push_list_length
-	Metrics    *obs.Metrics
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-}
-
 // Pusher is the push-list sink stage.
 type Pusher struct {
-	cfg     config.Config
-	deps    Deps
+	cfg     config.Pusher
+	env     stage.Env
+	sink    Sink
 	enc     Encoder
 	core    *stage.Core
 	log     *slog.Logger
 	entries *prometheus.CounterVec
 }
 
-// New builds the stage; Run starts it.
-func New(cfg config.Config, deps Deps) (*Pusher, error) {
-	if deps.Conn == nil || deps.Sink == nil || deps.Metrics == nil || deps.Registerer == nil {
-		return nil, errors.New("pusher: Conn, Sink, Metrics and Registerer are required")
+// New builds the stage from its section, the process's env and the sink it
+// appends to; lengths, when not nil, is read at scrape time for
+// imstream_push_list_length. Run starts it.
+func New(cfg config.Pusher, env stage.Env, sink Sink, lengths redis.UniversalClient) (*Pusher, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}); err != nil {
+		return nil, err
 	}
-	log := deps.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	rom := make(map[int64]bool, len(cfg.Pusher.ROMApps))
-	for _, a := range cfg.Pusher.ROMApps {
+	rom := make(map[int64]bool, len(cfg.ROMApps))
+	for _, a := range cfg.ROMApps {
 		rom[a] = true
 	}
 	p := &Pusher{
 		cfg:  cfg,
-		deps: deps,
-		enc:  Encoder{ROMApps: rom, SystemPush: cfg.Pusher.SystemPush},
-		log:  log.With("stage", Stage),
+		env:  env,
+		sink: sink,
+		enc:  Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
+		log:  env.Logger.With("stage", Stage),
 		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_push_entries_total", Help: "Offline-push entries acknowledged by Redis, by list (without the ROM suffix).",
 		}, []string{"list"}),
@@ -86,19 +75,19 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 	for _, l := range []string{ListPeer, ListGroup, ListCustomer, ListCustomerV2, ListSystem} {
 		p.entries.WithLabelValues(l) // exported at 0 from the start
 	}
-	if err := deps.Registerer.Register(p.entries); err != nil {
+	if err := env.Register(p.entries); err != nil {
 		return nil, fmt.Errorf("pusher: metrics: %w", err)
 	}
-	if deps.Redis != nil {
-		if err := deps.Registerer.Register(&listLengths{rc: deps.Redis, lists: p.lists()}); err != nil {
+	if lengths != nil {
+		if err := env.Register(&listLengths{rc: lengths, lists: p.lists()}); err != nil {
 			return nil, fmt.Errorf("pusher: metrics: %w", err)
 		}
 	}
-	p.core = stage.NewCore(stage.Env{Conn: deps.Conn, Config: cfg, Metrics: deps.Metrics, Logger: log}, Stage)
-	deps.Metrics.Known(deps.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
-	deps.Metrics.Known(deps.Metrics.Consumed, Stage, cfg.Kafka.Topics.Push)
-	deps.Metrics.KnownSinks("push_list")
-	deps.Metrics.KnownRedis(Stage, "append")
+	p.core = stage.NewCore(env, Stage)
+	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
+	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Push)
+	env.Metrics.KnownSinks("push_list")
+	env.Metrics.KnownRedis(Stage, "append")
 	return p, nil
 }
 
@@ -106,12 +95,12 @@ func New(cfg config.Config, deps Deps) (*Pusher, error) {
 // kafka.auto_create_topics is set.
 func (p *Pusher) Run(ctx context.Context) error {
 	defer p.core.Close()
-	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Pusher.Group, Topics: []string{p.cfg.Kafka.Topics.Push}, Prepare: true,
-		Kind: schemas.KindPushJob, MaxBatch: p.cfg.Pusher.BatchSize, MaxWait: p.cfg.Pusher.FlushInterval}, p.write)
+	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Group, Topics: []string{p.env.Kafka.Topics.Push}, Prepare: true,
+		Kind: schemas.KindPushJob, MaxBatch: p.cfg.BatchSize, MaxWait: p.cfg.FlushInterval}, p.write)
 }
 
 // write turns a batch of push jobs into entries and appends them to their lists.
-func (p *Pusher) write(ctx context.Context, b kafkax.Batch, jobs []kafkax.Decoded[*schemas.PushJob]) ([]kafkax.Rejected, error) {
+func (p *Pusher) write(ctx context.Context, b stage.Batch, jobs []stage.Decoded[*schemas.PushJob]) ([]stage.Rejected, error) {
 	entries := make([]Entry, 0, len(jobs))
 	skipped := 0
 	for i, j := range jobs {
@@ -124,14 +113,14 @@ func (p *Pusher) write(ctx context.Context, b kafkax.Batch, jobs []kafkax.Decode
 	}
 	if len(entries) > 0 {
 		start := time.Now()
-		err := p.deps.Sink.Append(ctx, entries)
+		err := p.sink.Append(ctx, entries)
 		now := time.Now()
-		p.deps.Metrics.ObserveRedis(Stage, "append", now.Sub(start), err)
+		p.env.Metrics.ObserveRedis(Stage, "append", now.Sub(start), err)
 		if err != nil {
 			return nil, err
 		}
 		written, repeats := entries, 0
-		e2e := p.deps.Metrics.E2EFor("push_list")
+		e2e := p.env.Metrics.E2EFor("push_list")
 		for i := range entries {
 			if entries[i].Written {
 				e2e.Observe(entries[i].TS, now)
@@ -149,11 +138,11 @@ func (p *Pusher) write(ctx context.Context, b kafkax.Batch, jobs []kafkax.Decode
 		}
 		obs.CountBy(p.entries, written, func(e Entry) string { return e.Kind })
 		if repeats > 0 {
-			p.deps.Metrics.Skipped.WithLabelValues(Stage, "repeat").Add(float64(repeats))
+			p.env.Metrics.Skipped.WithLabelValues(Stage, "repeat").Add(float64(repeats))
 		}
 	}
 	if skipped > 0 {
-		p.deps.Metrics.Skipped.WithLabelValues(Stage, "system_push_disabled").Add(float64(skipped))
+		p.env.Metrics.Skipped.WithLabelValues(Stage, "system_push_disabled").Add(float64(skipped))
 	}
 	return nil, nil
 }

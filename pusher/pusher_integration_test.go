@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/pusher"
@@ -27,10 +27,7 @@ func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
 	conn := kafkax.MustConn(cfg.Kafka)
 	rc := redisx.MustNew(cfg.Redis)
 	reg := prometheus.NewRegistry()
-	p, err := pusher.New(cfg, pusher.Deps{
-		Conn: conn, Sink: &pusher.RedisSink{Client: rc, Prefix: cfg.Redis.KeyPrefix, WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout},
-		Metrics: obs.NewMetrics(reg), Registerer: reg, Logger: slog.Default(),
-	})
+	p, err := pusher.New(cfg.Pusher, stage.NewEnv(cfg, conn, obs.NewMetrics(reg), reg, nil), pusher.NewRedisSink(rc, cfg.Redis), rc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/redisx"
 )
 
@@ -43,6 +44,12 @@ type RedisSink struct {
 	// nothing the pusher committed.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+}
+
+// NewRedisSink is the sink the redis section describes: its key prefix and
+// replica acknowledgement.
+func NewRedisSink(rc redis.UniversalClient, cfg config.Redis) *RedisSink {
+	return &RedisSink{Client: rc, Prefix: cfg.KeyPrefix, WaitReplicas: cfg.WaitReplicas, WaitTimeout: cfg.WaitTimeout}
 }
 
 // appendAndWait runs the scripts of each master on one connection followed

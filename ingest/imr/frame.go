@@ -87,43 +87,31 @@ type reader struct {
 }
 
 func (r *reader) i64() int64 {
-	if len(r.b) < 8 {
-		r.err = true
-		return 0
+	if b := r.bytes(8); b != nil {
+		return int64(binary.BigEndian.Uint64(b))
 	}
-	v := int64(binary.BigEndian.Uint64(r.b))
-	r.b = r.b[8:]
-	return v
+	return 0
 }
 
 func (r *reader) i32() int32 {
-	if len(r.b) < 4 {
-		r.err = true
-		return 0
+	if b := r.bytes(4); b != nil {
+		return int32(binary.BigEndian.Uint32(b))
 	}
-	v := int32(binary.BigEndian.Uint32(r.b))
-	r.b = r.b[4:]
-	return v
+	return 0
 }
 
 func (r *reader) u16() uint16 {
-	if len(r.b) < 2 {
-		r.err = true
-		return 0
+	if b := r.bytes(2); b != nil {
+		return binary.BigEndian.Uint16(b)
 	}
-	v := binary.BigEndian.Uint16(r.b)
-	r.b = r.b[2:]
-	return v
+	return 0
 }
 
 func (r *reader) u8() uint8 {
-	if len(r.b) < 1 {
-		r.err = true
-		return 0
+	if b := r.bytes(1); b != nil {
+		return b[0]
 	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
+	return 0
 }
 
 // bytes returns the next n bytes (not copied).

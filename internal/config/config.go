@@ -337,13 +337,22 @@ func (a Admin) validate(bad badKey) {
 	}
 }
 
+// consuming checks the keys every consuming stage's section has: its
+// consumer group and batch size (at most maxBatch, when > 0).
+func consuming(bad badKey, section, group string, batch, maxBatch int) {
+	if group == "" {
+		bad(section+".group", "must not be empty")
+	}
+	switch {
+	case maxBatch > 0 && (batch < 1 || batch > maxBatch):
+		bad(section+".batch_size", "must be 1..%d, got %d", maxBatch, batch)
+	case batch < 1:
+		bad(section+".batch_size", "must be >= 1, got %d", batch)
+	}
+}
+
 func (g Groups) validate(bad badKey) {
-	if g.BatchSize < 1 {
-		bad("groups.batch_size", "must be >= 1, got %d", g.BatchSize)
-	}
-	if g.Group == "" {
-		bad("groups.group", "must not be empty")
-	}
+	consuming(bad, "groups", g.Group, g.BatchSize, 0)
 	if g.Cache < 0 {
 		bad("groups.cache", "must be >= 0")
 	}
@@ -396,12 +405,7 @@ func (c Consumer) validate(bad badKey) {
 }
 
 func (p Presence) validate(bad badKey) {
-	if p.Group == "" {
-		bad("presence.group", "must not be empty")
-	}
-	if p.BatchSize < 1 {
-		bad("presence.batch_size", "must be >= 1, got %d", p.BatchSize)
-	}
+	consuming(bad, "presence", p.Group, p.BatchSize, 0)
 	if p.EpochSkew < time.Second {
 		bad("presence.epoch_skew", "must be >= 1s, got %s", p.EpochSkew)
 	}
@@ -417,21 +421,11 @@ func (p Presence) validate(bad badKey) {
 }
 
 func (f Fanout) validate(bad badKey) {
-	if f.Group == "" {
-		bad("fanout.group", "must not be empty")
-	}
-	if f.BatchSize < 1 {
-		bad("fanout.batch_size", "must be >= 1, got %d", f.BatchSize)
-	}
+	consuming(bad, "fanout", f.Group, f.BatchSize, 0)
 }
 
 func (p Pusher) validate(bad badKey) {
-	if p.Group == "" {
-		bad("pusher.group", "must not be empty")
-	}
-	if p.BatchSize < 1 || p.BatchSize > 100000 {
-		bad("pusher.batch_size", "must be 1..100000, got %d", p.BatchSize)
-	}
+	consuming(bad, "pusher", p.Group, p.BatchSize, 100000)
 	if p.FlushInterval <= 0 {
 		bad("pusher.flush_interval", "must be > 0")
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/pusher"
+	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/store"
 )
 
@@ -77,13 +77,9 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 	return e, nil
 }
 
-// PusherDeps returns the pusher's dependencies.
-func (e *Env) PusherDeps() pusher.Deps {
-	return pusher.Deps{
-		Conn: e.Conn, Sink: &pusher.RedisSink{Client: e.Redis, Prefix: e.Cfg.Redis.KeyPrefix,
-			WaitReplicas: e.Cfg.Redis.WaitReplicas, WaitTimeout: e.Cfg.Redis.WaitTimeout}, Redis: e.Redis,
-		Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log,
-	}
+// StageEnv is the env every stage of this process shares.
+func (e *Env) StageEnv() stage.Env {
+	return stage.NewEnv(e.Cfg, e.Conn, e.Metrics, e.Registry, e.Log)
 }
 
 // Run serves the admin port and runs every fn until ctx ends or one fails.

@@ -81,13 +81,11 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 	for _, r := range roles {
 		switch r {
 		case "presence":
-			p, err := presence.New(e.Cfg, presence.Deps{Conn: e.Conn, Store: store.ObservePresence(e.PresenceStore(), e.observe(presence.Stage, "apply", "collect")),
-				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			p, err := presence.New(e.Cfg.Presence, e.StageEnv(), store.ObservePresence(e.PresenceStore(), e.observe(presence.Stage, "apply", "collect")))
 			if err != nil {
 				return nil, err
 			}
-			g, err := groups.New(e.Cfg, groups.Deps{Conn: e.Conn, Store: store.ObserveGroups(e.GroupStore(), e.observe(groups.Stage, "group_apply")),
-				Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			g, err := groups.New(e.Cfg.Groups, e.StageEnv(), store.ObserveGroups(e.GroupStore(), e.observe(groups.Stage, "group_apply")))
 			if err != nil {
 				return nil, err
 			}
@@ -98,24 +96,23 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			e.ready(groups.Stage)
 			runs = append(runs, p.Run, g.Run)
 		case "fanout":
-			f, err := fanout.New(e.Cfg, fanout.Deps{Conn: e.Conn,
-				Presence: store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage, "users", "room", "live_servers")),
-				Groups:   store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")),
-				Metrics:  e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			f, err := fanout.New(e.Cfg.Fanout, e.StageEnv(),
+				store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage, "users", "room", "live_servers")),
+				store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")))
 			if err != nil {
 				return nil, err
 			}
 			e.ready(fanout.Stage)
 			runs = append(runs, f.Run)
 		case "gateway":
-			gw, err := gateway.New(e.Cfg, gateway.Deps{Conn: e.Conn, Metrics: e.Metrics, Registerer: e.Registry, Logger: e.Log})
+			gw, err := gateway.New(e.Cfg.Gateway, e.StageEnv())
 			if err != nil {
 				return nil, err
 			}
 			e.Gateway = gw
 			runs = append(runs, gw.Run)
 		case "pusher":
-			p, err := pusher.New(e.Cfg, e.PusherDeps())
+			p, err := pusher.New(e.Cfg.Pusher, e.StageEnv(), pusher.NewRedisSink(e.Redis, e.Cfg.Redis), e.Redis)
 			if err != nil {
 				return nil, err
 			}

@@ -20,8 +20,12 @@ package stage
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
@@ -29,13 +33,70 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// Env is what the runner needs from the process.
+// Env is what every stage gets from the process: the plumbing and the
+// sections every stage shares (kafka: topics and producer settings;
+// consumer; schemas). A stage takes its own config section and its
+// collaborators (stores, sinks) beside it, never another stage.
 type Env struct {
-	Conn    *kafkax.Conn
-	Config  config.Config // its kafka, consumer and schemas sections
-	Metrics *obs.Metrics
-	Logger  *slog.Logger
+	Conn       *kafkax.Conn
+	Kafka      config.Kafka
+	Consumer   config.Consumer
+	Schemas    config.Schemas
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger // default slog.Default()
 }
+
+// NewEnv takes the shared sections from cfg.
+func NewEnv(cfg config.Config, conn *kafkax.Conn, m *obs.Metrics, reg prometheus.Registerer, log *slog.Logger) Env {
+	return Env{Conn: conn, Kafka: cfg.Kafka, Consumer: cfg.Consumer, Schemas: cfg.Schemas, Metrics: m, Registerer: reg, Logger: log}
+}
+
+// Check reports, for stage name, the missing parts of env and of the
+// stage's own collaborators (need: a name for each, in order, and whether
+// it is present), and fills in the default logger.
+func (e *Env) Check(name string, need ...Need) error {
+	need = append([]Need{{"Conn", e.Conn != nil}, {"Metrics", e.Metrics != nil}, {"Registerer", e.Registerer != nil}}, need...)
+	var missing []string
+	for _, n := range need {
+		if !n.OK {
+			missing = append(missing, n.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: missing %s", name, strings.Join(missing, ", "))
+	}
+	if e.Logger == nil {
+		e.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Need is one required collaborator for Check.
+type Need struct {
+	Name string
+	OK   bool
+}
+
+// Register registers a stage's own collectors.
+func (e Env) Register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := e.Registerer.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The runner's types, so that a stage's apply needs only this package.
+type (
+	// Batch is one partition's batch as the consume loop hands it over.
+	Batch = kafkax.Batch
+	// Decoded is one valid record: its event and the record it came from.
+	Decoded[T schemas.Event] = kafkax.Decoded[T]
+	// Rejected is a record for the dead-letter topic, with its reason.
+	Rejected = kafkax.Rejected
+)
 
 // Core is a stage's shared parts: one per stage and process, however many
 // inputs it consumes.
@@ -54,8 +115,8 @@ func NewCore(env Env, name string) *Core {
 		env.Logger = slog.Default()
 	}
 	return &Core{env: env, name: name, log: env.Logger.With("stage", name),
-		dlq: env.Metrics.DeadLetter(env.Conn, env.Config.Kafka, name),
-		dec: env.Metrics.Decoder(name, env.Config.Schemas)}
+		dlq: env.Metrics.DeadLetter(env.Conn, env.Kafka, name),
+		dec: env.Metrics.Decoder(name, env.Schemas)}
 }
 
 // Log is the stage's logger.
@@ -83,13 +144,13 @@ type Input struct {
 // Apply handles one batch: the valid events of one partition, in order.
 // It returns records it rejects itself (dead-lettered with the batch's
 // invalid ones, after it succeeded) or an error to retry the whole batch.
-type Apply[T schemas.Event] func(ctx context.Context, b kafkax.Batch, evs []kafkax.Decoded[T]) ([]kafkax.Rejected, error)
+type Apply[T schemas.Event] func(ctx context.Context, b Batch, evs []Decoded[T]) ([]Rejected, error)
 
 // Consume runs in's consumer group until ctx ends.
 func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Apply[T]) error {
 	e := c.env
 	if in.Prepare {
-		if err := e.Conn.PrepareTopics(ctx, e.Config.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
+		if err := e.Conn.PrepareTopics(ctx, e.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
 			return err
 		}
 	}
@@ -105,11 +166,11 @@ func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Appl
 		}
 		return c.dlq.Send(ctx, append(rejected, more...))
 	})
-	return e.Conn.Consume(ctx, kafkax.StageConsumer(e.Config.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, e.Metrics.Hooks(c.name)), h)
+	return e.Conn.Consume(ctx, kafkax.StageConsumer(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, e.Metrics.Hooks(c.name)), h)
 }
 
 // Events returns the events of decoded, in order.
-func Events[T schemas.Event](decoded []kafkax.Decoded[T]) []T {
+func Events[T schemas.Event](decoded []Decoded[T]) []T {
 	out := make([]T, len(decoded))
 	for i, d := range decoded {
 		out[i] = d.Event

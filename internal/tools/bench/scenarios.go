@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
@@ -276,21 +277,12 @@ func (b *Bench) OnlinePeers(ctx context.Context) error {
 	if err := b.conn.EnsureTopics(ctx, 1, topics); err != nil {
 		return err
 	}
-	if err := b.produce(ctx, cfg.Kafka.Topics.Publish, n, func(i int) kafka.Message {
+	m, err := b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, n, func(i int) kafka.Message {
 		to := users[(i*7919)%len(users)]
 		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
 			Receiver: to, Msg: schemas.Message{Cmd: 17, Sender: 1, Receiver: to, Content: "typing"}})
 		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
-	}); err != nil {
-		return err
-	}
-	m := b.meter()
-	_, stop, err := b.start(ctx, cfg, "fanout")
-	if err != nil {
-		return err
-	}
-	err = b.waitLag(ctx, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, n)
-	stop()
+	})
 	if err != nil {
 		return err
 	}
@@ -324,21 +316,12 @@ func (b *Bench) Groups(ctx context.Context) error {
 	if _, err := b.applyPresence(ctx, online, 8); err != nil {
 		return err
 	}
-	if err := b.produce(ctx, cfg.Kafka.Topics.Publish, events, func(i int) kafka.Message {
+	m, err := b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, events, func(i int) kafka.Message {
 		g := int64(1 + i%groups)
 		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
 			Receiver: g, Msg: schemas.Message{Cmd: 8, Sender: 1, Receiver: g, Content: "hi group"}})
 		return kafka.Message{Key: []byte(ingest.GroupKey(app, g)), Value: v}
-	}); err != nil {
-		return err
-	}
-	m := b.meter()
-	_, stop, err := b.start(ctx, cfg, "fanout")
-	if err != nil {
-		return err
-	}
-	err = b.waitLag(ctx, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, events)
-	stop()
+	})
 	if err != nil {
 		return err
 	}
@@ -356,7 +339,7 @@ func (b *Bench) PresenceChurn(ctx context.Context) error {
 		return err
 	}
 	on := true
-	if err := b.produce(ctx, cfg.Kafka.Topics.Presence, n, func(i int) kafka.Message {
+	m, err := b.consumeAll(ctx, cfg, "presence", cfg.Presence.Group, cfg.Kafka.Topics.Presence, n, func(i int) kafka.Message {
 		u := int64(1 + i/2%100_000)
 		ev := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "s" + strconv.Itoa(int(u%8)), AppID: app}, Epoch: 1, UID: u, Online: &on}
 		if i%2 == 1 {
@@ -364,16 +347,7 @@ func (b *Bench) PresenceChurn(ctx context.Context) error {
 		}
 		v, _ := json.Marshal(ev)
 		return kafka.Message{Key: []byte(ingest.UserKey(app, u)), Value: v}
-	}); err != nil {
-		return err
-	}
-	m := b.meter()
-	_, stop, err := b.start(ctx, cfg, "presence")
-	if err != nil {
-		return err
-	}
-	err = b.waitLag(ctx, cfg.Presence.Group, cfg.Kafka.Topics.Presence, n)
-	stop()
+	})
 	if err != nil {
 		return err
 	}
@@ -482,4 +456,19 @@ func quantilesOf(mfs []*dto.MetricFamily, sink string) (p50, p99, p999 float64) 
 		}
 	}
 	return 0, 0, 0
+}
+
+// consumeAll produces n records made by gen to topic, then runs role alone
+// until its group has consumed them, measuring from before it starts.
+func (b *Bench) consumeAll(ctx context.Context, cfg config.Config, role, group, topic string, n int, gen func(i int) kafka.Message) (*meter, error) {
+	if err := b.produce(ctx, topic, n, gen); err != nil {
+		return nil, err
+	}
+	m := b.meter()
+	_, stop, err := b.start(ctx, cfg, role)
+	if err != nil {
+		return m, err
+	}
+	defer stop()
+	return m, b.waitLag(ctx, group, topic, n)
 }

@@ -62,29 +62,25 @@ type server struct {
 
 // New prepares a simulation against the brokers of cfg.
 func New(cfg config.Kafka, o Options) *Sim {
-	if o.AppID == 0 {
-		o.AppID = 7
-	}
-	if o.Servers == 0 {
-		o.Servers = 3
-	}
-	if o.UsersPerServer == 0 {
-		o.UsersPerServer = 50
-	}
-	if o.Groups == 0 {
-		o.Groups = 10
-	}
-	if o.Rooms == 0 {
-		o.Rooms = 3
-	}
-	if o.Rate == 0 {
-		o.Rate = 100
-	}
+	defaultTo(&o.AppID, 7)
+	defaultTo(&o.Servers, 3)
+	defaultTo(&o.UsersPerServer, 50)
+	defaultTo(&o.Groups, 10)
+	defaultTo(&o.Rooms, 3)
+	defaultTo(&o.Rate, 100)
 	s := &Sim{o: o, cfg: cfg, conn: kafkax.MustConn(cfg), sent: map[string]*atomic.Int64{}}
 	for _, k := range []string{"presence", "peer", "rt", "group", "room", "push"} {
 		s.sent[k] = &atomic.Int64{}
 	}
 	return s
+}
+
+// defaultTo sets *p to v when it is the zero value.
+func defaultTo[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
 }
 
 // Run starts the servers and the traffic and blocks until ctx ends; the

@@ -10,6 +10,8 @@ import (
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
 )
 
 // EndOffsets returns the end offset of every partition of topic.
@@ -74,4 +76,11 @@ func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 		r.Close()
 	}
 	return out
+}
+
+// StageEnv is a stage env with a fresh registry and no reachable Kafka,
+// for package tests that drive a stage's apply directly.
+func StageEnv(cfg config.Config) stage.Env {
+	reg := obs.NewRegistry()
+	return stage.NewEnv(cfg, &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, obs.NewMetrics(reg), reg, nil)
 }
