@@ -111,24 +111,33 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	}
 	c.close()
 	wg.Wait()
+	// Keep trying to get the last events out for a while, then give up
+	// (each event counted): a closed connection must not hold the gateway
+	// forever, not even when Kafka is down and its queue is full.
+	giveUp := time.AfterFunc(g.giveUp, stopProducing)
+	defer giveUp.Stop()
 	// server_down goes last, after every event read from this connection.
 	c.g.queued.Add(1)
-	c.out <- c.message(c.enc.Server(schemas.TypeServerDown))
+	select {
+	case c.out <- c.message(c.enc.Server(schemas.TypeServerDown)):
+	case <-pctx.Done():
+		c.g.queued.Add(-1)
+		c.lost(1, pctx.Err())
+	}
 	close(c.out)
 	if c.bulk != nil {
 		close(c.bulk.ch)
 	}
-	// Keep trying to get the last events out for a while, then give up
-	// (counted): a closed connection must not hold the gateway forever.
-	giveUp := time.After(30 * time.Second)
 	for _, done := range c.producers(produced) {
-		select {
-		case <-done:
-		case <-giveUp:
-			stopProducing()
-			<-done
-		}
+		<-done
 	}
+}
+
+// lost counts events read from the IM server and given up after the
+// connection closed.
+func (c *conn) lost(n int, err error) {
+	c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", n, "err", err)
+	c.g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(n))
 }
 
 // queue is a lane's queue and the goroutine producing from it.
@@ -168,7 +177,8 @@ func (c *conn) message(r ingest.Record) kafka.Message {
 }
 
 // send queues a record; it blocks while the queue is full (backpressure)
-// and gives up only when the connection is closing.
+// and gives up only when the connection is closing (the gateway stops):
+// the record is then counted lost.
 func (c *conn) send(r ingest.Record) bool {
 	c.g.queued.Add(1)
 	select {
@@ -176,6 +186,7 @@ func (c *conn) send(r ingest.Record) bool {
 		return true
 	case <-c.ctx.Done():
 		c.g.queued.Add(-1)
+		c.lost(1, c.ctx.Err()) // read from the IM server, never queued
 		return false
 	}
 }
@@ -213,8 +224,7 @@ func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writ
 		c.g.queued.Add(-int64(len(batch)))
 		c.g.env.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
 		if err != nil {
-			c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", len(batch), "err", err)
-			c.g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(len(batch)))
+			c.lost(len(batch), err)
 		}
 	}
 }

@@ -68,6 +68,7 @@ type Gateway struct {
 	queued    atomic.Int64     // events read from IM servers and not yet produced (or given up)
 	ln        net.Listener
 	ready     chan struct{}
+	giveUp    time.Duration // how long a closed connection keeps producing its last events
 }
 
 type metrics struct {
@@ -85,7 +86,7 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 	if err := env.Check(Stage); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}),
+	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}), giveUp: 30 * time.Second,
 		m: metrics{
 			conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imstream_gateway_connections", Help: "IM servers connected to this gateway."}),
 			frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_frames_total",

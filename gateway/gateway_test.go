@@ -1,14 +1,25 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
 )
@@ -96,5 +107,90 @@ func TestClaim(t *testing.T) {
 	gp := newTestGateway(t, func(c *config.Config) { c.Gateway.ServerID = "ip_port" })
 	if id := gp.serverID(addr); id != "imr-10.0.0.1_5000" {
 		t.Errorf("ip_port id %q", id)
+	}
+}
+
+// TestBackpressure: with the broker refusing every produce, a connection's
+// queue fills and the gateway stops reading its socket — the IM server's
+// writes block — rather than drop anything. When the connection then ends,
+// the session ends too once the give-up time has run out (even with its
+// queue full), and every event it read is counted as lost, none silently.
+func TestBackpressure(t *testing.T) {
+	const queue, frames = 4, 200
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	cl := k.Cluster()
+	cl.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		return nil, errors.New("produce refused by the test"), true
+	})
+	cfg := config.Default()
+	cfg.Kafka.Brokers = []string{k.Addr}
+	cfg.Gateway.QueueSize = queue
+	cfg.Gateway.HeartbeatInterval = time.Hour
+	reg := obs.NewRegistry()
+	g, err := New(cfg.Gateway, stage.NewEnv(cfg, kafkax.MustConn(cfg.Kafka), obs.NewMetrics(reg), reg, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.giveUp = 500 * time.Millisecond
+	if err := kafkax.MustConn(cfg.Kafka).EnsureTopics(context.Background(), 1, map[string]int{
+		cfg.Kafka.Topics.Presence: 1, cfg.Kafka.Topics.Publish: 1, cfg.Kafka.Topics.Bulk: 1}); err != nil {
+		t.Fatal(err)
+	}
+	client, server := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan struct{})
+	go func() { defer close(ended); g.session(ctx, server, server) }()
+
+	var written atomic.Int64
+	go func() {
+		for uid := int64(1); uid <= frames; uid++ {
+			f := imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdSubscribe, Body: imr.AppendSubscribe(nil, imr.Subscribe{AppID: 7, UID: uid, Online: 1})})
+			if _, err := client.Write(f); err != nil {
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	read := func() float64 {
+		return testutil.ToFloat64(g.m.frames.WithLabelValues(strconv.Itoa(int(imr.CmdSubscribe))))
+	}
+	// The reader stops once the producer holds a batch (what was waiting,
+	// at most a queue's worth) and the queue is full again: a few frames,
+	// far fewer than were offered, and no more however long we wait.
+	deadline := time.Now().Add(10 * time.Second)
+	for g.Queued() < queue+1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	n, w := read(), written.Load()
+	time.Sleep(500 * time.Millisecond) // would the reader go on?
+	if read() != n || written.Load() != w || n > 2*queue+1 || w >= frames {
+		t.Fatalf("with the queue full the gateway read %v then %v frames and the IM server wrote %d then %d of %d: reading did not stop",
+			n, read(), w, written.Load(), frames)
+	}
+	if q := g.Queued(); q < queue || q > 2*queue+2 {
+		t.Errorf("queued %d events, want the queue (%d), the producer's batch and the blocked send", q, queue)
+	}
+	if lost := testutil.ToFloat64(g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed")); lost != 0 {
+		t.Errorf("%v events counted lost while the connection is open", lost)
+	}
+
+	// The IM server goes away and the gateway stops, the broker still
+	// refusing: the session must end after the give-up time.
+	_ = client.Close()
+	cancel()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session of a closed connection with a full queue did not end")
+	}
+	lost := testutil.ToFloat64(g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed"))
+	if want := read() + 2; lost != want { // the subscribes read (queued or not), server_up and server_down
+		t.Errorf("%v events counted lost, want every event read: %v", lost, want)
+	}
+	if q := g.Queued(); q != 0 {
+		t.Errorf("%d events still queued after the session ended", q)
 	}
 }

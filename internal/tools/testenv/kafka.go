@@ -82,5 +82,6 @@ func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 // for package tests that drive a stage's apply directly.
 func StageEnv(cfg config.Config) stage.Env {
 	reg := obs.NewRegistry()
-	return stage.NewEnv(cfg, &kafkax.Conn{Brokers: []string{"127.0.0.1:1"}}, obs.NewMetrics(reg), reg, nil)
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+	return stage.NewEnv(cfg, kafkax.MustConn(cfg.Kafka), obs.NewMetrics(reg), reg, nil)
 }
