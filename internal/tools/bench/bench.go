@@ -61,8 +61,11 @@ type Result struct {
 	CPUPerMEv float64 `json:"cpu_seconds_per_million_events"`
 	RedisCPU  float64 `json:"redis_cpu_seconds_per_million_events"` // the part of CPUPerMEv spent by redis-server
 	PeakRSSMB float64 `json:"peak_rss_mb"`
-	Lost      int     `json:"lost"`
-	Note      string  `json:"note,omitempty"`
+	// RedisBytesPer is Redis memory grown per event (memory scenario:
+	// per present user, per queued push entry).
+	RedisBytesPer float64 `json:"redis_bytes_per_event,omitempty"`
+	Lost          int     `json:"lost"`
+	Note          string  `json:"note,omitempty"`
 }
 
 // Bench runs scenarios against one Kafka and one Redis.

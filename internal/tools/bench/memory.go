@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +42,8 @@ func (b *Bench) Memory(ctx context.Context) error {
 	if err := b.memoryLoad(ctx, t, servers, msgs); err != nil {
 		return err
 	}
+	var mem [3]int64 // Redis used_memory: empty, with presence, with the push entries
+	mem[0] = b.redisMemory(ctx)
 	start := time.Now()
 	procs := map[string]*child{}
 	defer func() {
@@ -56,6 +62,7 @@ func (b *Bench) Memory(ctx context.Context) error {
 			if err := b.waitLag(ctx, cfg.Presence.Group, t.Presence, servers+memoryUsers); err != nil {
 				return err
 			}
+			mem[1] = b.redisMemory(ctx)
 		}
 	}
 	if err := b.waitLag(ctx, cfg.Fanout.Group, t.Publish, msgs); err != nil {
@@ -68,8 +75,28 @@ func (b *Bench) Memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	mem[2] = b.redisMemory(ctx)
 	b.memoryResults(procs, time.Since(start), servers, msgs, int(got))
+	n := len(b.results)
+	b.results[n-3].RedisBytesPer = float64(mem[1]-mem[0]) / memoryUsers
+	b.results[n-1].RedisBytesPer = float64(mem[2]-mem[1]) / float64(max(got, 1))
+	fmt.Fprintf(b.o.Out, "   Redis: %.0f bytes per present user, %.0f bytes per queued push entry\n", b.results[n-3].RedisBytesPer, b.results[n-1].RedisBytesPer)
 	return nil
+}
+
+// redisMemory is Redis's used_memory in bytes (0 when it cannot be read).
+func (b *Bench) redisMemory(ctx context.Context) int64 {
+	info, err := b.rc.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // memoryLoad produces the scenario's input: servers up, memoryUsers users
@@ -181,6 +208,9 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		"--fanout.group", cfg.Fanout.Group, "--pusher.group", cfg.Pusher.Group,
 		"--presence.lease", "10m", // no heartbeats in this scenario
 		"--log.level", "warn", "--admin.listen", "127.0.0.1:" + strconv.Itoa(port)}
+	if b.o.Profiles != "" {
+		args = append(args, "--admin.pprof")
+	}
 	args = append(args, extra...)
 	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", role, os.Getpid()))
 	f, err := os.Create(log)
@@ -208,4 +238,43 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		}
 	}()
 	return c, nil
+}
+
+// profileChildren, when Options.Profiles is set, fetches a CPU profile of
+// each named child over its admin port (/debug/pprof/profile), from after
+// delay for d, into the profiles directory as <prefix>-<name>.pprof. The
+// returned wait blocks until they are written.
+func (b *Bench) profileChildren(ctx context.Context, prefix string, delay, d time.Duration, children map[string]*child) (wait func()) {
+	if b.o.Profiles == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for name, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.admin, int(d.Seconds()))
+			resp, err := http.Get(url)
+			if err != nil {
+				fmt.Fprintf(b.o.Out, "   profile of %s: %v\n", name, err)
+				return
+			}
+			defer resp.Body.Close()
+			out := filepath.Join(b.o.Profiles, prefix+"-"+name+".pprof")
+			f, err := os.Create(out)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			if _, err := io.Copy(f, resp.Body); err == nil {
+				fmt.Fprintf(b.o.Out, "   profile of %s: %s\n", name, out)
+			}
+		}()
+	}
+	return wg.Wait
 }

@@ -379,7 +379,9 @@ func (b *Bench) GatewayPath(ctx context.Context) error {
 	probe.Close()
 	m := b.meter()
 	cpu0 := map[string]float64{"gateway": gateway.cpu(), "roles": all.cpu()}
+	profiled := b.profileChildren(ctx, "gateway-path", 2*time.Second, 5*time.Second, map[string]*child{"gateway": gateway, "roles": all})
 	br := b.burst(ctx, cfg, addr, b.o.Events)
+	profiled()
 	if br.err != nil {
 		return br.err
 	}
