@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/base64"
 	"strings"
+	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -177,6 +178,50 @@ func (s *scanner) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// name reads a string of a field with few distinct values (type, server,
+// a source topic or incarnation): an unescaped one is looked up in names
+// first, so that decoding a stream of events does not allocate the same
+// few strings again for each.
+func (s *scanner) name() (string, bool) {
+	if s.i < len(s.b) && s.b[s.i] == '"' {
+		b := s.b[s.i+1:]
+		for i, c := range b {
+			if strClass[c] != plain {
+				if c != '"' {
+					break
+				}
+				s.i += i + 2
+				return names.get(b[:i]), true
+			}
+		}
+	}
+	return s.str()
+}
+
+// names caches strings of low-cardinality fields: a direct-mapped table of
+// immutable strings, safe for concurrent decoders without locks (a slot is
+// replaced whole; a miss only allocates, as str would).
+var names nameCache
+
+type nameCache [1024]atomic.Pointer[string]
+
+func (c *nameCache) get(b []byte) string {
+	if len(b) > 64 {
+		return string(b)
+	}
+	h := uint32(2166136261) // FNV-1a
+	for _, x := range b {
+		h = (h ^ uint32(x)) * 16777619
+	}
+	slot := &c[h%uint32(len(c))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	v := string(b)
+	slot.Store(&v)
+	return v
 }
 
 // escaped finishes a string whose content starts at start and whose first
@@ -446,11 +491,11 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 			w.V = int(v)
 			return ok
 		case "type":
-			str, ok := s.str()
+			str, ok := s.name()
 			w.Type = Type(str)
 			return seen(&mask, 1) && ok
 		case "server":
-			str, ok := s.str()
+			str, ok := s.name()
 			w.Server = str
 			return seen(&mask, 2) && ok
 		case "id":
@@ -604,7 +649,7 @@ func (src *Source) decodeFast(s *scanner) bool {
 		var ok bool
 		switch string(k) {
 		case "topic":
-			src.Topic, ok = s.str()
+			src.Topic, ok = s.name()
 			return seen(&mask, 0) && ok
 		case "partition":
 			v, ok = s.int()
@@ -619,7 +664,7 @@ func (src *Source) decodeFast(s *scanner) bool {
 			src.Index = int(v)
 			return seen(&mask, 3) && ok
 		case "inc":
-			src.Inc, ok = s.str()
+			src.Inc, ok = s.name()
 			return seen(&mask, 4) && ok
 		}
 		return s.unknown(k, sourceNames)

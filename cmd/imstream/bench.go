@@ -24,6 +24,7 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 	fs.IntVar(&o.Rate, "rate", 20_000, "events/s of the latency scenario")
 	fs.StringVar(&o.JSON, "json", "bench.json", "write the results here as JSON (\"\" skips)")
 	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
+	brokerDir := fs.String("broker-data-dir", "", "the embedded broker keeps its logs in this directory (default: in memory)")
 	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	fs.StringVar(&o.Profiles, "profiles", "", "write one CPU profile per measured window into this directory (go tool pprof)")
 	return func(ctx context.Context, cfg config.Config) error {
@@ -37,7 +38,7 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 		}
 		redisPID := 0
 		if !*external {
-			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions})
+			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions, DataDir: *brokerDir})
 			if err != nil {
 				return err
 			}
