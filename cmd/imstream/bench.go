@@ -24,7 +24,8 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 	fs.IntVar(&o.Rate, "rate", 20_000, "events/s of the latency scenario")
 	fs.StringVar(&o.JSON, "json", "bench.json", "write the results here as JSON (\"\" skips)")
 	external := fs.Bool("external", false, "use the configured Kafka and Redis instead of the embedded ones")
-	brokerDir := fs.String("broker-data-dir", "", "the embedded broker keeps its logs in this directory (default: in memory)")
+	brokerDir := fs.String("broker-data-dir", "", "the embedded broker keeps its logs in this directory (default: a new temporary one, removed at the end)")
+	brokerMem := fs.Bool("broker-in-memory", false, "the embedded broker keeps its logs in memory (kfake's in-memory file system: its growing buffers are copied and page-faulted, costing several times a disk log's CPU)")
 	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	fs.StringVar(&o.Profiles, "profiles", "", "write one CPU profile per measured window into this directory (go tool pprof)")
 	return func(ctx context.Context, cfg config.Config) error {
@@ -38,7 +39,16 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 		}
 		redisPID := 0
 		if !*external {
-			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions, DataDir: *brokerDir})
+			dir := *brokerDir
+			if dir == "" && !*brokerMem {
+				tmp, err := os.MkdirTemp("", "imstream-bench-broker-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				dir = tmp
+			}
+			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions, DataDir: dir})
 			if err != nil {
 				return err
 			}
@@ -53,7 +63,11 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 			defer r.Close()
 			cfg.Kafka.Brokers, cfg.Redis.Addrs, cfg.Redis.Cluster = []string{k.Addr}, []string{r.Addr}, false
 			redisPID = r.PID()
-			fmt.Printf("embedded stack: kafka %s, redis-server %s (pid %d)\n", k.Addr, r.Addr, redisPID)
+			logs := "in memory"
+			if dir != "" {
+				logs = "logs in " + dir
+			}
+			fmt.Printf("embedded stack: kafka %s (%s), redis-server %s (pid %d)\n", k.Addr, logs, r.Addr, redisPID)
 		}
 		rc, err := redisx.New(cfg.Redis)
 		if err != nil {
