@@ -1,10 +1,7 @@
 package deploy_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -57,17 +54,12 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
 	testenv.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 	for name, addr := range admins {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), "imstream_consumer_lag{") {
+		body := testenv.MetricsText(t, addr)
+		if !strings.Contains(body, "imstream_consumer_lag{") {
 			t.Errorf("%s: no consumer lag exported", name)
 		}
 		cmd := exec.Command("promtool", "check", "metrics")
-		cmd.Stdin = bytes.NewReader(body)
+		cmd.Stdin = strings.NewReader(body)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: promtool check metrics: %v\n%s", name, err, out)
 		}

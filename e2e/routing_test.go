@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"reflect"
 	"sort"
@@ -81,25 +80,21 @@ func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 
 // onlineOK asks /online; ok is false when the presence role did not answer.
 func (s *stack) onlineOK(uid int64) (online, ok bool) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/online?appid=%d&uid=%d", s.admins[0], app, uid))
-	if err != nil {
-		return false, false
-	}
-	defer resp.Body.Close()
-	var v struct {
-		Online bool `json:"online"`
-	}
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
-		return false, false
-	}
-	return v.Online, true
+	on, _, ok := s.ask(uid)
+	return on, ok
 }
 
+// online asks /online whether uid is online and on which servers.
 func (s *stack) online(t *testing.T, uid int64) (bool, []string) {
 	t.Helper()
+	on, servers, _ := s.ask(uid)
+	return on, servers
+}
+
+func (s *stack) ask(uid int64) (online bool, servers []string, ok bool) {
 	resp, err := http.Get(fmt.Sprintf("http://%s/online?appid=%d&uid=%d", s.admins[0], app, uid))
 	if err != nil {
-		return false, nil
+		return false, nil, false
 	}
 	defer resp.Body.Close()
 	var v struct {
@@ -107,9 +102,9 @@ func (s *stack) online(t *testing.T, uid int64) (bool, []string) {
 		Servers []string `json:"servers"`
 	}
 	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
-		return false, nil
+		return false, nil, false
 	}
-	return v.Online, v.Servers
+	return v.Online, v.Servers, true
 }
 
 func imServer(t *testing.T, cfg config.Config, id string, epoch int64) *ingest.Producer {
@@ -272,13 +267,7 @@ func metric(t *testing.T, admins []string, sample string) float64 {
 	t.Helper()
 	total := 0.0
 	for _, a := range admins {
-		resp, err := http.Get("http://" + a + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, line := range strings.Split(string(b), "\n") {
+		for _, line := range strings.Split(testenv.MetricsText(t, a), "\n") {
 			if strings.HasPrefix(line, sample+" ") {
 				v, _ := strconv.ParseFloat(strings.TrimPrefix(line, sample+" "), 64)
 				total += v

@@ -296,12 +296,9 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 		return e.UnsubscribeRoom(id.AppID, id.ID), err
 	case imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom:
 		rt, err := imr.ParseRoute(f.Body)
+		m, err := inner(rt.Inner, err)
 		if err != nil {
 			return ingest.Record{}, err
-		}
-		m, err := imr.ParseInner(rt.Inner)
-		if err != nil {
-			return ingest.Record{}, unroutable{err}
 		}
 		meta := ingest.Meta{MsgID: rt.MsgID, DeviceID: rt.DeviceID, IMRTimestamp: rt.Timestamp}
 		switch f.Cmd {
@@ -313,12 +310,9 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 		return e.Publish(rt.AppID, rt.Receiver, m, meta), nil
 	case imr.CmdPush:
 		p, err := imr.ParsePush(f.Body)
+		m, err := inner(p.Inner, err)
 		if err != nil {
 			return ingest.Record{}, err
-		}
-		m, err := imr.ParseInner(p.Inner)
-		if err != nil {
-			return ingest.Record{}, unroutable{err}
 		}
 		if len(p.Receivers) == 0 {
 			return ingest.Record{}, nil // nothing to push (imr does nothing either)
@@ -330,6 +324,20 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 		return ingest.Record{}, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
 	}
 	return ingest.Record{}, nil // imr logs and ignores an empty unknown command
+}
+
+// inner parses the inner message of a route body that parsed with err: a
+// body error is returned as it is (the connection closes), an inner
+// message that does not parse as unroutable (dead-lettered).
+func inner(b []byte, err error) (schemas.Message, error) {
+	if err != nil {
+		return schemas.Message{}, err
+	}
+	m, err := imr.ParseInner(b)
+	if err != nil {
+		return m, unroutable{err}
+	}
+	return m, nil
 }
 
 // reject dead-letters a frame whose inner message cannot be routed.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -142,32 +143,11 @@ func (p *Producer) Epoch() int64 { return p.cfg.Epoch }
 // Server returns this producer's server id.
 func (p *Producer) Server() string { return p.cfg.Server }
 
-// transport returns the configured transport as a RoundTripper, or nil
-// (kafka-go's default) when none is set; a typed nil would crash kafka-go.
-func (p *Producer) transport() kafka.RoundTripper {
-	if p.cfg.Transport == nil {
-		return nil
-	}
-	return p.cfg.Transport
-}
-
 func (p *Producer) createTopics(ctx context.Context) error {
-	c := &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Transport: p.transport(), Timeout: 10 * time.Second}
-	req := &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
-		{Topic: p.cfg.PresenceTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
-		{Topic: p.cfg.PublishTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1},
-	}}
-	if p.cfg.BulkTopic != p.cfg.PublishTopic {
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: p.cfg.BulkTopic, NumPartitions: p.cfg.Partitions, ReplicationFactor: 1})
-	}
-	resp, err := c.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("ingest: create topics: %w", err)
-	}
-	for t, err := range resp.Errors {
-		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("ingest: create topic %s: %w", t, err)
-		}
+	conn := &kafkax.Conn{Brokers: p.cfg.Brokers, Transport: p.cfg.Transport}
+	topics := map[string]int{p.cfg.PresenceTopic: p.cfg.Partitions, p.cfg.PublishTopic: p.cfg.Partitions, p.cfg.BulkTopic: p.cfg.Partitions}
+	if err := conn.EnsureTopics(ctx, 1, topics); err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
 	return nil
 }

@@ -87,7 +87,11 @@ func saslMechanism(s config.SASL) (sasl.Mechanism, error) {
 
 // Client returns an admin client.
 func (c *Conn) Client() *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport, Timeout: 10 * time.Second}
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	if c.Transport != nil { // a typed nil would crash kafka-go
+		cl.Transport = c.Transport
+	}
+	return cl
 }
 
 // EnsureTopics creates the topics that do not exist yet, with the given

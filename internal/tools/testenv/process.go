@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,3 +76,19 @@ func (p *Process) Exited() bool {
 
 // Signal sends sig (e.g. SIGSTOP/SIGCONT to freeze and resume a role).
 func (p *Process) Signal(sig syscall.Signal) { _ = p.Cmd.Process.Signal(sig) }
+
+// MetricsText returns the Prometheus text a process serves on its admin
+// address (/metrics), failing the test when it cannot be read.
+func MetricsText(t testing.TB, admin string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
