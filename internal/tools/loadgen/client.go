@@ -22,12 +22,13 @@ type Client struct {
 	addr, localIP string
 	frames        chan imr.Frame
 
-	mu    sync.Mutex
-	nc    net.Conn
-	w     *bufio.Writer
-	subs  map[[2]int64]int8 // (appid, uid) → online
-	rooms map[[2]int64]bool
-	gen   int // connection generation
+	mu     sync.Mutex
+	nc     net.Conn
+	w      *bufio.Writer
+	subs   map[[2]int64]int8 // (appid, uid) → online
+	rooms  map[[2]int64]bool
+	gen    int  // connection generation
+	closed bool // Close was called: no more reconnects
 }
 
 // Dial connects from localIP (e.g. 127.0.0.2; "" lets the kernel choose):
@@ -51,6 +52,11 @@ func (c *Client) connect(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = nc.Close()
+		return errClosed
+	}
 	c.nc, c.w = nc, bufio.NewWriterSize(nc, 256<<10)
 	c.gen++
 	gen := c.gen
@@ -89,13 +95,20 @@ func (c *Client) reconnect(ctx context.Context, gen int) {
 	c.nc.Close()
 	c.mu.Unlock()
 	for ctx.Err() == nil {
-		if err := c.connect(ctx); err == nil {
+		err := c.connect(ctx)
+		if err == nil {
 			break
+		}
+		if errors.Is(err, errClosed) {
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.w == nil { // closed, or ctx ended before a connection was made
+		return
+	}
 	for k, online := range c.subs {
 		c.writeLocked(imr.CmdSubscribe, imr.AppendSubscribe(nil, imr.Subscribe{AppID: k[0], UID: k[1], Online: online}))
 	}
@@ -152,6 +165,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.closed = true
 	if c.nc == nil {
 		return nil
 	}
