@@ -289,18 +289,18 @@ func validSource(typ string, s *Source) error {
 	if s == nil {
 		return nil
 	}
-	path := typ + ".src"
+	path := func(f string) string { return typ + ".src." + f } // only for an error: the happy path builds no string
 	switch {
 	case s.Topic == "":
-		return required(path + ".topic")
+		return required(path("topic"))
 	case s.Partition < 0:
-		return fieldErr(path+".partition", ReasonInvalid, "must be >= 0")
+		return fieldErr(path("partition"), ReasonInvalid, "must be >= 0")
 	case s.Offset < 0 || s.Offset >= 1<<37:
-		return fieldErr(path+".offset", ReasonInvalid, "must be 0..2^37")
+		return fieldErr(path("offset"), ReasonInvalid, "must be 0..2^37")
 	case s.Index < 0 || s.Index > 0xffff:
-		return fieldErr(path+".index", ReasonInvalid, "must be 0..65535")
+		return fieldErr(path("index"), ReasonInvalid, "must be 0..65535")
 	case len(s.Inc) > 64:
-		return fieldErr(path+".inc", ReasonInvalid, "must be at most 64 bytes")
+		return fieldErr(path("inc"), ReasonInvalid, "must be at most 64 bytes")
 	}
 	return nil
 }

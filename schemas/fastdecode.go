@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/base64"
+	"hash/maphash"
 	"strings"
 	"sync/atomic"
 	"unicode/utf16"
@@ -200,6 +201,8 @@ func (s *scanner) name() (string, bool) {
 	return s.str()
 }
 
+var nameSeed = maphash.MakeSeed()
+
 // names caches strings of low-cardinality fields: a direct-mapped table of
 // immutable strings, safe for concurrent decoders without locks (a slot is
 // replaced whole; a miss only allocates, as str would).
@@ -211,11 +214,7 @@ func (c *nameCache) get(b []byte) string {
 	if len(b) > 64 {
 		return string(b)
 	}
-	h := uint32(2166136261) // FNV-1a
-	for _, x := range b {
-		h = (h ^ uint32(x)) * 16777619
-	}
-	slot := &c[h%uint32(len(c))]
+	slot := &c[maphash.Bytes(nameSeed, b)%uint64(len(c))]
 	if p := slot.Load(); p != nil && *p == string(b) {
 		return *p
 	}
