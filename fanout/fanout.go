@@ -125,6 +125,7 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	var out []kafka.Message
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
+	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.env.Schemas.MaxBytes}
 	for i, ev := range evs {
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
@@ -143,12 +144,11 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 			delivers += len(plan.Deliver)
 		}
 		for idx, receivers := range plan.Push {
-			job := pushJob(ev, receivers, m, b.Inc, idx)
-			job.Topic = f.env.Kafka.Topics.Push
-			out = append(out, job)
+			pj.add(&ev.Header, pushJob(ev, receivers, m, b.Inc, idx))
 		}
 		jobs += len(plan.Push)
 	}
+	out = pj.records(out)
 	if len(newTopics) > 0 {
 		if err := f.env.Conn.EnsureTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics); err != nil {
 			return nil, err
@@ -223,6 +223,51 @@ func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, inc strin
 	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
 		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: inc}}
 	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: job.AppendJSON(make([]byte, 0, 256))}
+}
+
+// jobRecords gathers a batch's push jobs into imr.push records: with
+// together, consecutive jobs of one key share a push_jobs record of at
+// most limit bytes (a job alone stays a push_job record); without, each job
+// is its record.
+type jobRecords struct {
+	topic    string
+	together bool
+	limit    int
+	jobs     []kafka.Message
+	first    []*schemas.Header // each job's event header, for a record's
+}
+
+func (r *jobRecords) add(h *schemas.Header, job kafka.Message) {
+	job.Topic = r.topic
+	r.jobs = append(r.jobs, job)
+	r.first = append(r.first, h)
+}
+
+// records appends the records to out.
+func (r *jobRecords) records(out []kafka.Message) []kafka.Message {
+	if !r.together {
+		return append(out, r.jobs...)
+	}
+	limit := r.limit - 256 // room for the record's header
+	for i := 0; i < len(r.jobs); {
+		j, size := i+1, len(r.jobs[i].Value)
+		for j < len(r.jobs) && string(r.jobs[j].Key) == string(r.jobs[i].Key) && size+1+len(r.jobs[j].Value) <= limit {
+			size += 1 + len(r.jobs[j].Value)
+			j++
+		}
+		if j == i+1 {
+			out = append(out, r.jobs[i])
+		} else {
+			vals := make([][]byte, 0, j-i)
+			for _, m := range r.jobs[i:j] {
+				vals = append(vals, m.Value)
+			}
+			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key,
+				Value: schemas.AppendPushJobs(make([]byte, 0, size+256), *r.first[i], vals)})
+		}
+		i = j
+	}
+	return out
 }
 
 // outputBalancer puts push jobs on imr.push partition (source partition mod

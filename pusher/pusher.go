@@ -29,6 +29,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
@@ -100,15 +101,28 @@ func (p *Pusher) Run(ctx context.Context) error {
 }
 
 // write turns a batch of push jobs into entries and appends them to their lists.
-func (p *Pusher) write(ctx context.Context, b stage.Batch, jobs []stage.Decoded[*schemas.PushJob]) ([]stage.Rejected, error) {
-	entries := make([]Entry, 0, len(jobs))
+func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decoded[schemas.Event]) ([]stage.Rejected, error) {
+	entries := make([]Entry, 0, len(records))
 	skipped := 0
-	for i, j := range jobs {
-		kafkax.Yield(i)
+	add := func(job *schemas.PushJob, m *kafka.Message) {
 		n := len(entries)
-		entries = p.enc.Append(entries, j.Event, j.Msg.Topic, b.Inc, j.Msg.Partition, j.Msg.Offset)
+		entries = p.enc.Append(entries, job, m.Topic, b.Inc, m.Partition, m.Offset)
 		if len(entries) == n {
 			skipped++
+		}
+	}
+	for i, r := range records {
+		kafkax.Yield(i)
+		switch ev := r.Event.(type) {
+		case *schemas.PushJob:
+			add(ev, r.Msg)
+		case *schemas.PushJobs:
+			for k, job := range ev.Jobs {
+				if job.Src == nil { // positions of jobs without a source: the record's, numbered
+					job.Src = &schemas.Source{Topic: r.Msg.Topic, Partition: r.Msg.Partition, Offset: r.Msg.Offset, Index: k, Inc: b.Inc}
+				}
+				add(job, r.Msg)
+			}
 		}
 	}
 	if len(entries) > 0 {

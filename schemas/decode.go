@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -12,21 +13,22 @@ import (
 // whatever its type.
 type wire struct {
 	Header
-	Epoch     int64    `json:"epoch"`
-	UID       int64    `json:"uid"`
-	Online    *bool    `json:"online"`
-	RoomID    int64    `json:"room_id"`
-	Receiver  int64    `json:"receiver"`
-	MsgID     int64    `json:"msgid"`
-	DeviceID  int64    `json:"device_id"`
-	Receivers []int64  `json:"receivers"`
-	Msg       *Message `json:"msg"`
-	Src       *Source  `json:"src"`
-	IMRTS     int64    `json:"imr_timestamp"`
-	GroupID   int64    `json:"group_id"`
-	Super     bool     `json:"super"`
-	Members   []int64  `json:"members"`
-	Mute      bool     `json:"mute"`
+	Epoch     int64             `json:"epoch"`
+	UID       int64             `json:"uid"`
+	Online    *bool             `json:"online"`
+	RoomID    int64             `json:"room_id"`
+	Receiver  int64             `json:"receiver"`
+	MsgID     int64             `json:"msgid"`
+	DeviceID  int64             `json:"device_id"`
+	Receivers []int64           `json:"receivers"`
+	Msg       *Message          `json:"msg"`
+	Src       *Source           `json:"src"`
+	IMRTS     int64             `json:"imr_timestamp"`
+	GroupID   int64             `json:"group_id"`
+	Super     bool              `json:"super"`
+	Members   []int64           `json:"members"`
+	Mute      bool              `json:"mute"`
+	Jobs      []json.RawMessage `json:"jobs"`
 }
 
 // Decode parses and validates one v1 record of at most maxBytes bytes
@@ -65,8 +67,36 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 	case KindGroup:
 		return w.group()
 	default:
+		if w.Type == TypePushJobs {
+			return w.pushJobs(maxBytes)
+		}
 		return w.pushJob(msg)
 	}
+}
+
+// pushJobs decodes a record of push jobs: each element a whole push_job
+// record, validated as one.
+func (w *wire) pushJobs(maxBytes int) (Event, error) {
+	t := string(w.Type)
+	if len(w.Jobs) == 0 {
+		return nil, fieldErr(t+".jobs", ReasonInvalid, "must not be empty")
+	}
+	out := &PushJobs{Header: w.Header, Jobs: make([]*PushJob, len(w.Jobs))}
+	for i, raw := range w.Jobs {
+		ev, err := Decode(raw, maxBytes)
+		if err == nil && ev.Head().Type != TypePushJob {
+			err = fieldErr(string(ev.Head().Type)+".type", ReasonWrongKind, "a push_jobs record holds push_job records")
+		}
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				e.Path = t + ".jobs[" + strconv.Itoa(i) + "]." + e.Path
+			}
+			return nil, err
+		}
+		out.Jobs[i] = ev.(*PushJob)
+	}
+	return out, nil
 }
 
 // DecodeKind is Decode for a topic that carries one family of events: a

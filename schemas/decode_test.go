@@ -18,7 +18,7 @@ const schemaID = "https://imstream.dev/schemas/v1/"
 
 var kinds = map[string]schemas.Kind{
 	"presence": schemas.KindPresence, "publish": schemas.KindPublish,
-	"group": schemas.KindGroup, "push_job": schemas.KindPushJob,
+	"group": schemas.KindGroup, "push_job": schemas.KindPushJob, "push_jobs": schemas.KindPushJob,
 }
 
 func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
@@ -98,6 +98,8 @@ func TestInvalidExamples(t *testing.T) {
 		"record.negative_appid.json":        "heartbeat.appid: must be > 0",
 		"group.no_group_id.json":            "group_disband.group_id: required",
 		"push_job.rt.json":                  "push_job.msg.cmd: cmd 17 has no push list",
+		"push_jobs.empty.json":              "push_jobs.jobs: must not be empty",
+		"push_jobs.rt_job.json":             "push_jobs.jobs[1].push_job.msg.cmd: cmd 17 has no push list",
 	}
 	sch := compileSchemas(t)
 	files, _ := filepath.Glob("v1/examples/invalid/*.json")

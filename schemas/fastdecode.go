@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"hash/maphash"
 	"strings"
 	"sync/atomic"
@@ -333,6 +334,30 @@ func (s *scanner) lit(l string) bool {
 	return false
 }
 
+// raws reads an array of JSON values, each kept as the raw bytes of its
+// value (in data, not copied), as []json.RawMessage holds them.
+func (s *scanner) raws() ([]json.RawMessage, bool) {
+	if !s.next('[') {
+		return nil, false
+	}
+	out := make([]json.RawMessage, 0, 16)
+	if s.next(']') {
+		return out, true
+	}
+	for {
+		s.ws()
+		start := s.i
+		if !s.skip(1) {
+			return nil, false
+		}
+		out = append(out, s.b[start:s.i:s.i])
+		if s.next(',') {
+			continue
+		}
+		return out, s.next(']')
+	}
+}
+
 // ints reads an array of integers; [] gives an empty, non-nil slice as
 // encoding/json does.
 func (s *scanner) ints() ([]int64, bool) {
@@ -468,7 +493,7 @@ func seen(mask *uint64, bit uint) bool {
 }
 
 var wireNames = []string{"v", "type", "server", "appid", "ts", "id", "epoch", "uid", "online", "room_id", "receiver",
-	"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute"}
+	"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute", "jobs"}
 
 // decodeFast fills w from data except w.Msg: a msg object is decoded into
 // *msg and reported by hasMsg (set only when ok), so that the caller can
@@ -528,6 +553,10 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 			b, ok := s.bool()
 			w.Mute = b
 			return seen(&mask, 20) && ok
+		case "jobs":
+			js, ok := s.raws()
+			w.Jobs = js
+			return seen(&mask, 21) && ok
 		}
 		if p, bit := w.intField(k); p != nil {
 			return seen(&mask, bit) && i64(p)

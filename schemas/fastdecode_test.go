@@ -52,6 +52,8 @@ func TestFastDecodeMatchesEncodingJSON(t *testing.T) {
 		{"src", `{"src":{"topic":"imr.publish","partition":3,"offset":17,"index":2}}`, true},
 		{"unknown fields of every shape", `{"v":1,"x":{"a":[1,2.5e-3,{"b":null}],"c":"\u0041"},"y":[true,false,null],"z":-1.5E+10,"w":"s"}`, true},
 		{"empty object", `{}`, true},
+		{"jobs", `{"v":1,"type":"push_jobs","jobs":[{"v":1,"type":"push_job","receivers":[1]} , {"a":[1,{"b":"c\"d"}]}]}`, true},
+		{"empty jobs", `{"jobs":[]}`, true},
 
 		{"duplicate key", `{"v":1,"v":2}`, false},
 		{"duplicate msg", `{"msg":{"cmd":4},"msg":{"sender":1}}`, false},

@@ -42,6 +42,10 @@ const (
 // fanout.
 const TypePushJob Type = "push_job"
 
+// TypePushJobs is a record of many push jobs (topic imr.push): the fanout
+// writes the jobs of one batch and source partition together.
+const TypePushJobs Type = "push_jobs"
+
 // Kind is the family of an event type; each family has its own topic and Go
 // type.
 type Kind int
@@ -79,7 +83,7 @@ func (t Type) Kind() Kind {
 	case TypeGroupCreate, TypeGroupDisband, TypeGroupMemberAdd, TypeGroupMemberRemove,
 		TypeGroupMemberMute, TypeGroupUpgrade:
 		return KindGroup
-	case TypePushJob:
+	case TypePushJob, TypePushJobs:
 		return KindPushJob
 	}
 	return KindUnknown
@@ -98,7 +102,8 @@ type Header struct {
 // Head returns the common header; it lets all event types share one interface.
 func (h *Header) Head() *Header { return h }
 
-// Event is any decoded v1 event: *Presence, *Publish, *Group or *PushJob.
+// Event is any decoded v1 event: *Presence, *Publish, *Group, *PushJob or
+// *PushJobs.
 type Event interface {
 	Head() *Header
 }
@@ -177,4 +182,13 @@ type PushJob struct {
 	Receivers []int64 `json:"receivers"`
 	Msg       Message `json:"msg"`
 	Src       *Source `json:"src,omitempty"` // the publish event it came from
+}
+
+// PushJobs is a record of many push jobs on imr.push, in order: the fanout
+// writes the jobs of one batch and source partition as one record, so that
+// the pusher reads one record per batch instead of one per job. The header
+// is the first job's; each job is a whole push_job record.
+type PushJobs struct {
+	Header
+	Jobs []*PushJob `json:"jobs"`
 }

@@ -134,6 +134,13 @@ type Fanout struct {
 	// as im_service does, instead of only the servers where a member is
 	// present. Default false.
 	SyncGroupNotifyAll bool `mapstructure:"sync_group_notify_all"`
+	// BatchPushJobs writes the push jobs of one batch and source partition
+	// as one imr.push record (type push_jobs, up to schemas.max_bytes), so
+	// the pusher reads one record per batch instead of one per job.
+	// Pushers before this release cannot read such records (they
+	// dead-letter them): set false while they are being upgraded. Default
+	// true.
+	BatchPushJobs bool `mapstructure:"batch_push_jobs"`
 }
 
 // Pusher configures the offline-push sink.
@@ -219,7 +226,7 @@ func Default() Config {
 			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
 		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
-		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500},
+		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,
