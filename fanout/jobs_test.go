@@ -60,7 +60,7 @@ func TestJobRecords(t *testing.T) {
 		{true, 64 << 10, []string{"a"}, "a:1"},
 		{true, 64 << 10, []string{"a", "a", "b", "a"}, "a:jj b:1 a:1"},
 		{true, 1000, []string{"a", "a", "a", "a", "a"}, "a:jj a:jj a:1"}, // ~330 bytes a job, 744 a record
-		{true, 300, []string{"a", "a"}, "a:1 a:1"},                      // a job larger than the limit goes alone
+		{true, 300, []string{"a", "a"}, "a:1 a:1"},                       // a job larger than the limit goes alone
 		{false, 64 << 10, []string{"a", "a", "a"}, "a:1 a:1 a:1"},
 	} {
 		if got := shape(build(tc.together, tc.limit, tc.keys...)); got != tc.want {
