@@ -248,7 +248,10 @@ func (r *jobRecords) records(out []kafka.Message) []kafka.Message {
 	if !r.together {
 		return append(out, r.jobs...)
 	}
-	limit := r.limit - 256 // room for the record's header
+	// Room for the record's header; and never near the brokers' default
+	// message.max.bytes (1 MiB) whatever schemas.max_bytes says: a record
+	// the broker refuses would stop the partition.
+	limit := min(r.limit, 256<<10) - 256
 	for i := 0; i < len(r.jobs); {
 		j, size := i+1, len(r.jobs[i].Value)
 		for j < len(r.jobs) && string(r.jobs[j].Key) == string(r.jobs[i].Key) && size+1+len(r.jobs[j].Value) <= limit {
