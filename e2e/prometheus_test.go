@@ -7,24 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imstream/imstream/deploy"
-	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/testenv"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	p, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "127.0.0.1:" + strconv.Itoa(p)
-}
 
 // mainQueries returns the dashboard's main-panel queries.
 func mainQueries(t *testing.T) []string {
@@ -43,15 +32,16 @@ func TestPrometheusScrapesDev(t *testing.T) {
 		t.Fatal("prometheus not found: run `make test`, which installs Debian's prometheus package")
 	}
 	bin := testenv.Binary(t, "..")
-	admin := freeAddr(t)
-	testenv.Start(t, bin, "dev", "--kafka-port", "0", "--admin.listen", admin, "--gateway.listen", "127.0.0.1:0", "--rate", "300",
-		"--presence.gc_interval", "2s")
+	_, admin := testenv.StartOnFreePort(t, bin, func(admin string) []string {
+		return []string{"dev", "--kafka-port", "0", "--admin.listen", admin, "--gateway.listen", "127.0.0.1:0", "--rate", "300",
+			"--presence.gc_interval", "2s"}
+	})
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "prometheus.yml")
 	os.WriteFile(conf, []byte("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: imstream\n    static_configs:\n      - targets: ['"+admin+"']\n"), 0o644)
-	web := freeAddr(t)
-	testenv.Start(t, "/usr/bin/prometheus", "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+web)
+	_, web := testenv.StartOnFreePort(t, "/usr/bin/prometheus", func(web string) []string {
+		return []string{"--config.file=" + conf, "--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + web}
+	})
 	queries := mainQueries(t)
 	if len(queries) < 8 {
 		t.Fatalf("only %d main queries", len(queries))

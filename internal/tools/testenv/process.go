@@ -2,13 +2,18 @@ package testenv
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imstream/imstream/internal/tools/devstack"
 )
 
 // Process is a child process of the test (a role of the real binary).
@@ -91,4 +96,33 @@ func MetricsText(t testing.TB, admin string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// StartOnFreePort starts bin with args(addr) for a free loopback address
+// and waits until it listens there. A free port can be taken by another
+// test's listener between being found and being bound: a process that
+// exits saying so is started again on another port.
+func StartOnFreePort(t testing.TB, bin string, args func(addr string) []string) (*Process, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		p := Start(t, bin, args(addr)...)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return p, addr
+			}
+			if p.Exited() {
+				break
+			}
+		}
+		b, _ := os.ReadFile(p.Log)
+		if !p.Exited() || !strings.Contains(string(b), "address already in use") || attempt == 5 {
+			t.Fatalf("%s did not listen on %s:\n%s", filepath.Base(bin), addr, b)
+		}
+	}
 }
