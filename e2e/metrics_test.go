@@ -35,6 +35,18 @@ func TestMetricsCount(t *testing.T) {
 	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
 	testenv.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 
+	// The fanout writes a batch's jobs as one push_jobs record (or a job
+	// alone as a push_job): the pusher consumed as many records as imr.push
+	// holds, and wrote one entry per job.
+	ends, err := testenv.EndOffsets(ctx, cfg, cfg.Kafka.Topics.Push)
+	must(t, err)
+	pushRecords := 0.0
+	for _, end := range ends {
+		pushRecords += float64(end)
+	}
+	if pushRecords < 1 || pushRecords > offline {
+		t.Errorf("imr.push holds %v records for %d jobs", pushRecords, offline)
+	}
 	exact := map[string]struct {
 		admins []string
 		sample string
@@ -45,7 +57,7 @@ func TestMetricsCount(t *testing.T) {
 		"deliveries":       {s.fanout, `imstream_fanout_outputs_total{kind="deliver"}`, 0},
 		"subscribes":       {s.admins, `imstream_presence_events_total{type="subscribe"}`, subs},
 		"server_up":        {s.admins, `imstream_presence_events_total{type="server_up"}`, 1},
-		"pusher consumed":  {[]string{s.pusherAdmin()}, `imstream_consumed_records_total{stage="pusher",topic="imr.push"}`, offline},
+		"pusher consumed":  {[]string{s.pusherAdmin()}, `imstream_consumed_records_total{stage="pusher",topic="imr.push"}`, pushRecords},
 		"push entries":     {[]string{s.pusherAdmin()}, `imstream_push_entries_total{list="push_queue"}`, offline},
 		"push list length": {[]string{s.pusherAdmin()}, `imstream_push_list_length{list="push_queue"}`, offline},
 		"rejections":       {s.fanout, `imstream_rejected_records_total{reason="invalid_json",stage="fanout"}`, 0},
