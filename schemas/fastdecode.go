@@ -182,6 +182,31 @@ func (s *scanner) str() (string, bool) {
 	return "", false
 }
 
+// skipStr reads a string it does not keep: one without escapes or control
+// characters is only checked, not copied; any other is read by str, whose
+// answer (including giving up) stands.
+func (s *scanner) skipStr() bool {
+	b, start := s.b, s.i+1
+	ascii := true
+	for i := start; i < len(b); i++ {
+		switch strClass[b[i]] {
+		case plain:
+		case quote:
+			if !ascii && !utf8.Valid(b[start:i]) {
+				return false
+			}
+			s.i = i + 1
+			return true
+		case nonASCII:
+			ascii = false
+		default:
+			_, ok := s.str()
+			return ok
+		}
+	}
+	return false
+}
+
 // name reads a string of a field with few distinct values (type, server,
 // a source topic or incarnation): an unescaped one is looked up in names
 // first, so that decoding a stream of events does not allocate the same
@@ -392,8 +417,7 @@ func (s *scanner) skip(depth int) bool {
 	}
 	switch c := s.b[s.i]; {
 	case c == '"':
-		_, ok := s.str()
-		return ok
+		return s.skipStr()
 	case c == '{':
 		return s.object(func([]byte) bool { return s.skip(depth + 1) })
 	case c == '[':
