@@ -122,7 +122,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	case c.out <- c.message(c.enc.Server(schemas.TypeServerDown)):
 	case <-pctx.Done():
 		c.g.queued.Add(-1)
-		c.lost(1, pctx.Err())
+		c.lost(1, "server_down not queued: Kafka unreachable and the queue full until the give-up time", pctx.Err())
 	}
 	close(c.out)
 	if c.bulk != nil {
@@ -133,10 +133,10 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	}
 }
 
-// lost counts events read from the IM server and given up after the
-// connection closed.
-func (c *conn) lost(n int, err error) {
-	c.g.log.Error("gateway: events lost: Kafka unreachable after the connection closed", "server", c.id, "events", n, "err", err)
+// lost logs and counts events given up (why says how) once the connection
+// or the gateway was closing.
+func (c *conn) lost(n int, why string, err error) {
+	c.g.log.Error("gateway: events lost: "+why, "server", c.id, "events", n, "err", err)
 	c.g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed").Add(float64(n))
 }
 
@@ -186,7 +186,7 @@ func (c *conn) send(r ingest.Record) bool {
 		return true
 	case <-c.ctx.Done():
 		c.g.queued.Add(-1)
-		c.lost(1, c.ctx.Err()) // read from the IM server, never queued
+		c.lost(1, "an event read from the IM server not queued: the gateway stopped while the queue was full", c.ctx.Err())
 		return false
 	}
 }
@@ -224,7 +224,7 @@ func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writ
 		c.g.queued.Add(-int64(len(batch)))
 		c.g.env.Metrics.Produce.WithLabelValues(Stage).Observe(time.Since(start).Seconds())
 		if err != nil {
-			c.lost(len(batch), err)
+			c.lost(len(batch), "Kafka unreachable after the connection closed", err)
 		}
 	}
 }

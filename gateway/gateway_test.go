@@ -17,8 +17,6 @@ import (
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
-	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
@@ -127,8 +125,7 @@ func TestBackpressure(t *testing.T) {
 	cfg.Kafka.Brokers = []string{k.Addr}
 	cfg.Gateway.QueueSize = queue
 	cfg.Gateway.HeartbeatInterval = time.Hour
-	reg := obs.NewRegistry()
-	g, err := New(cfg.Gateway, stage.NewEnv(cfg, kafkax.MustConn(cfg.Kafka), obs.NewMetrics(reg), reg, nil))
+	g, err := New(cfg.Gateway, testenv.StageEnvOn(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,12 @@ func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 // StageEnv is a stage env with a fresh registry and no reachable Kafka,
 // for package tests that drive a stage's apply directly.
 func StageEnv(cfg config.Config) stage.Env {
-	reg := obs.NewRegistry()
 	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+	return StageEnvOn(cfg)
+}
+
+// StageEnvOn is a stage env with a fresh registry on cfg's brokers.
+func StageEnvOn(cfg config.Config) stage.Env {
+	reg := obs.NewRegistry()
 	return stage.NewEnv(cfg, kafkax.MustConn(cfg.Kafka), obs.NewMetrics(reg), reg, nil)
 }
