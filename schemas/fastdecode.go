@@ -516,8 +516,65 @@ func seen(mask *uint64, bit uint) bool {
 	return true
 }
 
-var wireNames = []string{"v", "type", "server", "appid", "ts", "id", "epoch", "uid", "online", "room_id", "receiver",
-	"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute", "jobs"}
+// The objects the fast path decodes, each as its keys in a fixed order and
+// a pointer per key to the field it fills (fields below): a key's index is
+// also its bit in the seen mask. fastdecode_test checks each list against
+// the struct's json tags.
+var (
+	wireKeys = newKeys("v", "type", "server", "appid", "ts", "id", "epoch", "uid", "online", "room_id", "receiver",
+		"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute", "jobs")
+	messageKeys = newKeys("cmd", "flag", "version", "seq", "sender", "receiver", "timestamp", "msgid", "content",
+		"notification", "customer_appid", "customer_id", "store_id", "seller_id", "sync_key", "group_id",
+		"sender_appid", "receiver_appid", "raw")
+	sourceKeys = newKeys("topic", "partition", "offset", "index", "inc")
+)
+
+// keys finds a key's index among an object's names in one or two
+// comparisons: an open-addressed table hashed on the key's length and its
+// first and last bytes.
+type keys struct {
+	names []string
+	slots [128]uint8 // 1 + the index of the name hashed there; 0 is empty
+}
+
+func newKeys(names ...string) *keys {
+	if len(names) > 64 {
+		panic("schemas: more keys than the seen mask holds")
+	}
+	t := &keys{names: names}
+	for i, n := range names {
+		h := keyHash([]byte(n))
+		for t.slots[h] != 0 {
+			h = (h + 1) % uint(len(t.slots))
+		}
+		t.slots[h] = uint8(i + 1)
+	}
+	return t
+}
+
+func keyHash(k []byte) uint {
+	return (uint(len(k))*131 + uint(k[0])*31 + uint(k[len(k)-1])) % 128
+}
+
+// index is k's index among the names, or -1.
+func (t *keys) index(k []byte) int {
+	if len(k) == 0 {
+		return -1
+	}
+	for h := keyHash(k); t.slots[h] != 0; h = (h + 1) % uint(len(t.slots)) {
+		if i := int(t.slots[h]) - 1; string(k) == t.names[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// wireMsg is the index of "msg" in wireKeys.
+const wireMsg = 14
+
+// name is a string field read through the cache of low-cardinality
+// strings (server ids, topic names) rather than copied each time.
+type name string
 
 // decodeFast fills w from data except w.Msg: a msg object is decoded into
 // *msg and reported by hasMsg (set only when ok), so that the caller can
@@ -525,200 +582,86 @@ var wireNames = []string{"v", "type", "server", "appid", "ts", "id", "epoch", "u
 // an unspecified state).
 func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 	s := &scanner{b: data}
-	var mask uint64
-	i64 := func(dst *int64) bool {
-		v, ok := s.int()
-		*dst = v
-		return ok
-	}
-	ok = s.object(func(k []byte) bool {
-		var v int64
-		switch string(k) {
-		case "v":
-			ok := seen(&mask, 0) && i64(&v)
-			w.V = int(v)
-			return ok
-		case "type":
-			str, ok := s.name()
-			w.Type = Type(str)
-			return seen(&mask, 1) && ok
-		case "server":
-			str, ok := s.name()
-			w.Server = str
-			return seen(&mask, 2) && ok
-		case "id":
-			str, ok := s.str()
-			w.ID = str
-			return seen(&mask, 5) && ok
-		case "online":
-			b, ok := s.bool()
-			w.Online = &b
-			return seen(&mask, 8) && ok
-		case "receivers":
-			rs, ok := s.ints()
-			w.Receivers = rs
-			return seen(&mask, 13) && ok
-		case "msg":
-			*msg = Message{}
-			hasMsg = true
-			return seen(&mask, 14) && msg.decodeFast(s)
-		case "src":
-			w.Src = &Source{}
-			return seen(&mask, 15) && w.Src.decodeFast(s)
-		case "super":
-			b, ok := s.bool()
-			w.Super = b
-			return seen(&mask, 18) && ok
-		case "members":
-			ms, ok := s.ints()
-			w.Members = ms
-			return seen(&mask, 19) && ok
-		case "mute":
-			b, ok := s.bool()
-			w.Mute = b
-			return seen(&mask, 20) && ok
-		case "jobs":
-			js, ok := s.raws()
-			w.Jobs = js
-			return seen(&mask, 21) && ok
-		}
-		if p, bit := w.intField(k); p != nil {
-			return seen(&mask, bit) && i64(p)
-		}
-		return s.unknown(k, wireNames)
-	})
+	mask, ok := s.fields(wireKeys, &w.V, &w.Type, (*name)(&w.Server), &w.AppID, &w.TS, &w.ID, &w.Epoch,
+		&w.UID, &w.Online, &w.RoomID, &w.Receiver, &w.MsgID, &w.DeviceID, &w.Receivers, msg, &w.Src, &w.IMRTS,
+		&w.GroupID, &w.Super, &w.Members, &w.Mute, &w.Jobs)
 	s.ws()
 	ok = ok && s.i == len(s.b)
-	return ok, ok && hasMsg
+	return ok, ok && mask&(1<<wireMsg) != 0
 }
-
-// intField is the integer field named k and its bit in the seen mask, or nil.
-func (w *wire) intField(k []byte) (*int64, uint) {
-	switch string(k) {
-	case "appid":
-		return &w.AppID, 3
-	case "ts":
-		return &w.TS, 4
-	case "epoch":
-		return &w.Epoch, 6
-	case "uid":
-		return &w.UID, 7
-	case "room_id":
-		return &w.RoomID, 9
-	case "receiver":
-		return &w.Receiver, 10
-	case "msgid":
-		return &w.MsgID, 11
-	case "device_id":
-		return &w.DeviceID, 12
-	case "imr_timestamp":
-		return &w.IMRTS, 16
-	case "group_id":
-		return &w.GroupID, 17
-	}
-	return nil, 0
-}
-
-var messageNames = []string{"cmd", "flag", "version", "seq", "sender", "receiver", "timestamp", "msgid", "content",
-	"notification", "customer_appid", "customer_id", "store_id", "seller_id", "sync_key", "group_id",
-	"sender_appid", "receiver_appid", "raw"}
 
 func (m *Message) decodeFast(s *scanner) bool {
+	_, ok := s.fields(messageKeys, &m.Cmd, &m.Flag, &m.Version, &m.Seq, &m.Sender, &m.Receiver,
+		&m.Timestamp, &m.MsgID, &m.Content, &m.Notification, &m.CustomerAppID, &m.CustomerID, &m.StoreID,
+		&m.SellerID, &m.SyncKey, &m.GroupID, &m.SenderAppID, &m.ReceiverAppID, &m.Raw)
+	return ok
+}
+
+func (src *Source) decodeFast(s *scanner) bool {
+	_, ok := s.fields(sourceKeys, (*name)(&src.Topic), &src.Partition, &src.Offset, &src.Index, (*name)(&src.Inc))
+	return ok
+}
+
+// fields reads an object whose key names[i] fills ptrs[i] (len(ptrs) ==
+// len(keys.names)), and returns the mask of the keys it saw. A key
+// seen twice, a key that differs from a name only in case, or a value
+// that does not fit its field's type gives up.
+func (s *scanner) fields(keys *keys, ptrs ...any) (uint64, bool) {
 	var mask uint64
-	i64 := func(bit uint, dst *int64) bool {
-		v, ok := s.int()
-		*dst = v
-		return seen(&mask, bit) && ok
-	}
-	integer := func(bit uint, dst *int) bool {
-		v, ok := s.int()
-		*dst = int(v)
-		return seen(&mask, bit) && ok
-	}
-	return s.object(func(k []byte) bool {
-		switch string(k) {
-		case "cmd":
-			return integer(0, &m.Cmd)
-		case "flag":
-			return integer(1, &m.Flag)
-		case "version":
-			return integer(2, &m.Version)
-		case "seq":
-			return i64(3, &m.Seq)
-		case "sender":
-			return i64(4, &m.Sender)
-		case "receiver":
-			return i64(5, &m.Receiver)
-		case "timestamp":
-			return i64(6, &m.Timestamp)
-		case "msgid":
-			return i64(7, &m.MsgID)
-		case "content":
-			str, ok := s.str()
-			m.Content = str
-			return seen(&mask, 8) && ok
-		case "notification":
-			str, ok := s.str()
-			m.Notification = str
-			return seen(&mask, 9) && ok
-		case "customer_appid":
-			return i64(10, &m.CustomerAppID)
-		case "customer_id":
-			return i64(11, &m.CustomerID)
-		case "store_id":
-			return i64(12, &m.StoreID)
-		case "seller_id":
-			return i64(13, &m.SellerID)
-		case "sync_key":
-			return i64(14, &m.SyncKey)
-		case "group_id":
-			return i64(15, &m.GroupID)
-		case "sender_appid":
-			return i64(16, &m.SenderAppID)
-		case "receiver_appid":
-			return i64(17, &m.ReceiverAppID)
-		case "raw":
-			str, ok := s.str()
-			if !seen(&mask, 18) || !ok {
-				return false
-			}
+	ok := s.object(func(k []byte) bool {
+		if i := keys.index(k); i >= 0 {
+			return seen(&mask, uint(i)) && s.value(ptrs[i])
+		}
+		return s.unknown(k, keys.names)
+	})
+	return mask, ok
+}
+
+// value reads a JSON value into the field p points to, as encoding/json
+// would for the field's type (a pointer field gets a new value).
+func (s *scanner) value(p any) bool {
+	var ok bool
+	switch p := p.(type) {
+	case *int64:
+		*p, ok = s.int()
+	case *int:
+		var v int64
+		v, ok = s.int()
+		*p = int(v)
+	case *string:
+		*p, ok = s.str()
+	case *name:
+		var v string
+		v, ok = s.name()
+		*p = name(v)
+	case *Type:
+		var v string
+		v, ok = s.name()
+		*p = Type(v)
+	case *bool:
+		*p, ok = s.bool()
+	case **bool:
+		var b bool
+		b, ok = s.bool()
+		*p = &b
+	case *[]int64:
+		*p, ok = s.ints()
+	case *[]json.RawMessage:
+		*p, ok = s.raws()
+	case *[]byte:
+		var str string
+		if str, ok = s.str(); ok {
 			// encoding/json's []byte decoding, exactly.
 			b := make([]byte, base64.StdEncoding.DecodedLen(len(str)))
 			n, err := base64.StdEncoding.Decode(b, []byte(str))
-			m.Raw = b[:n]
-			return err == nil
+			*p, ok = b[:n], err == nil
 		}
-		return s.unknown(k, messageNames)
-	})
-}
-
-var sourceNames = []string{"topic", "partition", "offset", "index", "inc"}
-
-func (src *Source) decodeFast(s *scanner) bool {
-	var mask uint64
-	return s.object(func(k []byte) bool {
-		var v int64
-		var ok bool
-		switch string(k) {
-		case "topic":
-			src.Topic, ok = s.name()
-			return seen(&mask, 0) && ok
-		case "partition":
-			v, ok = s.int()
-			src.Partition = int(v)
-			return seen(&mask, 1) && ok
-		case "offset":
-			v, ok = s.int()
-			src.Offset = v
-			return seen(&mask, 2) && ok
-		case "index":
-			v, ok = s.int()
-			src.Index = int(v)
-			return seen(&mask, 3) && ok
-		case "inc":
-			src.Inc, ok = s.name()
-			return seen(&mask, 4) && ok
-		}
-		return s.unknown(k, sourceNames)
-	})
+	case *Message:
+		*p = Message{}
+		ok = p.decodeFast(s)
+	case **Source:
+		*p = &Source{}
+		ok = (*p).decodeFast(s)
+	}
+	return ok
 }

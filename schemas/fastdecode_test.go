@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -123,4 +124,52 @@ func FuzzFastDecode(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { checkFast(t, data) })
+}
+
+// TestFastKeysMatchTags: each key list names exactly its struct's json
+// fields, and each key fills the field encoding/json fills (checkFast
+// compares the two) with a value of the field's type.
+func TestFastKeysMatchTags(t *testing.T) {
+	sample := map[reflect.Type]string{
+		reflect.TypeFor[int](): "7", reflect.TypeFor[int64](): "-7", reflect.TypeFor[string](): `"s\u00e9"`,
+		reflect.TypeFor[Type](): `"publish"`, reflect.TypeFor[bool](): "true", reflect.TypeFor[*bool](): "false",
+		reflect.TypeFor[[]int64](): "[1,2]", reflect.TypeFor[[]json.RawMessage](): `[{"a":1},2]`,
+		reflect.TypeFor[*Message](): `{"cmd":4}`, reflect.TypeFor[*Source](): `{"topic":"imr.publish"}`,
+		reflect.TypeFor[[]byte](): `"AAE="`,
+	}
+	for _, c := range []struct {
+		keys *keys
+		typ  reflect.Type
+		wrap string // the record around a {key: value} object
+	}{
+		{wireKeys, reflect.TypeFor[wire](), "%s"},
+		{messageKeys, reflect.TypeFor[Message](), `{"msg":%s}`},
+		{sourceKeys, reflect.TypeFor[Source](), `{"src":%s}`},
+	} {
+		fields := map[string]reflect.Type{}
+		for _, f := range reflect.VisibleFields(c.typ) {
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" {
+				fields[tag] = f.Type
+			}
+		}
+		if len(fields) != len(c.keys.names) {
+			t.Errorf("%s: %d keys for %d json fields", c.typ, len(c.keys.names), len(fields))
+		}
+		for i, k := range c.keys.names {
+			if got := c.keys.index([]byte(k)); got != i {
+				t.Errorf("%s: index(%q) = %d, want %d", c.typ, k, got, i)
+			}
+			ft, ok := fields[k]
+			if !ok {
+				t.Errorf("%s: key %q is no json field", c.typ, k)
+				continue
+			}
+			if !checkFast(t, []byte(fmt.Sprintf(c.wrap, `{"`+k+`":`+sample[ft]+`}`))) {
+				t.Errorf("%s: the fast path gave up on key %q", c.typ, k)
+			}
+		}
+		if got := c.keys.index([]byte("no_such_key")); got != -1 {
+			t.Errorf("%s: index of an unknown key = %d", c.typ, got)
+		}
+	}
 }
