@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,44 +56,9 @@ func (c *chaos) archiveDelivers() {
 // that timed out or whose coordinator is loading would.
 func respondErr(req kmsg.Request, code int16) kmsg.Response {
 	switch r := req.(type) {
-	case *kmsg.ProduceRequest:
-		resp := r.ResponseKind().(*kmsg.ProduceResponse)
-		for _, t := range r.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp
-	case *kmsg.FetchRequest:
-		resp := r.ResponseKind().(*kmsg.FetchResponse)
-		for _, t := range r.Topics {
-			rt := kmsg.NewFetchResponseTopic()
-			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewFetchResponseTopicPartition()
-				rp.Partition, rp.ErrorCode, rp.HighWatermark, rp.LastStableOffset = p.Partition, code, -1, -1
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp
-	case *kmsg.OffsetCommitRequest:
-		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, t := range r.Topics {
-			rt := kmsg.NewOffsetCommitResponseTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewOffsetCommitResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
+	case *kmsg.ProduceRequest, *kmsg.FetchRequest, *kmsg.OffsetCommitRequest:
+		resp := r.ResponseKind()
+		failPartitions(reflect.ValueOf(r).Elem(), reflect.ValueOf(resp).Elem(), code)
 		return resp
 	case *kmsg.JoinGroupRequest:
 		resp := r.ResponseKind().(*kmsg.JoinGroupResponse)
@@ -100,6 +66,49 @@ func respondErr(req kmsg.Request, code int16) kmsg.Response {
 		return resp
 	}
 	return nil
+}
+
+// failPartitions fills the Topics of resp, a kmsg response, with every
+// topic and partition of req, its request, each partition failing with
+// code. The three requests it serves share that shape: Topics[].Topic
+// (and TopicID), Topics[].Partitions[].Partition; fields of a response
+// that a request lacks keep their kmsg defaults, and a fetch's watermarks
+// are unknown (-1).
+func failPartitions(req, resp reflect.Value, code int16) {
+	topics := resp.FieldByName("Topics")
+	for _, t := range req.FieldByName("Topics").Seq2() {
+		rt := kmsgNew(topics.Type().Elem())
+		setFrom(rt, t, "Topic", "TopicID")
+		parts := rt.FieldByName("Partitions")
+		for _, p := range t.FieldByName("Partitions").Seq2() {
+			rp := kmsgNew(parts.Type().Elem())
+			setFrom(rp, p, "Partition")
+			rp.FieldByName("ErrorCode").SetInt(int64(code))
+			for _, mark := range []string{"HighWatermark", "LastStableOffset"} {
+				if f := rp.FieldByName(mark); f.IsValid() {
+					f.SetInt(-1)
+				}
+			}
+			parts.Set(reflect.Append(parts, rp))
+		}
+		topics.Set(reflect.Append(topics, rt))
+	}
+}
+
+// kmsgNew is a new kmsg struct of type t with its protocol defaults.
+func kmsgNew(t reflect.Type) reflect.Value {
+	v := reflect.New(t)
+	v.Interface().(interface{ Default() }).Default()
+	return v.Elem()
+}
+
+// setFrom copies the named fields that both structs have from src to dst.
+func setFrom(dst, src reflect.Value, names ...string) {
+	for _, n := range names {
+		if d, s := dst.FieldByName(n), src.FieldByName(n); d.IsValid() && s.IsValid() {
+			d.Set(s)
+		}
+	}
 }
 
 // inject makes every nth request of key fail with code until stop is closed.
