@@ -247,15 +247,8 @@ func (c *chaos) truncatedLetters() int {
 func (c *chaos) idleGatewayConnections() (int64, error) {
 	const idle = 1000
 	gwAddr := freeLocalAddr(c.t)
-	_, p := c.s.start("gateway", "--gateway.listen", gwAddr, "--gateway.server_id", "ip_port")
+	p := c.s.startGateway(gwAddr, "--gateway.server_id", "ip_port")
 	defer p.Stop()
-	testenv.Eventually(c.t, 20*time.Second, "gateway listening", func() bool {
-		nc, err := net.Dial("tcp", gwAddr)
-		if err == nil {
-			nc.Close()
-		}
-		return err == nil
-	})
 	time.Sleep(time.Second)
 	before := rss(c.t, p.Cmd.Process.Pid)
 	var conns []net.Conn
@@ -291,15 +284,8 @@ func freeLocalAddr(t interface{ Fatal(...any) }) string {
 // missing and doubled entries.
 func (c *chaos) twoServersOneHost(burst int) (missing, extra int) {
 	gwAddr := freeLocalAddr(c.t)
-	_, p := c.s.start("gateway", "--gateway.listen", gwAddr)
+	p := c.s.startGateway(gwAddr)
 	defer p.Stop()
-	testenv.Eventually(c.t, 20*time.Second, "gateway listening", func() bool {
-		nc, err := net.Dial("tcp", gwAddr)
-		if err == nil {
-			nc.Close()
-		}
-		return err == nil
-	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := loadgen.Dial(ctx, gwAddr, "127.0.0.9")

@@ -26,14 +26,18 @@ func gatewayStack(t *testing.T, extra ...string) (*stack, string, func() *testen
 		t.Fatal(err)
 	}
 	gw := "127.0.0.1:" + strconv.Itoa(port)
-	run := func() *testenv.Process {
-		_, p := s.start("gateway", "--gateway.listen", gw, "--gateway.heartbeat_interval", "500ms")
-		testenv.Eventually(t, 20*time.Second, "gateway listening", func() bool {
-			return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), gw) == nil
-		})
-		return p
-	}
+	run := func() *testenv.Process { return s.startGateway(gw, "--gateway.heartbeat_interval", "500ms") }
 	return s, gw, run
+}
+
+// startGateway starts a gateway process listening on addr and waits until
+// it accepts connections.
+func (s *stack) startGateway(addr string, extra ...string) *testenv.Process {
+	_, p := s.start("gateway", append([]string{"--gateway.listen", addr}, extra...)...)
+	testenv.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
+		return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
+	})
+	return p
 }
 
 func ctxTimeout(d time.Duration) context.Context {
