@@ -76,64 +76,64 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic, inc string, p
 	switch m.Cmd {
 	case schemas.CmdIM:
 		for _, r := range job.Receivers {
-			b := make([]byte, 0, 64+len(m.Content))
-			b = appendInt(append(b, `{"appid":`...), appid)
-			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
-			b = appendInt(append(b, `,"receiver":`...), r)
-			b = appendInt(append(b, `,"sender":`...), m.Sender)
-			add(ListPeer, true, append(b, '}'))
+			add(ListPeer, true, newObject(64+len(m.Content)).num("appid", appid).text("content", m.Content).
+				num("receiver", r).num("sender", m.Sender).end())
 		}
 	case schemas.CmdGroupIM:
-		b := make([]byte, 0, 80+len(m.Content)+12*len(job.Receivers))
-		b = appendInt(append(b, `{"appid":`...), appid)
-		b = schemas.AppendString(append(b, `,"content":`...), m.Content)
-		b = appendInt(append(b, `,"group_id":`...), m.Receiver)
-		b = append(b, `,"receivers":[`...)
-		for i, r := range job.Receivers {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, r, 10)
-		}
-		b = appendInt(append(b, `],"sender":`...), m.Sender)
-		add(ListGroup, true, append(b, '}'))
+		add(ListGroup, true, newObject(80+len(m.Content)+12*len(job.Receivers)).num("appid", appid).
+			text("content", m.Content).num("group_id", m.Receiver).nums("receivers", job.Receivers).
+			num("sender", m.Sender).end())
 	case schemas.CmdCustomer, schemas.CmdCustomerSupport:
 		for _, r := range job.Receivers {
-			b := make([]byte, 0, 160+len(m.Content))
-			b = appendInt(append(b, `{"appid":`...), appid)
-			b = appendInt(append(b, `,"command":`...), int64(m.Cmd))
-			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
-			b = appendInt(append(b, `,"customer":`...), m.CustomerID)
-			b = appendInt(append(b, `,"customer_appid":`...), m.CustomerAppID)
-			b = appendInt(append(b, `,"receiver":`...), r)
-			b = appendInt(append(b, `,"seller":`...), m.SellerID)
-			b = appendInt(append(b, `,"store":`...), m.StoreID)
-			add(ListCustomer, false, append(b, '}'))
+			add(ListCustomer, false, newObject(160+len(m.Content)).num("appid", appid).num("command", int64(m.Cmd)).
+				text("content", m.Content).num("customer", m.CustomerID).num("customer_appid", m.CustomerAppID).
+				num("receiver", r).num("seller", m.SellerID).num("store", m.StoreID).end())
 		}
 	case schemas.CmdCustomerV2:
 		for _, r := range job.Receivers {
-			b := make([]byte, 0, 140+len(m.Content))
-			b = appendInt(append(b, `{"appid":`...), appid)
-			b = schemas.AppendString(append(b, `,"content":`...), m.Content)
-			b = appendInt(append(b, `,"receiver":`...), r)
-			b = appendInt(append(b, `,"receiver_appid":`...), m.ReceiverAppID)
-			b = appendInt(append(b, `,"sender":`...), m.Sender)
-			b = appendInt(append(b, `,"sender_appid":`...), m.SenderAppID)
-			add(ListCustomerV2, true, append(b, '}'))
+			add(ListCustomerV2, true, newObject(140+len(m.Content)).num("appid", appid).text("content", m.Content).
+				num("receiver", r).num("receiver_appid", m.ReceiverAppID).num("sender", m.Sender).
+				num("sender_appid", m.SenderAppID).end())
 		}
 	case schemas.CmdSystem:
 		if !e.SystemPush {
 			return dst
 		}
 		for _, r := range job.Receivers {
-			b := make([]byte, 0, 64+len(m.Notification))
-			b = appendInt(append(b, `{"appid":`...), appid)
-			b = schemas.AppendString(append(b, `,"content":`...), m.Notification)
-			b = appendInt(append(b, `,"receiver":`...), r)
-			add(ListSystem, false, append(b, '}'))
+			add(ListSystem, false, newObject(64+len(m.Notification)).num("appid", appid).
+				text("content", m.Notification).num("receiver", r).end())
 		}
 	}
 	return dst
 }
 
-func appendInt(b []byte, v int64) []byte { return strconv.AppendInt(b, v, 10) }
+// object builds a push entry's JSON object; callers give the keys in
+// sorted order, as encoding/json writes a map's.
+type object []byte
+
+func newObject(size int) object { return append(make(object, 0, size), '{') }
+
+func (o object) key(k string) object {
+	if len(o) > 1 {
+		o = append(o, ',')
+	}
+	o = append(append(append(o, '"'), k...), '"', ':')
+	return o
+}
+
+func (o object) num(k string, v int64) object { return strconv.AppendInt(o.key(k), v, 10) }
+
+func (o object) text(k, v string) object { return schemas.AppendString(o.key(k), v) }
+
+func (o object) nums(k string, vs []int64) object {
+	o = append(o.key(k), '[')
+	for i, v := range vs {
+		if i > 0 {
+			o = append(o, ',')
+		}
+		o = strconv.AppendInt(o, v, 10)
+	}
+	return append(o, ']')
+}
+
+func (o object) end() []byte { return append(o, '}') }
