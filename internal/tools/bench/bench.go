@@ -300,8 +300,10 @@ func (b *Bench) stopProfile(m *meter, scenario string) {
 }
 
 // record adds a row measured by m.
-func (b *Bench) record(m *meter, r Result) {
-	r = b.measure(m, r)
+func (b *Bench) record(m *meter, r Result) { b.add(b.measure(m, r)) }
+
+// add prints and keeps a measured result.
+func (b *Bench) add(r Result) {
 	fmt.Fprintf(b.o.Out, "   %d events in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
 	b.results = append(b.results, r)
 }

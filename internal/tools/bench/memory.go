@@ -121,10 +121,7 @@ func (b *Bench) memoryLoad(ctx context.Context, t config.Topics, servers, msgs i
 		if i%2 == 1 { // MSG_PUSH to an offline user
 			return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "origin")}
 		}
-		to := int64(1 + (i*7919)%memoryUsers)
-		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
-			Receiver: to, Msg: schemas.Message{Cmd: schemas.CmdRT, Sender: 1, Receiver: to, Content: "typing"}})
-		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
+		return publishRecord(schemas.TypePublish, int64(1+(i*7919)%memoryUsers), schemas.Message{Cmd: schemas.CmdRT, Content: "typing"})
 	}); err != nil {
 		return err
 	}

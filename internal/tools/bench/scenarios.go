@@ -176,61 +176,52 @@ func (b *Bench) best(name string, trial func() error) error {
 func (b *Bench) PusherAlone(ctx context.Context) error {
 	n := b.o.Events
 	cfg := b.scenario("pusher alone: imr.push → lists")
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
-	if err := b.produce(ctx, cfg.Kafka.Topics.Push, n, func(i int) kafka.Message {
+	return b.toPushQueue(ctx, cfg, cfg.Kafka.Topics.Push, n, func(i int) kafka.Message {
 		r := offline(i)
 		v, _ := json.Marshal(&schemas.PushJob{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "bench", AppID: app},
 			Receivers: []int64{r}, Msg: schemas.Message{Cmd: 4, Sender: 1, Receiver: r, Content: "bench " + strconv.Itoa(i)}})
 		return kafka.Message{Key: []byte(strconv.Itoa(i % 64)), Value: v}
-	}); err != nil {
-		return err
-	}
-	m := b.meter()
-	_, stop, err := b.start(ctx, cfg, "pusher")
-	if err != nil {
-		return err
-	}
-	got, err := b.waitLen(ctx, "push_queue", int64(n), 30*time.Second)
-	stop()
-	if err != nil {
-		return err
-	}
-	b.record(m, Result{Scenario: "pusher alone", Events: n, Baseline: "raw RPUSH", Lost: n - int(got)})
-	return nil
+	}, Result{Scenario: "pusher alone", Events: n, Baseline: "raw RPUSH"}, "pusher")
 }
 
 // OfflinePath: MSG_PUSH events for offline receivers, burst → lists.
 func (b *Bench) OfflinePath(ctx context.Context) error {
 	n := b.o.Events
 	cfg := b.scenario("offline path end to end: push events (bulk lane) → fanout → pusher → lists")
+	return b.toPushQueue(ctx, cfg, cfg.Kafka.Topics.Bulk, n, func(i int) kafka.Message {
+		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
+	}, Result{Scenario: "offline path end to end", Events: n, Baseline: "raw RPUSH"}, "fanout", "pusher")
+}
+
+// toPushQueue produces n records made by gen to topic on an empty Redis,
+// runs roles until push_queue holds n entries (or stops growing for 30 s),
+// and records res measured until then, with the entries lost, and those
+// doubled half a second later (late doubles would show by then; the wait
+// is not measured).
+func (b *Bench) toPushQueue(ctx context.Context, cfg config.Config, topic string, n int, gen func(i int) kafka.Message, res Result, roles ...string) error {
 	if err := b.flush(ctx); err != nil {
 		return err
 	}
-	if err := b.produce(ctx, cfg.Kafka.Topics.Bulk, n, func(i int) kafka.Message {
-		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
-	}); err != nil {
+	if err := b.produce(ctx, topic, n, gen); err != nil {
 		return err
 	}
 	m := b.meter()
-	env, stop, err := b.start(ctx, cfg, "fanout", "pusher")
+	_, stop, err := b.start(ctx, cfg, roles...)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	got, err := b.waitLen(ctx, "push_queue", int64(n), 30*time.Second)
-	time.Sleep(500 * time.Millisecond) // late doubles would show now
-	final := b.rc.LLen(ctx, "push_queue").Val()
-	_ = env
-	stop()
 	if err != nil {
 		return err
 	}
-	r := Result{Scenario: "offline path end to end", Events: n, Baseline: "raw RPUSH", Lost: n - int(got)}
-	if final > int64(n) {
-		r.Note = fmt.Sprintf("%d entries doubled", final-int64(n))
+	res.Lost = n - int(got)
+	res = b.measure(m, res)
+	time.Sleep(500 * time.Millisecond)
+	if final := b.rc.LLen(ctx, "push_queue").Val(); final > int64(n) {
+		res.Note = fmt.Sprintf("%d entries doubled", final-int64(n))
 	}
-	b.record(m, r)
+	b.add(res)
 	return nil
 }
 
@@ -277,17 +268,9 @@ func (b *Bench) OnlinePeers(ctx context.Context) error {
 	if err := b.conn.EnsureTopics(ctx, 1, topics); err != nil {
 		return err
 	}
-	m, err := b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, n, func(i int) kafka.Message {
-		to := users[(i*7919)%len(users)]
-		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
-			Receiver: to, Msg: schemas.Message{Cmd: 17, Sender: 1, Receiver: to, Content: "typing"}})
-		return kafka.Message{Key: []byte(ingest.UserKey(app, to)), Value: v}
-	})
-	if err != nil {
-		return err
-	}
-	b.record(m, Result{Scenario: "online peers", Events: n, Baseline: "raw consume"})
-	return nil
+	return b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, n, func(i int) kafka.Message {
+		return publishRecord(schemas.TypePublish, users[(i*7919)%len(users)], schemas.Message{Cmd: schemas.CmdRT, Content: "typing"})
+	}, Result{Scenario: "online peers", Events: n, Baseline: "raw consume"})
 }
 
 // Groups: 1000 groups × 1000 members, 10% online; GROUP_IM → group push
@@ -316,19 +299,10 @@ func (b *Bench) Groups(ctx context.Context) error {
 	if _, err := b.applyPresence(ctx, online, 8); err != nil {
 		return err
 	}
-	m, err := b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, events, func(i int) kafka.Message {
-		g := int64(1 + i%groups)
-		v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
-			Receiver: g, Msg: schemas.Message{Cmd: 8, Sender: 1, Receiver: g, Content: "hi group"}})
-		return kafka.Message{Key: []byte(ingest.GroupKey(app, g)), Value: v}
-	})
-	if err != nil {
-		return err
-	}
-	r := Result{Scenario: "groups (member decisions)", Events: events * members}
-	r.Note = fmt.Sprintf("%d GROUP_IM events; events column counts member decisions", events)
-	b.record(m, r)
-	return nil
+	return b.consumeAll(ctx, cfg, "fanout", cfg.Fanout.Group, cfg.Kafka.Topics.Publish, events, func(i int) kafka.Message {
+		return publishRecord(schemas.TypePublishGroup, int64(1+i%groups), schemas.Message{Cmd: schemas.CmdGroupIM, Content: "hi group"})
+	}, Result{Scenario: "groups (member decisions)", Events: events * members,
+		Note: fmt.Sprintf("%d GROUP_IM events; events column counts member decisions", events)})
 }
 
 // PresenceChurn: subscribe/unsubscribe storm → presence store.
@@ -339,7 +313,7 @@ func (b *Bench) PresenceChurn(ctx context.Context) error {
 		return err
 	}
 	on := true
-	m, err := b.consumeAll(ctx, cfg, "presence", cfg.Presence.Group, cfg.Kafka.Topics.Presence, n, func(i int) kafka.Message {
+	return b.consumeAll(ctx, cfg, "presence", cfg.Presence.Group, cfg.Kafka.Topics.Presence, n, func(i int) kafka.Message {
 		u := int64(1 + i/2%100_000)
 		ev := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "s" + strconv.Itoa(int(u%8)), AppID: app}, Epoch: 1, UID: u, Online: &on}
 		if i%2 == 1 {
@@ -347,12 +321,7 @@ func (b *Bench) PresenceChurn(ctx context.Context) error {
 		}
 		v, _ := json.Marshal(ev)
 		return kafka.Message{Key: []byte(ingest.UserKey(app, u)), Value: v}
-	})
-	if err != nil {
-		return err
-	}
-	b.record(m, Result{Scenario: "presence churn", Events: n, Baseline: "raw consume"})
-	return nil
+	}, Result{Scenario: "presence churn", Events: n, Baseline: "raw consume"})
 }
 
 // Latency: a steady rate of MSG_PUSH for offline users; e2e latency from
@@ -459,16 +428,34 @@ func quantilesOf(mfs []*dto.MetricFamily, sink string) (p50, p99, p999 float64) 
 }
 
 // consumeAll produces n records made by gen to topic, then runs role alone
-// until its group has consumed them, measuring from before it starts.
-func (b *Bench) consumeAll(ctx context.Context, cfg config.Config, role, group, topic string, n int, gen func(i int) kafka.Message) (*meter, error) {
+// until its group has consumed them, measuring from before it starts, and
+// records the measure as res.
+func (b *Bench) consumeAll(ctx context.Context, cfg config.Config, role, group, topic string, n int, gen func(i int) kafka.Message, res Result) error {
 	if err := b.produce(ctx, topic, n, gen); err != nil {
-		return nil, err
+		return err
 	}
 	m := b.meter()
 	_, stop, err := b.start(ctx, cfg, role)
 	if err != nil {
-		return m, err
+		return err
 	}
 	defer stop()
-	return m, b.waitLag(ctx, group, topic, n)
+	if err := b.waitLag(ctx, group, topic, n); err != nil {
+		return err
+	}
+	b.record(m, res)
+	return nil
+}
+
+// publishRecord is a publish event of type typ (publish or publish_group)
+// from sender 1 to receiver, keyed as the ingest library keys it.
+func publishRecord(typ schemas.Type, receiver int64, m schemas.Message) kafka.Message {
+	key := ingest.UserKey(app, receiver)
+	if typ == schemas.TypePublishGroup {
+		key = ingest.GroupKey(app, receiver)
+	}
+	m.Sender, m.Receiver = 1, receiver
+	v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: typ, Server: "origin", AppID: app, TS: time.Now().UnixMilli()},
+		Receiver: receiver, Msg: m})
+	return kafka.Message{Key: []byte(key), Value: v}
 }
