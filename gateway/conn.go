@@ -18,6 +18,7 @@ import (
 	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/internal/kafkax"
 	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/tick"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -230,16 +231,7 @@ func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writ
 }
 
 func (c *conn) heartbeat() {
-	t := time.NewTicker(c.g.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-			c.send(c.enc.Server(schemas.TypeHeartbeat))
-		}
-	}
+	tick.Every(c.ctx, c.g.cfg.HeartbeatInterval, func() { c.send(c.enc.Server(schemas.TypeHeartbeat)) })
 }
 
 // read turns frames into events until the connection ends.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/imstream/imstream/internal/tick"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -65,24 +66,17 @@ func (p *Producer) Start(ctx context.Context) error {
 	p.stopHB, p.hbDone = cancel, make(chan struct{})
 	go func() {
 		defer close(p.hbDone)
-		t := time.NewTicker(p.cfg.HeartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-hctx.Done():
-				return
-			case <-t.C:
-				// A busy producer may take longer than an interval: the
-				// heartbeat waits (the lease is many intervals long) rather
-				// than being abandoned; ticks missed meanwhile are skipped.
-				bctx, cancel := context.WithTimeout(hctx, max(10*p.cfg.HeartbeatInterval, 10*time.Second))
-				err := p.Heartbeat(bctx)
-				cancel()
-				if err != nil && hctx.Err() == nil && p.cfg.OnHeartbeatError != nil {
-					p.cfg.OnHeartbeatError(err)
-				}
+		// A busy producer may take longer than an interval: the heartbeat
+		// waits (the lease is many intervals long) rather than being
+		// abandoned; ticks missed meanwhile are skipped.
+		tick.Every(hctx, p.cfg.HeartbeatInterval, func() {
+			bctx, cancel := context.WithTimeout(hctx, max(10*p.cfg.HeartbeatInterval, 10*time.Second))
+			err := p.Heartbeat(bctx)
+			cancel()
+			if err != nil && hctx.Err() == nil && p.cfg.OnHeartbeatError != nil {
+				p.cfg.OnHeartbeatError(err)
 			}
-		}
+		})
 	}()
 	return nil
 }

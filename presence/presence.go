@@ -28,6 +28,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/tick"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -126,25 +127,18 @@ func (p *Presence) apply(ctx context.Context, _ stage.Batch, decoded []stage.Dec
 }
 
 func (p *Presence) collect(ctx context.Context, c store.Collector) {
-	t := time.NewTicker(p.cfg.GCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, p.cfg.GCInterval, func() {
 		start := time.Now()
 		st, err := c.Collect(ctx, start)
 		p.collected.Add(float64(st.Removed))
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("collecting stale presence failed", "err", err)
-			continue
+			return
 		}
 		p.users.Set(float64(st.Users))
 		p.rooms.Set(float64(st.Rooms))
 		if st.Removed > 0 {
 			p.log.Info("collected stale presence entries", "removed", st.Removed, "users", st.Users, "rooms", st.Rooms, "took", time.Since(start))
 		}
-	}
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/tick"
 )
 
 // Version is set at build time (-ldflags "-X .../obs.Version=...").
@@ -229,22 +230,16 @@ func (r *Readiness) RunProbes(ctx context.Context) {
 }
 
 func (p *Probe) run(ctx context.Context) {
-	t := time.NewTicker(p.interval)
-	defer t.Stop()
-	for {
+	probe := func() {
 		cctx, cancel := context.WithTimeout(ctx, max(p.interval, time.Second))
 		err := p.check(cctx)
 		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		p.record(time.Now(), err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if ctx.Err() == nil {
+			p.record(time.Now(), err)
 		}
 	}
+	probe()
+	tick.Every(ctx, p.interval, probe)
 }
 
 func (p *Probe) record(now time.Time, err error) {

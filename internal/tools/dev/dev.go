@@ -21,6 +21,7 @@ import (
 	"github.com/imstream/imstream/internal/config"
 	"github.com/imstream/imstream/internal/role"
 	imstatus "github.com/imstream/imstream/internal/status"
+	"github.com/imstream/imstream/internal/tick"
 	"github.com/imstream/imstream/internal/tools/devstack"
 	"github.com/imstream/imstream/internal/tools/sim"
 )
@@ -171,20 +172,13 @@ func Run(ctx context.Context, cfg config.Config, o Options) error {
 // roles' metrics the rates per stage, lag and end-to-end p99.
 func status(ctx context.Context, env *role.Env, sm *sim.Sim, o Options) error {
 	rc := env.Redis
-	t := time.NewTicker(o.Every)
-	defer t.Stop()
 	prev := map[string]int64{}
 	gather := func() imstatus.Sample {
 		mfs, _ := env.Registry.Gather()
 		return imstatus.FromFamilies(time.Now(), mfs)
 	}
 	last := gather()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	tick.Every(ctx, o.Every, func() {
 		cur := gather()
 		for _, l := range imstatus.Lines(last, cur) {
 			fmt.Fprintf(o.Out, "%s  %s\n", time.Now().Format("15:04:05"), l)
@@ -193,7 +187,7 @@ func status(ctx context.Context, env *role.Env, sm *sim.Sim, o Options) error {
 		lists, err := pushLists(ctx, rc)
 		if err != nil {
 			fmt.Fprintf(o.Out, "%s  redis: %v\n", time.Now().Format("15:04:05"), err)
-			continue
+			return
 		}
 		var parts []string
 		for _, l := range lists {
@@ -211,7 +205,8 @@ func status(ctx context.Context, env *role.Env, sm *sim.Sim, o Options) error {
 				now, kv(st.Sent), st.Online, kv(st.Delivered), st.Repeats)
 		}
 		fmt.Fprintf(o.Out, "%s  push lists: %s\n", now, strings.Join(parts, "  "))
-	}
+	})
+	return nil
 }
 
 func pushLists(ctx context.Context, rc redis.UniversalClient) ([]string, error) {
