@@ -40,9 +40,8 @@ func New(cfg config.Groups, env stage.Env, st store.GroupStore) (*Groups, error)
 	}
 	g := &Groups{cfg: cfg, topic: env.Kafka.Topics.Groups, store: st,
 		core: stage.NewCore(env, Stage),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_group_events_total", Help: "Group events applied to the group store, by type.",
-		}, []string{"type"}),
+		events: obs.CounterVec("imstream_group_events_total",
+			"Group events applied to the group store, by type.", "type"),
 	}
 	if err := env.Register(g.events); err != nil {
 		return nil, err

@@ -57,9 +57,8 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 	}
 	p := &Presence{
 		cfg: cfg, topic: env.Kafka.Topics.Presence, store: st, log: env.Logger.With("stage", Stage),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_presence_events_total", Help: "Presence events applied to the store, by type.",
-		}, []string{"type"}),
+		events: obs.CounterVec("imstream_presence_events_total",
+			"Presence events applied to the store, by type.", "type"),
 		collected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imstream_presence_collected_total", Help: "Stale presence entries removed by the collector.",
 		}),

@@ -69,9 +69,8 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, lengths redis.UniversalCli
 		sink: sink,
 		enc:  Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
 		log:  env.Logger.With("stage", Stage),
-		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_push_entries_total", Help: "Offline-push entries acknowledged by Redis, by list (without the ROM suffix).",
-		}, []string{"list"}),
+		entries: obs.CounterVec("imstream_push_entries_total",
+			"Offline-push entries acknowledged by Redis, by list (without the ROM suffix).", "list"),
 	}
 	for _, l := range []string{ListPeer, ListGroup, ListCustomer, ListCustomerV2, ListSystem} {
 		p.entries.WithLabelValues(l) // exported at 0 from the start

@@ -58,62 +58,46 @@ type Metrics struct {
 // NewMetrics creates and registers the shared metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_consumed_records_total", Help: "Records fetched from Kafka for handling, by stage and topic.",
-		}, []string{"stage", "topic"}),
-		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_rejected_records_total", Help: "Records rejected to the dead-letter topic, by stage and reason.",
-		}, []string{"stage", "reason"}),
-		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_skipped_total", Help: "Valid records deliberately not acted on, by stage and reason.",
-		}, []string{"stage", "reason"}),
-		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_batch_retries_total", Help: "Failed batch attempts that were retried after a back-off.",
-		}, []string{"stage"}),
-		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "imstream_batch_records", Help: "Records per handled batch.",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
-		}, []string{"stage"}),
-		HandleTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "imstream_batch_handle_seconds", Help: "Time to handle one batch, including sink writes.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
-		}, []string{"stage"}),
-		Rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_rebalances_total", Help: "Consumer group generations joined after the first.",
-		}, []string{"stage"}),
-		LogResets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_log_resets_total", Help: "Partition logs found to have started again (topic re-created, broker data lost, another cluster); each is read from its beginning as a new incarnation.",
-		}, []string{"stage", "topic"}),
-		Truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_dead_letters_truncated_total", Help: "Dead letters written truncated because the whole record did not fit the size limit (headers say where the original is).",
-		}, []string{"stage"}),
-		KeyMismatch: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_key_mismatch_total", Help: "Records whose Kafka key is not the one their body calls for, by stage and action (rejected to the dead-letter topic, or accepted by schemas.key_mismatch: accept).",
-		}, []string{"stage", "action"}),
-		Committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "imstream_committed_offset", Help: "Last offset committed by this process, per partition.",
-		}, []string{"stage", "topic", "partition"}),
-		E2E: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "imstream_e2e_latency_seconds", Help: "Time from the event's origin ts to its durable write, by sink.",
+		Consumed: CounterVec("imstream_consumed_records_total",
+			"Records fetched from Kafka for handling, by stage and topic.", "stage", "topic"),
+		Rejected: CounterVec("imstream_rejected_records_total",
+			"Records rejected to the dead-letter topic, by stage and reason.", "stage", "reason"),
+		Skipped: CounterVec("imstream_skipped_total",
+			"Valid records deliberately not acted on, by stage and reason.", "stage", "reason"),
+		Retries: CounterVec("imstream_batch_retries_total",
+			"Failed batch attempts that were retried after a back-off.", "stage"),
+		BatchSize: HistogramVec("imstream_batch_records",
+			"Records per handled batch.",
+			[]float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}, "stage"),
+		HandleTime: HistogramVec("imstream_batch_handle_seconds",
+			"Time to handle one batch, including sink writes.",
+			prometheus.ExponentialBuckets(0.0001, 2.5, 14), "stage"),
+		Rebalances: CounterVec("imstream_rebalances_total",
+			"Consumer group generations joined after the first.", "stage"),
+		LogResets: CounterVec("imstream_log_resets_total",
+			"Partition logs found to have started again (topic re-created, broker data lost, another cluster); each is read from its beginning as a new incarnation.", "stage", "topic"),
+		Truncated: CounterVec("imstream_dead_letters_truncated_total",
+			"Dead letters written truncated because the whole record did not fit the size limit (headers say where the original is).", "stage"),
+		KeyMismatch: CounterVec("imstream_key_mismatch_total",
+			"Records whose Kafka key is not the one their body calls for, by stage and action (rejected to the dead-letter topic, or accepted by schemas.key_mismatch: accept).", "stage", "action"),
+		Committed: GaugeVec("imstream_committed_offset",
+			"Last offset committed by this process, per partition.", "stage", "topic", "partition"),
+		E2E: HistogramVec("imstream_e2e_latency_seconds",
+			"Time from the event's origin ts to its durable write, by sink.",
 			// Edges at the usual SLO thresholds (50 ms, 200 ms, 1 s), so a
 			// quantile near them is not an interpolation across a 2x bucket.
-			Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30},
-		}, []string{"sink"}),
+			[]float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30}, "sink"),
 	}
-	m.Redis = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "imstream_redis_seconds", Help: "Redis round trip of one store or sink call (one pipeline), by stage and op.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
-	}, []string{"stage", "op"})
-	m.RedisErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "imstream_redis_errors_total", Help: "Failed Redis calls, by stage and op (the batch is retried).",
-	}, []string{"stage", "op"})
-	m.Produce = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "imstream_kafka_produce_seconds", Help: "Time until one produce call was acknowledged by the brokers, by stage.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
-	}, []string{"stage"})
-	m.Assigned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "imstream_consumer_assigned_partitions", Help: "Partitions this process consumes in its current consumer group generation.",
-	}, []string{"stage"})
+	m.Redis = HistogramVec("imstream_redis_seconds",
+		"Redis round trip of one store or sink call (one pipeline), by stage and op.",
+		prometheus.ExponentialBuckets(0.0001, 2.5, 14), "stage", "op")
+	m.RedisErrs = CounterVec("imstream_redis_errors_total",
+		"Failed Redis calls, by stage and op (the batch is retried).", "stage", "op")
+	m.Produce = HistogramVec("imstream_kafka_produce_seconds",
+		"Time until one produce call was acknowledged by the brokers, by stage.",
+		prometheus.ExponentialBuckets(0.0005, 2.5, 14), "stage")
+	m.Assigned = GaugeVec("imstream_consumer_assigned_partitions",
+		"Partitions this process consumes in its current consumer group generation.", "stage")
 	m.Stalls = newStalls()
 	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.KeyMismatch, m.Committed, m.E2E,
 		m.Redis, m.RedisErrs, m.Produce, m.Assigned, m.Stalls)

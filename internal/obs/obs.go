@@ -101,9 +101,8 @@ func (r *Registry) Names() []string {
 func NewRegistry() *Registry {
 	reg := &Registry{Registry: prometheus.NewRegistry()}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "imstream_build_info", Help: "Build information; always 1.",
-	}, []string{"version"})
+	bi := GaugeVec("imstream_build_info",
+		"Build information; always 1.", "version")
 	bi.WithLabelValues(Version).Set(1)
 	reg.MustRegister(bi)
 	return reg
