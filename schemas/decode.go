@@ -205,69 +205,50 @@ func truncate(s string) string {
 }
 
 func (w *wire) presence() (Event, error) {
-	t := string(w.Type)
-	if err := positive(t, "epoch", w.Epoch); err != nil {
-		return nil, err
-	}
+	c := checker{t: string(w.Type)}
 	p := &Presence{Header: w.Header, Epoch: w.Epoch}
+	c.positive("epoch", w.Epoch)
 	switch w.Type {
 	case TypeSubscribe:
-		if w.Online == nil {
-			return nil, required(t + ".online")
-		}
+		c.present("online", w.Online != nil)
 		p.Online = w.Online
 		fallthrough
 	case TypeUnsubscribe:
-		if err := positive(t, "uid", w.UID); err != nil {
-			return nil, err
-		}
+		c.positive("uid", w.UID)
 		p.UID = w.UID
 	case TypeSubscribeRoom, TypeUnsubscribeRoom:
-		if err := positive(t, "room_id", w.RoomID); err != nil {
-			return nil, err
-		}
+		c.positive("room_id", w.RoomID)
 		p.RoomID = w.RoomID
 	}
-	return p, nil
+	return c.result(p)
 }
 
 func (w *wire) publish(msg *Message) (Event, error) {
-	t := string(w.Type)
+	c := checker{t: string(w.Type)}
 	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
 	if w.Type == TypePush {
-		if err := receivers(t, w.Receivers); err != nil {
-			return nil, err
-		}
+		c.receivers(w.Receivers)
 		p.Receivers = w.Receivers
-	} else if err := positive(t, "receiver", w.Receiver); err != nil {
-		return nil, err
+	} else {
+		c.positive("receiver", w.Receiver)
 	}
-	if msg == nil {
-		return nil, required(t + ".msg")
+	c.msg(msg)
+	c.source(w.Src)
+	if c.err == nil {
+		p.Msg = *msg
+		p.Msg.Raw = canonicalRaw(p.Msg.Raw)
 	}
-	if err := msg.validate(t); err != nil {
-		return nil, err
-	}
-	if err := validSource(t, w.Src); err != nil {
-		return nil, err
-	}
-	p.Msg = *msg
-	p.Msg.Raw = canonicalRaw(p.Msg.Raw)
-	return p, nil
+	return c.result(p)
 }
 
 func (w *wire) group() (Event, error) {
-	t := string(w.Type)
-	if err := positive(t, "group_id", w.GroupID); err != nil {
-		return nil, err
-	}
+	c := checker{t: string(w.Type)}
+	c.positive("group_id", w.GroupID)
 	g := &Group{Header: w.Header, GroupID: w.GroupID}
 	switch w.Type {
 	case TypeGroupCreate:
 		for _, m := range w.Members {
-			if m <= 0 {
-				return nil, fieldErr(t+".members", ReasonInvalid, "every member must be > 0")
-			}
+			c.valid("members", m > 0, "every member must be > 0")
 		}
 		g.Super = w.Super
 		if len(w.Members) > 0 { // members: [] is no members, as when absent
@@ -276,34 +257,93 @@ func (w *wire) group() (Event, error) {
 	case TypeGroupUpgrade:
 		g.Super = w.Super
 	case TypeGroupMemberAdd, TypeGroupMemberRemove, TypeGroupMemberMute:
-		if err := positive(t, "uid", w.UID); err != nil {
-			return nil, err
-		}
+		c.positive("uid", w.UID)
 		g.UID, g.Mute = w.UID, w.Mute
 	}
-	return g, nil
+	return c.result(g)
 }
 
 func (w *wire) pushJob(msg *Message) (Event, error) {
-	t := string(w.Type)
-	if err := receivers(t, w.Receivers); err != nil {
-		return nil, err
+	c := checker{t: string(w.Type)}
+	c.receivers(w.Receivers)
+	c.msg(msg)
+	if c.err == nil && !msg.Pushable() {
+		c.err = fieldErr(c.t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", msg.Cmd))
 	}
-	if msg == nil {
-		return nil, required(t + ".msg")
-	}
-	if err := msg.validate(t); err != nil {
-		return nil, err
-	}
-	if !msg.Pushable() {
-		return nil, fieldErr(t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", msg.Cmd))
-	}
-	if err := validSource(t, w.Src); err != nil {
-		return nil, err
+	c.source(w.Src)
+	if c.err != nil {
+		return nil, c.err
 	}
 	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src}
 	j.Msg.Raw = canonicalRaw(j.Msg.Raw)
 	return j, nil
+}
+
+// checker validates the fields of an event of type t in order and keeps
+// the first error: each check after a failure does nothing, so that a
+// validator reads as the list of its rules. Error paths are built only on
+// failure (valid records are the hot path).
+type checker struct {
+	t   string
+	err error
+}
+
+func (c *checker) set(err *Error) {
+	if err != nil {
+		c.err = err
+	}
+}
+
+// positive: t.field must be > 0.
+func (c *checker) positive(field string, v int64) {
+	if c.err == nil && v <= 0 {
+		c.set(positive(c.t, field, v))
+	}
+}
+
+// present: t.field is required.
+func (c *checker) present(field string, ok bool) {
+	if c.err == nil && !ok {
+		c.err = required(c.t + "." + field)
+	}
+}
+
+// valid: t.field is invalid, as detail says, unless ok.
+func (c *checker) valid(field string, ok bool, detail string) {
+	if c.err == nil && !ok {
+		c.err = fieldErr(c.t+"."+field, ReasonInvalid, detail)
+	}
+}
+
+func (c *checker) receivers(rs []int64) {
+	if c.err == nil {
+		c.err = receivers(c.t, rs)
+	}
+}
+
+// msg: the inner message is required and valid.
+func (c *checker) msg(m *Message) {
+	switch {
+	case c.err != nil:
+	case m == nil:
+		c.err = required(c.t + ".msg")
+	default:
+		c.err = m.validate(c.t)
+	}
+}
+
+func (c *checker) source(s *Source) {
+	if c.err == nil {
+		c.err = validSource(c.t, s)
+	}
+}
+
+// result is e, or the first error.
+func (c *checker) result(e Event) (Event, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	return e, nil
 }
 
 // canonicalRaw makes an empty raw frame ("raw": "") the same as none, so a
