@@ -1,10 +1,14 @@
 package e2e_test
 
+// The commands that bring their own embedded Kafka and Redis: `imstream dev`
+// (what `make run` runs) and `imstream loadgen --embedded`.
+
 import (
 	"bufio"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +58,24 @@ func TestDev(t *testing.T) {
 	}
 	if !gotPush || !gotDeliver {
 		t.Fatalf("within 30s: push entries seen=%v, deliveries seen=%v", gotPush, gotDeliver)
+	}
+}
+
+// TestLoadgen runs `imstream loadgen --embedded` over both protocols at a
+// size that fits CI; the command fails when anything is lost or doubled.
+// (The 1M-message run is recorded in docs/gateway.md.)
+func TestLoadgen(t *testing.T) {
+	bin := testenv.Binary(t, "..")
+	for _, proto := range []string{"imr", "kafka"} {
+		t.Run(proto, func(t *testing.T) {
+			out, err := exec.Command(bin, "loadgen", "--embedded", "--protocol", proto, "--servers", "4",
+				"--pushes", "20000", "--rt", "2000").CombinedOutput()
+			if err != nil {
+				t.Fatalf("loadgen: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), "0 lost, 0 doubled") {
+				t.Fatalf("unexpected report:\n%s", out)
+			}
+		})
 	}
 }
