@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,19 +37,17 @@ type stack struct {
 
 func (s *stack) pusherAdmin() string { return s.pusher }
 
-// start runs a role process; it returns its admin address and the process.
+// start runs a role process and waits until its admin server listens (on
+// a free port, found again if a parallel test took it first); it returns
+// its admin address and the process.
 func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
-	port, err := devstack.FreePort()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	args := append([]string{role,
-		"--kafka.brokers", strings.Join(s.cfg.Kafka.Brokers, ","), "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
-		"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
-		"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
-		"--admin.listen", addr}, append(s.extra, extra...)...)
-	p := testenv.Start(s.t, s.bin, args...)
+	p, addr := testenv.StartOnFreePort(s.t, s.bin, func(addr string) []string {
+		return slices.Concat([]string{role,
+			"--kafka.brokers", strings.Join(s.cfg.Kafka.Brokers, ","), "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
+			"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
+			"--presence.lease", "3s", "--presence.server_cache", "0s", "--groups.cache", "0s",
+			"--admin.listen", addr}, s.extra, extra)
+	})
 	if s.procs == nil {
 		s.procs = map[string]*testenv.Process{}
 	}

@@ -569,8 +569,8 @@ func (t *keys) index(k []byte) int {
 	return -1
 }
 
-// wireMsg is the index of "msg" in wireKeys.
-const wireMsg = 14
+// wireMsg is the bit of "msg" in a wire's seen mask.
+var wireMsg = uint(wireKeys.index([]byte("msg")))
 
 // name is a string field read through the cache of low-cardinality
 // strings (server ids, topic names) rather than copied each time.
