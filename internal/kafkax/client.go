@@ -135,7 +135,16 @@ func (c *Conn) WaitReady(ctx context.Context) error {
 
 // Partitions returns the number of partitions of topic.
 func (c *Conn) Partitions(ctx context.Context, topic string) (int, error) {
-	resp, err := c.Client().Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	var n int
+	err := c.fresh(ctx, topic, func(cl *kafka.Client) (err error) {
+		n, err = partitions(ctx, cl, topic)
+		return err
+	})
+	return n, err
+}
+
+func partitions(ctx context.Context, cl *kafka.Client, topic string) (int, error) {
+	resp, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return 0, fmt.Errorf("kafka: metadata %s: %w", topic, err)
 	}
@@ -147,7 +156,25 @@ func (c *Conn) Partitions(ctx context.Context, topic string) (int, error) {
 			return len(t.Partitions), nil
 		}
 	}
-	return 0, fmt.Errorf("kafka: topic %s not found", topic)
+	return 0, fmt.Errorf("kafka: metadata %s: %w", topic, kafka.UnknownTopicOrPartition)
+}
+
+// fresh runs call with the shared client and, when it reports topic
+// unknown, once more with a client of its own transport. The shared
+// transport answers metadata (and places requests) from a cache it
+// refreshes every few seconds: a topic created since by another process
+// (a role started before the roles that create its topics) would be
+// unknown to it until then, and the lag, offsets and readiness read
+// through it wrong. A topic really missing costs one extra connection.
+func (c *Conn) fresh(ctx context.Context, topic string, call func(*kafka.Client) error) error {
+	err := call(c.Client())
+	if !errors.Is(err, kafka.UnknownTopicOrPartition) || c.Transport == nil {
+		return err
+	}
+	t := &kafka.Transport{ClientID: c.Transport.ClientID, DialTimeout: c.Transport.DialTimeout,
+		IdleTimeout: c.Transport.IdleTimeout, TLS: c.Transport.TLS, SASL: c.Transport.SASL}
+	defer t.CloseIdleConnections()
+	return call(&kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second, Transport: t})
 }
 
 // Probe asks the brokers for their metadata over a new connection: it

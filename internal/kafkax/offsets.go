@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/segmentio/kafka-go"
@@ -10,7 +11,15 @@ import (
 // Offsets returns the first and end (high watermark) offset of every
 // partition of topic.
 func (c *Conn) Offsets(ctx context.Context, topic string) (first, end map[int]int64, err error) {
-	n, err := c.Partitions(ctx, topic)
+	err = c.fresh(ctx, topic, func(cl *kafka.Client) (err error) {
+		first, end, err = offsets(ctx, cl, topic)
+		return err
+	})
+	return first, end, err
+}
+
+func offsets(ctx context.Context, cl *kafka.Client, topic string) (first, end map[int]int64, err error) {
+	n, err := partitions(ctx, cl, topic)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -18,7 +27,7 @@ func (c *Conn) Offsets(ctx context.Context, topic string) (first, end map[int]in
 	for p := 0; p < n; p++ {
 		req[topic] = append(req[topic], kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
 	}
-	resp, err := c.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
+	resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka: list offsets %s: %w", topic, err)
 	}
@@ -52,6 +61,11 @@ func (c *Conn) committed(ctx context.Context, group, topic string, partitions []
 	resp, err := c.Client().OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: partitions}})
 	if err == nil {
 		err = resp.Error
+	}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		// A group that never joined has committed nothing (Kafka answers
+		// -1 offsets; some brokers this error).
+		return map[int]kafka.OffsetFetchPartition{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kafka: committed offsets of %s on %s: %w", group, topic, err)
