@@ -2,7 +2,9 @@ package obs
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,8 +26,13 @@ type LagCollector struct {
 	// connected IM servers' deliver topics.
 	More    func() []GroupTopic
 	Timeout time.Duration // per scrape; default 3s
+	// Log, when set, says why a group's lag could not be read, once when
+	// the reason appears or changes, and once when it is read again.
+	Log *slog.Logger
 
 	desc, errs *prometheus.Desc
+	mu         sync.Mutex
+	failing    map[GroupTopic]string // the last error of the groups whose lag could not be read
 }
 
 // NewLagCollector returns the collector; register it on the registry.
@@ -55,9 +62,32 @@ func (l *LagCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			failed = 1
 		}
+		l.logChange(g, err)
 		ch <- prometheus.MustNewConstMetric(l.errs, prometheus.GaugeValue, failed, g.Group, g.Topic)
 		for p, v := range lag {
 			ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(v), g.Group, g.Topic, strconv.Itoa(p))
 		}
+	}
+}
+
+// logChange logs a group's lag becoming unreadable (or for another
+// reason) and readable again; scrapes in between log nothing.
+func (l *LagCollector) logChange(g GroupTopic, err error) {
+	if l.Log == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev, was := l.failing[g]
+	switch {
+	case err != nil && (!was || prev != err.Error()):
+		if l.failing == nil {
+			l.failing = map[GroupTopic]string{}
+		}
+		l.failing[g] = err.Error()
+		l.Log.Warn("consumer lag unreadable (imstream_consumer_lag_errors 1)", "group", g.Group, "topic", g.Topic, "err", err)
+	case err == nil && was:
+		delete(l.failing, g)
+		l.Log.Info("consumer lag readable again", "group", g.Group, "topic", g.Topic)
 	}
 }

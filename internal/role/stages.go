@@ -65,6 +65,7 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 		lag = append(lag, obs.GroupTopic{Group: e.Cfg.Fanout.Group, Topic: k.Bulk})
 	}
 	lc := obs.NewLagCollector(e.Conn, lag)
+	lc.Log = e.Log
 	lc.More = func() []obs.GroupTopic { // the deliver topics of the IM servers connected to this gateway
 		if e.Gateway == nil {
 			return nil
