@@ -101,8 +101,7 @@ func (r *Registry) Names() []string {
 func NewRegistry() *Registry {
 	reg := &Registry{Registry: prometheus.NewRegistry()}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bi := GaugeVec("imstream_build_info",
-		"Build information; always 1.", "version")
+	bi := GaugeVec("imstream_build_info", "Build information; always 1.", "version")
 	bi.WithLabelValues(Version).Set(1)
 	reg.MustRegister(bi)
 	return reg
