@@ -246,8 +246,7 @@ func (c *chaos) truncatedLetters() int {
 // on the chaos cluster and returns the gateway's RSS growth per connection.
 func (c *chaos) idleGatewayConnections() (int64, error) {
 	const idle = 1000
-	gwAddr := freeLocalAddr(c.t)
-	p := c.s.startGateway(gwAddr, "--gateway.server_id", "ip_port")
+	gwAddr, p := c.s.startGatewayAnyPort("--gateway.server_id", "ip_port")
 	defer p.Stop()
 	time.Sleep(time.Second)
 	before := rss(c.t, p.Cmd.Process.Pid)
@@ -268,23 +267,13 @@ func (c *chaos) idleGatewayConnections() (int64, error) {
 	return (rss(c.t, p.Cmd.Process.Pid) - before) / idle, nil
 }
 
-func freeLocalAddr(t interface{ Fatal(...any) }) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // twoServersOneHost runs a gateway on the chaos cluster; IM server A sends a
 // burst of MSG_PUSH while Kafka is slowed (every produce request delayed)
 // and IM server B connects from the same host. Both must stay connected as
 // two servers, and A's whole burst must land exactly once. It returns the
 // missing and doubled entries.
 func (c *chaos) twoServersOneHost(burst int) (missing, extra int) {
-	gwAddr := freeLocalAddr(c.t)
-	p := c.s.startGateway(gwAddr)
+	gwAddr, p := c.s.startGatewayAnyPort()
 	defer p.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

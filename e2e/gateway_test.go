@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"syscall"
@@ -38,6 +40,25 @@ func (s *stack) startGateway(addr string, extra ...string) *testenv.Process {
 		return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
 	})
 	return p
+}
+
+// gatewayAddr is what a gateway logs when it listens ("gateway listening"
+// ... addr=host:port).
+var gatewayAddr = regexp.MustCompile(`msg="gateway listening".* addr=(\S+)`)
+
+// startGatewayAnyPort starts a gateway on a port the kernel picks (no
+// other test can take it first) and returns the address it logged.
+func (s *stack) startGatewayAnyPort(extra ...string) (string, *testenv.Process) {
+	_, p := s.start("gateway", append([]string{"--gateway.listen", "127.0.0.1:0"}, extra...)...)
+	var addr string
+	testenv.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
+		b, _ := os.ReadFile(p.Log)
+		if m := gatewayAddr.FindSubmatch(b); m != nil {
+			addr = string(m[1])
+		}
+		return addr != "" && devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
+	})
+	return addr, p
 }
 
 func ctxTimeout(d time.Duration) context.Context {
