@@ -7,7 +7,6 @@ import (
 	"os"
 	"regexp"
 	"sort"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -19,16 +18,21 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// gatewayStack starts presence, fanout, pusher and a gateway process and
-// returns the gateway's address.
+// gatewayStack starts presence, fanout, pusher and a gateway process on a
+// port the kernel picks, and returns the gateway's address and run: its
+// first call returns that gateway, each later one starts a gateway again
+// on the same address (after the test stopped the previous one).
 func gatewayStack(t *testing.T, extra ...string) (*stack, string, func() *testenv.Process) {
 	s := startStack(t, 1, 1, extra...)
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
+	flags := []string{"--gateway.heartbeat_interval", "500ms"}
+	gw, first := s.startGatewayAnyPort(flags...)
+	run := func() *testenv.Process {
+		if p := first; p != nil {
+			first = nil
+			return p
+		}
+		return s.startGateway(gw, flags...)
 	}
-	gw := "127.0.0.1:" + strconv.Itoa(port)
-	run := func() *testenv.Process { return s.startGateway(gw, "--gateway.heartbeat_interval", "500ms") }
 	return s, gw, run
 }
 
