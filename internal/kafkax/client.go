@@ -136,7 +136,7 @@ func (c *Conn) WaitReady(ctx context.Context) error {
 // Partitions returns the number of partitions of topic.
 func (c *Conn) Partitions(ctx context.Context, topic string) (int, error) {
 	var n int
-	err := c.fresh(ctx, topic, func(cl *kafka.Client) (err error) {
+	err := c.fresh(func(cl *kafka.Client) (err error) {
 		n, err = partitions(ctx, cl, topic)
 		return err
 	})
@@ -159,14 +159,14 @@ func partitions(ctx context.Context, cl *kafka.Client, topic string) (int, error
 	return 0, fmt.Errorf("kafka: metadata %s: %w", topic, kafka.UnknownTopicOrPartition)
 }
 
-// fresh runs call with the shared client and, when it reports topic
+// fresh runs call with the shared client and, when it reports a topic
 // unknown, once more with a client of its own transport. The shared
 // transport answers metadata (and places requests) from a cache it
 // refreshes every few seconds: a topic created since by another process
 // (a role started before the roles that create its topics) would be
-// unknown to it until then, and the lag, offsets and readiness read
-// through it wrong. A topic really missing costs one extra connection.
-func (c *Conn) fresh(ctx context.Context, topic string, call func(*kafka.Client) error) error {
+// unknown to it until then, and its partitions, offsets and lag
+// unreadable. A topic really missing costs one extra connection.
+func (c *Conn) fresh(call func(*kafka.Client) error) error {
 	err := call(c.Client())
 	if !errors.Is(err, kafka.UnknownTopicOrPartition) || c.Transport == nil {
 		return err

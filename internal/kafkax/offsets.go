@@ -11,7 +11,7 @@ import (
 // Offsets returns the first and end (high watermark) offset of every
 // partition of topic.
 func (c *Conn) Offsets(ctx context.Context, topic string) (first, end map[int]int64, err error) {
-	err = c.fresh(ctx, topic, func(cl *kafka.Client) (err error) {
+	err = c.fresh(func(cl *kafka.Client) (err error) {
 		first, end, err = offsets(ctx, cl, topic)
 		return err
 	})
