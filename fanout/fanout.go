@@ -234,7 +234,7 @@ type jobRecords struct {
 	together bool
 	limit    int
 	jobs     []kafka.Message
-	first    []*schemas.Header // each job's event header, for a record's
+	first    []*schemas.Header // each job's event header: a push_jobs record takes its first job's
 }
 
 func (r *jobRecords) add(h *schemas.Header, job kafka.Message) {
