@@ -246,7 +246,7 @@ func (c *chaos) truncatedLetters() int {
 // on the chaos cluster and returns the gateway's RSS growth per connection.
 func (c *chaos) idleGatewayConnections() (int64, error) {
 	const idle = 1000
-	gwAddr, p := c.s.startGatewayAnyPort("--gateway.server_id", "ip_port")
+	gwAddr, p := c.s.startGateway("127.0.0.1:0", "--gateway.server_id", "ip_port")
 	defer p.Stop()
 	time.Sleep(time.Second)
 	before := rss(c.t, p.Cmd.Process.Pid)
@@ -273,7 +273,7 @@ func (c *chaos) idleGatewayConnections() (int64, error) {
 // two servers, and A's whole burst must land exactly once. It returns the
 // missing and doubled entries.
 func (c *chaos) twoServersOneHost(burst int) (missing, extra int) {
-	gwAddr, p := c.s.startGatewayAnyPort()
+	gwAddr, p := c.s.startGateway("127.0.0.1:0")
 	defer p.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,42 +26,39 @@ import (
 func gatewayStack(t *testing.T, extra ...string) (*stack, string, func() *testenv.Process) {
 	s := startStack(t, 1, 1, extra...)
 	flags := []string{"--gateway.heartbeat_interval", "500ms"}
-	gw, first := s.startGatewayAnyPort(flags...)
+	gw, first := s.startGateway("127.0.0.1:0", flags...)
 	run := func() *testenv.Process {
 		if p := first; p != nil {
 			first = nil
 			return p
 		}
-		return s.startGateway(gw, flags...)
+		_, p := s.startGateway(gw, flags...)
+		return p
 	}
 	return s, gw, run
-}
-
-// startGateway starts a gateway process listening on addr and waits until
-// it accepts connections.
-func (s *stack) startGateway(addr string, extra ...string) *testenv.Process {
-	_, p := s.start("gateway", append([]string{"--gateway.listen", addr}, extra...)...)
-	testenv.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
-		return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
-	})
-	return p
 }
 
 // gatewayAddr is what a gateway logs when it listens ("gateway listening"
 // ... addr=host:port).
 var gatewayAddr = regexp.MustCompile(`msg="gateway listening".* addr=(\S+)`)
 
-// startGatewayAnyPort starts a gateway on a port the kernel picks (no
-// other test can take it first) and returns the address it logged.
-func (s *stack) startGatewayAnyPort(extra ...string) (string, *testenv.Process) {
-	_, p := s.start("gateway", append([]string{"--gateway.listen", "127.0.0.1:0"}, extra...)...)
-	var addr string
+// startGateway starts a gateway process listening on addr and waits until
+// it accepts connections; it returns the address it listens on. With port
+// 0 the kernel picks the port (no other test can take it first) and the
+// address is read from the gateway's log.
+func (s *stack) startGateway(addr string, extra ...string) (string, *testenv.Process) {
+	_, p := s.start("gateway", append([]string{"--gateway.listen", addr}, extra...)...)
+	anyPort := strings.HasSuffix(addr, ":0")
 	testenv.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
-		b, _ := os.ReadFile(p.Log)
-		if m := gatewayAddr.FindSubmatch(b); m != nil {
+		if anyPort {
+			b, _ := os.ReadFile(p.Log)
+			m := gatewayAddr.FindSubmatch(b)
+			if m == nil {
+				return false
+			}
 			addr = string(m[1])
 		}
-		return addr != "" && devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
+		return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
 	})
 	return addr, p
 }

@@ -1,8 +1,8 @@
 package testenv
 
 import (
+	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -111,13 +111,12 @@ func StartOnFreePort(t testing.TB, bin string, args func(addr string) []string) 
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		p := Start(t, bin, args(addr)...)
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-				c.Close()
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !p.Exited(); {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := devstack.WaitTCP(ctx, addr)
+			cancel()
+			if err == nil {
 				return p, addr
-			}
-			if p.Exited() {
-				break
 			}
 		}
 		b, _ := os.ReadFile(p.Log)
