@@ -192,6 +192,18 @@ func (p *Producer) send(ctx context.Context, r Record) error {
 	}
 	w := l.writer()
 	err := w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
+	// A topic the brokers do not know yet (imstream's roles create theirs
+	// when they start, possibly after this IM server) is waited for, as a
+	// Java producer waits for metadata, until WriteTimeout: kafka-go
+	// gives up on it at once.
+	for wait := 50 * time.Millisecond; errors.Is(err, kafka.UnknownTopicOrPartition); wait = min(2*wait, time.Second) {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("ingest: produce to %s: topic still unknown after %s: %w", r.Topic, p.cfg.WriteTimeout, err)
+		case <-time.After(wait):
+		}
+		err = w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
+	}
 	if err == nil {
 		return nil
 	}

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -182,5 +183,42 @@ func TestProducerRecords(t *testing.T) {
 	}
 	if n := len(byType[schemas.TypeServerDown]); n != 1 || string(byType[schemas.TypeServerDown][0].Key) != "server:im-1" {
 		t.Errorf("server_down records: %d", n)
+	}
+}
+
+// TestProducerWaitsForTopic: an IM server started before imstream's roles
+// created their topics waits for the topic (up to WriteTimeout) instead of
+// failing its first call; a topic that never comes is an error naming it.
+func TestProducerWaitsForTopic(t *testing.T) {
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	ctx := context.Background()
+	p, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-1", WriteTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	created := make(chan error, 1)
+	sent := make(chan error, 1)
+	go func() { sent <- p.Subscribe(ctx, 7, 1001, true) }()
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the roles start later
+		conn := &kafkax.Conn{Brokers: []string{k.Addr}}
+		created <- conn.EnsureTopics(ctx, 1, map[string]int{"imr.presence": 3})
+	}()
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("Subscribe before the topic existed: %v", err)
+	}
+
+	q, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-2", PublishTopic: "no.such.topic", WriteTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(ctx)
+	err = q.Publish(ctx, 7, 1, schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: 1}, ingest.Meta{})
+	if err == nil || !errors.Is(err, kafka.UnknownTopicOrPartition) {
+		t.Fatalf("Publish to a topic that never comes: err %v, want UnknownTopicOrPartition", err)
 	}
 }

@@ -1,11 +1,9 @@
-package tick_test
+package tick
 
 import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/imstream/imstream/internal/tick"
 )
 
 func TestEveryStopsWithContext(t *testing.T) {
@@ -14,7 +12,7 @@ func TestEveryStopsWithContext(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick.Every(ctx, time.Millisecond, func() {
+		Every(ctx, time.Millisecond, func() {
 			if calls++; calls == 3 {
 				cancel()
 			}
@@ -30,16 +28,38 @@ func TestEveryStopsWithContext(t *testing.T) {
 	}
 }
 
-func TestEverySkipsTicksWhileBusy(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	calls := 0
-	tick.Every(ctx, time.Millisecond, func() {
-		calls++
-		time.Sleep(30 * time.Millisecond)
-	})
-	// 100 ticks of 1 ms fall in 100 ms; a 30 ms fn leaves room for ~4 calls.
-	if calls > 6 {
-		t.Fatalf("fn ran %d times in 100 ms though each call takes 30 ms: ticks were queued", calls)
+// TestNoCallAfterCancel: a tick that is ready when the context is done does
+// not run fn (select picks either ready case at random; 100 tries would
+// catch it about 50 times without the check).
+func TestNoCallAfterCancel(t *testing.T) {
+	for range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		ticks := make(chan time.Time, 1)
+		ticks <- time.Now()
+		cancel()
+		every(ctx, ticks, func() { t.Fatal("fn ran after the context was done") })
 	}
+}
+
+// TestEveryRunsOncePerTick: fn runs once for each tick it receives, on
+// the caller's goroutine, one at a time.
+func TestEveryRunsOncePerTick(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ticks := make(chan time.Time)
+	calls := make(chan int)
+	n := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every(ctx, ticks, func() { n++; calls <- n })
+	}()
+	for want := 1; want <= 3; want++ {
+		ticks <- time.Now()
+		if got := <-calls; got != want {
+			t.Fatalf("call %d reported %d", want, got)
+		}
+	}
+	cancel()
+	<-done
 }
