@@ -27,7 +27,11 @@ type MemberView interface {
 type Plan struct {
 	Deliver []string  // servers to forward the event to (never the origin)
 	Push    [][]int64 // push jobs, each the offline receivers of one job
-	Skip    string    // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
+	// IfOffline are a big group's members (minus the sender) whose
+	// presence Decide does not look up: they go to the pusher as
+	// if_offline jobs, and it writes entries for the offline ones.
+	IfOffline []int64
+	Skip      string // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
 }
 
 // Options are the routing switches.
@@ -35,7 +39,14 @@ type Options struct {
 	// SyncGroupNotifyAll forwards SYNC_GROUP_NOTIFY to every live server
 	// (im_service) instead of only where a member is present.
 	SyncGroupNotifyAll bool
+	// GroupChunk: a GROUP_IM to a group of more members than this (0: no
+	// limit) is not decided member by member (Plan.IfOffline).
+	GroupChunk int
 }
+
+// Big reports whether a GROUP_IM to g leaves its members' presence to the
+// pusher.
+func (o Options) Big(g *store.Group) bool { return o.GroupChunk > 0 && len(g.Members) > o.GroupChunk }
 
 // Decide applies docs/protocol.md §4 (im_service's HandlePublish, HandlePublishGroup,
 // HandlePublishRoom and MSG_PUSH) to one event.
@@ -74,6 +85,15 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 		}
 		switch m.Cmd {
 		case schemas.CmdGroupIM:
+			if o.Big(g) {
+				p.IfOffline = make([]int64, 0, len(g.Members))
+				for _, uid := range g.Members {
+					if uid != m.Sender {
+						p.IfOffline = append(p.IfOffline, uid)
+					}
+				}
+				break
+			}
 			var off []int64
 			for i, uid := range g.Members {
 				if uid != m.Sender && !member(i).Online {
@@ -105,15 +125,8 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 				off = append(off, uid)
 			}
 		}
-		if len(off) == 0 {
-			break
-		}
-		if m.Cmd == schemas.CmdGroupIM {
-			p.Push = [][]int64{off}
-			break
-		}
-		for _, uid := range off {
-			p.Push = append(p.Push, []int64{uid})
+		if len(off) > 0 {
+			p.Push = [][]int64{off} // GROUP_IM: one group entry; others: an entry per receiver
 		}
 	}
 	return p

@@ -81,14 +81,23 @@ func TestDecide(t *testing.T) {
 		return &schemas.Publish{Header: schemas.Header{Type: schemas.TypePush, Server: "s1", AppID: 7}, Receivers: receivers, Msg: msg}
 	}
 	tests = append(tests,
-		tc{"MSG_PUSH IM: one job per offline receiver", push([]int64{1, 2, 3, 4}, im(0)), fanout.Options{}, "deliver=[] push=[[2] [4]] skip="},
+		tc{"MSG_PUSH IM: one job of the offline receivers (an entry each)", push([]int64{1, 2, 3, 4}, im(0)), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
 		tc{"MSG_PUSH GROUP_IM: one group job", push([]int64{1, 2, 4}, gim), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
 		tc{"MSG_PUSH all online: nothing", push([]int64{1, 3}, im(0)), fanout.Options{}, "deliver=[] push=[] skip="},
+	)
+	big := fanout.Options{GroupChunk: 3}
+	tests = append(tests,
+		tc{"big group IM: every member but the sender, if offline", pub(schemas.TypePublishGroup, "s1", 55, gim), big, "deliver=[] push=[] if_offline=[1 2 4] skip="},
+		tc{"group of GroupChunk members is not big", pub(schemas.TypePublishGroup, "s1", 55, gim), fanout.Options{GroupChunk: 4}, "deliver=[] push=[[2 4]] skip="},
+		tc{"big group sync notify: still servers with members", pub(schemas.TypePublishGroup, "s1", 55, sync), big, "deliver=[s2 s3] push=[] skip="},
 	)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := fanout.Decide(tt.ev, view{}, tt.opts)
 			got := fmt.Sprintf("deliver=%v push=%v skip=%s", p.Deliver, p.Push, p.Skip)
+			if p.IfOffline != nil {
+				got = fmt.Sprintf("deliver=%v push=%v if_offline=%v skip=%s", p.Deliver, p.Push, p.IfOffline, p.Skip)
+			}
 			if got != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)
 			}

@@ -22,7 +22,9 @@ package fanout
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,8 @@ type Fanout struct {
 	wb       *kafka.Writer // the bulk lane's, batched (kafka.linger)
 	outputs  *prometheus.CounterVec
 
+	jobHeaders []kafka.Header // on imr.push records: kafkax.HeaderMaxBytes
+
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
 }
@@ -67,7 +71,7 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	}
 	f := &Fanout{
 		cfg: cfg, env: env, presence: ps, groups: gs, log: env.Logger.With("stage", Stage),
-		opts:   Options{SyncGroupNotifyAll: cfg.SyncGroupNotifyAll},
+		opts:   Options{SyncGroupNotifyAll: cfg.SyncGroupNotifyAll, GroupChunk: cfg.GroupChunk},
 		topics: map[string]bool{},
 		outputs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imstream_fanout_outputs_total", Help: "Records produced by the fanout, by kind (deliver, push_job).",
@@ -80,7 +84,9 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	f.w.Balancer = &outputBalancer{pushTopic: env.Kafka.Topics.Push}
 	f.wb = env.Conn.NewWriter(env.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
+	f.jobHeaders = []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
 	f.core = stage.NewCore(env, Stage)
+	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonOutputRefused)
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
 	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Publish, env.Kafka.Topics.Bulk)
 	env.Metrics.KnownSinks("deliver_topic")
@@ -123,15 +129,22 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		return nil, err
 	}
 	var out []kafka.Message
+	var from []span // the inputs each record of out derives from
+	var rejected []stage.Rejected
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
-	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.env.Schemas.MaxBytes}
+	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders}
 	for i, ev := range evs {
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
 		m := decoded[i].Msg
+		js, err := jobsOf(ev, plan, m, b.Inc, f.limit(), f.opts.GroupChunk)
+		if err != nil {
+			rejected = append(rejected, stage.Rejected{Msg: *m, Code: schemas.ReasonOversize, Reason: err.Error()})
+			continue
+		}
 		if len(plan.Deliver) > 0 {
 			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, b.Inc)
 			for _, server := range plan.Deliver {
@@ -140,15 +153,16 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 					newTopics[topic] = f.env.Kafka.DeliverPartitions
 				}
 				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value})
+				from = append(from, span{i, i})
 			}
 			delivers += len(plan.Deliver)
 		}
-		for idx, receivers := range plan.Push {
-			pj.add(&ev.Header, pushJob(ev, receivers, m, b.Inc, idx))
+		for _, j := range js {
+			pj.add(&ev.Header, j, i)
 		}
-		jobs += len(plan.Push)
+		jobs += len(js)
 	}
-	out = pj.records(out)
+	out, from = pj.records(out, from)
 	if len(newTopics) > 0 {
 		if err := f.env.Conn.EnsureTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics); err != nil {
 			return nil, err
@@ -161,7 +175,8 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		f.log.Info("created deliver topics", "topics", len(newTopics))
 	}
 	start := time.Now()
-	if err := kafkax.Write(ctx, f.writer(b.Topic), out...); err != nil {
+	refused, err := kafkax.WriteRefusing(ctx, f.writer(b.Topic), out...)
+	if err != nil {
 		if kafkax.UnknownTopic(err) {
 			// A deliver topic went away (deleted, or a cluster that lost its
 			// data): create the batch's topics again on the retry.
@@ -172,6 +187,7 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		return nil, err
 	}
 	done := time.Now()
+	rejected = append(rejected, f.refusedInputs(decoded, out, from, refused)...)
 	f.env.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
@@ -181,7 +197,54 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 			e2e.Observe(ev.TS, done)
 		}
 	}
-	return nil, nil
+	return rejected, nil
+}
+
+// span is the inputs [lo, hi] (indexes in a batch) an output derives from:
+// one event's, or a push_jobs record's consecutive events.
+type span struct{ lo, hi int }
+
+// ReasonOutputRefused dead-letters an input one of whose outputs the
+// brokers refused for a reason no retry fixes (too large, invalid).
+const ReasonOutputRefused = "output_refused"
+
+// refusedInputs returns the dead letters of the inputs whose outputs were
+// refused (each input once), logged and counted (imstream_rejected_records_total
+// reason output_refused, imstream_outputs_refused_total{stage,topic}). Its
+// other outputs were written: a re-drive repeats them, and the repeats are
+// dropped as usual (deliveries by src, push entries by watermark).
+func (f *Fanout) refusedInputs(decoded []stage.Decoded[*schemas.Publish], out []kafka.Message, from []span, refused map[int]error) []stage.Rejected {
+	if len(refused) == 0 {
+		return nil
+	}
+	why := map[int]string{}
+	var order []int
+	for o, err := range refused {
+		f.env.Metrics.OutputRefused(Stage, out[o].Topic, err.Error())
+		for i := from[o].lo; i <= from[o].hi; i++ {
+			if _, ok := why[i]; !ok {
+				order = append(order, i)
+				why[i] = fmt.Sprintf("%s record of %d bytes: %v", out[o].Topic, len(out[o].Value), err)
+			}
+		}
+	}
+	slices.Sort(order)
+	rs := make([]stage.Rejected, 0, len(order))
+	for _, i := range order {
+		m := decoded[i].Msg
+		f.log.Error("output refused by the brokers; its input goes to the dead-letter topic and the partition moves on",
+			"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", why[i])
+		rs = append(rs, stage.Rejected{Msg: *m, Code: ReasonOutputRefused, Reason: why[i]})
+	}
+	return rs
+}
+
+// limit is the size every record the fanout writes stays under.
+func (f *Fanout) limit() int {
+	if l := f.env.Kafka.MaxRecordBytes; l > 0 {
+		return l
+	}
+	return 256 << 10
 }
 
 func (f *Fanout) known(topic string) bool {
@@ -215,14 +278,68 @@ func withSource(value []byte, topic string, partition int, offset int64, inc str
 // pushJob builds the idx-th push job of the event read from m. Its key names
 // the source partition, which the output balancer maps to an imr.push
 // partition.
-func pushJob(ev *schemas.Publish, receivers []int64, m *kafka.Message, inc string, idx int) kafka.Message {
+func pushJob(ev *schemas.Publish, receivers []int64, ifOffline bool, m *kafka.Message, inc string, idx int) kafka.Message {
 	msg := ev.Msg
 	msg.Raw = nil // the pusher does not need the frame
 	h := ev.Header
 	h.Type = schemas.TypePushJob
-	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg,
+	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg, IfOffline: ifOffline,
 		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: inc}}
-	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)), Value: job.AppendJSON(make([]byte, 0, 256))}
+	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)),
+		Value: job.AppendJSON(make([]byte, 0, 256+(len(receivers)*20)))}
+}
+
+// maxJobs is how many push jobs one event may yield: a job's position is
+// its source offset << 16 | its index (package pusher).
+const maxJobs = 1 << 16
+
+// jobsOf returns the push jobs of ev's plan, numbered from 0: each list of
+// plan.Push as one job, plan.IfOffline as if_offline jobs of at most chunk
+// members, and any job that would be over limit bytes cut into several
+// that are not. An event that would need more than maxJobs jobs is an
+// error.
+func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit, chunk int) ([]kafka.Message, error) {
+	if len(plan.Push) == 0 && len(plan.IfOffline) == 0 {
+		return nil, nil
+	}
+	// The job without receivers, and room for its index to grow.
+	base := len(pushJob(ev, []int64{}, len(plan.IfOffline) > 0, m, inc, 0).Value) + 16
+	var jobs []kafka.Message
+	add := func(rs []int64, ifOffline bool, most int) {
+		for len(rs) > 0 {
+			n, size := 0, base
+			for n < len(rs) && n < most {
+				w := digits(rs[n]) + 1
+				if n > 0 && size+w > limit {
+					break
+				}
+				size += w
+				n++
+			}
+			jobs = append(jobs, pushJob(ev, rs[:n:n], ifOffline, m, inc, len(jobs)))
+			rs = rs[n:]
+		}
+	}
+	for _, rs := range plan.Push {
+		add(rs, false, len(rs))
+	}
+	add(plan.IfOffline, true, max(chunk, 1))
+	if len(jobs) > maxJobs {
+		return nil, fmt.Errorf("record: yields %d push jobs of at most %d bytes, more than %d", len(jobs), limit, maxJobs)
+	}
+	return jobs, nil
+}
+
+// digits is the length of v in decimal.
+func digits(v int64) int {
+	n := 1
+	if v < 0 {
+		n, v = 2, -v
+	}
+	for ; v >= 10; v /= 10 {
+		n++
+	}
+	return n
 }
 
 // jobRecords gathers a batch's push jobs into imr.push records: with
@@ -233,25 +350,30 @@ type jobRecords struct {
 	topic    string
 	together bool
 	limit    int
+	headers  []kafka.Header // on every record: the limit they were written under
 	jobs     []kafka.Message
 	first    []*schemas.Header // each job's event header: a push_jobs record takes its first job's
+	input    []int             // each job's input index
 }
 
-func (r *jobRecords) add(h *schemas.Header, job kafka.Message) {
+func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int) {
 	job.Topic = r.topic
+	job.Headers = r.headers
 	r.jobs = append(r.jobs, job)
 	r.first = append(r.first, h)
+	r.input = append(r.input, input)
 }
 
-// records appends the records to out.
-func (r *jobRecords) records(out []kafka.Message) []kafka.Message {
+// records appends the records to out, and the inputs each derives from to
+// from.
+func (r *jobRecords) records(out []kafka.Message, from []span) ([]kafka.Message, []span) {
 	if !r.together {
-		return append(out, r.jobs...)
+		for i, j := range r.jobs {
+			out, from = append(out, j), append(from, span{r.input[i], r.input[i]})
+		}
+		return out, from
 	}
-	// Room for the record's header; and never near the brokers' default
-	// message.max.bytes (1 MiB) whatever schemas.max_bytes says: a record
-	// the broker refuses would stop the partition.
-	limit := min(r.limit, 256<<10) - 256
+	limit := r.limit - 256 // room for the record's header
 	for i := 0; i < len(r.jobs); {
 		j, size := i+1, len(r.jobs[i].Value)
 		for j < len(r.jobs) && string(r.jobs[j].Key) == string(r.jobs[i].Key) && size+1+len(r.jobs[j].Value) <= limit {
@@ -265,12 +387,13 @@ func (r *jobRecords) records(out []kafka.Message) []kafka.Message {
 			for _, m := range r.jobs[i:j] {
 				vals = append(vals, m.Value)
 			}
-			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key,
+			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers,
 				Value: schemas.AppendPushJobs(make([]byte, 0, size+256), *r.first[i], vals)})
 		}
+		from = append(from, span{r.input[i], r.input[j-1]})
 		i = j
 	}
-	return out
+	return out, from
 }
 
 // outputBalancer puts push jobs on imr.push partition (source partition mod

@@ -18,16 +18,27 @@ func TestJobRecords(t *testing.T) {
 	job := func(key string, i int) kafka.Message {
 		ev := &schemas.Publish{Header: *h, Receivers: []int64{int64(100 + i)}, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: int64(100 + i), Content: strings.Repeat("x", 100)}}
 		m := &kafka.Message{Topic: "imr.publish.bulk", Partition: 1, Offset: int64(i)}
-		j := pushJob(ev, ev.Receivers, m, "", 0)
+		j := pushJob(ev, ev.Receivers, false, m, "", 0)
 		j.Key = []byte(key)
 		return j
 	}
 	build := func(together bool, limit int, keys ...string) []kafka.Message {
 		r := jobRecords{topic: "imr.push", together: together, limit: limit}
 		for i, k := range keys {
-			r.add(h, job(k, i))
+			r.add(h, job(k, i), i)
 		}
-		return r.records(nil)
+		recs, from := r.records(nil, nil)
+		if len(from) != len(recs) {
+			t.Fatalf("%d records, %d spans", len(recs), len(from))
+		}
+		next := 0
+		for i, s := range from { // the jobs' inputs, each once, in order
+			if s.lo != next || s.hi < s.lo {
+				t.Fatalf("record %d derives from inputs %d..%d, want from %d", i, s.lo, s.hi, next)
+			}
+			next = s.hi + 1
+		}
+		return recs
 	}
 	shape := func(recs []kafka.Message) string {
 		var out []string
@@ -66,5 +77,61 @@ func TestJobRecords(t *testing.T) {
 		if got := shape(build(tc.together, tc.limit, tc.keys...)); got != tc.want {
 			t.Errorf("together=%v limit=%d keys=%v: %s, want %s", tc.together, tc.limit, tc.keys, got, tc.want)
 		}
+	}
+}
+
+// TestJobsOf: a 100 000-member group with 19-digit uids becomes if_offline
+// jobs of at most chunk members, each record under the limit, numbered
+// 0, 1, …, holding every member once in order; a long receiver list of
+// plan.Push is cut by size alone.
+func TestJobsOf(t *testing.T) {
+	ev := &schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "im-1", AppID: 7, TS: 1},
+		Receiver: 9, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9, Content: strings.Repeat("x", 1000)}}
+	m := &kafka.Message{Topic: "imr.publish", Partition: 3, Offset: 77}
+	members := make([]int64, 100000)
+	for i := range members {
+		members[i] = 1000000000000000000 + int64(i)*7919
+	}
+	for _, tc := range []struct {
+		plan         Plan
+		limit, chunk int
+		ifOffline    bool
+		most         int // receivers per job at most
+	}{
+		{Plan{IfOffline: members}, 256 << 10, 2000, true, 2000},
+		{Plan{IfOffline: members}, 16 << 10, 2000, true, 2000},
+		{Plan{Push: [][]int64{members}}, 64 << 10, 2000, false, len(members)},
+	} {
+		jobs, err := jobsOf(ev, tc.plan, m, "r1", tc.limit, tc.chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for i, j := range jobs {
+			if len(j.Value) > tc.limit {
+				t.Fatalf("job %d is %d bytes, over the limit of %d", i, len(j.Value), tc.limit)
+			}
+			ev, err := schemas.DecodeKind(j.Value, tc.limit, schemas.KindPushJob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			job := ev.(*schemas.PushJob)
+			if job.Src.Index != i || job.Src.Offset != 77 || job.IfOffline != tc.ifOffline || len(job.Receivers) > tc.most {
+				t.Fatalf("job %d: index %d offset %d if_offline %v, %d receivers", i, job.Src.Index, job.Src.Offset, job.IfOffline, len(job.Receivers))
+			}
+			got = append(got, job.Receivers...)
+		}
+		if len(got) != len(members) {
+			t.Fatalf("limit %d: %d receivers in %d jobs, want %d", tc.limit, len(got), len(jobs), len(members))
+		}
+		for i := range got {
+			if got[i] != members[i] {
+				t.Fatalf("receiver %d is %d, want %d", i, got[i], members[i])
+			}
+		}
+	}
+	// More jobs than a position can number is an error, not a wrap.
+	if _, err := jobsOf(ev, Plan{IfOffline: members}, m, "", 256<<10, 1); err == nil {
+		t.Fatal("100 000 jobs of one member each: no error")
 	}
 }

@@ -123,13 +123,32 @@ func (l *loader) addGroup(ctx context.Context, ev *schemas.Publish) error {
 		}
 		l.v.groups[k] = g
 	}
-	if g != nil && !toLive {
+	if g != nil && !toLive && !(cmd == schemas.CmdGroupIM && l.o.Big(g)) { // a big group's GROUP_IM: Plan.IfOffline
 		if _, ok := l.v.members[k]; !ok {
 			l.v.members[k] = nil
 			l.resolve = append(l.resolve, k)
 		}
 	}
 	return nil
+}
+
+// lookUp reads the presence of uids in pipelines of at most
+// Options.GroupChunk users, one after another: a big group's members cost
+// one chunk's replies in memory at a time, not all of them.
+func (l *loader) lookUp(ctx context.Context, appid int64, uids []int64) ([]store.UserPresence, error) {
+	n := l.o.GroupChunk
+	if n <= 0 || len(uids) <= n {
+		return l.ps.Users(ctx, appid, uids, l.now)
+	}
+	out := make([]store.UserPresence, 0, len(uids))
+	for i := 0; i < len(uids); i += n {
+		res, err := l.ps.Users(ctx, appid, uids[i:min(i+n, len(uids))], l.now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
 }
 
 // users looks up app appid's receivers and its groups' members in one call.
@@ -144,7 +163,7 @@ func (l *loader) users(ctx context.Context, appid int64, set map[int64]struct{})
 			uids = append(uids, l.v.groups[k].Members...)
 		}
 	}
-	res, err := l.ps.Users(ctx, appid, uids, l.now)
+	res, err := l.lookUp(ctx, appid, uids)
 	if err != nil {
 		return err
 	}

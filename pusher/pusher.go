@@ -36,6 +36,7 @@ import (
 	"github.com/imstream/imstream/internal/obs"
 	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
 )
 
 // Stage is the name used in metrics and dead-letter headers.
@@ -43,20 +44,22 @@ const Stage = "pusher"
 
 // Pusher is the push-list sink stage.
 type Pusher struct {
-	cfg     config.Pusher
-	env     stage.Env
-	sink    Sink
+	cfg      config.Pusher
+	env      stage.Env
+	sink     Sink
+	presence store.PresenceStore // for if_offline jobs
 	enc     Encoder
 	core    *stage.Core
 	log     *slog.Logger
 	entries *prometheus.CounterVec
 }
 
-// New builds the stage from its section, the process's env and the sink it
-// appends to; lengths, when not nil, is read at scrape time for
+// New builds the stage from its section, the process's env, the sink it
+// appends to and the presence store it reads for if_offline jobs (a big
+// group's members); lengths, when not nil, is read at scrape time for
 // imstream_push_list_length. Run starts it.
-func New(cfg config.Pusher, env stage.Env, sink Sink, lengths redis.UniversalClient) (*Pusher, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}); err != nil {
+func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, lengths redis.UniversalClient) (*Pusher, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}, stage.Need{Name: "Presence", OK: ps != nil}); err != nil {
 		return nil, err
 	}
 	rom := make(map[int64]bool, len(cfg.ROMApps))
@@ -64,9 +67,10 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, lengths redis.UniversalCli
 		rom[a] = true
 	}
 	p := &Pusher{
-		cfg:  cfg,
-		env:  env,
-		sink: sink,
+		cfg:      cfg,
+		env:      env,
+		sink:     sink,
+		presence: ps,
 		enc:  Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
 		log:  env.Logger.With("stage", Stage),
 		entries: obs.CounterVec("imstream_push_entries_total",
@@ -84,7 +88,7 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, lengths redis.UniversalCli
 		}
 	}
 	p.core = stage.NewCore(env, Stage)
-	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled")
+	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled", "receiver_online")
 	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Push)
 	env.Metrics.KnownSinks("push_list")
 	env.Metrics.KnownRedis(Stage, "append")
@@ -101,9 +105,15 @@ func (p *Pusher) Run(ctx context.Context) error {
 
 // write turns a batch of push jobs into entries and appends them to their lists.
 func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decoded[schemas.Event]) ([]stage.Rejected, error) {
+	if err := p.keepOffline(ctx, records); err != nil {
+		return nil, err
+	}
 	entries := make([]Entry, 0, len(records))
 	skipped := 0
 	add := func(job *schemas.PushJob, m *kafka.Message) {
+		if len(job.Receivers) == 0 { // an if_offline job whose receivers are all online (counted by keepOffline)
+			return
+		}
 		n := len(entries)
 		entries = p.enc.Append(entries, job, m.Topic, b.Inc, m.Partition, m.Offset)
 		if len(entries) == n {

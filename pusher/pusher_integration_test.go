@@ -20,6 +20,7 @@ import (
 	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
 )
 
 func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
@@ -27,7 +28,8 @@ func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
 	conn := kafkax.MustConn(cfg.Kafka)
 	rc := redisx.MustNew(cfg.Redis)
 	reg := prometheus.NewRegistry()
-	p, err := pusher.New(cfg.Pusher, stage.NewEnv(cfg, conn, obs.NewMetrics(reg), reg, nil), pusher.NewRedisSink(rc, cfg.Redis), rc)
+	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, cfg.Presence.ServerCache)
+	p, err := pusher.New(cfg.Pusher, stage.NewEnv(cfg, conn, obs.NewMetrics(reg), reg, nil), pusher.NewRedisSink(rc, cfg.Redis), ps, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +130,83 @@ func TestPushListsEveryCmd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIfOfflineJobs: the pusher keeps the offline receivers of an
+// if_offline job (presence read when it writes), writes nothing for a job
+// whose receivers are all online, and reads imstream's own records up to
+// the size they were written under (header max_bytes, capped at
+// kafka.max_record_bytes), while a third party's record over
+// schemas.max_bytes is still dead-lettered as oversize.
+func TestIfOfflineJobs(t *testing.T) {
+	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	r := testenv.Redis(t, devstack.RedisOptions{})
+	cfg := testenv.Config(k.Addr, r.Addr)
+	ctx := context.Background()
+	rc := testenv.RedisClient(t, r.Addr)
+	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)
+	now := time.Now()
+	h := func(typ schemas.Type, key string) schemas.Header {
+		return schemas.Header{V: 1, Type: typ, Server: "im-1", AppID: 7, TS: now.UnixMilli()}
+	}
+	evs := []*schemas.Presence{{Header: h(schemas.TypeServerUp, ""), Epoch: 1}}
+	for _, uid := range []int64{1000000000000000002, 1000000000000000004, 8} {
+		on := true
+		evs = append(evs, &schemas.Presence{Header: h(schemas.TypeSubscribe, ""), Epoch: 1, UID: uid, Online: &on})
+	}
+	if err := ps.Apply(ctx, evs, now); err != nil {
+		t.Fatal(err)
+	}
+	stop := startPusher(t, cfg)
+	defer stop()
+
+	big := make([]int64, 12000) // ~240 KB of 19-digit uids: over schemas.max_bytes (64 KiB)
+	for i := range big {
+		big[i] = 1000000000000000001 + int64(i)
+	}
+	candidates := func(receivers []int64, offset int64, header bool) kafka.Message {
+		j := &schemas.PushJob{Header: h(schemas.TypePushJob, ""), Receivers: receivers, IfOffline: true,
+			Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 55, Content: "g"},
+			Src: &schemas.Source{Topic: "imr.publish", Partition: 0, Offset: offset}}
+		m := kafka.Message{Topic: cfg.Kafka.Topics.Push, Key: []byte("imr.publish:0"), Value: j.AppendJSON(nil)}
+		if header {
+			m.Headers = []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(fmt.Sprint(cfg.Kafka.MaxRecordBytes))}}
+		}
+		return m
+	}
+	testenv.Produce(t, cfg,
+		candidates([]int64{1000000000000000002, 1000000000000000003, 1000000000000000004, 1000000000000000005}, 1, true),
+		candidates([]int64{8}, 2, true), // all online: no entry
+		candidates(big, 3, true),
+		candidates(big, 4, false), // not written by imstream: the input limit applies
+	)
+	testenv.Eventually(t, 30*time.Second, "two group entries", func() bool { return rc.LLen(ctx, "group_push_queue").Val() >= 2 })
+	testenv.Eventually(t, 30*time.Second, "the oversize record dead-lettered", func() bool {
+		return len(testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
+	})
+	time.Sleep(300 * time.Millisecond) // nothing more should arrive
+	got := rc.LRange(ctx, "group_push_queue", 0, -1).Val()
+	if len(got) != 2 || got[0] != `{"appid":7,"content":"g","group_id":55,"receivers":[1000000000000000003,1000000000000000005],"sender":1}` {
+		t.Fatalf("group_push_queue: %d entries, first %.200s", len(got), got[0])
+	}
+	var e struct{ Receivers []int64 }
+	if err := json.Unmarshal([]byte(got[1]), &e); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Receivers) != len(big)-2 { // 1000000000000000002 and ...4 are online
+		t.Fatalf("the big job's entry has %d receivers, want %d", len(e.Receivers), len(big)-2)
+	}
+	dl := testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)
+	if len(dl) != 1 || !strings.Contains(header(dl[0], "reason"), "oversize") || header(dl[0], "src_offset") != "3" {
+		t.Fatalf("dead letters: %d, first reason %q offset %q", len(dl), header(dl[0], "reason"), header(dl[0], "src_offset"))
+	}
+}
+
+func header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

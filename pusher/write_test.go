@@ -11,6 +11,7 @@ import (
 	"github.com/imstream/imstream/internal/stage"
 	"github.com/imstream/imstream/internal/tools/testenv"
 	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
 )
 
 // TestPushJobsRecords: a push_jobs record yields the entries of its jobs,
@@ -21,7 +22,7 @@ import (
 func TestPushJobsRecords(t *testing.T) {
 	cfg := config.Default()
 	sink := NewMemorySink()
-	p, err := New(cfg.Pusher, testenv.StageEnv(cfg), sink, nil)
+	p, err := New(cfg.Pusher, testenv.StageEnv(cfg), sink, store.NewMemoryPresence(cfg.Presence.Lease), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type wire struct {
 	Members   []int64           `json:"members"`
 	Mute      bool              `json:"mute"`
 	Jobs      []json.RawMessage `json:"jobs"`
+	IfOffline bool              `json:"if_offline"`
 }
 
 // Decode parses and validates one v1 record of at most maxBytes bytes
@@ -274,7 +275,7 @@ func (w *wire) pushJob(msg *Message) (Event, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
-	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src}
+	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src, IfOffline: w.IfOffline}
 	j.Msg.Raw = canonicalRaw(j.Msg.Raw)
 	return j, nil
 }

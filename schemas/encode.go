@@ -18,6 +18,9 @@ func (j *PushJob) AppendJSON(b []byte) []byte {
 	}
 	b = j.Msg.appendJSON(append(b, `,"msg":`...))
 	b = j.Src.appendJSON(b)
+	if j.IfOffline {
+		b = append(b, `,"if_offline":true`...)
+	}
 	return append(b, '}')
 }
 

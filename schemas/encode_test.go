@@ -30,8 +30,11 @@ func TestPushJobAppendJSONIsMarshal(t *testing.T) {
 			Raw: []byte{0, 1, 2, 0xfe, 0xff}},
 		Src: &schemas.Source{Topic: "imr.publish", Partition: 3, Offset: 1 << 36, Index: 2},
 	}
+	candidates := *full
+	candidates.IfOffline = true
 	for _, j := range []*schemas.PushJob{
 		full,
+		&candidates,
 		{},
 		{Receivers: []int64{}, Src: &schemas.Source{}},
 		{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "a", AppID: 1}, Receivers: []int64{5}, Msg: schemas.Message{Cmd: 4, Sender: 1, Content: "hi"}},
@@ -118,5 +121,20 @@ func TestPublishAppendJSONIsMarshal(t *testing.T) {
 			p.Src = &schemas.Source{Topic: str(), Partition: int(num()), Offset: num(), Index: int(num()), Inc: str()}
 		}
 		check(p)
+	}
+}
+
+// TestIfOfflineRoundTrip: a candidates job decodes with IfOffline set, by
+// the fast path and by encoding/json alike (FuzzDecode compares them).
+func TestIfOfflineRoundTrip(t *testing.T) {
+	j := &schemas.PushJob{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7},
+		Receivers: []int64{1234567890123456789, 2}, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9},
+		Src: &schemas.Source{Topic: "imr.publish", Partition: 1, Offset: 5, Index: 3}, IfOffline: true}
+	ev, err := schemas.Decode(j.AppendJSON(nil), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.(*schemas.PushJob); !got.IfOffline || len(got.Receivers) != 2 {
+		t.Fatalf("decoded %+v, want if_offline and 2 receivers", got)
 	}
 }

@@ -182,6 +182,10 @@ type PushJob struct {
 	Receivers []int64 `json:"receivers"`
 	Msg       Message `json:"msg"`
 	Src       *Source `json:"src,omitempty"` // the publish event it came from
+	// IfOffline makes Receivers candidates: the pusher writes entries for
+	// those of them that are offline when it writes (a big group's members,
+	// whose presence the fanout does not look up; docs/topics.md).
+	IfOffline bool `json:"if_offline,omitempty"`
 }
 
 // PushJobs is a record of many push jobs on imr.push, in order: the fanout

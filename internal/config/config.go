@@ -63,7 +63,13 @@ type Kafka struct {
 	Linger            time.Duration `mapstructure:"linger"`             // default 2ms: how long a producer waits to fill a batch
 	BatchSize         int           `mapstructure:"batch_size"`         // default 1000: records per produce batch
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 10s
-	TLS               TLS           `mapstructure:"tls"`
+	// MaxRecordBytes bounds every record imstream writes itself (push
+	// jobs, deliver records, dead letters): larger outputs are split, so
+	// none reaches the brokers' message.max.bytes (1 MiB by default). The
+	// pusher reads imstream's own records up to this size (third-party
+	// records: schemas.max_bytes). Default 262144.
+	MaxRecordBytes int `mapstructure:"max_record_bytes"`
+	TLS            TLS `mapstructure:"tls"`
 	SASL              SASL          `mapstructure:"sasl"`
 }
 
@@ -141,6 +147,12 @@ type Fanout struct {
 	// dead-letter them): set false while they are being upgraded. Default
 	// true.
 	BatchPushJobs bool `mapstructure:"batch_push_jobs"`
+	// GroupChunk is how many members the fanout looks up in one pipeline,
+	// and the size above which a group is big: a GROUP_IM to a big group
+	// is not looked up member by member in the fanout (which would hold
+	// its partition) but written as if_offline push jobs of at most this
+	// many members each, whose offline ones the pusher keeps. Default 2000.
+	GroupChunk int `mapstructure:"group_chunk"`
 }
 
 // Pusher configures the offline-push sink.
@@ -201,6 +213,7 @@ func Default() Config {
 			Linger:            2 * time.Millisecond,
 			BatchSize:         1000,
 			WriteTimeout:      10 * time.Second,
+			MaxRecordBytes:    256 << 10,
 		},
 		Redis: Redis{
 			Addrs:        []string{"localhost:6379"},
@@ -226,7 +239,7 @@ func Default() Config {
 			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
 		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
-		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true},
+		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,
@@ -291,6 +304,11 @@ func (c *Config) Validate() error {
 		c.Pusher.validate, c.Gateway.validate, c.Log.validate} {
 		section(bad)
 	}
+	// A deliver record is its event plus src: it must fit what imstream writes.
+	if c.Schemas.MaxBytes > c.Kafka.MaxRecordBytes-4096 {
+		bad("schemas.max_bytes", "must be at most kafka.max_record_bytes - 4096 (%d): a delivery is its event plus src, and must fit a record; got %d",
+			c.Kafka.MaxRecordBytes-4096, c.Schemas.MaxBytes)
+	}
 	return errors.Join(errs...)
 }
 
@@ -325,6 +343,9 @@ func (k Kafka) validate(bad badKey) {
 	}
 	if k.BatchSize < 1 {
 		bad("kafka.batch_size", "must be >= 1, got %d", k.BatchSize)
+	}
+	if k.MaxRecordBytes < 16<<10 || k.MaxRecordBytes > 1000000 {
+		bad("kafka.max_record_bytes", "must be between 16384 and 1000000 (the brokers' default message.max.bytes is 1048588), got %d", k.MaxRecordBytes)
 	}
 	if k.WriteTimeout <= 0 {
 		bad("kafka.write_timeout", "must be > 0")
@@ -429,6 +450,9 @@ func (p Presence) validate(bad badKey) {
 
 func (f Fanout) validate(bad badKey) {
 	consuming(bad, "fanout", f.Group, f.BatchSize, 0)
+	if f.GroupChunk < 1 || f.GroupChunk > 100000 {
+		bad("fanout.group_chunk", "must be between 1 and 100000, got %d", f.GroupChunk)
+	}
 }
 
 func (p Pusher) validate(bad badKey) {

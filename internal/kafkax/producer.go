@@ -136,3 +136,83 @@ func retryable(err error) bool {
 	}
 	return IsTemporary(err)
 }
+
+// Refused reports whether a write error is the brokers (or kafka-go, for a
+// record over the writer's BatchBytes) refusing a record for a reason no
+// retry fixes: too large, or invalid.
+func Refused(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	return errors.As(err, &mtl) || errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) ||
+		errors.Is(err, kafka.InvalidRecord) || errors.Is(err, kafka.InvalidTimestamp)
+}
+
+// WriteRefusing writes msgs as Write does, except that records refused for
+// a reason no retry fixes (Refused) are left out instead of failing the
+// write for ever: their indexes in msgs come back in refused, with why, and
+// every other record is written. err is a failure of the other kind (the
+// caller retries all of msgs; records already written are written again).
+func WriteRefusing(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) (refused map[int]error, err error) {
+	idx := make([]int, len(msgs))
+	for i := range idx {
+		idx[i] = i
+	}
+	for len(msgs) > 0 {
+		err := Write(ctx, w, msgs...)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		retry, retryIdx := msgs[:0:0], idx[:0:0]
+		var mtl kafka.MessageTooLargeError
+		var we kafka.WriteErrors
+		switch {
+		case errors.As(err, &mtl): // refused before anything was sent
+			for i, m := range msgs {
+				if sameRecord(m, mtl.Message) {
+					if refused == nil {
+						refused = map[int]error{}
+					}
+					refused[idx[i]] = fmt.Errorf("kafka: write: %w", mtl)
+					retry = append(retry, msgs[i+1:]...)
+					retryIdx = append(retryIdx, idx[i+1:]...)
+					break
+				}
+				retry, retryIdx = append(retry, m), append(retryIdx, idx[i])
+			}
+			if len(retry) == len(msgs) {
+				return nil, err // not one of ours: cannot tell which
+			}
+		case errors.As(err, &we) && len(we) == len(msgs):
+			n := 0
+			for i, e := range we {
+				switch {
+				case e == nil: // written
+				case Refused(e):
+					if refused == nil {
+						refused = map[int]error{}
+					}
+					refused[idx[i]] = fmt.Errorf("kafka: write: %w", e)
+					n++
+				default:
+					retry, retryIdx = append(retry, msgs[i]), append(retryIdx, idx[i])
+				}
+			}
+			if n == 0 {
+				return nil, err
+			}
+		default:
+			return nil, err
+		}
+		msgs, idx = retry, retryIdx
+	}
+	return refused, nil
+}
+
+// sameRecord reports whether a and b are the same record (the same bytes in
+// memory: kafka-go hands back a copy of the Message struct).
+func sameRecord(a, b kafka.Message) bool {
+	return len(a.Value) == len(b.Value) && len(a.Key) == len(b.Key) && a.Topic == b.Topic &&
+		(len(a.Value) == 0 || &a.Value[0] == &b.Value[0])
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -55,11 +56,36 @@ type Decoded[T schemas.Event] struct {
 // Decoder holds what DecodeBatch checks besides the schema.
 type Decoder struct {
 	MaxBytes int // larger records are rejected as oversize
+	// OwnMaxBytes, when larger than MaxBytes, is the limit for records
+	// imstream wrote itself: a record carrying header HeaderMaxBytes is
+	// checked against that header's value, capped at OwnMaxBytes.
+	OwnMaxBytes int
 	// AcceptKeyMismatch keeps records whose key is not the one their body
 	// calls for (schemas.AppendKey) instead of rejecting them with reason
 	// key_mismatch; either way OnKeyMismatch is called.
 	AcceptKeyMismatch bool
 	OnKeyMismatch     func(accepted bool)
+}
+
+// HeaderMaxBytes is the header imstream puts on the records it writes for
+// its own stages (push jobs): the size limit they were written under
+// (kafka.max_record_bytes), which the reader checks them against instead
+// of schemas.max_bytes, the limit for third-party input.
+const HeaderMaxBytes = "max_bytes"
+
+// limit is the size limit m is checked against.
+func (d Decoder) limit(m *kafka.Message) int {
+	if d.OwnMaxBytes <= d.MaxBytes || len(m.Value) <= d.MaxBytes {
+		return d.MaxBytes
+	}
+	for _, h := range m.Headers {
+		if h.Key == HeaderMaxBytes {
+			if v, err := strconv.Atoi(string(h.Value)); err == nil {
+				return max(d.MaxBytes, min(v, d.OwnMaxBytes))
+			}
+		}
+	}
+	return d.MaxBytes
 }
 
 // Yield lets other goroutines run every 64th time it is called with a
@@ -84,7 +110,7 @@ func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schem
 	for i := range records {
 		Yield(i)
 		m := &records[i]
-		ev, err := schemas.DecodeKind(m.Value, d.MaxBytes, kind)
+		ev, err := schemas.DecodeKind(m.Value, d.limit(m), kind)
 		if err != nil {
 			rejected = append(rejected, Reject(*m, err))
 			continue

@@ -1,6 +1,7 @@
 package obs
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ import (
 //	imstream_kafka_produce_seconds{stage}          time to get one produce call acknowledged (histogram)
 //	imstream_consumer_assigned_partitions{stage}   partitions this process consumes now
 //	imstream_batch_stalled_seconds{stage}          how long this process's oldest failing batch has been retried (0: none)
+//	imstream_outputs_refused_total{stage,topic}    records the brokers refused for good (too large, invalid); their inputs were dead-lettered
 type Metrics struct {
 	Consumed    *prometheus.CounterVec
 	Rejected    *prometheus.CounterVec
@@ -50,9 +52,41 @@ type Metrics struct {
 	Produce     *prometheus.HistogramVec
 	Assigned    *prometheus.GaugeVec
 	Stalls      *Stalls // partitions retrying one batch
+	Refused     *prometheus.CounterVec
 
-	mu     sync.Mutex
-	joined map[string]bool
+	mu          sync.Mutex
+	joined      map[string]bool
+	lastRefusal refusal
+}
+
+// refusal is the last output the brokers refused.
+type refusal struct {
+	at                   time.Time
+	stage, topic, reason string
+	n                    int
+}
+
+// OutputRefused counts an output of stage the brokers refused for good
+// (its input was dead-lettered), for imstream_outputs_refused_total and
+// RefusedSince.
+func (m *Metrics) OutputRefused(stage, topic, reason string) {
+	m.Refused.WithLabelValues(stage, topic).Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastRefusal = refusal{at: time.Now(), stage: stage, topic: topic, reason: reason, n: m.lastRefusal.n + 1}
+}
+
+// RefusedSince describes the outputs refused after since ("" when none),
+// for /readyz's warnings.
+func (m *Metrics) RefusedSince(since time.Time) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.lastRefusal
+	if r.at.IsZero() || r.at.Before(since) {
+		return ""
+	}
+	return fmt.Sprintf("%d outputs refused by the brokers since start, their inputs dead-lettered (reason output_refused); last at %s by %s on %s: %s",
+		r.n, r.at.UTC().Format(time.RFC3339), r.stage, r.topic, r.reason)
 }
 
 // NewMetrics creates and registers the shared metrics on reg.
@@ -99,8 +133,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Assigned = GaugeVec("imstream_consumer_assigned_partitions",
 		"Partitions this process consumes in its current consumer group generation.", "stage")
 	m.Stalls = newStalls()
+	m.Refused = CounterVec("imstream_outputs_refused_total",
+		"Records the brokers refused for a reason no retry fixes (too large, invalid), by stage and topic; the inputs they came from went to the dead-letter topic.", "stage", "topic")
 	reg.MustRegister(m.Consumed, m.Rejected, m.Skipped, m.Retries, m.BatchSize, m.HandleTime, m.Rebalances, m.LogResets, m.Truncated, m.KeyMismatch, m.Committed, m.E2E,
-		m.Redis, m.RedisErrs, m.Produce, m.Assigned, m.Stalls)
+		m.Redis, m.RedisErrs, m.Produce, m.Assigned, m.Stalls, m.Refused)
 	m.joined = map[string]bool{}
 	return m
 }
@@ -241,11 +277,12 @@ func CountBy[T any](c *prometheus.CounterVec, items []T, label func(T) string) {
 }
 
 // Decoder returns stage's record checks (kafkax.DecodeBatch), counting
-// keys that do not match their events in imstream_key_mismatch_total.
-func (m *Metrics) Decoder(stage string, s config.Schemas) kafkax.Decoder {
+// keys that do not match their events in imstream_key_mismatch_total;
+// ownMax is the limit of imstream's own records (kafka.max_record_bytes).
+func (m *Metrics) Decoder(stage string, s config.Schemas, ownMax int) kafkax.Decoder {
 	rejected := m.KeyMismatch.WithLabelValues(stage, "rejected") // both exported at 0 from the start
 	accepted := m.KeyMismatch.WithLabelValues(stage, "accepted")
-	return kafkax.Decoder{MaxBytes: s.MaxBytes, AcceptKeyMismatch: s.KeyMismatch == "accept", OnKeyMismatch: func(ok bool) {
+	return kafkax.Decoder{MaxBytes: s.MaxBytes, OwnMaxBytes: ownMax, AcceptKeyMismatch: s.KeyMismatch == "accept", OnKeyMismatch: func(ok bool) {
 		if ok {
 			accepted.Inc()
 		} else {

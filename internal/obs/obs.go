@@ -109,9 +109,22 @@ func NewRegistry() *Registry {
 
 // Readiness collects named readiness checks for /readyz.
 type Readiness struct {
-	mu     sync.Mutex
-	checks map[string]func(ctx context.Context) error
-	probes []*Probe
+	mu       sync.Mutex
+	checks   map[string]func(ctx context.Context) error
+	warnings map[string]func() string
+	probes   []*Probe
+}
+
+// Warn registers a warning: while it returns a non-empty text, /readyz
+// still answers 200 but says so in a "warning: <name>: <text>" line
+// (something an operator must look at that stopped nothing).
+func (r *Readiness) Warn(name string, warning func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.warnings == nil {
+		r.warnings = map[string]func() string{}
+	}
+	r.warnings[name] = warning
 }
 
 // Add registers a check; /readyz fails while any check fails.
@@ -130,7 +143,14 @@ func (r *Readiness) serve(w http.ResponseWriter, req *http.Request) {
 	for k, v := range r.checks {
 		checks[k] = v
 	}
+	var warned []string
+	for name, warning := range r.warnings {
+		if w := warning(); w != "" {
+			warned = append(warned, "warning: "+name+": "+w)
+		}
+	}
 	r.mu.Unlock()
+	sort.Strings(warned)
 	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
 	defer cancel()
 	var failed []string
@@ -141,10 +161,10 @@ func (r *Readiness) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if len(failed) > 0 {
 		sort.Strings(failed)
-		http.Error(w, strings.Join(failed, "\n"), http.StatusServiceUnavailable)
+		http.Error(w, strings.Join(append(failed, warned...), "\n"), http.StatusServiceUnavailable)
 		return
 	}
-	_, _ = w.Write([]byte("ok\n"))
+	_, _ = w.Write([]byte(strings.Join(append([]string{"ok"}, warned...), "\n") + "\n"))
 }
 
 // Server is the admin HTTP server.

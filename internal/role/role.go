@@ -40,6 +40,9 @@ type Env struct {
 }
 
 // Setup builds the environment and binds the admin port.
+// refusedWarning is how long /readyz warns after an output was refused.
+const refusedWarning = time.Hour
+
 func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 	conn, err := kafkax.NewConn(cfg.Kafka)
 	if err != nil {
@@ -60,6 +63,7 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 		func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() })
 	e.Ready.AddProbe("kafka "+strings.Join(cfg.Kafka.Brokers, ","), 2*time.Second, cfg.Admin.KafkaDownAfter, e.Conn.Probe)
 	e.Ready.Add("partitions", func(context.Context) error { return e.Metrics.Stalls.Check(time.Now(), cfg.Admin.StuckAfter) })
+	e.Ready.Warn("outputs", func() string { return e.Metrics.RefusedSince(time.Now().Add(-refusedWarning)) })
 	if cfg.Admin.Listen != "" {
 		srv, err := obs.Listen(cfg.Admin.Listen, reg, e.Ready)
 		if err != nil {

@@ -113,7 +113,8 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			e.Gateway = gw
 			runs = append(runs, gw.Run)
 		case "pusher":
-			p, err := pusher.New(e.Cfg.Pusher, e.StageEnv(), pusher.NewRedisSink(e.Redis, e.Cfg.Redis), e.Redis)
+			p, err := pusher.New(e.Cfg.Pusher, e.StageEnv(), pusher.NewRedisSink(e.Redis, e.Cfg.Redis),
+				store.ObservePresence(e.PresenceStore(), e.observe(pusher.Stage, "users")), e.Redis)
 			if err != nil {
 				return nil, err
 			}

@@ -116,7 +116,7 @@ func NewCore(env Env, name string) *Core {
 	}
 	return &Core{env: env, name: name, log: env.Logger.With("stage", name),
 		dlq: env.Metrics.DeadLetter(env.Conn, env.Kafka, name),
-		dec: env.Metrics.Decoder(name, env.Schemas)}
+		dec: env.Metrics.Decoder(name, env.Schemas, env.Kafka.MaxRecordBytes)}
 }
 
 // Log is the stage's logger.
