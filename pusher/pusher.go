@@ -48,10 +48,10 @@ type Pusher struct {
 	env      stage.Env
 	sink     Sink
 	presence store.PresenceStore // for if_offline jobs
-	enc     Encoder
-	core    *stage.Core
-	log     *slog.Logger
-	entries *prometheus.CounterVec
+	enc      Encoder
+	core     *stage.Core
+	log      *slog.Logger
+	entries  *prometheus.CounterVec
 }
 
 // New builds the stage from its section, the process's env, the sink it
@@ -71,8 +71,8 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, le
 		env:      env,
 		sink:     sink,
 		presence: ps,
-		enc:  Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
-		log:  env.Logger.With("stage", Stage),
+		enc:      Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
+		log:      env.Logger.With("stage", Stage),
 		entries: obs.CounterVec("imstream_push_entries_total",
 			"Offline-push entries acknowledged by Redis, by list (without the ROM suffix).", "list"),
 	}

@@ -68,9 +68,9 @@ type Kafka struct {
 	// none reaches the brokers' message.max.bytes (1 MiB by default). The
 	// pusher reads imstream's own records up to this size (third-party
 	// records: schemas.max_bytes). Default 262144.
-	MaxRecordBytes int `mapstructure:"max_record_bytes"`
-	TLS            TLS `mapstructure:"tls"`
-	SASL              SASL          `mapstructure:"sasl"`
+	MaxRecordBytes int  `mapstructure:"max_record_bytes"`
+	TLS            TLS  `mapstructure:"tls"`
+	SASL           SASL `mapstructure:"sasl"`
 }
 
 // Redis configures the Redis holding presence, groups and the push lists.
