@@ -15,6 +15,7 @@
 //	imstream_presence_users                users with an entry, as of the last collection pass
 //	imstream_presence_rooms                rooms with an entry, as of the last collection pass
 //	imstream_presence_live_servers         IM servers whose lease runs (at scrape time; -1 when Redis fails)
+//	imstream_presence_behind_seconds       how far behind now this process has applied presence
 package presence
 
 import (
@@ -47,6 +48,8 @@ type Presence struct {
 	collected prometheus.Counter
 	users     prometheus.Gauge
 	rooms     prometheus.Gauge
+	behind    prometheus.Gauge
+	progress  progress
 }
 
 // New builds the stage from its section, the process's env and the store
@@ -69,6 +72,10 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 			Name: "imstream_presence_rooms", Help: "Rooms with a presence entry, as of the last collection pass.",
 		}),
 	}
+	p.behind = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "imstream_presence_behind_seconds",
+		Help: "How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags.",
+	})
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "imstream_presence_live_servers", Help: "IM servers whose lease runs now (read at scrape time).",
 	}, func() float64 {
@@ -80,7 +87,7 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 		}
 		return float64(len(ids))
 	})
-	if err := env.Register(p.events, p.collected, p.users, p.rooms, live); err != nil {
+	if err := env.Register(p.events, p.collected, p.users, p.rooms, p.behind, live); err != nil {
 		return nil, err
 	}
 	p.core = stage.NewCore(env, Stage)
@@ -95,6 +102,9 @@ func (p *Presence) Run(ctx context.Context) error {
 	if c, ok := p.store.(store.Collector); ok && p.cfg.GCInterval > 0 {
 		go p.collect(ctx, c)
 	}
+	if rec, ok := p.store.(store.ProgressRecorder); ok {
+		go p.record(ctx, rec)
+	}
 	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Group, Topics: []string{p.topic}, Prepare: true,
 		Kind: schemas.KindPresence, MaxBatch: p.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, p.apply)
 }
@@ -105,9 +115,10 @@ const ReasonEpochAhead = "epoch_ahead"
 
 // apply applies a batch of presence events; an epoch too far ahead is
 // rejected (ReasonEpochAhead).
-func (p *Presence) apply(ctx context.Context, _ stage.Batch, decoded []stage.Decoded[*schemas.Presence]) ([]stage.Rejected, error) {
+func (p *Presence) apply(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Presence]) ([]stage.Rejected, error) {
 	var rejected []stage.Rejected
 	now := time.Now()
+	p.progress.start(b.Partition, recordTime(&b.Records[0], now))
 	limit := now.Add(p.cfg.EpochSkew).UnixMilli()
 	evs := make([]*schemas.Presence, 0, len(decoded))
 	for _, d := range decoded {
@@ -119,8 +130,12 @@ func (p *Presence) apply(ctx context.Context, _ stage.Batch, decoded []stage.Dec
 		evs = append(evs, d.Event)
 	}
 	if err := p.store.Apply(ctx, evs, now); err != nil {
+		if ctx.Err() != nil { // revoked or stopping: another process applies it now
+			p.progress.drop(b.Partition)
+		}
 		return nil, err
 	}
+	p.progress.done(b.Partition, recordTime(&b.Records[len(b.Records)-1], now), time.Now())
 	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })
 	return rejected, nil
 }

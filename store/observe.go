@@ -53,6 +53,18 @@ func (o *observedPresence) LiveServers(ctx context.Context, now time.Time) ([]st
 	return r, err
 }
 
+// Progress forwards to the store when it is a ProgressRecorder.
+func (o *observedPresence) Progress(ctx context.Context, process string, through, now time.Time) error {
+	p, ok := o.s.(ProgressRecorder)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	err := p.Progress(ctx, process, through, now)
+	o.obs("progress", time.Since(start), err)
+	return err
+}
+
 type observedCollector struct {
 	*observedPresence
 	c Collector

@@ -34,6 +34,44 @@ type PresenceStore interface {
 	LiveServers(ctx context.Context, now time.Time) ([]string, error)
 }
 
+// ProgressRecorder is implemented by stores whose leases follow the
+// presence stage's progress, not only the clock. Each presence process
+// records, every second, the time through which it has applied its
+// partitions (the origin time of the oldest record it is still applying or
+// retrying; now when it is caught up). Readers then judge leases at
+// min(now, the earliest of the live processes' times): while presence
+// cannot apply (Redis failing, presence lagging) no lease expires because
+// of that; a server expires only when its heartbeats stopped arriving in
+// the log (docs/protocol.md §3). A process whose record was not written for
+// ProgressForget while others' were is gone and no longer counts.
+type ProgressRecorder interface {
+	Progress(ctx context.Context, process string, through, now time.Time) error
+}
+
+// ProgressForget is how far behind the newest record a process's progress
+// record may fall before readers ignore it (the process stopped; its
+// partitions moved to others).
+const ProgressForget = 10 * time.Second
+
+// progressEntry is one process's record: applied through, written at.
+type progressEntry struct{ through, written int64 }
+
+// judgedAt returns when leases are judged: min(now, the earliest through of
+// the processes whose records are current).
+func judgedAt(entries []progressEntry, now int64) int64 {
+	newest := int64(0)
+	for _, e := range entries {
+		newest = max(newest, e.written)
+	}
+	at := now
+	for _, e := range entries {
+		if e.written >= newest-ProgressForget.Milliseconds() {
+			at = min(at, e.through)
+		}
+	}
+	return at
+}
+
 // Collector is implemented by stores that garbage-collect stale entries
 // (entries of dead servers or void epochs). Collect walks every user and
 // room and reports what it removed and what it saw.

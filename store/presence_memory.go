@@ -24,17 +24,36 @@ type MemoryPresence struct {
 	servers map[string]serverState
 	users   map[userKey]map[string]subEntry
 	rooms   map[userKey]map[string]int64
+	prog    map[string]progressEntry
 }
 
 var (
 	_ PresenceStore = (*MemoryPresence)(nil)
-	_ Collector     = (*MemoryPresence)(nil)
+	_ Collector        = (*MemoryPresence)(nil)
+	_ ProgressRecorder = (*MemoryPresence)(nil)
 )
 
 // NewMemoryPresence returns an empty store granting leases of lease.
 func NewMemoryPresence(lease time.Duration) *MemoryPresence {
 	return &MemoryPresence{lease: lease, servers: map[string]serverState{},
-		users: map[userKey]map[string]subEntry{}, rooms: map[userKey]map[string]int64{}}
+		users: map[userKey]map[string]subEntry{}, rooms: map[userKey]map[string]int64{}, prog: map[string]progressEntry{}}
+}
+
+// Progress implements ProgressRecorder.
+func (m *MemoryPresence) Progress(ctx context.Context, process string, through, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prog[process] = progressEntry{through.UnixMilli(), now.UnixMilli()}
+	return ctx.Err()
+}
+
+// at is when leases are judged (judgedAt); m.mu is held.
+func (m *MemoryPresence) at(now time.Time) int64 {
+	entries := make([]progressEntry, 0, len(m.prog))
+	for _, e := range m.prog {
+		entries = append(entries, e)
+	}
+	return judgedAt(entries, now.UnixMilli())
 }
 
 // Apply implements PresenceStore.
@@ -100,7 +119,7 @@ func (m *MemoryPresence) Users(ctx context.Context, appid int64, uids []int64, n
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	ms := now.UnixMilli()
+	ms := m.at(now)
 	out := make([]UserPresence, len(uids))
 	for i, uid := range uids {
 		for srv, e := range m.users[userKey{appid, uid}] {
@@ -123,7 +142,7 @@ func (m *MemoryPresence) Room(ctx context.Context, appid, room int64, now time.T
 	defer m.mu.RUnlock()
 	var out []string
 	for srv, epoch := range m.rooms[userKey{appid, room}] {
-		if m.servers[srv].valid(epoch, now.UnixMilli()) {
+		if m.servers[srv].valid(epoch, m.at(now)) {
 			out = append(out, srv)
 		}
 	}
@@ -139,8 +158,9 @@ func (m *MemoryPresence) LiveServers(ctx context.Context, now time.Time) ([]stri
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var out []string
+	at := m.at(now)
 	for id, s := range m.servers {
-		if s.live(now.UnixMilli()) {
+		if s.live(at) {
 			out = append(out, id)
 		}
 	}
@@ -153,7 +173,7 @@ func (m *MemoryPresence) LiveServers(ctx context.Context, now time.Time) ([]stri
 func (m *MemoryPresence) Collect(ctx context.Context, now time.Time) (CollectStats, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cutoff := now.Add(-m.lease).UnixMilli()
+	cutoff := m.at(now) - m.lease.Milliseconds()
 	stale := func(srv string, epoch int64) bool {
 		s := m.servers[srv]
 		return epoch < s.Epoch || (epoch == s.Epoch && !s.live(cutoff))

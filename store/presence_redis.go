@@ -56,6 +56,13 @@ type RedisPresence struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedServer
+	prog  cachedProgress
+}
+
+// cachedProgress is the presence processes' progress as last read.
+type cachedProgress struct {
+	entries []progressEntry
+	fetched time.Time
 }
 
 type cachedServer struct {
@@ -65,7 +72,8 @@ type cachedServer struct {
 
 var (
 	_ PresenceStore = (*RedisPresence)(nil)
-	_ Collector     = (*RedisPresence)(nil)
+	_ Collector        = (*RedisPresence)(nil)
+	_ ProgressRecorder = (*RedisPresence)(nil)
 )
 
 // NewRedisPresence returns the store. lease is the lease a heartbeat grants;
@@ -78,6 +86,65 @@ func NewRedisPresence(c redis.UniversalClient, prefix string, lease, refresh tim
 
 func (r *RedisPresence) serverKey(id string) string { return r.prefix + "srv:{" + id + "}" }
 func (r *RedisPresence) serversKey() string         { return r.prefix + "servers" }
+func (r *RedisPresence) progressKey() string        { return r.prefix + "progress" }
+
+// progressGone is how old a process's progress record must be before
+// Progress deletes it (readers ignore it long before: ProgressForget).
+const progressGone = time.Hour
+
+// Progress implements ProgressRecorder: HSET <prefix>progress <process>
+// "<through ms>:<now ms>", and records of processes gone for an hour are
+// deleted.
+func (r *RedisPresence) Progress(ctx context.Context, process string, through, now time.Time) error {
+	key := r.progressKey()
+	pipe := r.c.Pipeline()
+	pipe.HSet(ctx, key, process, strconv.FormatInt(through.UnixMilli(), 10)+":"+strconv.FormatInt(now.UnixMilli(), 10))
+	all := pipe.HGetAll(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("presence: record progress: %w", err)
+	}
+	var gone []string
+	for p, v := range all.Val() {
+		if e, ok := parseProgress(v); ok && e.written < now.Add(-progressGone).UnixMilli() {
+			gone = append(gone, p)
+		}
+	}
+	if len(gone) > 0 {
+		return r.c.HDel(ctx, key, gone...).Err()
+	}
+	return nil
+}
+
+func parseProgress(v string) (progressEntry, bool) {
+	t, w, ok := strings.Cut(v, ":")
+	through, err1 := strconv.ParseInt(t, 10, 64)
+	written, err2 := strconv.ParseInt(w, 10, 64)
+	return progressEntry{through, written}, ok && err1 == nil && err2 == nil
+}
+
+// at returns when leases are judged at now (judgedAt), reading the
+// processes' progress at most every refresh.
+func (r *RedisPresence) at(ctx context.Context, now time.Time) (int64, error) {
+	r.mu.Lock()
+	p := r.prog
+	r.mu.Unlock()
+	if p.fetched.IsZero() || now.Sub(p.fetched) >= r.refresh || now.Before(p.fetched) {
+		all, err := r.c.HGetAll(ctx, r.progressKey()).Result()
+		if err != nil {
+			return 0, fmt.Errorf("presence: read progress: %w", err)
+		}
+		p = cachedProgress{fetched: now}
+		for _, v := range all {
+			if e, ok := parseProgress(v); ok {
+				p.entries = append(p.entries, e)
+			}
+		}
+		r.mu.Lock()
+		r.prog = p
+		r.mu.Unlock()
+	}
+	return judgedAt(p.entries, now.UnixMilli()), nil
+}
 
 // UserKey returns the hash key of a user.
 func (r *RedisPresence) UserKey(appid, uid int64) string {
@@ -240,7 +307,10 @@ func (r *RedisPresence) Users(ctx context.Context, appid int64, uids []int64, no
 	if err != nil {
 		return nil, err
 	}
-	ms := now.UnixMilli()
+	ms, err := r.at(ctx, now)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]UserPresence, len(uids))
 	for i, h := range hashes {
 		for srv, v := range h {
@@ -265,9 +335,13 @@ func (r *RedisPresence) Room(ctx context.Context, appid, room int64, now time.Ti
 	if err != nil {
 		return nil, err
 	}
+	ms, err := r.at(ctx, now)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for srv, v := range hashes[0] {
-		if epoch, _ := parseEntry(v); states[srv].valid(epoch, now.UnixMilli()) {
+		if epoch, _ := parseEntry(v); states[srv].valid(epoch, ms) {
 			out = append(out, srv)
 		}
 	}
@@ -307,7 +381,11 @@ func neededServers(hashes []map[string]string) map[string]int64 {
 
 // LiveServers implements PresenceStore.
 func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]string, error) {
-	ids, err := r.c.ZRangeByScore(ctx, r.serversKey(), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	ms, err := r.at(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := r.c.ZRangeByScore(ctx, r.serversKey(), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(ms, 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("presence: live servers: %w", err)
 	}
@@ -321,7 +399,7 @@ func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]strin
 	}
 	var out []string
 	for _, id := range ids {
-		if states[id].live(now.UnixMilli()) {
+		if states[id].live(ms) {
 			out = append(out, id)
 		}
 	}
@@ -397,7 +475,11 @@ func (r *RedisPresence) collectKey(ctx context.Context, key string, now time.Tim
 	if err != nil {
 		return 0, 0, err
 	}
-	cutoff := now.Add(-r.lease).UnixMilli()
+	at, err := r.at(ctx, now)
+	if err != nil {
+		return 0, 0, err
+	}
+	cutoff := at - r.lease.Milliseconds()
 	n := 0
 	for srv, v := range h {
 		epoch, _ := parseEntry(v)

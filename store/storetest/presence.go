@@ -156,6 +156,42 @@ var presenceCases = []struct {
 		apply(t, s, at(50*time.Second), hb("s1", 1, at(50*time.Second)))
 		checkUsers(t, s, at(51*time.Second), map[int64]user{100: {true, []string{"s1"}}})
 	}},
+	{"leases follow presence's progress", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
+		s := newStore(t)
+		rec, ok := s.(store.ProgressRecorder)
+		if !ok {
+			t.Skip("not a ProgressRecorder")
+		}
+		ctx := context.Background()
+		progress := func(process string, through, now time.Time) {
+			t.Helper()
+			if err := rec.Progress(ctx, process, through, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		apply(t, s, t0, up("s1", 1), sub("s1", 1, 100, true), subRoom("s1", 1, 5))
+		// Presence applied through t0+5s, then could record nothing more
+		// (Redis failing): a minute past the lease, s1 is still live.
+		progress("a", at(5*time.Second), at(5*time.Second))
+		late := at(Lease + time.Minute)
+		checkUsers(t, s, late, map[int64]user{100: {true, []string{"s1"}}})
+		checkRoom(t, s, 5, late, "s1")
+		if live, _ := s.LiveServers(ctx, late); !reflect.DeepEqual(live, []string{"s1"}) {
+			t.Errorf("live servers while presence is behind = %v, want [s1]", live)
+		}
+		if c, ok := s.(store.Collector); ok {
+			if st, err := c.Collect(ctx, late); err != nil || st.Removed != 0 {
+				t.Errorf("collect while presence is behind: removed %d (%v), want 0", st.Removed, err)
+			}
+		}
+		// Another process records that it is caught up: a's record is
+		// older than store.ProgressForget, a is gone, and the lease ran out.
+		progress("b", late, late)
+		checkUsers(t, s, late, map[int64]user{100: {}})
+		// b falls behind (its heartbeats still in the log): judged at b's through.
+		progress("b", at(10*time.Second), late)
+		checkUsers(t, s, late, map[int64]user{100: {true, []string{"s1"}}})
+	}},
 	{"lease runs from the event ts, capped at now", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		old := up("s1", 1)
