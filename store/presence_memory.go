@@ -28,7 +28,7 @@ type MemoryPresence struct {
 }
 
 var (
-	_ PresenceStore = (*MemoryPresence)(nil)
+	_ PresenceStore    = (*MemoryPresence)(nil)
 	_ Collector        = (*MemoryPresence)(nil)
 	_ ProgressRecorder = (*MemoryPresence)(nil)
 )

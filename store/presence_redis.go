@@ -71,7 +71,7 @@ type cachedServer struct {
 }
 
 var (
-	_ PresenceStore = (*RedisPresence)(nil)
+	_ PresenceStore    = (*RedisPresence)(nil)
 	_ Collector        = (*RedisPresence)(nil)
 	_ ProgressRecorder = (*RedisPresence)(nil)
 )
