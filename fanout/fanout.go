@@ -87,6 +87,7 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	f.jobHeaders = []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
 	f.core = stage.NewCore(env, Stage)
 	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonOutputRefused)
+	env.Metrics.Known(env.Metrics.Refused, Stage, env.Kafka.Topics.Push)
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
 	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Publish, env.Kafka.Topics.Bulk)
 	env.Metrics.KnownSinks("deliver_topic")
@@ -129,7 +130,7 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		return nil, err
 	}
 	var out []kafka.Message
-	var from []span // the inputs each record of out derives from
+	var from [][]int // the inputs (indexes in evs) each record of out derives from
 	var rejected []stage.Rejected
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
@@ -147,13 +148,14 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		}
 		if len(plan.Deliver) > 0 {
 			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, b.Inc)
+			input := []int{i}
 			for _, server := range plan.Deliver {
 				topic := f.env.Kafka.Topics.DeliverPrefix + server
 				if !f.known(topic) {
 					newTopics[topic] = f.env.Kafka.DeliverPartitions
 				}
 				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value})
-				from = append(from, span{i, i})
+				from = append(from, input)
 			}
 			delivers += len(plan.Deliver)
 		}
@@ -200,10 +202,6 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	return rejected, nil
 }
 
-// span is the inputs [lo, hi] (indexes in a batch) an output derives from:
-// one event's, or a push_jobs record's consecutive events.
-type span struct{ lo, hi int }
-
 // ReasonOutputRefused dead-letters an input one of whose outputs the
 // brokers refused for a reason no retry fixes (too large, invalid).
 const ReasonOutputRefused = "output_refused"
@@ -213,7 +211,7 @@ const ReasonOutputRefused = "output_refused"
 // reason output_refused, imstream_outputs_refused_total{stage,topic}). Its
 // other outputs were written: a re-drive repeats them, and the repeats are
 // dropped as usual (deliveries by src, push entries by watermark).
-func (f *Fanout) refusedInputs(decoded []stage.Decoded[*schemas.Publish], out []kafka.Message, from []span, refused map[int]error) []stage.Rejected {
+func (f *Fanout) refusedInputs(decoded []stage.Decoded[*schemas.Publish], out []kafka.Message, from [][]int, refused map[int]error) []stage.Rejected {
 	if len(refused) == 0 {
 		return nil
 	}
@@ -221,7 +219,7 @@ func (f *Fanout) refusedInputs(decoded []stage.Decoded[*schemas.Publish], out []
 	var order []int
 	for o, err := range refused {
 		f.env.Metrics.OutputRefused(Stage, out[o].Topic, err.Error())
-		for i := from[o].lo; i <= from[o].hi; i++ {
+		for _, i := range from[o] {
 			if _, ok := why[i]; !ok {
 				order = append(order, i)
 				why[i] = fmt.Sprintf("%s record of %d bytes: %v", out[o].Topic, len(out[o].Value), err)
@@ -366,10 +364,10 @@ func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int) {
 
 // records appends the records to out, and the inputs each derives from to
 // from.
-func (r *jobRecords) records(out []kafka.Message, from []span) ([]kafka.Message, []span) {
+func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message, [][]int) {
 	if !r.together {
 		for i, j := range r.jobs {
-			out, from = append(out, j), append(from, span{r.input[i], r.input[i]})
+			out, from = append(out, j), append(from, r.input[i:i+1:i+1])
 		}
 		return out, from
 	}
@@ -390,7 +388,7 @@ func (r *jobRecords) records(out []kafka.Message, from []span) ([]kafka.Message,
 			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers,
 				Value: schemas.AppendPushJobs(make([]byte, 0, size+256), *r.first[i], vals)})
 		}
-		from = append(from, span{r.input[i], r.input[j-1]})
+		from = append(from, r.input[i:j:j]) // an input with several jobs is named more than once
 		i = j
 	}
 	return out, from

@@ -32,11 +32,13 @@ func TestJobRecords(t *testing.T) {
 			t.Fatalf("%d records, %d spans", len(recs), len(from))
 		}
 		next := 0
-		for i, s := range from { // the jobs' inputs, each once, in order
-			if s.lo != next || s.hi < s.lo {
-				t.Fatalf("record %d derives from inputs %d..%d, want from %d", i, s.lo, s.hi, next)
+		for i, inputs := range from { // the jobs' inputs, in order
+			for _, in := range inputs {
+				if in != next {
+					t.Fatalf("record %d derives from inputs %v, want %d next", i, inputs, next)
+				}
+				next++
 			}
-			next = s.hi + 1
 		}
 		return recs
 	}

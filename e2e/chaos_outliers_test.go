@@ -1,0 +1,132 @@
+//go:build chaos
+
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/schemas"
+)
+
+// Faults of the outliers (issue: groups of any size): a record the brokers
+// refuse for good, and Redis full for longer than a lease.
+
+func init() {
+	faults = append(faults,
+		fault{"MESSAGE_TOO_LARGE on 3 produce requests to imr.push, dead letters re-driven", func(c *chaos) time.Duration {
+			cl := c.kafka.Cluster()
+			push := c.s.cfg.Kafka.Topics.Push
+			var refused atomic.Int64
+			start := time.Now()
+			cl.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				if refused.Load() >= 3 {
+					cl.DropControl()
+					return nil, nil, false
+				}
+				cl.KeepControl()
+				r := req.(*kmsg.ProduceRequest)
+				if len(r.Topics) == 0 || r.Topics[0].Topic != push {
+					return nil, nil, false
+				}
+				refused.Add(1)
+				return respondErr(req, kerr.MessageTooLarge.Code), nil, true
+			})
+			testenv.Eventually(c.t, 2*time.Minute, "3 produce requests refused", func() bool { return refused.Load() >= 3 })
+			// The partitions moved on: the refused records' inputs are in
+			// imr.dlq (reason output_refused). Produce them back, once each,
+			// as docs/runbook.md says.
+			testenv.Eventually(c.t, 2*time.Minute, "the refused inputs dead-lettered", func() bool { return len(c.refusedLetters()) > 0 })
+			time.Sleep(2 * time.Second) // letters of the last refused request
+			n := c.redrive()
+			c.t.Logf("%d inputs dead-lettered as output_refused, re-driven", n)
+			return c.progress(start)
+		}},
+		fault{"Redis full (maxmemory, noeviction) for longer than a lease; RT sent after the lease arrives", func(c *chaos) time.Duration {
+			ctx := context.Background()
+			used, err := c.rc.Info(ctx, "memory").Result()
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			mem := int64(0)
+			for _, l := range strings.Split(used, "\r\n") {
+				if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+					mem, _ = strconv.ParseInt(v, 10, 64)
+				}
+			}
+			must(c.t, c.rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+			must(c.t, c.rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(mem/2, 10)).Err())
+			if err := c.rc.Set(ctx, "imstream-chaos-probe", "x", 0).Err(); err == nil || !strings.Contains(err.Error(), "OOM") {
+				c.t.Fatalf("Redis is not full: SET answered %v", err)
+			}
+			time.Sleep(c.s.cfg.Presence.Lease + 5*time.Second)
+			// Every server still heartbeats, but presence cannot record it:
+			// an RT to a connected user must still be delivered.
+			for u := int64(1); u <= 20; u++ {
+				content := c.run + "-" + strconv.FormatInt(100_000_000+u, 10) // after the workload's numbers: in order
+				c.want.add(c.want.delivers["s1"], content, u)
+				send(func() error {
+					return c.ims[1].Publish(ctx, app, u, schemas.Message{Cmd: 17, Sender: 150, Receiver: u, Content: content}, ingest.Meta{})
+				})
+				c.sent.Add(1)
+			}
+			time.Sleep(2 * time.Second) // routed while Redis is still full
+			must(c.t, c.rc.ConfigSet(ctx, "maxmemory", "0").Err())
+			return c.progress(time.Now())
+		}},
+	)
+}
+
+// refusedLetters returns the dead letters of reason output_refused, each
+// source record once.
+func (c *chaos) refusedLetters() []kafkaMessage {
+	seen := map[string]bool{}
+	var out []kafkaMessage
+	for _, m := range testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		k := h["src_topic"] + "/" + h["src_partition"] + "/" + h["src_offset"]
+		if !strings.HasPrefix(h["reason"], "output_refused") || seen[k] || c.redriven[k] {
+			continue
+		}
+		seen[k] = true
+		m.Topic = h["src_topic"]
+		out = append(out, m)
+	}
+	return out
+}
+
+// redrive produces the output_refused dead letters back to their source
+// topics, keyed as they are, and returns how many; their contents are
+// exempt from the order check (a re-driven event arrives after later ones).
+func (c *chaos) redrive() int {
+	letters := c.refusedLetters()
+	for i := range letters {
+		m := &letters[i]
+		var ev schemas.Publish
+		if err := json.Unmarshal(m.Value, &ev); err == nil {
+			c.want.mu.Lock()
+			c.want.redriven[ev.Msg.Content] = true
+			c.want.mu.Unlock()
+		}
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		c.redriven[h["src_topic"]+"/"+h["src_partition"]+"/"+h["src_offset"]] = true
+		m.Headers, m.Partition, m.Offset = nil, 0, 0
+	}
+	testenv.Produce(c.t, c.s.cfg, letters...)
+	return len(letters)
+}
