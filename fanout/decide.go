@@ -27,11 +27,11 @@ type MemberView interface {
 type Plan struct {
 	Deliver []string  // servers to forward the event to (never the origin)
 	Push    [][]int64 // push jobs, each the offline receivers of one job
-	// IfOffline are a big group's members (minus the sender) whose
-	// presence Decide does not look up: they go to the pusher as
-	// if_offline jobs, and it writes entries for the offline ones.
-	IfOffline []int64
-	Skip      string // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
+	// BigGroup is set for a GROUP_IM to a big group (Options.Big): its
+	// members' presence is not looked up here; it goes to the pusher as
+	// member-range jobs, which resolve the members offline when it writes.
+	BigGroup *store.Group
+	Skip     string // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
 }
 
 // Options are the routing switches.
@@ -40,7 +40,7 @@ type Options struct {
 	// (im_service) instead of only where a member is present.
 	SyncGroupNotifyAll bool
 	// GroupChunk: a GROUP_IM to a group of more members than this (0: no
-	// limit) is not decided member by member (Plan.IfOffline).
+	// limit) is not decided member by member (Plan.BigGroup).
 	GroupChunk int
 }
 
@@ -86,12 +86,7 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 		switch m.Cmd {
 		case schemas.CmdGroupIM:
 			if o.Big(g) {
-				p.IfOffline = make([]int64, 0, len(g.Members))
-				for _, uid := range g.Members {
-					if uid != m.Sender {
-						p.IfOffline = append(p.IfOffline, uid)
-					}
-				}
+				p.BigGroup = g
 				break
 			}
 			var off []int64

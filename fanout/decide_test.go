@@ -87,7 +87,7 @@ func TestDecide(t *testing.T) {
 	)
 	big := fanout.Options{GroupChunk: 3}
 	tests = append(tests,
-		tc{"big group IM: every member but the sender, if offline", pub(schemas.TypePublishGroup, "s1", 55, gim), big, "deliver=[] push=[] if_offline=[1 2 4] skip="},
+		tc{"big group IM: the group's members, left to the pusher", pub(schemas.TypePublishGroup, "s1", 55, gim), big, "deliver=[] push=[] big_group=55 skip="},
 		tc{"group of GroupChunk members is not big", pub(schemas.TypePublishGroup, "s1", 55, gim), fanout.Options{GroupChunk: 4}, "deliver=[] push=[[2 4]] skip="},
 		tc{"big group sync notify: still servers with members", pub(schemas.TypePublishGroup, "s1", 55, sync), big, "deliver=[s2 s3] push=[] skip="},
 	)
@@ -95,8 +95,8 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := fanout.Decide(tt.ev, view{}, tt.opts)
 			got := fmt.Sprintf("deliver=%v push=%v skip=%s", p.Deliver, p.Push, p.Skip)
-			if p.IfOffline != nil {
-				got = fmt.Sprintf("deliver=%v push=%v if_offline=%v skip=%s", p.Deliver, p.Push, p.IfOffline, p.Skip)
+			if p.BigGroup != nil {
+				got = fmt.Sprintf("deliver=%v push=%v big_group=%d skip=%s", p.Deliver, p.Push, p.BigGroup.ID, p.Skip)
 			}
 			if got != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)

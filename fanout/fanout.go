@@ -276,12 +276,12 @@ func withSource(value []byte, topic string, partition int, offset int64, inc str
 // pushJob builds the idx-th push job of the event read from m. Its key names
 // the source partition, which the output balancer maps to an imr.push
 // partition.
-func pushJob(ev *schemas.Publish, receivers []int64, ifOffline bool, m *kafka.Message, inc string, idx int) kafka.Message {
+func pushJob(ev *schemas.Publish, receivers, memberRange []int64, m *kafka.Message, inc string, idx int) kafka.Message {
 	msg := ev.Msg
 	msg.Raw = nil // the pusher does not need the frame
 	h := ev.Header
 	h.Type = schemas.TypePushJob
-	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg, IfOffline: ifOffline,
+	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg, MemberRange: memberRange,
 		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: inc}}
 	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)),
 		Value: job.AppendJSON(make([]byte, 0, 256+(len(receivers)*20)))}
@@ -292,36 +292,52 @@ func pushJob(ev *schemas.Publish, receivers []int64, ifOffline bool, m *kafka.Me
 const maxJobs = 1 << 16
 
 // jobsOf returns the push jobs of ev's plan, numbered from 0: each list of
-// plan.Push as one job, plan.IfOffline as if_offline jobs of at most chunk
-// members, and any job that would be over limit bytes cut into several
-// that are not. An event that would need more than maxJobs jobs is an
-// error.
+// plan.Push as one job, cut into several where it would be over limit
+// bytes, and a big group as member-range jobs of about chunk members each
+// (bounds taken from its sorted member list; the first and last ranges
+// are open, so that every uid falls in exactly one range whatever the
+// membership is when the pusher resolves them). An event that would need
+// more than maxJobs jobs is an error.
 func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit, chunk int) ([]kafka.Message, error) {
-	if len(plan.Push) == 0 && len(plan.IfOffline) == 0 {
+	if len(plan.Push) == 0 && plan.BigGroup == nil {
 		return nil, nil
 	}
-	// The job without receivers, and room for its index to grow.
-	base := len(pushJob(ev, []int64{}, len(plan.IfOffline) > 0, m, inc, 0).Value) + 16
 	var jobs []kafka.Message
-	add := func(rs []int64, ifOffline bool, most int) {
-		for len(rs) > 0 {
-			n, size := 0, base
-			for n < len(rs) && n < most {
-				w := digits(rs[n]) + 1
-				if n > 0 && size+w > limit {
-					break
+	if len(plan.Push) > 0 {
+		// The job without receivers, and room for its index to grow.
+		base := len(pushJob(ev, []int64{}, nil, m, inc, 0).Value) + 16
+		for _, rs := range plan.Push {
+			for len(rs) > 0 {
+				n, size := 0, base
+				for n < len(rs) {
+					w := digits(rs[n]) + 1
+					if n > 0 && size+w > limit {
+						break
+					}
+					size += w
+					n++
 				}
-				size += w
-				n++
+				jobs = append(jobs, pushJob(ev, rs[:n:n], nil, m, inc, len(jobs)))
+				rs = rs[n:]
 			}
-			jobs = append(jobs, pushJob(ev, rs[:n:n], ifOffline, m, inc, len(jobs)))
-			rs = rs[n:]
 		}
 	}
-	for _, rs := range plan.Push {
-		add(rs, false, len(rs))
+	if g := plan.BigGroup; g != nil {
+		chunk = max(chunk, 1)
+		if n := (len(g.Members) + chunk - 1) / chunk; len(jobs)+n > maxJobs {
+			return nil, fmt.Errorf("record: a group of %d members yields %d push jobs of %d members, more than %d", len(g.Members), n, chunk, maxJobs)
+		}
+		for i := 0; i < len(g.Members); i += chunk {
+			var from, to int64
+			if i > 0 {
+				from = g.Members[i]
+			}
+			if i+chunk < len(g.Members) {
+				to = g.Members[i+chunk]
+			}
+			jobs = append(jobs, pushJob(ev, nil, []int64{from, to}, m, inc, len(jobs)))
+		}
 	}
-	add(plan.IfOffline, true, max(chunk, 1))
 	if len(jobs) > maxJobs {
 		return nil, fmt.Errorf("record: yields %d push jobs of at most %d bytes, more than %d", len(jobs), limit, maxJobs)
 	}

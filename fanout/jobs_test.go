@@ -1,12 +1,14 @@
 package fanout
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
 )
 
 // TestJobRecords: consecutive jobs of one key share a push_jobs record up
@@ -18,7 +20,7 @@ func TestJobRecords(t *testing.T) {
 	job := func(key string, i int) kafka.Message {
 		ev := &schemas.Publish{Header: *h, Receivers: []int64{int64(100 + i)}, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: int64(100 + i), Content: strings.Repeat("x", 100)}}
 		m := &kafka.Message{Topic: "imr.publish.bulk", Partition: 1, Offset: int64(i)}
-		j := pushJob(ev, ev.Receivers, false, m, "", 0)
+		j := pushJob(ev, ev.Receivers, nil, m, "", 0)
 		j.Key = []byte(key)
 		return j
 	}
@@ -82,10 +84,11 @@ func TestJobRecords(t *testing.T) {
 	}
 }
 
-// TestJobsOf: a 100 000-member group with 19-digit uids becomes if_offline
-// jobs of at most chunk members, each record under the limit, numbered
-// 0, 1, …, holding every member once in order; a long receiver list of
-// plan.Push is cut by size alone.
+// TestJobsOf: a long receiver list of plan.Push is cut into jobs under
+// the limit, holding every receiver once in order; a 100 000-member group
+// with 19-digit uids becomes member-range jobs whose ranges cover every
+// uid once (open at both ends, each holding chunk members of the list
+// now); every job is numbered 0, 1, … and stays under the limit.
 func TestJobsOf(t *testing.T) {
 	ev := &schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "im-1", AppID: 7, TS: 1},
 		Receiver: 9, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9, Content: strings.Repeat("x", 1000)}}
@@ -94,46 +97,68 @@ func TestJobsOf(t *testing.T) {
 	for i := range members {
 		members[i] = 1000000000000000000 + int64(i)*7919
 	}
-	for _, tc := range []struct {
-		plan         Plan
-		limit, chunk int
-		ifOffline    bool
-		most         int // receivers per job at most
-	}{
-		{Plan{IfOffline: members}, 256 << 10, 2000, true, 2000},
-		{Plan{IfOffline: members}, 16 << 10, 2000, true, 2000},
-		{Plan{Push: [][]int64{members}}, 64 << 10, 2000, false, len(members)},
-	} {
-		jobs, err := jobsOf(ev, tc.plan, m, "r1", tc.limit, tc.chunk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []int64
+	decode := func(jobs []kafka.Message, limit int) []*schemas.PushJob {
+		var out []*schemas.PushJob
 		for i, j := range jobs {
-			if len(j.Value) > tc.limit {
-				t.Fatalf("job %d is %d bytes, over the limit of %d", i, len(j.Value), tc.limit)
+			if len(j.Value) > limit {
+				t.Fatalf("job %d is %d bytes, over the limit of %d", i, len(j.Value), limit)
 			}
-			ev, err := schemas.DecodeKind(j.Value, tc.limit, schemas.KindPushJob)
+			ev, err := schemas.DecodeKind(j.Value, limit, schemas.KindPushJob)
 			if err != nil {
 				t.Fatal(err)
 			}
 			job := ev.(*schemas.PushJob)
-			if job.Src.Index != i || job.Src.Offset != 77 || job.IfOffline != tc.ifOffline || len(job.Receivers) > tc.most {
-				t.Fatalf("job %d: index %d offset %d if_offline %v, %d receivers", i, job.Src.Index, job.Src.Offset, job.IfOffline, len(job.Receivers))
+			if job.Src.Index != i || job.Src.Offset != 77 {
+				t.Fatalf("job %d: index %d offset %d", i, job.Src.Index, job.Src.Offset)
 			}
-			got = append(got, job.Receivers...)
+			out = append(out, job)
 		}
-		if len(got) != len(members) {
-			t.Fatalf("limit %d: %d receivers in %d jobs, want %d", tc.limit, len(got), len(jobs), len(members))
+		return out
+	}
+	for _, limit := range []int{16 << 10, 64 << 10, 256 << 10} {
+		jobs, err := jobsOf(ev, Plan{Push: [][]int64{members}}, m, "r1", limit, 2000)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for i := range got {
-			if got[i] != members[i] {
-				t.Fatalf("receiver %d is %d, want %d", i, got[i], members[i])
+		var got []int64
+		for _, j := range decode(jobs, limit) {
+			got = append(got, j.Receivers...)
+		}
+		if !slices.Equal(got, members) {
+			t.Fatalf("limit %d: %d receivers in %d jobs, not the %d given in order", limit, len(got), len(jobs), len(members))
+		}
+	}
+
+	jobs, err := jobsOf(ev, Plan{BigGroup: &store.Group{AppID: 7, ID: 9, Members: members}}, m, "r1", 256<<10, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := decode(jobs, 256<<10)
+	if len(ranges) != 50 {
+		t.Fatalf("%d member-range jobs, want 50", len(ranges))
+	}
+	for i, j := range ranges {
+		from, to := j.MemberRange[0], j.MemberRange[1]
+		switch {
+		case len(j.Receivers) != 0:
+			t.Fatalf("job %d lists receivers", i)
+		case i == 0 && from != 0, i == len(ranges)-1 && to != 0:
+			t.Fatalf("job %d: range [%d, %d) is not open at the end", i, from, to)
+		case i > 0 && from != ranges[i-1].MemberRange[1]:
+			t.Fatalf("job %d starts at %d, the previous ends at %d", i, from, ranges[i-1].MemberRange[1])
+		}
+		n := 0
+		for _, u := range members {
+			if u >= from && (to == 0 || u < to) {
+				n++
 			}
+		}
+		if n != 2000 {
+			t.Fatalf("job %d: %d members in range, want 2000", i, n)
 		}
 	}
 	// More jobs than a position can number is an error, not a wrap.
-	if _, err := jobsOf(ev, Plan{IfOffline: members}, m, "", 256<<10, 1); err == nil {
+	if _, err := jobsOf(ev, Plan{BigGroup: &store.Group{Members: members}}, m, "", 256<<10, 1); err == nil {
 		t.Fatal("100 000 jobs of one member each: no error")
 	}
 }

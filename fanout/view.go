@@ -123,7 +123,7 @@ func (l *loader) addGroup(ctx context.Context, ev *schemas.Publish) error {
 		}
 		l.v.groups[k] = g
 	}
-	if g != nil && !toLive && !(cmd == schemas.CmdGroupIM && l.o.Big(g)) { // a big group's GROUP_IM: Plan.IfOffline
+	if g != nil && !toLive && !(cmd == schemas.CmdGroupIM && l.o.Big(g)) { // a big group's GROUP_IM: Plan.BigGroup
 		if _, ok := l.v.members[k]; !ok {
 			l.v.members[k] = nil
 			l.resolve = append(l.resolve, k)

@@ -47,7 +47,8 @@ type Pusher struct {
 	cfg      config.Pusher
 	env      stage.Env
 	sink     Sink
-	presence store.PresenceStore // for if_offline jobs
+	presence store.PresenceStore // for member-range jobs
+	groups   store.GroupStore
 	enc      Encoder
 	core     *stage.Core
 	log      *slog.Logger
@@ -55,11 +56,12 @@ type Pusher struct {
 }
 
 // New builds the stage from its section, the process's env, the sink it
-// appends to and the presence store it reads for if_offline jobs (a big
-// group's members); lengths, when not nil, is read at scrape time for
-// imstream_push_list_length. Run starts it.
-func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, lengths redis.UniversalClient) (*Pusher, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}, stage.Need{Name: "Presence", OK: ps != nil}); err != nil {
+// appends to and the stores it reads for member-range jobs (a big group's
+// members and their presence); lengths, when not nil, is read at scrape
+// time for imstream_push_list_length. Run starts it.
+func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, gs store.GroupStore, lengths redis.UniversalClient) (*Pusher, error) {
+	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}, stage.Need{Name: "Presence", OK: ps != nil},
+		stage.Need{Name: "Groups", OK: gs != nil}); err != nil {
 		return nil, err
 	}
 	rom := make(map[int64]bool, len(cfg.ROMApps))
@@ -71,6 +73,7 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, le
 		env:      env,
 		sink:     sink,
 		presence: ps,
+		groups:   gs,
 		enc:      Encoder{ROMApps: rom, SystemPush: cfg.SystemPush},
 		log:      env.Logger.With("stage", Stage),
 		entries: obs.CounterVec("imstream_push_entries_total",
@@ -88,7 +91,7 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, le
 		}
 	}
 	p.core = stage.NewCore(env, Stage)
-	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled", "receiver_online")
+	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled", "receiver_online", "unknown_group")
 	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Push)
 	env.Metrics.KnownSinks("push_list")
 	env.Metrics.KnownRedis(Stage, "append")
@@ -105,13 +108,13 @@ func (p *Pusher) Run(ctx context.Context) error {
 
 // write turns a batch of push jobs into entries and appends them to their lists.
 func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decoded[schemas.Event]) ([]stage.Rejected, error) {
-	if err := p.keepOffline(ctx, records); err != nil {
+	if err := p.resolveRanges(ctx, records); err != nil {
 		return nil, err
 	}
 	entries := make([]Entry, 0, len(records))
 	skipped := 0
 	add := func(job *schemas.PushJob, m *kafka.Message) {
-		if len(job.Receivers) == 0 { // an if_offline job whose receivers are all online (counted by keepOffline)
+		if len(job.Receivers) == 0 { // a member-range job with no offline member (counted by resolveRanges)
 			return
 		}
 		n := len(entries)

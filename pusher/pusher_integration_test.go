@@ -29,7 +29,8 @@ func startPusher(t *testing.T, cfg config.Config) (cancel func()) {
 	rc := redisx.MustNew(cfg.Redis)
 	reg := prometheus.NewRegistry()
 	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, cfg.Presence.ServerCache)
-	p, err := pusher.New(cfg.Pusher, stage.NewEnv(cfg, conn, obs.NewMetrics(reg), reg, nil), pusher.NewRedisSink(rc, cfg.Redis), ps, rc)
+	gs := store.NewRedisGroups(rc, cfg.Redis.KeyPrefix, 0)
+	p, err := pusher.New(cfg.Pusher, stage.NewEnv(cfg, conn, obs.NewMetrics(reg), reg, nil), pusher.NewRedisSink(rc, cfg.Redis), ps, gs, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,72 +133,97 @@ func TestPushListsEveryCmd(t *testing.T) {
 	}
 }
 
-// TestIfOfflineJobs: the pusher keeps the offline receivers of an
-// if_offline job (presence read when it writes), writes nothing for a job
-// whose receivers are all online, and reads imstream's own records up to
-// the size they were written under (header max_bytes, capped at
+// TestMemberRangeJobs: the pusher resolves a member-range job (a big
+// group's message) to the group's members in the range, minus the sender,
+// offline when it writes; a range with no offline member and a group that
+// is gone yield no entry. It reads imstream's own records up to the size
+// they were written under (header max_bytes, capped at
 // kafka.max_record_bytes), while a third party's record over
 // schemas.max_bytes is still dead-lettered as oversize.
-func TestIfOfflineJobs(t *testing.T) {
+func TestMemberRangeJobs(t *testing.T) {
 	k := testenv.Kafka(t, devstack.KafkaOptions{})
 	r := testenv.Redis(t, devstack.RedisOptions{})
 	cfg := testenv.Config(k.Addr, r.Addr)
 	ctx := context.Background()
 	rc := testenv.RedisClient(t, r.Addr)
 	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)
+	gs := store.NewRedisGroups(rc, cfg.Redis.KeyPrefix, 0)
 	now := time.Now()
-	h := func(typ schemas.Type, key string) schemas.Header {
+	h := func(typ schemas.Type) schemas.Header {
 		return schemas.Header{V: 1, Type: typ, Server: "im-1", AppID: 7, TS: now.UnixMilli()}
 	}
-	evs := []*schemas.Presence{{Header: h(schemas.TypeServerUp, ""), Epoch: 1}}
-	for _, uid := range []int64{1000000000000000002, 1000000000000000004, 8} {
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(gs.Apply(ctx, []*schemas.Group{{Header: h(schemas.TypeGroupCreate), GroupID: 55, Members: []int64{2, 3, 4, 5, 8, 9}}}))
+	evs := []*schemas.Presence{{Header: h(schemas.TypeServerUp), Epoch: 1}}
+	for _, uid := range []int64{2, 4, 8} {
 		on := true
-		evs = append(evs, &schemas.Presence{Header: h(schemas.TypeSubscribe, ""), Epoch: 1, UID: uid, Online: &on})
+		evs = append(evs, &schemas.Presence{Header: h(schemas.TypeSubscribe), Epoch: 1, UID: uid, Online: &on})
 	}
-	if err := ps.Apply(ctx, evs, now); err != nil {
-		t.Fatal(err)
-	}
+	must(ps.Apply(ctx, evs, now))
 	stop := startPusher(t, cfg)
 	defer stop()
 
+	own := []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(fmt.Sprint(cfg.Kafka.MaxRecordBytes))}}
+	rangeJob := func(gid, from, to, offset int64) kafka.Message {
+		j := &schemas.PushJob{Header: h(schemas.TypePushJob), MemberRange: []int64{from, to},
+			Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 3, Receiver: gid, Content: "g"},
+			Src: &schemas.Source{Topic: "imr.publish", Partition: 0, Offset: offset}}
+		return kafka.Message{Topic: cfg.Kafka.Topics.Push, Key: []byte("imr.publish:0"), Value: j.AppendJSON(nil), Headers: own}
+	}
 	big := make([]int64, 12000) // ~240 KB of 19-digit uids: over schemas.max_bytes (64 KiB)
 	for i := range big {
 		big[i] = 1000000000000000001 + int64(i)
 	}
-	candidates := func(receivers []int64, offset int64, header bool) kafka.Message {
-		j := &schemas.PushJob{Header: h(schemas.TypePushJob, ""), Receivers: receivers, IfOffline: true,
-			Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 55, Content: "g"},
-			Src: &schemas.Source{Topic: "imr.publish", Partition: 0, Offset: offset}}
-		m := kafka.Message{Topic: cfg.Kafka.Topics.Push, Key: []byte("imr.publish:0"), Value: j.AppendJSON(nil)}
-		if header {
-			m.Headers = []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(fmt.Sprint(cfg.Kafka.MaxRecordBytes))}}
-		}
-		return m
+	listed := func(offset int64, headers []kafka.Header) kafka.Message {
+		j := &schemas.PushJob{Header: h(schemas.TypePushJob), Receivers: big,
+			Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 3, Receiver: 66, Content: "listed"},
+			Src: &schemas.Source{Topic: "imr.publish", Partition: 1, Offset: offset}}
+		return kafka.Message{Topic: cfg.Kafka.Topics.Push, Key: []byte("imr.publish:1"), Value: j.AppendJSON(nil), Headers: headers}
 	}
 	testenv.Produce(t, cfg,
-		candidates([]int64{1000000000000000002, 1000000000000000003, 1000000000000000004, 1000000000000000005}, 1, true),
-		candidates([]int64{8}, 2, true), // all online: no entry
-		candidates(big, 3, true),
-		candidates(big, 4, false), // not written by imstream: the input limit applies
+		rangeJob(55, 0, 5, 1), // 2 3 4: 3 sends, 2 and 4 online: no entry
+		rangeJob(55, 5, 9, 2), // 5 8: [5]
+		rangeJob(55, 9, 0, 3), // 9: [9]
+		rangeJob(56, 0, 0, 4), // no such group
+		listed(1, own),        // imstream's own: read up to kafka.max_record_bytes
+		listed(2, nil),        // anyone else's: schemas.max_bytes, dead-lettered
 	)
-	testenv.Eventually(t, 30*time.Second, "two group entries", func() bool { return rc.LLen(ctx, "group_push_queue").Val() >= 2 })
+	testenv.Eventually(t, 30*time.Second, "three group entries", func() bool { return rc.LLen(ctx, "group_push_queue").Val() >= 3 })
 	testenv.Eventually(t, 30*time.Second, "the oversize record dead-lettered", func() bool {
 		return len(testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
 	})
 	time.Sleep(300 * time.Millisecond) // nothing more should arrive
-	got := rc.LRange(ctx, "group_push_queue", 0, -1).Val()
-	if len(got) != 2 || got[0] != `{"appid":7,"content":"g","group_id":55,"receivers":[1000000000000000003,1000000000000000005],"sender":1}` {
-		t.Fatalf("group_push_queue: %d entries, first %.200s", len(got), got[0])
+	var ranged []string // group 55's entries, in order (one source partition); the listed job's apart
+	listedN := 0
+	for _, v := range rc.LRange(ctx, "group_push_queue", 0, -1).Val() {
+		var e struct {
+			Content   string
+			Receivers []int64
+		}
+		must(json.Unmarshal([]byte(v), &e))
+		if e.Content == "listed" {
+			listedN += len(e.Receivers)
+		} else {
+			ranged = append(ranged, v)
+		}
 	}
-	var e struct{ Receivers []int64 }
-	if err := json.Unmarshal([]byte(got[1]), &e); err != nil {
-		t.Fatal(err)
+	want := []string{
+		`{"appid":7,"content":"g","group_id":55,"receivers":[5],"sender":3}`,
+		`{"appid":7,"content":"g","group_id":55,"receivers":[9],"sender":3}`,
 	}
-	if len(e.Receivers) != len(big)-2 { // 1000000000000000002 and ...4 are online
-		t.Fatalf("the big job's entry has %d receivers, want %d", len(e.Receivers), len(big)-2)
+	if fmt.Sprint(ranged) != fmt.Sprint(want) {
+		t.Fatalf("group 55's entries:\n got %q\nwant %q", ranged, want)
+	}
+	if listedN != len(big) {
+		t.Fatalf("the 240 KB job's entries hold %d receivers, want %d", listedN, len(big))
 	}
 	dl := testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)
-	if len(dl) != 1 || !strings.Contains(header(dl[0], "reason"), "oversize") || header(dl[0], "src_offset") != "3" {
+	if len(dl) != 1 || !strings.Contains(header(dl[0], "reason"), "oversize") || header(dl[0], "src_offset") != "1" { // the second record of key imr.publish:1
 		t.Fatalf("dead letters: %d, first reason %q offset %q", len(dl), header(dl[0], "reason"), header(dl[0], "src_offset"))
 	}
 }

@@ -22,7 +22,7 @@ import (
 func TestPushJobsRecords(t *testing.T) {
 	cfg := config.Default()
 	sink := NewMemorySink()
-	p, err := New(cfg.Pusher, testenv.StageEnv(cfg), sink, store.NewMemoryPresence(cfg.Presence.Lease), nil)
+	p, err := New(cfg.Pusher, testenv.StageEnv(cfg), sink, store.NewMemoryPresence(cfg.Presence.Lease), store.NewMemoryGroups(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

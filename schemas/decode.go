@@ -29,7 +29,7 @@ type wire struct {
 	Members   []int64           `json:"members"`
 	Mute      bool              `json:"mute"`
 	Jobs      []json.RawMessage `json:"jobs"`
-	IfOffline bool              `json:"if_offline"`
+	MemberRange []int64         `json:"member_range"`
 }
 
 // Decode parses and validates one v1 record of at most maxBytes bytes
@@ -266,16 +266,26 @@ func (w *wire) group() (Event, error) {
 
 func (w *wire) pushJob(msg *Message) (Event, error) {
 	c := checker{t: string(w.Type)}
-	c.receivers(w.Receivers)
+	if w.MemberRange == nil {
+		c.receivers(w.Receivers)
+	} else {
+		r := w.MemberRange
+		c.valid("member_range", len(r) == 2 && r[0] >= 0 && (r[1] == 0 || r[1] > r[0]),
+			"must be [from, to] with 0 <= from < to, or to 0 for no bound")
+		c.valid("receivers", len(w.Receivers) == 0, "must be empty with member_range")
+	}
 	c.msg(msg)
 	if c.err == nil && !msg.Pushable() {
 		c.err = fieldErr(c.t+".msg.cmd", ReasonInvalid, fmt.Sprintf("cmd %d has no push list", msg.Cmd))
+	}
+	if c.err == nil && w.MemberRange != nil && msg.Cmd != CmdGroupIM {
+		c.err = fieldErr(c.t+".msg.cmd", ReasonInvalid, fmt.Sprintf("member_range is for GROUP_IM (8), not cmd %d", msg.Cmd))
 	}
 	c.source(w.Src)
 	if c.err != nil {
 		return nil, c.err
 	}
-	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src, IfOffline: w.IfOffline}
+	j := &PushJob{Header: w.Header, Receivers: w.Receivers, Msg: *msg, Src: w.Src, MemberRange: w.MemberRange}
 	j.Msg.Raw = canonicalRaw(j.Msg.Raw)
 	return j, nil
 }

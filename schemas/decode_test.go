@@ -98,6 +98,7 @@ func TestInvalidExamples(t *testing.T) {
 		"record.negative_appid.json":        "heartbeat.appid: must be > 0",
 		"group.no_group_id.json":            "group_disband.group_id: required",
 		"push_job.rt.json":                  "push_job.msg.cmd: cmd 17 has no push list",
+		"push_job.range_not_group.json":     "push_job.msg.cmd: member_range is for GROUP_IM (8), not cmd 4",
 		"push_jobs.empty.json":              "push_jobs.jobs: must not be empty",
 		"push_jobs.rt_job.json":             "push_jobs.jobs[1].push_job.msg.cmd: cmd 17 has no push list",
 	}

@@ -18,8 +18,8 @@ func (j *PushJob) AppendJSON(b []byte) []byte {
 	}
 	b = j.Msg.appendJSON(append(b, `,"msg":`...))
 	b = j.Src.appendJSON(b)
-	if j.IfOffline {
-		b = append(b, `,"if_offline":true`...)
+	if len(j.MemberRange) > 0 {
+		b = appendInts(append(b, `,"member_range":`...), j.MemberRange)
 	}
 	return append(b, '}')
 }

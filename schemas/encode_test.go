@@ -31,7 +31,7 @@ func TestPushJobAppendJSONIsMarshal(t *testing.T) {
 		Src: &schemas.Source{Topic: "imr.publish", Partition: 3, Offset: 1 << 36, Index: 2},
 	}
 	candidates := *full
-	candidates.IfOffline = true
+	candidates.Receivers, candidates.MemberRange = nil, []int64{5, 0}
 	for _, j := range []*schemas.PushJob{
 		full,
 		&candidates,
@@ -124,17 +124,25 @@ func TestPublishAppendJSONIsMarshal(t *testing.T) {
 	}
 }
 
-// TestIfOfflineRoundTrip: a candidates job decodes with IfOffline set, by
-// the fast path and by encoding/json alike (FuzzDecode compares them).
-func TestIfOfflineRoundTrip(t *testing.T) {
-	j := &schemas.PushJob{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7},
-		Receivers: []int64{1234567890123456789, 2}, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9},
-		Src: &schemas.Source{Topic: "imr.publish", Partition: 1, Offset: 5, Index: 3}, IfOffline: true}
-	ev, err := schemas.Decode(j.AppendJSON(nil), 0)
+// TestMemberRangeDecode: a group range job decodes with its range and no
+// receivers; a bad range or receivers beside it are rejected.
+func TestMemberRangeDecode(t *testing.T) {
+	job := func(rng []int64, receivers []int64) []byte {
+		j := &schemas.PushJob{Header: schemas.Header{V: 1, Type: schemas.TypePushJob, Server: "im-1", AppID: 7},
+			Receivers: receivers, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9},
+			Src: &schemas.Source{Topic: "imr.publish", Partition: 1, Offset: 5, Index: 3}, MemberRange: rng}
+		return j.AppendJSON(nil)
+	}
+	ev, err := schemas.Decode(job([]int64{1234567890123456789, 0}, nil), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ev.(*schemas.PushJob); !got.IfOffline || len(got.Receivers) != 2 {
-		t.Fatalf("decoded %+v, want if_offline and 2 receivers", got)
+	if got := ev.(*schemas.PushJob); len(got.MemberRange) != 2 || got.MemberRange[0] != 1234567890123456789 || len(got.Receivers) != 0 {
+		t.Fatalf("decoded %+v", got)
+	}
+	for _, bad := range [][]byte{job([]int64{5, 5}, nil), job([]int64{1}, nil), job([]int64{-1, 0}, nil), job([]int64{0, 9}, []int64{3})} {
+		if _, err := schemas.Decode(bad, 0); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
 	}
 }

@@ -182,10 +182,12 @@ type PushJob struct {
 	Receivers []int64 `json:"receivers"`
 	Msg       Message `json:"msg"`
 	Src       *Source `json:"src,omitempty"` // the publish event it came from
-	// IfOffline makes Receivers candidates: the pusher writes entries for
-	// those of them that are offline when it writes (a big group's members,
-	// whose presence the fanout does not look up; docs/topics.md).
-	IfOffline bool `json:"if_offline,omitempty"`
+	// MemberRange [from, to] makes the job's receivers the members of the
+	// GROUP_IM's group (msg.receiver) with from <= uid < to (to 0: no
+	// bound), minus msg.sender, that are offline when the pusher writes:
+	// a big group's message, whose members the fanout does not look up
+	// (docs/topics.md). Receivers is then empty.
+	MemberRange []int64 `json:"member_range,omitempty"`
 }
 
 // PushJobs is a record of many push jobs on imr.push, in order: the fanout

@@ -114,7 +114,8 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			runs = append(runs, gw.Run)
 		case "pusher":
 			p, err := pusher.New(e.Cfg.Pusher, e.StageEnv(), pusher.NewRedisSink(e.Redis, e.Cfg.Redis),
-				store.ObservePresence(e.PresenceStore(), e.observe(pusher.Stage, "users")), e.Redis)
+				store.ObservePresence(e.PresenceStore(), e.observe(pusher.Stage, "users")),
+				store.ObserveGroups(e.GroupStore(), e.observe(pusher.Stage, "group")), e.Redis)
 			if err != nil {
 				return nil, err
 			}
