@@ -165,7 +165,7 @@ type call struct {
 // nothing else while a script runs, so a big group's entries (36 MB for
 // 20 messages to 100 000 members with 19-digit uids) go in several calls
 // rather than one that would hold every other client for a second.
-const scriptBytes = 512 << 10
+const scriptBytes = 256 << 10
 
 // scriptRuns cuts one stream's entries into runs of at most scriptBytes of
 // data, only between jobs (a job's entries share a position, and the
