@@ -303,7 +303,18 @@ func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit,
 		return nil, nil
 	}
 	var jobs []kafka.Message
-	if len(plan.Push) > 0 {
+	n := 0
+	for _, rs := range plan.Push {
+		n += len(rs)
+	}
+	if len(plan.Push) > 0 && 6*len(m.Value)+512+20*n <= limit {
+		// The common case: a job is at most its event's msg and header
+		// (escaped again: at most 6 bytes a byte), src, and receivers of at
+		// most 20 bytes each.
+		for _, rs := range plan.Push {
+			jobs = append(jobs, pushJob(ev, rs, nil, m, inc, len(jobs)))
+		}
+	} else if len(plan.Push) > 0 {
 		// The job without receivers, and room for its index to grow.
 		base := len(pushJob(ev, []int64{}, nil, m, inc, 0).Value) + 16
 		for _, rs := range plan.Push {
@@ -320,6 +331,9 @@ func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit,
 				jobs = append(jobs, pushJob(ev, rs[:n:n], nil, m, inc, len(jobs)))
 				rs = rs[n:]
 			}
+		}
+		if len(jobs) > 0 && len(jobs[0].Value) > limit { // its msg alone, escaped again, does not fit
+			return nil, fmt.Errorf("record: its push job is %d bytes with one receiver, over kafka.max_record_bytes (%d)", len(jobs[0].Value), limit)
 		}
 	}
 	if g := plan.BigGroup; g != nil {

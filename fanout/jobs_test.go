@@ -162,3 +162,28 @@ func TestJobsOf(t *testing.T) {
 		t.Fatal("100 000 jobs of one member each: no error")
 	}
 }
+
+// TestJobsOfEscapedContent: a job re-encodes its msg with encoding/json's
+// escapes (a '<' is 6 bytes), so content that grows past the limit with
+// even one receiver is an error (the event is dead-lettered), never a
+// record over kafka.max_record_bytes.
+func TestJobsOfEscapedContent(t *testing.T) {
+	m := &kafka.Message{Topic: "imr.publish", Partition: 0, Offset: 1}
+	for _, tc := range []struct {
+		content string
+		ok      bool
+	}{{strings.Repeat("<", 20000), true}, {strings.Repeat("<", 60000), false}} {
+		ev := &schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "im-1", AppID: 7},
+			Receiver: 2, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: 2, Content: tc.content}}
+		m.Value = ev.AppendJSON(nil)
+		jobs, err := jobsOf(ev, Plan{Push: [][]int64{{2}}}, m, "", 256<<10, 2000)
+		if (err == nil) != tc.ok {
+			t.Fatalf("%d bytes of '<': err %v", len(tc.content), err)
+		}
+		for _, j := range jobs {
+			if len(j.Value) > 256<<10 {
+				t.Fatalf("a job of %d bytes", len(j.Value))
+			}
+		}
+	}
+}
