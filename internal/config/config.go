@@ -150,8 +150,9 @@ type Fanout struct {
 	// GroupChunk is how many members the fanout looks up in one pipeline,
 	// and the size above which a group is big: a GROUP_IM to a big group
 	// is not looked up member by member in the fanout (which would hold
-	// its partition) but written as if_offline push jobs of at most this
-	// many members each, whose offline ones the pusher keeps. Default 2000.
+	// its partition) but written as push jobs naming uid ranges of this
+	// many members each, which the pusher resolves to the members offline
+	// when it writes (docs/topics.md). Default 2000.
 	GroupChunk int `mapstructure:"group_chunk"`
 }
 
