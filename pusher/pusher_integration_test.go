@@ -198,7 +198,7 @@ func TestMemberRangeJobs(t *testing.T) {
 		return len(testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
 	})
 	time.Sleep(300 * time.Millisecond) // nothing more should arrive
-	var ranged []string // group 55's entries, in order (one source partition); the listed job's apart
+	var ranged []string                // group 55's entries, in order (one source partition); the listed job's apart
 	listedN := 0
 	for _, v := range rc.LRange(ctx, "group_push_queue", 0, -1).Val() {
 		var e struct {

@@ -13,23 +13,23 @@ import (
 // whatever its type.
 type wire struct {
 	Header
-	Epoch     int64             `json:"epoch"`
-	UID       int64             `json:"uid"`
-	Online    *bool             `json:"online"`
-	RoomID    int64             `json:"room_id"`
-	Receiver  int64             `json:"receiver"`
-	MsgID     int64             `json:"msgid"`
-	DeviceID  int64             `json:"device_id"`
-	Receivers []int64           `json:"receivers"`
-	Msg       *Message          `json:"msg"`
-	Src       *Source           `json:"src"`
-	IMRTS     int64             `json:"imr_timestamp"`
-	GroupID   int64             `json:"group_id"`
-	Super     bool              `json:"super"`
-	Members   []int64           `json:"members"`
-	Mute      bool              `json:"mute"`
-	Jobs      []json.RawMessage `json:"jobs"`
-	MemberRange []int64         `json:"member_range"`
+	Epoch       int64             `json:"epoch"`
+	UID         int64             `json:"uid"`
+	Online      *bool             `json:"online"`
+	RoomID      int64             `json:"room_id"`
+	Receiver    int64             `json:"receiver"`
+	MsgID       int64             `json:"msgid"`
+	DeviceID    int64             `json:"device_id"`
+	Receivers   []int64           `json:"receivers"`
+	Msg         *Message          `json:"msg"`
+	Src         *Source           `json:"src"`
+	IMRTS       int64             `json:"imr_timestamp"`
+	GroupID     int64             `json:"group_id"`
+	Super       bool              `json:"super"`
+	Members     []int64           `json:"members"`
+	Mute        bool              `json:"mute"`
+	Jobs        []json.RawMessage `json:"jobs"`
+	MemberRange []int64           `json:"member_range"`
 }
 
 // Decode parses and validates one v1 record of at most maxBytes bytes

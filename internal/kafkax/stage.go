@@ -30,6 +30,9 @@ func StageConsumer(c config.Consumer, group string, topics []string, maxBatch in
 // NewDeadLetter returns the dead-letter writer of a stage.
 func (c *Conn) NewDeadLetter(k config.Kafka, stage string, onReject func(reason string)) *DeadLetter {
 	d := &DeadLetter{W: c.NewWriter(k, k.Topics.DLQ), Stage: stage, OnReject: onReject}
+	if k.MaxRecordBytes > 0 { // a letter over kafka.max_record_bytes is written truncated (Send)
+		d.W.BatchBytes = int64(k.MaxRecordBytes)
+	}
 	if k.AutoCreateTopics {
 		d.Ensure = func(ctx context.Context) error {
 			return c.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.DLQ: k.Partitions})
