@@ -18,7 +18,7 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// Faults of the outliers (issue: groups of any size): a record the brokers
+// Faults of the outliers: a record the brokers
 // refuse for good, and Redis full for longer than a lease.
 
 func init() {

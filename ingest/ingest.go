@@ -52,6 +52,11 @@ type Config struct {
 	Linger            time.Duration    // default 2ms: longest wait for a batch to fill
 	HeartbeatInterval time.Duration    // default 5s
 	WriteTimeout      time.Duration    // default 10s: longest wait for one record's acknowledgement; a write not answered by then resets the connections
+	// TopicWait is how long a call waits for a topic the brokers do not
+	// know yet — imstream's roles create theirs when they start, maybe
+	// after this IM server — before it fails (the Java producer's
+	// max.block.ms). Default 60s.
+	TopicWait time.Duration
 	Transport         *kafka.Transport // optional: TLS/SASL settings
 
 	// OnHeartbeatError is called when the background heartbeat fails; nil
@@ -125,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.TopicWait <= 0 {
+		cfg.TopicWait = 60 * time.Second
+	}
 	p := &Producer{cfg: cfg, enc: NewEncoder(cfg.Server, cfg.Epoch,
 		Topics{Presence: cfg.PresenceTopic, Publish: cfg.PublishTopic, Bulk: cfg.BulkTopic})}
 	p.online = &lane{w: p.newWriter()}
@@ -182,28 +190,37 @@ func (p *Producer) newTransport() *kafka.Transport {
 // most WriteTimeout. A write that is not answered by then — a broker that
 // went away without closing its connections, a half-open TCP connection —
 // resets the producer's connections, so the next call starts afresh instead
-// of queueing behind the stuck request.
+// of queueing behind the stuck request. A topic the brokers do not know
+// yet is waited for, up to TopicWait (kafka-go's writer gives up on it at
+// once).
 func (p *Producer) send(ctx context.Context, r Record) error {
-	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	l := p.online
 	if r.Topic == p.cfg.BulkTopic && p.cfg.BulkTopic != p.cfg.PublishTopic {
 		l = p.bulk
 	}
+	deadline := time.Now().Add(p.cfg.TopicWait)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := p.write(ctx, l, r)
+		if !errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("ingest: produce to %s: topic still unknown after %s (is imstream running, or the topic created?): %w", r.Topic, p.cfg.TopicWait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(wait, time.Until(deadline))):
+		}
+	}
+}
+
+// write is one attempt of send.
+func (p *Producer) write(ctx context.Context, l *lane, r Record) error {
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
 	w := l.writer()
 	err := w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
-	// A topic the brokers do not know yet (imstream's roles create theirs
-	// when they start, possibly after this IM server) is waited for, as a
-	// Java producer waits for metadata, until WriteTimeout: kafka-go
-	// gives up on it at once.
-	for wait := 50 * time.Millisecond; errors.Is(err, kafka.UnknownTopicOrPartition); wait = min(2*wait, time.Second) {
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("ingest: produce to %s: topic still unknown after %s: %w", r.Topic, p.cfg.WriteTimeout, err)
-		case <-time.After(wait):
-		}
-		err = w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
-	}
 	if err == nil {
 		return nil
 	}

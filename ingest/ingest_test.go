@@ -187,12 +187,12 @@ func TestProducerRecords(t *testing.T) {
 }
 
 // TestProducerWaitsForTopic: an IM server started before imstream's roles
-// created their topics waits for the topic (up to WriteTimeout) instead of
+// created their topics waits for the topic (up to TopicWait) instead of
 // failing its first call; a topic that never comes is an error naming it.
 func TestProducerWaitsForTopic(t *testing.T) {
 	k := testenv.Kafka(t, devstack.KafkaOptions{})
 	ctx := context.Background()
-	p, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-1", WriteTimeout: 30 * time.Second})
+	p, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestProducerWaitsForTopic(t *testing.T) {
 		t.Fatalf("Subscribe before the topic existed: %v", err)
 	}
 
-	q, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-2", PublishTopic: "no.such.topic", WriteTimeout: 500 * time.Millisecond})
+	q, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-2", PublishTopic: "no.such.topic", TopicWait: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

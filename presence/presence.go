@@ -118,7 +118,9 @@ const ReasonEpochAhead = "epoch_ahead"
 func (p *Presence) apply(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Presence]) ([]stage.Rejected, error) {
 	var rejected []stage.Rejected
 	now := time.Now()
-	p.progress.start(b.Partition, recordTime(&b.Records[0], now))
+	if len(b.Records) > 0 {
+		p.progress.start(b.Partition, recordTime(&b.Records[0], now))
+	}
 	limit := now.Add(p.cfg.EpochSkew).UnixMilli()
 	evs := make([]*schemas.Presence, 0, len(decoded))
 	for _, d := range decoded {
@@ -135,7 +137,9 @@ func (p *Presence) apply(ctx context.Context, b stage.Batch, decoded []stage.Dec
 		}
 		return nil, err
 	}
-	p.progress.done(b.Partition, recordTime(&b.Records[len(b.Records)-1], now), time.Now())
+	if len(b.Records) > 0 {
+		p.progress.done(b.Partition, recordTime(&b.Records[len(b.Records)-1], now), time.Now())
+	}
 	obs.CountBy(p.events, evs, func(ev *schemas.Presence) string { return string(ev.Type) })
 	return rejected, nil
 }
