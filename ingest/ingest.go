@@ -52,11 +52,7 @@ type Config struct {
 	Linger            time.Duration    // default 2ms: longest wait for a batch to fill
 	HeartbeatInterval time.Duration    // default 5s
 	WriteTimeout      time.Duration    // default 10s: longest wait for one record's acknowledgement; a write not answered by then resets the connections
-	// TopicWait is how long a call waits for a topic the brokers do not
-	// know yet — imstream's roles create theirs when they start, maybe
-	// after this IM server — before it fails (the Java producer's
-	// max.block.ms). Default 60s.
-	TopicWait time.Duration
+	TopicWait         time.Duration    // default 60s: how long a call waits for a topic the brokers do not know yet (the roles create theirs when they start, maybe after this IM server), as the Java producer's max.block.ms
 	Transport         *kafka.Transport // optional: TLS/SASL settings
 
 	// OnHeartbeatError is called when the background heartbeat fails; nil
