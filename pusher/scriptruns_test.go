@@ -16,10 +16,10 @@ func TestScriptRuns(t *testing.T) {
 			es = append(es, &Entry{Pos: job << 16, Job: job, Data: bytes.Repeat([]byte("x"), size)})
 		}
 	}
-	add(1, 1, 200<<10)
-	add(2, 1, 200<<10)
-	add(3, 1, 200<<10) // 600 KiB: a cut before job 3
-	add(4, 40, 20<<10) // one job of 800 KiB: never cut, alone
+	add(1, 1, scriptBytes*2/5)
+	add(2, 1, scriptBytes*2/5)
+	add(3, 1, scriptBytes*2/5) // 6/5 of the bound: a cut before job 3
+	add(4, 40, scriptBytes/20) // one job of twice the bound: never cut, alone
 	add(5, 1, 10)
 	runs := scriptRuns(es)
 	var got []int
