@@ -57,7 +57,7 @@ fuzz:
 	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzFastDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pusher -run '^$$' -fuzz '^FuzzEncoder$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./ingest/imr -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway/imr -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 tools:
 	@./scripts/ensure-tools.sh

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/imstream/imstream/deploy"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/role"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/wiring/role"
 )
 
 // exported returns every metric name the roles register (histograms also

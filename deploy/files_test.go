@@ -11,8 +11,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/config/load"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/config/load"
 )
 
 func kubeconform(t *testing.T) string {

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/role"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
+	"github.com/imstream/imstream/internal/wiring/role"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -20,9 +20,9 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if _, err := exec.LookPath("promtool"); err != nil {
 		t.Fatal("promtool not found: run `make test`, which installs Debian's prometheus package")
 	}
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
@@ -51,10 +51,10 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	defer p.Close(ctx)
 	_ = p.Subscribe(ctx, 7, 1, true)
 	_ = p.Publish(ctx, 7, 2, schemas.Message{Cmd: 4, Sender: 1, Receiver: 2, Content: "hi"}, ingest.Meta{})
-	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
-	testenv.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 	for name, addr := range admins {
-		body := testenv.MetricsText(t, addr)
+		body := testkit.MetricsText(t, addr)
 		if !strings.Contains(body, "imstream_consumer_lag{") {
 			t.Errorf("%s: no consumer lag exported", name)
 		}

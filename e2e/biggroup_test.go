@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -34,7 +34,7 @@ func TestBigGroups(t *testing.T) {
 		t.Cleanup(func() { _ = p.Close(context.Background()) })
 	}
 	topics := ingest.Topics{Presence: s.cfg.Kafka.Topics.Presence, Publish: s.cfg.Kafka.Topics.Publish, Bulk: s.cfg.Kafka.Topics.Bulk}
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
 	for g, base := range []int64{1_000_000, 1_000_000_000_000_000_000} {
 		gid := int64(9000 + g)
 		key := []byte(fmt.Sprintf("%d:%d", app, gid))
@@ -61,10 +61,10 @@ func TestBigGroups(t *testing.T) {
 				offline[uid] = true
 			}
 		}
-		testenv.Produce(t, s.cfg, presence...)
-		testenv.Produce(t, s.cfg, msgs...)
+		testkit.Produce(t, s.cfg, presence...)
+		testkit.Produce(t, s.cfg, msgs...)
 		last := base + (bigGroupMembers-10)*7
-		testenv.Eventually(t, 2*time.Minute, "the group built and its online members present", func() bool {
+		testkit.Eventually(t, 2*time.Minute, "the group built and its online members present", func() bool {
 			on, _ := s.online(t, last)
 			return on && rc.SCard(ctx, fmt.Sprintf("%sg:{%d:%d}:m", s.cfg.Redis.KeyPrefix, app, gid)).Val() == bigGroupMembers
 		})
@@ -76,10 +76,10 @@ func TestBigGroups(t *testing.T) {
 			r := im.PublishGroup(app, gid, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: sender, Receiver: gid, Content: fmt.Sprintf("big-%d-%d", g, k)}, ingest.Meta{})
 			sends = append(sends, kafkaMessage{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
 		}
-		testenv.Produce(t, s.cfg, sends...)
+		testkit.Produce(t, s.cfg, sends...)
 		got := map[string]map[int64]int{}
 		entries := 0
-		testenv.Eventually(t, 5*time.Minute, "every offline member's entries of 20 messages", func() bool {
+		testkit.Eventually(t, 5*time.Minute, "every offline member's entries of 20 messages", func() bool {
 			vals := rc.LRange(ctx, "group_push_queue", int64(entries), -1).Val()
 			for _, v := range vals {
 				var e struct {

@@ -21,10 +21,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/gateway/imr"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/loadgen"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -38,16 +38,16 @@ var gate sync.RWMutex
 
 // drained waits until fanout and pusher have handled everything produced.
 func (c *chaos) drained() {
-	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
-	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
-	testenv.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
+	testkit.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
+	testkit.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
+	testkit.WaitCaughtUp(c.t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
 }
 
 // archiveDelivers keeps the deliver topics' records before their log is
 // deleted: an IM server would have consumed them; verify counts them.
 func (c *chaos) archiveDelivers() {
 	for _, srv := range []string{"s1", "s2", "s3"} {
-		c.archived[srv] = append(c.archived[srv], testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+srv)...)
+		c.archived[srv] = append(c.archived[srv], testkit.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+srv)...)
 	}
 }
 
@@ -216,12 +216,12 @@ func init() {
 			big := bytes.Repeat([]byte("x"), 1048588-100)
 			t := c.s.cfg.Kafka.Topics
 			before := c.truncatedLetters()
-			testenv.Produce(c.t, c.s.cfg,
+			testkit.Produce(c.t, c.s.cfg,
 				kafka.Message{Topic: t.Publish, Key: []byte("7:" + strconv.Itoa(offBase+100)), Value: big},
 				kafka.Message{Topic: t.Presence, Key: []byte("7:101"), Value: big},
 				kafka.Message{Topic: t.Groups, Key: []byte("7:1"), Value: big})
 			took := c.progress(time.Now())
-			testenv.Eventually(c.t, 60*time.Second, "three truncated dead letters", func() bool {
+			testkit.Eventually(c.t, 60*time.Second, "three truncated dead letters", func() bool {
 				return c.truncatedLetters()-before >= 3
 			})
 			return took
@@ -232,7 +232,7 @@ func init() {
 // truncatedLetters counts the truncated dead letters written so far.
 func (c *chaos) truncatedLetters() int {
 	n := 0
-	for _, m := range testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
 		for _, h := range m.Headers {
 			if h.Key == "truncated" {
 				n++

@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -41,11 +41,11 @@ func init() {
 				refused.Add(1)
 				return respondErr(req, kerr.MessageTooLarge.Code), nil, true
 			})
-			testenv.Eventually(c.t, 2*time.Minute, "3 produce requests refused", func() bool { return refused.Load() >= 3 })
+			testkit.Eventually(c.t, 2*time.Minute, "3 produce requests refused", func() bool { return refused.Load() >= 3 })
 			// The partitions moved on: the refused records' inputs are in
 			// imr.dlq (reason output_refused). Produce them back, once each,
 			// as docs/runbook.md says.
-			testenv.Eventually(c.t, 2*time.Minute, "the refused inputs dead-lettered", func() bool { return len(c.refusedLetters()) > 0 })
+			testkit.Eventually(c.t, 2*time.Minute, "the refused inputs dead-lettered", func() bool { return len(c.refusedLetters()) > 0 })
 			time.Sleep(2 * time.Second) // letters of the last refused request
 			n := c.redrive()
 			c.t.Logf("%d inputs dead-lettered as output_refused, re-driven", n)
@@ -91,7 +91,7 @@ func init() {
 func (c *chaos) refusedLetters() []kafkaMessage {
 	seen := map[string]bool{}
 	var out []kafkaMessage
-	for _, m := range testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DLQ) {
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)
@@ -127,6 +127,6 @@ func (c *chaos) redrive() int {
 		c.redriven[h["src_topic"]+"/"+h["src_partition"]+"/"+h["src_offset"]] = true
 		m.Headers, m.Partition, m.Offset = nil, 0, 0
 	}
-	testenv.Produce(c.t, c.s.cfg, letters...)
+	testkit.Produce(c.t, c.s.cfg, letters...)
 	return len(letters)
 }

@@ -21,10 +21,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -37,11 +37,11 @@ import (
 type chaos struct {
 	t      *testing.T
 	s      *stack
-	kafka  *devstack.Kafka
+	kafka  *embedded.Kafka
 	kports []int // one per broker
 	kdir   string
-	redis  *devstack.Redis
-	proxy  *testenv.Proxy
+	redis  *embedded.Redis
+	proxy  *testkit.Proxy
 	rc     *redis.Client
 	ims    []*ingest.Producer // s1, s2, s3: stable servers
 	dead   *ingest.Producer   // s4: stops heartbeating in one fault
@@ -70,7 +70,7 @@ const (
 func newChaos(t *testing.T) *chaos {
 	c := &chaos{t: t, kdir: t.TempDir(), archived: map[string][]kafkaMessage{}, redriven: map[string]bool{}}
 	for i := 0; i < 3; i++ {
-		port, err := devstack.FreePort()
+		port, err := embedded.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,15 +78,15 @@ func newChaos(t *testing.T) *chaos {
 	}
 	c.startKafka()
 	t.Cleanup(func() { c.kafka.Close() })
-	c.redis = testenv.Redis(t, devstack.RedisOptions{Persist: true})
-	c.proxy = testenv.StartProxy(t, c.redis.Addr)
-	c.rc = testenv.RedisClient(t, c.redis.Addr)
-	cfg := testenv.Config(c.kafka.Addr, c.proxy.Addr)
+	c.redis = testkit.Redis(t, embedded.RedisOptions{Persist: true})
+	c.proxy = testkit.StartProxy(t, c.redis.Addr)
+	c.rc = testkit.RedisClient(t, c.redis.Addr)
+	cfg := testkit.Config(c.kafka.Addr, c.proxy.Addr)
 	cfg.Kafka.Brokers = c.kafka.Addrs
 	// The production lease: an outage shorter than a lease must not make
 	// servers look dead (a longer one does, by design).
 	cfg.Presence.Lease = 30 * time.Second
-	c.s = &stack{t: t, bin: testenv.Binary(t, ".."), cfg: cfg, extra: []string{"--presence.lease", "30s"}}
+	c.s = &stack{t: t, bin: testkit.Binary(t, ".."), cfg: cfg, extra: []string{"--presence.lease", "30s"}}
 	a, _ := c.s.start("presence")
 	c.s.admins = []string{a}
 	a, _ = c.s.start("fanout")
@@ -106,7 +106,7 @@ func newChaos(t *testing.T) *chaos {
 		members[i] = offBase + 1 + int64(i)
 	}
 	b, _ := json.Marshal(&schemas.Group{Header: schemas.Header{V: 1, Type: schemas.TypeGroupCreate, Server: "backend", AppID: app}, GroupID: chaosGroup, Members: members})
-	testenv.Produce(t, cfg, kafkaMessage{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:1"), Value: b})
+	testkit.Produce(t, cfg, kafkaMessage{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:1"), Value: b})
 	for i, p := range append(c.ims, c.dead) {
 		for u := 1; u <= 50; u++ {
 			must(t, p.Subscribe(ctx, app, int64(i*100+u), true))
@@ -114,7 +114,7 @@ func newChaos(t *testing.T) *chaos {
 	}
 	must(t, c.ims[1].SubscribeRoom(ctx, app, roomID))
 	must(t, c.ims[2].SubscribeRoom(ctx, app, roomID))
-	testenv.Eventually(t, 60*time.Second, "presence of every server", func() bool {
+	testkit.Eventually(t, 60*time.Second, "presence of every server", func() bool {
 		for _, u := range []int64{50, 150, 250, 350} {
 			if on, _ := c.s.online(t, u); !on {
 				return false
@@ -126,7 +126,7 @@ func newChaos(t *testing.T) *chaos {
 }
 
 func (c *chaos) startKafka() {
-	k, err := devstack.StartKafka(devstack.KafkaOptions{Ports: c.kports, DataDir: c.kdir, Partitions: 4})
+	k, err := embedded.StartKafka(embedded.KafkaOptions{Ports: c.kports, DataDir: c.kdir, Partitions: 4})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func (c *chaos) restart(role string, sig syscall.Signal) {
 	// armed only once a reply was delivered, kfake groups.go reply()), so a
 	// kill in that window would strand partitions forever. A real broker
 	// expires such a member after session.timeout.ms.
-	testenv.Eventually(c.t, 60*time.Second, role+" ready", func() bool {
+	testkit.Eventually(c.t, 60*time.Second, role+" ready", func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
@@ -371,7 +371,7 @@ func (c *chaos) deadServer(run string, e *expectation) time.Duration {
 	cancel()
 	_ = c.dead.Close(dead)
 	start := time.Now()
-	testenv.Eventually(c.t, 2*c.s.cfg.Presence.Lease, "s4's users offline", func() bool {
+	testkit.Eventually(c.t, 2*c.s.cfg.Presence.Lease, "s4's users offline", func() bool {
 		on, ok := c.s.onlineOK(350)
 		return ok && !on
 	})
@@ -469,7 +469,7 @@ func (c *chaos) verify(run string, e *expectation) (missing, extra, order int) {
 		seen := map[string]int64{} // (deliver partition, src stream, src partition) → highest src offset
 		dgot := map[string]int{}
 		dlast := map[string]int{}
-		recs := append(append([]kafkaMessage(nil), c.archived[server]...), testenv.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+server)...)
+		recs := append(append([]kafkaMessage(nil), c.archived[server]...), testkit.ReadAll(c.t, c.s.cfg, c.s.cfg.Kafka.Topics.DeliverPrefix+server)...)
 		for _, m := range recs {
 			var rec schemas.Publish
 			if json.Unmarshal(m.Value, &rec) != nil || rec.Src == nil || !strings.HasPrefix(rec.Msg.Content, prefix) {
@@ -559,9 +559,9 @@ func TestChaos(t *testing.T) {
 		}
 		<-done
 		sentAt := time.Now()
-		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
-		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
-		testenv.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
+		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
+		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
+		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
 		t.Logf("%s: workload sent, fanout and pusher caught up %s later", f.name, time.Since(sentAt).Round(time.Millisecond))
 		missing, extra, order := c.verify(run, e)
 		failed = failed || missing+extra+order > 0

@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 )
 
 // TestDev runs `imstream dev` (what `make run` runs) and waits for push
 // entries and deliveries to show in its status lines within 30 s.
 func TestDev(t *testing.T) {
-	bin := testenv.Binary(t, "..")
+	bin := testkit.Binary(t, "..")
 	cmd := exec.Command(bin, "dev", "--kafka-port", "0", "--admin.listen", "127.0.0.1:0", "--gateway.listen", "127.0.0.1:0", "--rate", "200")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -65,7 +65,7 @@ func TestDev(t *testing.T) {
 // size that fits CI; the command fails when anything is lost or doubled.
 // (The 1M-message run is recorded in docs/gateway.md.)
 func TestLoadgen(t *testing.T) {
-	bin := testenv.Binary(t, "..")
+	bin := testkit.Binary(t, "..")
 	for _, proto := range []string{"imr", "kafka"} {
 		t.Run(proto, func(t *testing.T) {
 			out, err := exec.Command(bin, "loadgen", "--embedded", "--protocol", proto, "--servers", "4",

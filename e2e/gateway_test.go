@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/gateway/imr"
+	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/loadgen"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -23,11 +23,11 @@ import (
 // port the kernel picks, and returns the gateway's address and run: its
 // first call returns that gateway, each later one starts a gateway again
 // on the same address (after the test stopped the previous one).
-func gatewayStack(t *testing.T, extra ...string) (*stack, string, func() *testenv.Process) {
+func gatewayStack(t *testing.T, extra ...string) (*stack, string, func() *testkit.Process) {
 	s := startStack(t, 1, 1, extra...)
 	flags := []string{"--gateway.heartbeat_interval", "500ms"}
 	gw, first := s.startGateway("127.0.0.1:0", flags...)
-	run := func() *testenv.Process {
+	run := func() *testkit.Process {
 		if p := first; p != nil {
 			first = nil
 			return p
@@ -46,10 +46,10 @@ var gatewayAddr = regexp.MustCompile(`msg="gateway listening".* addr=(\S+)`)
 // it accepts connections; it returns the address it listens on. With port
 // 0 the kernel picks the port (no other test can take it first) and the
 // address is read from the gateway's log.
-func (s *stack) startGateway(addr string, extra ...string) (string, *testenv.Process) {
+func (s *stack) startGateway(addr string, extra ...string) (string, *testkit.Process) {
 	_, p := s.start("gateway", append([]string{"--gateway.listen", addr}, extra...)...)
 	anyPort := strings.HasSuffix(addr, ":0")
-	testenv.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
+	testkit.Eventually(s.t, 20*time.Second, "gateway listening", func() bool {
 		if anyPort {
 			b, _ := os.ReadFile(p.Log)
 			m := gatewayAddr.FindSubmatch(b)
@@ -58,7 +58,7 @@ func (s *stack) startGateway(addr string, extra ...string) (string, *testenv.Pro
 			}
 			addr = string(m[1])
 		}
-		return devstack.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
+		return embedded.WaitTCP(ctxTimeout(200*time.Millisecond), addr) == nil
 	})
 	return addr, p
 }
@@ -108,7 +108,7 @@ func TestGatewayRouting(t *testing.T) {
 	s, gw, run := gatewayStack(t)
 	run()
 	a, b := twoServers(t, gw)
-	testenv.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
+	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
 
 	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
 	must(t, b.Send(imr.CmdSubscribe, sub(app, 2, 0)))
@@ -117,7 +117,7 @@ func TestGatewayRouting(t *testing.T) {
 	must(t, b.Send(imr.CmdSubscribeRoom, imr.AppendID(nil, imr.ID{AppID: app, ID: 9})))
 	must(t, a.Flush())
 	must(t, b.Flush())
-	testenv.Eventually(t, 30*time.Second, "presence via the gateway", func() bool {
+	testkit.Eventually(t, 30*time.Second, "presence via the gateway", func() bool {
 		on1, s1 := s.online(t, 1)
 		on3, s3 := s.online(t, 3)
 		_, s2 := s.online(t, 2)
@@ -155,19 +155,19 @@ func TestGatewayRouting(t *testing.T) {
 
 	count := func(topic string) int {
 		n := 0
-		for _, m := range testenv.ReadAll(t, s.cfg, topic) {
+		for _, m := range testkit.ReadAll(t, s.cfg, topic) {
 			if bytes.Contains(m.Value, []byte(`"server":"imr-`)) {
 				n++
 			}
 		}
 		return n
 	}
-	testenv.Eventually(t, 30*time.Second, "publish events produced, the push on the bulk lane", func() bool {
+	testkit.Eventually(t, 30*time.Second, "publish events produced, the push on the bulk lane", func() bool {
 		return count(s.cfg.Kafka.Topics.Publish) >= 12 && count(s.cfg.Kafka.Topics.Bulk) >= 1
 	})
-	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
-	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
-	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
 	gotA, gotB := drain(a, 2*time.Second), drain(b, 500*time.Millisecond)
 	hexes := func(bs [][]byte) []string {
 		var out []string
@@ -183,7 +183,7 @@ func TestGatewayRouting(t *testing.T) {
 	if fmt.Sprint(frameSet(gotB)) != fmt.Sprint(hexes(wantB)) {
 		t.Errorf("connection B got %d frames, want %d (byte-identical)\n got %v\nwant %v", len(gotB), len(wantB), frameSet(gotB), hexes(wantB))
 	}
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
 	lists := map[string][]string{
 		"push_queue": {`{"appid":7,"content":"msg-push","receiver":4,"sender":1}`, `{"appid":7,"content":"msg-push","receiver":8,"sender":1}`,
 			`{"appid":7,"content":"persistent-offline","receiver":4,"sender":1}`, `{"appid":7,"content":"unpersistent-present-offline","receiver":2,"sender":1}`},
@@ -214,17 +214,17 @@ func TestGatewayBadFrame(t *testing.T) {
 	defer good.Close()
 	must(t, good.Send(imr.CmdSubscribe, sub(app, 1, 1)))
 	must(t, good.Flush())
-	testenv.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 1); return on })
+	testkit.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 1); return on })
 
 	// An unknown inner command: dead-lettered, connection kept.
 	must(t, good.Send(imr.CmdPublish, route(app, 1, 1, imr.AppendFrame(nil, imr.Frame{Cmd: 99}))))
 	must(t, good.Flush())
-	testenv.Eventually(t, 20*time.Second, "dead letter", func() bool {
-		return len(testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ)) == 1
+	testkit.Eventually(t, 20*time.Second, "dead letter", func() bool {
+		return len(testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ)) == 1
 	})
 
 	// A frame claiming a 40 000-byte body: that connection is closed.
-	badConn, err := devstack.DialTCP(gw, "127.0.0.5")
+	badConn, err := embedded.DialTCP(gw, "127.0.0.5")
 	must(t, err)
 	_, _ = badConn.Write(imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdPublish})[:0])
 	_, _ = badConn.Write([]byte{0, 0, 0x9c, 0x40, 0, 0, 0, 0, imr.CmdPublish, 0, 0, 0})
@@ -264,7 +264,7 @@ func TestGatewayKill(t *testing.T) {
 	a, b := twoServers(t, gw)
 	must(t, b.Send(imr.CmdSubscribe, sub(app, 3, 1)))
 	must(t, b.Flush())
-	testenv.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 3); return on })
+	testkit.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 3); return on })
 
 	// Freeze the fanout: nothing accepted now is routed before the kill.
 	fanout := s.procs["fanout"]
@@ -275,9 +275,9 @@ func TestGatewayKill(t *testing.T) {
 		must(t, a.Send(imr.CmdPublish, route(app, 4, int64(i), inner(schemas.Message{Cmd: 4, Version: 2, Sender: 1, Receiver: 4, Content: fmt.Sprintf("m-%d", i)}))))
 	}
 	must(t, a.Flush())
-	testenv.Eventually(t, 30*time.Second, "everything accepted by the gateway", func() bool {
+	testkit.Eventually(t, 30*time.Second, "everything accepted by the gateway", func() bool {
 		c := 0
-		for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
+		for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
 			if bytes.Contains(m.Value, []byte(`"server":"imr-127.0.0.2"`)) {
 				c++
 			}
@@ -289,7 +289,7 @@ func TestGatewayKill(t *testing.T) {
 	// The fanout now routes into the dead connection's deliver topic; the
 	// backlog must reach B once it has reconnected to a new gateway.
 	fanout.Signal(syscall.SIGCONT)
-	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
 	run()
 	seen := map[string]int{}
 	deadline := time.After(90 * time.Second)
@@ -310,8 +310,8 @@ func TestGatewayKill(t *testing.T) {
 		doubled += c - 1
 	}
 	t.Logf("all %d deliveries arrived after the kill (%d repeated: written before the kill, committed after)", n, doubled)
-	testenv.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
 	entries := rc.LRange(context.Background(), "push_queue", 0, -1).Val()
 	uniq := map[string]bool{}
 	for _, e := range entries {

@@ -17,10 +17,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/gateway/imr"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/loadgen"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -28,7 +28,7 @@ import (
 func deadLetters(t *testing.T, s *stack) []string {
 	t.Helper()
 	var out []string
-	for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
 		for _, h := range m.Headers {
 			if h.Key == "reason" {
 				code, _, _ := strings.Cut(string(h.Value), ":")
@@ -56,11 +56,11 @@ func count(xs []string, x string) int {
 func TestKeyAndEpochChecks(t *testing.T) {
 	s := startStack(t, 1, 1)
 	cfg := s.cfg
-	rc := testenv.RedisClient(t, cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
 	enc := newPublishEncoder(cfg.Kafka.Topics.Publish)
 	wrong, empty, null := enc(101, "wrong-key"), enc(101, "empty-key"), enc(101, "null-key")
 	wrong.Key, empty.Key, null.Key = []byte("7:999"), []byte{}, nil
-	testenv.Produce(t, cfg, wrong, empty, null, enc(101, "right-key"))
+	testkit.Produce(t, cfg, wrong, empty, null, enc(101, "right-key"))
 
 	presence := func(typ schemas.Type, key string, epoch, uid int64) kafka.Message {
 		ev := schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "im-9", AppID: app}, Epoch: epoch, UID: uid}
@@ -70,20 +70,20 @@ func TestKeyAndEpochChecks(t *testing.T) {
 		b, _ := json.Marshal(&ev)
 		return kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte(key), Value: b}
 	}
-	testenv.Produce(t, cfg, presence(schemas.TypeHeartbeat, "server:im-9", math.MaxInt64, 0))
+	testkit.Produce(t, cfg, presence(schemas.TypeHeartbeat, "server:im-9", math.MaxInt64, 0))
 	now := time.Now().UnixMilli()
-	testenv.Produce(t, cfg, presence(schemas.TypeServerUp, "server:im-9", now, 0), presence(schemas.TypeSubscribe, "7:5", now, 5))
+	testkit.Produce(t, cfg, presence(schemas.TypeServerUp, "server:im-9", now, 0), presence(schemas.TypeSubscribe, "7:5", now, 5))
 
-	testenv.Eventually(t, 30*time.Second, "im-9's user online after the poisoned heartbeat", func() bool {
+	testkit.Eventually(t, 30*time.Second, "im-9's user online after the poisoned heartbeat", func() bool {
 		on, _ := s.online(t, 5)
 		return on
 	})
-	testenv.Eventually(t, 30*time.Second, "the right-keyed message in push_queue", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the right-keyed message in push_queue", func() bool {
 		n, _ := rc.LLen(context.Background(), "push_queue").Result()
 		return n == 1
 	})
-	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 30*time.Second)
-	testenv.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 30*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
 	dl := deadLetters(t, s)
 	if n := count(dl, schemas.ReasonKeyMismatch); n != 3 {
 		t.Errorf("%d key_mismatch dead letters, want 3 (all: %v)", n, dl)
@@ -110,8 +110,8 @@ func TestKeyAndEpochChecks(t *testing.T) {
 			m.Value = []byte(strings.ReplaceAll(string(m.Value), `"im-9"`, `"im-8"`))
 		}
 		up.Key = []byte("server:im-8")
-		testenv.Produce(t, cfg, up, sub)
-		testenv.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
+		testkit.Produce(t, cfg, up, sub)
+		testkit.WaitCaughtUp(t, cfg, cfg.Presence.Group, cfg.Kafka.Topics.Presence, 30*time.Second)
 	}
 	announce()
 	if on, _ := s.online(t, 6); on {
@@ -122,7 +122,7 @@ func TestKeyAndEpochChecks(t *testing.T) {
 		t.Fatalf("reset-server: %v\n%s", err, out)
 	}
 	announce()
-	testenv.Eventually(t, 10*time.Second, "user 6 online after reset-server and a new announcement", func() bool {
+	testkit.Eventually(t, 10*time.Second, "user 6 online after reset-server and a new announcement", func() bool {
 		on, _ := s.online(t, 6)
 		return on
 	})
@@ -172,7 +172,7 @@ func TestGatewayLimits(t *testing.T) {
 		must(t, err)
 		conns = append(conns, c)
 	}
-	testenv.Eventually(t, 10*time.Second, "every connection accepted", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every connection accepted", func() bool {
 		return metric(t, []string{gwAdmin}, "go_goroutines") >= goroutines+idle
 	})
 	time.Sleep(2 * time.Second)
@@ -235,7 +235,7 @@ func TestBoundedShutdown(t *testing.T) {
 		must(t, c.Send(imr.CmdSubscribe, sub(app, int64(i+1), 1)))
 	}
 	must(t, c.Flush())
-	testenv.Eventually(t, 30*time.Second, "the gateway's users online", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the gateway's users online", func() bool {
 		on, _ := s.online(t, 100)
 		return on
 	})
@@ -246,7 +246,7 @@ func TestBoundedShutdown(t *testing.T) {
 	}
 	_ = c.Flush()
 	time.Sleep(500 * time.Millisecond)
-	procs := map[string]*testenv.Process{"gateway": gp}
+	procs := map[string]*testkit.Process{"gateway": gp}
 	for role, p := range s.procs {
 		procs[role] = p
 	}
@@ -255,7 +255,7 @@ func TestBoundedShutdown(t *testing.T) {
 		p.Signal(syscall.SIGTERM)
 	}
 	for role, p := range procs {
-		testenv.Eventually(t, 8*time.Second, role+" to exit after SIGTERM with the broker gone", p.Exited)
+		testkit.Eventually(t, 8*time.Second, role+" to exit after SIGTERM with the broker gone", p.Exited)
 	}
 	t.Logf("every process exited %s after SIGTERM (grace 2s)", time.Since(start).Round(10*time.Millisecond))
 }
@@ -269,13 +269,13 @@ func TestGatewayTwoServersOneHost(t *testing.T) {
 	run()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
 	a, err := loadgen.Dial(ctx, gw, "127.0.0.4")
 	must(t, err)
 	defer a.Close()
 	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
 	must(t, a.Flush())
-	testenv.Eventually(t, 30*time.Second, "a's user online", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a's user online", func() bool {
 		on, _ := s.online(t, 1)
 		return on
 	})
@@ -297,7 +297,7 @@ func TestGatewayTwoServersOneHost(t *testing.T) {
 	must(t, b.Send(imr.CmdSubscribe, sub(app, 2, 1)))
 	must(t, b.Flush())
 	must(t, <-sent)
-	testenv.Eventually(t, 30*time.Second, "both servers' users online, on two servers", func() bool {
+	testkit.Eventually(t, 30*time.Second, "both servers' users online, on two servers", func() bool {
 		on1, s1 := s.online(t, 1)
 		on2, s2 := s.online(t, 2)
 		return on1 && on2 && fmt.Sprint(s1) == "[imr-127.0.0.4]" && fmt.Sprint(s2) == "[imr-127.0.0.4-2]"
@@ -317,7 +317,7 @@ func TestGatewayTwoServersOneHost(t *testing.T) {
 	if want := frameSet([]imr.Frame{{Cmd: imr.CmdPublish, Body: toB}}); fmt.Sprint(frameSet(gotB)) != fmt.Sprint(want) {
 		t.Errorf("b received %d frames, want only a's RT", len(gotB))
 	}
-	testenv.Eventually(t, 30*time.Second, "a's whole burst in push_queue", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a's whole burst in push_queue", func() bool {
 		n, _ := rc.LLen(ctx, "push_queue").Result()
 		return n >= burst
 	})

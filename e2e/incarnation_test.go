@@ -9,9 +9,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -21,23 +21,23 @@ import (
 // every log lands in its push list exactly once, with no role restarted,
 // and that the restart is counted.
 func TestLogIncarnations(t *testing.T) {
-	port, err := devstack.FreePort()
+	port, err := embedded.FreePort()
 	must(t, err)
-	startKafka := func() *devstack.Kafka {
-		k, err := devstack.StartKafka(devstack.KafkaOptions{Port: port, Partitions: 4})
+	startKafka := func() *embedded.Kafka {
+		k, err := embedded.StartKafka(embedded.KafkaOptions{Port: port, Partitions: 4})
 		must(t, err)
 		return k
 	}
 	k := startKafka()
 	t.Cleanup(func() { k.Close() })
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
-	s := &stack{t: t, bin: testenv.Binary(t, ".."), cfg: cfg}
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
+	s := &stack{t: t, bin: testkit.Binary(t, ".."), cfg: cfg}
 	presence, _ := s.start("presence")
 	s.admins = []string{presence}
 	fanout, _ := s.start("fanout")
 	s.pusher, _ = s.start("pusher")
-	rc := testenv.RedisClient(t, r.Addr)
+	rc := testkit.RedisClient(t, r.Addr)
 	ctx := context.Background()
 
 	sent := map[string]bool{}
@@ -50,11 +50,11 @@ func TestLogIncarnations(t *testing.T) {
 			sent[content] = true
 			msgs = append(msgs, enc(int64(100+i%10), content))
 		}
-		testenv.Produce(t, cfg, msgs...)
+		testkit.Produce(t, cfg, msgs...)
 	}
 	landed := func(what string) {
 		t.Helper()
-		testenv.Eventually(t, 90*time.Second, what, func() bool {
+		testkit.Eventually(t, 90*time.Second, what, func() bool {
 			n, _ := rc.LLen(ctx, "push_queue").Result()
 			return n >= int64(len(sent))
 		})
@@ -153,38 +153,38 @@ func TestRecordAtSizeLimit(t *testing.T) {
 	s := startStack(t, 1, 1)
 	cfg := s.cfg
 	ctx := context.Background()
-	rc := testenv.RedisClient(t, cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
 	// kfake's message.max.bytes is 1048588 and kafka-go's writer refuses
 	// records over 1 MiB: the value leaves room for the record's own
 	// framing, not for the dead letter's headers.
 	big := bytesOf('x', 1048588-100)
 	key := []byte(fmt.Sprintf("%d:%d", app, 101))
 	enc := newPublishEncoder(cfg.Kafka.Topics.Publish)
-	testenv.Produce(t, cfg,
+	testkit.Produce(t, cfg,
 		kafka.Message{Topic: cfg.Kafka.Topics.Publish, Key: key, Value: big},
 		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("7:5"), Value: big},
 		kafka.Message{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:55"), Value: big},
 	)
-	testenv.Produce(t, cfg, enc(101, "after-the-big-one"))
+	testkit.Produce(t, cfg, enc(101, "after-the-big-one"))
 	sub, _ := json.Marshal(&schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "im-1", AppID: app}, Epoch: 1, UID: 5, Online: boolPtr(true)})
 	up, _ := json.Marshal(&schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "im-1", AppID: app}, Epoch: 1})
 	grp, _ := json.Marshal(&schemas.Group{Header: schemas.Header{V: 1, Type: schemas.TypeGroupCreate, Server: "backend", AppID: app}, GroupID: 55, Members: []int64{1, 2}})
-	testenv.Produce(t, cfg,
+	testkit.Produce(t, cfg,
 		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("server:im-1"), Value: up},
 		kafka.Message{Topic: cfg.Kafka.Topics.Presence, Key: []byte("7:5"), Value: sub},
 		kafka.Message{Topic: cfg.Kafka.Topics.Groups, Key: []byte("7:55"), Value: grp},
 	)
-	testenv.Eventually(t, 60*time.Second, "the event behind the big record to land", func() bool {
+	testkit.Eventually(t, 60*time.Second, "the event behind the big record to land", func() bool {
 		n, _ := rc.LLen(ctx, "push_queue").Result()
 		return n == 1
 	})
-	testenv.Eventually(t, 60*time.Second, "the subscribe behind the big record to apply", func() bool {
+	testkit.Eventually(t, 60*time.Second, "the subscribe behind the big record to apply", func() bool {
 		on, _ := s.online(t, 5)
 		return on
 	})
-	testenv.WaitCaughtUp(t, cfg, cfg.Groups.Group, cfg.Kafka.Topics.Groups, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Groups.Group, cfg.Kafka.Topics.Groups, 60*time.Second)
 	var truncated int
-	for _, m := range testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ) {
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -25,20 +25,20 @@ func TestMetricsCount(t *testing.T) {
 	for u := int64(1); u <= subs; u++ {
 		must(t, im.Subscribe(ctx, app, u, true))
 	}
-	testenv.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, subs); return on })
+	testkit.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, subs); return on })
 	for i := 0; i < offline; i++ {
 		must(t, im.Publish(ctx, app, 100+int64(i), schemas.Message{Cmd: 4, Sender: 1, Receiver: 100 + int64(i), Content: "x"}, ingest.Meta{}))
 	}
 	for i := 0; i < rt; i++ { // to an online user on the origin server: no output
 		must(t, im.Publish(ctx, app, 1, schemas.Message{Cmd: 17, Sender: 2, Receiver: 1, Content: "x"}, ingest.Meta{}))
 	}
-	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
-	testenv.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 
 	// The fanout writes a batch's jobs as one push_jobs record (or a job
 	// alone as a push_job): the pusher consumed as many records as imr.push
 	// holds, and wrote one entry per job.
-	ends, err := testenv.EndOffsets(ctx, cfg, cfg.Kafka.Topics.Push)
+	ends, err := testkit.EndOffsets(ctx, cfg, cfg.Kafka.Topics.Push)
 	must(t, err)
 	pushRecords := 0.0
 	for _, end := range ends {
@@ -87,5 +87,5 @@ func TestMetricsCount(t *testing.T) {
 		t.Errorf("lag with the fanout stopped = %v, want %d", l, more)
 	}
 	fanout.Signal(syscall.SIGCONT)
-	testenv.Eventually(t, 60*time.Second, "lag back to 0", func() bool { return lag() == 0 })
+	testkit.Eventually(t, 60*time.Second, "lag back to 0", func() bool { return lag() == 0 })
 }

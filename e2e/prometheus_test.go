@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/deploy"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 )
 
 // mainQueries returns the dashboard's main-panel queries.
@@ -31,15 +31,15 @@ func TestPrometheusScrapesDev(t *testing.T) {
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		t.Fatal("prometheus not found: run `make test`, which installs Debian's prometheus package")
 	}
-	bin := testenv.Binary(t, "..")
-	_, admin := testenv.StartOnFreePort(t, bin, func(admin string) []string {
+	bin := testkit.Binary(t, "..")
+	_, admin := testkit.StartOnFreePort(t, bin, func(admin string) []string {
 		return []string{"dev", "--kafka-port", "0", "--admin.listen", admin, "--gateway.listen", "127.0.0.1:0", "--rate", "300",
 			"--presence.gc_interval", "2s"}
 	})
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "prometheus.yml")
 	os.WriteFile(conf, []byte("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: imstream\n    static_configs:\n      - targets: ['"+admin+"']\n"), 0o644)
-	_, web := testenv.StartOnFreePort(t, "/usr/bin/prometheus", func(web string) []string {
+	_, web := testkit.StartOnFreePort(t, "/usr/bin/prometheus", func(web string) []string {
 		return []string{"--config.file=" + conf, "--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + web}
 	})
 	queries := mainQueries(t)

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/testkit"
 )
 
 // pythonWithKafka finds a python3 that imports confluent_kafka: Debian's
@@ -63,13 +63,13 @@ func TestPythonIMServer(t *testing.T) {
 		t.Errorf("summary %s: want 50 real-time messages delivered once each, in order", lines[len(lines)-1])
 	}
 
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
 	want := []string{
 		`{"appid":7,"content":"py-offline-im","receiver":5002,"sender":1}`,
 		`{"appid":7,"content":"py-push","receiver":5003,"sender":1}`,
 		`{"appid":7,"content":"py-push","receiver":5004,"sender":1}`,
 	}
-	testenv.Eventually(t, 30*time.Second, "the Python server's push entries", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the Python server's push entries", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= int64(len(want))
 	})
 	got := rc.LRange(context.Background(), "push_queue", 0, -1).Val()
@@ -81,7 +81,7 @@ func TestPythonIMServer(t *testing.T) {
 	// librdkafka with partitioner=murmur2_random puts each key where Java does.
 	checked := 0
 	for _, topic := range []string{s.cfg.Kafka.Topics.Presence, s.cfg.Kafka.Topics.Publish, s.cfg.Kafka.Topics.Bulk} {
-		for _, m := range testenv.ReadAll(t, s.cfg, topic) {
+		for _, m := range testkit.ReadAll(t, s.cfg, topic) {
 			if !bytes.Contains(m.Value, []byte(`"server":"py-`)) {
 				continue
 			}
@@ -99,7 +99,7 @@ func TestPythonIMServer(t *testing.T) {
 		t.Errorf("checked the partitions of %d Python records, want >= 50", checked)
 	}
 	// Dead letters would mean the Python records broke the contract.
-	for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
 		if bytes.Contains(m.Value, []byte(`"server":"py-`)) {
 			t.Errorf("a Python record was dead-lettered: %s", m.Value)
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -55,10 +55,10 @@ func TestOutputRefused(t *testing.T) {
 		must(t, im.Push(ctx, app, []int64{to}, schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: to, Content: content}))
 	}
 	push(9001, "refused")
-	rc := testenv.RedisClient(t, s.cfg.Redis.Addrs[0])
-	testenv.Eventually(t, 30*time.Second, "the refused input dead-lettered", func() bool { return count(deadLetters(t, s), "output_refused") == 1 })
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
+	testkit.Eventually(t, 30*time.Second, "the refused input dead-lettered", func() bool { return count(deadLetters(t, s), "output_refused") == 1 })
 	push(9002, "after")
-	testenv.Eventually(t, 30*time.Second, "the next push in push_queue", func() bool { return rc.LLen(ctx, "push_queue").Val() == 1 })
+	testkit.Eventually(t, 30*time.Second, "the next push in push_queue", func() bool { return rc.LLen(ctx, "push_queue").Val() == 1 })
 	if got := rc.LIndex(ctx, "push_queue", 0).Val(); !strings.Contains(got, `"content":"after"`) {
 		t.Fatalf("push_queue holds %s", got)
 	}
@@ -66,7 +66,7 @@ func TestOutputRefused(t *testing.T) {
 		t.Fatalf("%d produce requests refused, want 1", n)
 	}
 	var letter string
-	for _, m := range testenv.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
+	for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ) {
 		for _, h := range m.Headers {
 			if h.Key == "reason" {
 				letter = string(h.Value) + " | " + string(m.Value)

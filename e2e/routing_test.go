@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -30,9 +30,9 @@ type stack struct {
 	admins []string // admin addresses of the presence processes
 	fanout []string // admin addresses of the fanout processes
 	pusher string   // admin address of the pusher process
-	procs  map[string]*testenv.Process
+	procs  map[string]*testkit.Process
 	extra  []string        // flags for every role
-	kafka  *devstack.Kafka // the broker, when the stack started it
+	kafka  *embedded.Kafka // the broker, when the stack started it
 }
 
 func (s *stack) pusherAdmin() string { return s.pusher }
@@ -40,8 +40,8 @@ func (s *stack) pusherAdmin() string { return s.pusher }
 // start runs a role process and waits until its admin server listens (on
 // a free port, found again if a parallel test took it first); it returns
 // its admin address and the process.
-func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
-	p, addr := testenv.StartOnFreePort(s.t, s.bin, func(addr string) []string {
+func (s *stack) start(role string, extra ...string) (string, *testkit.Process) {
+	p, addr := testkit.StartOnFreePort(s.t, s.bin, func(addr string) []string {
 		return slices.Concat([]string{role,
 			"--kafka.brokers", strings.Join(s.cfg.Kafka.Brokers, ","), "--redis.addrs", s.cfg.Redis.Addrs[0], "--kafka.partitions", "4",
 			"--consumer.session_timeout", "6s", "--consumer.heartbeat_interval", "500ms", "--consumer.rebalance_timeout", "6s",
@@ -49,7 +49,7 @@ func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
 			"--admin.listen", addr}, s.extra, extra)
 	})
 	if s.procs == nil {
-		s.procs = map[string]*testenv.Process{}
+		s.procs = map[string]*testkit.Process{}
 	}
 	s.procs[role] = p
 	return addr, p
@@ -57,10 +57,10 @@ func (s *stack) start(role string, extra ...string) (string, *testenv.Process) {
 
 func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 	t.Helper()
-	bin := testenv.Binary(t, "..")
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	bin := testkit.Binary(t, "..")
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Presence.Lease = 3 * time.Second
 	cfg.Presence.ServerCache = 0
 	cfg.Groups.Cache = 0
@@ -142,7 +142,7 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 
 	// Groups from the app backend: 55 = {1,2,3,4,8}; 66 = {2,4}.
 	backend := imServer(t, cfg, "backend", 1)
-	testenv.Produce(t, cfg, groupEvents(cfg)...)
+	testkit.Produce(t, cfg, groupEvents(cfg)...)
 
 	s1, s2, s3 := imServer(t, cfg, "s1", 1), imServer(t, cfg, "s2", 1), imServer(t, cfg, "s3", 1)
 	s4 := imServer(t, cfg, "s4", 1)
@@ -154,7 +154,7 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 	must(t, s4.Subscribe(ctx, app, 6, true))
 	must(t, s1.SubscribeRoom(ctx, app, 9))
 	must(t, s2.SubscribeRoom(ctx, app, 9))
-	testenv.Eventually(t, 60*time.Second, "presence applied", func() bool {
+	testkit.Eventually(t, 60*time.Second, "presence applied", func() bool {
 		on5, _ := s.online(t, 5)
 		on6, _ := s.online(t, 6)
 		on3, srv3 := s.online(t, 3)
@@ -168,7 +168,7 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 	_ = s4.Close(dead)
 	s4b := imServer(t, cfg, "s4", 2)
 	must(t, s4b.Subscribe(ctx, app, 7, true))
-	testenv.Eventually(t, 30*time.Second, "s3's lease to run out and s4's new epoch", func() bool {
+	testkit.Eventually(t, 30*time.Second, "s3's lease to run out and s4's new epoch", func() bool {
 		on5, _ := s.online(t, 5)
 		on6, _ := s.online(t, 6)
 		on7, _ := s.online(t, 7)
@@ -205,8 +205,8 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 	must(t, s1.Publish(ctx, app, 6, im(6, 0, "old-epoch-user"), meta))
 	must(t, s1.Publish(ctx, app, 7, im(7, up, "new-epoch-user"), meta))
 
-	testenv.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
-	testenv.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 
 	res := result{Online: map[int64]string{}, Delivers: map[string][]string{}, Lists: map[string][]string{}}
 	for uid := int64(1); uid <= 8; uid++ {
@@ -214,7 +214,7 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 		res.Online[uid] = fmt.Sprint(on, servers)
 	}
 	for _, srv := range []string{"s1", "s2", "s3", "s4"} {
-		for _, m := range testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DeliverPrefix+srv) {
+		for _, m := range testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DeliverPrefix+srv) {
 			var rec schemas.Publish
 			if err := json.Unmarshal(m.Value, &rec); err != nil || rec.Src == nil || rec.Src.Topic != cfg.Kafka.Topics.Publish {
 				t.Fatalf("deliver record without src: %s", m.Value)
@@ -227,7 +227,7 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 		}
 		sort.Strings(res.Delivers[srv])
 	}
-	rc := testenv.RedisClient(t, cfg.Redis.Addrs[0])
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
 	for _, l := range []string{"push_queue", "group_push_queue", "system_push_queue", "customer_push_queue", "customer_push_queue_v2"} {
 		res.Lists[l] = rc.LRange(ctx, l, 0, -1).Val()
 		sort.Strings(res.Lists[l])
@@ -266,7 +266,7 @@ func metric(t *testing.T, admins []string, sample string) float64 {
 	t.Helper()
 	total := 0.0
 	for _, a := range admins {
-		for _, line := range strings.Split(testenv.MetricsText(t, a), "\n") {
+		for _, line := range strings.Split(testkit.MetricsText(t, a), "\n") {
 			if strings.HasPrefix(line, sample+" ") {
 				v, _ := strconv.ParseFloat(strings.TrimPrefix(line, sample+" "), 64)
 				total += v

@@ -33,9 +33,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -105,17 +105,13 @@ func (f *Fanout) Run(ctx context.Context) error {
 	defer f.w.Close()
 	defer f.wb.Close()
 	k := f.env.Kafka
-	topics := []string{k.Topics.Publish}
-	if k.Topics.Bulk != k.Topics.Publish {
-		topics = append(topics, k.Topics.Bulk)
-	}
-	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Group, Topics: topics, Create: []string{k.Topics.Push}, Prepare: true,
+	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Group, Topics: k.Topics.Lanes(), Create: []string{k.Topics.Push}, Prepare: true,
 		Kind: schemas.KindPublish, MaxBatch: f.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, f.route)
 }
 
 // writer returns the writer of the lane topic belongs to.
 func (f *Fanout) writer(topic string) *kafka.Writer {
-	if t := f.env.Kafka.Topics; topic == t.Bulk && t.Bulk != t.Publish {
+	if f.env.Kafka.Topics.IsBulkLane(topic) {
 		return f.wb
 	}
 	return f.w
@@ -141,13 +137,13 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
 		m := decoded[i].Msg
-		js, err := jobsOf(ev, plan, m, b.Inc, f.limit(), f.opts.GroupChunk)
+		js, err := jobsOf(ev, plan, m, string(b.Inc), f.limit(), f.opts.GroupChunk)
 		if err != nil {
 			rejected = append(rejected, stage.Rejected{Msg: *m, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
 		if len(plan.Deliver) > 0 {
-			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, b.Inc)
+			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, string(b.Inc))
 			input := []int{i}
 			for _, server := range plan.Deliver {
 				topic := f.env.Kafka.Topics.DeliverPrefix + server

@@ -14,11 +14,11 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/stage"
-	"github.com/imstream/imstream/internal/tick"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -162,8 +162,7 @@ func (c *conn) producers(online chan struct{}) []chan struct{} {
 // goroutine, writer and topic. It is started at the first push, from the
 // read goroutine (the only one that sends pushes).
 func (c *conn) lane(r ingest.Record) chan kafka.Message {
-	t := c.g.env.Kafka.Topics
-	if r.Topic != t.Bulk || t.Bulk == t.Publish {
+	if !c.g.env.Kafka.Topics.IsBulkLane(r.Topic) {
 		return c.out
 	}
 	if c.bulk == nil {

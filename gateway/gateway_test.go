@@ -13,12 +13,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -28,7 +28,7 @@ func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	g, err := New(cfg.Gateway, testenv.StageEnv(cfg))
+	g, err := New(cfg.Gateway, testkit.StageEnv(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestClaim(t *testing.T) {
 // queue full), and every event it read is counted as lost, none silently.
 func TestBackpressure(t *testing.T) {
 	const queue, frames = 4, 200
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	cl := k.Cluster()
 	cl.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		cl.KeepControl()
@@ -125,7 +125,7 @@ func TestBackpressure(t *testing.T) {
 	cfg.Kafka.Brokers = []string{k.Addr}
 	cfg.Gateway.QueueSize = queue
 	cfg.Gateway.HeartbeatInterval = time.Hour
-	g, err := New(cfg.Gateway, testenv.StageEnvOn(cfg))
+	g, err := New(cfg.Gateway, testkit.StageEnvOn(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

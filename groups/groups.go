@@ -13,9 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/obs"
-	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

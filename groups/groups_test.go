@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/stage"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -19,7 +19,7 @@ import (
 // counted by type; the stage rejects nothing itself.
 func TestApply(t *testing.T) {
 	st := store.NewMemoryGroups()
-	g, err := New(config.Default().Groups, testenv.StageEnv(config.Default()), st)
+	g, err := New(config.Default().Groups, testkit.StageEnv(config.Default()), st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/schemas"
 )
 

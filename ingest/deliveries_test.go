@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 )
 
 // TestConsumeDeliveries: repeats (same src) are dropped, invalid records
@@ -28,7 +28,7 @@ func TestConsumeDeliveries(t *testing.T) {
 		return kafka.Message{Topic: topic, Key: []byte("7:2002"), Value: []byte(v)}
 	}
 	cfg := stack
-	testenv.Produce(t, cfg, rec("a", 10), rec("b", 11), rec("b-again", 11), rec("no-src", -1),
+	testkit.Produce(t, cfg, rec("a", 10), rec("b", 11), rec("b-again", 11), rec("no-src", -1),
 		kafka.Message{Topic: topic, Key: []byte("7:2002"), Value: []byte(`{"v":1,"type":"publish"`)}, rec("c", 12))
 
 	var mu sync.Mutex
@@ -54,7 +54,7 @@ func TestConsumeDeliveries(t *testing.T) {
 					return nil
 				})
 		}()
-		testenv.Eventually(t, 30*time.Second, "deliveries handed over", func() bool {
+		testkit.Eventually(t, 30*time.Second, "deliveries handed over", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(got) >= want
@@ -75,7 +75,7 @@ func TestConsumeDeliveries(t *testing.T) {
 		t.Errorf("repeats %d, invalid %d; want 1, 1", repeats.Load(), invalid.Load())
 	}
 
-	testenv.Produce(t, cfg, rec("d", 13))
+	testkit.Produce(t, cfg, rec("d", 13))
 	consume(context.Background(), 5)
 	mu.Lock()
 	defer mu.Unlock()

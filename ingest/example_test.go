@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/tools/dev"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/devcmd"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	cfg.Admin.Listen = ""
 	cfg.Kafka.Partitions = 4
 	cfg.Pusher.FlushInterval = 50 * time.Millisecond
-	st, err := dev.Up(ctx, cfg, dev.Options{})
+	st, err := devcmd.Up(ctx, cfg, devcmd.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -23,7 +23,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -191,7 +192,7 @@ func (p *Producer) newTransport() *kafka.Transport {
 // once).
 func (p *Producer) send(ctx context.Context, r Record) error {
 	l := p.online
-	if r.Topic == p.cfg.BulkTopic && p.cfg.BulkTopic != p.cfg.PublishTopic {
+	if (config.Topics{Publish: p.cfg.PublishTopic, Bulk: p.cfg.BulkTopic}).IsBulkLane(r.Topic) {
 		l = p.bulk
 	}
 	deadline := time.Now().Add(p.cfg.TopicWait)

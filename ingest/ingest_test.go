@@ -9,9 +9,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -79,7 +79,7 @@ func TestMurmur2Vectors(t *testing.T) {
 // TestProducerRecords: every call produces a record that schemas.Decode
 // accepts, keyed as docs/protocol.md §1, on the partition a Java producer would pick.
 func TestProducerRecords(t *testing.T) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	ctx := context.Background()
 	p, err := ingest.New(ctx, ingest.Config{
 		Brokers: []string{k.Addr}, Server: "im-1", Epoch: 42, CreateTopics: true, Partitions: 12,
@@ -190,7 +190,7 @@ func TestProducerRecords(t *testing.T) {
 // created their topics waits for the topic (up to TopicWait) instead of
 // failing its first call; a topic that never comes is an error naming it.
 func TestProducerWaitsForTopic(t *testing.T) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	ctx := context.Background()
 	p, err := ingest.New(ctx, ingest.Config{Brokers: []string{k.Addr}, Server: "im-1"})
 	if err != nil {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/imstream/imstream/internal/tick"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 	"github.com/imstream/imstream/schemas"
 )
 

@@ -10,9 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/stage"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -22,7 +22,7 @@ import (
 func newTestPresence(t *testing.T) (*Presence, *store.MemoryPresence) {
 	t.Helper()
 	st := store.NewMemoryPresence(30 * time.Second)
-	p, err := New(config.Default().Presence, testenv.StageEnv(config.Default()), st)
+	p, err := New(config.Default().Presence, testkit.StageEnv(config.Default()), st)
 	if err != nil {
 		t.Fatal(err)
 	}

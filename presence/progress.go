@@ -9,7 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/tick"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 	"github.com/imstream/imstream/store"
 )
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 )
@@ -42,12 +42,12 @@ func BenchmarkEncodeGroupEntry1000(b *testing.B) {
 // one source partition) to a master with one replica, without and with
 // redis.wait_replicas 1: the cost of WAIT per batch. Needs redis-server.
 func BenchmarkRedisSinkAppend(b *testing.B) {
-	master := testenv.Redis(b, devstack.RedisOptions{})
+	master := testkit.Redis(b, embedded.RedisOptions{})
 	host, port, _ := net.SplitHostPort(master.Addr)
-	testenv.Redis(b, devstack.RedisOptions{Extra: []string{"--replicaof", host, port}})
-	rc := testenv.RedisClient(b, master.Addr)
+	testkit.Redis(b, embedded.RedisOptions{Extra: []string{"--replicaof", host, port}})
+	rc := testkit.RedisClient(b, master.Addr)
 	ctx := context.Background()
-	testenv.Eventually(b, 30*time.Second, "the replica in sync", func() bool {
+	testkit.Eventually(b, 30*time.Second, "the replica in sync", func() bool {
 		info, _ := rc.Info(ctx, "replication").Result()
 		return strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online")
 	})

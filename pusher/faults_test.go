@@ -13,9 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 )
@@ -89,26 +89,26 @@ func TestPusherSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
-	bin := testenv.Binary(t, "..")
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	bin := testkit.Binary(t, "..")
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Pusher.BatchSize = 200 // many batches, so kills land mid-flow
-	rc := testenv.RedisClient(t, r.Addr)
+	rc := testkit.RedisClient(t, r.Addr)
 	const n = 60000
-	testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, 0, n)...)
+	testkit.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, 0, n)...)
 
 	args := append(roleArgs(cfg), "--pusher.batch_size", "200")
-	p := testenv.Start(t, bin, append([]string{"pusher"}, args...)...)
+	p := testkit.Start(t, bin, append([]string{"pusher"}, args...)...)
 	for kill, at := range []int64{5000, 20000, 40000} {
-		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d entries before kill %d", at, kill+1), func() bool {
+		testkit.Eventually(t, 60*time.Second, fmt.Sprintf("%d entries before kill %d", at, kill+1), func() bool {
 			return rc.LLen(context.Background(), "push_queue").Val() >= at
 		})
 		p.Kill()
 		t.Logf("kill %d: SIGKILL at %d entries", kill+1, rc.LLen(context.Background(), "push_queue").Val())
-		p = testenv.Start(t, bin, append([]string{"pusher"}, args...)...)
+		p = testkit.Start(t, bin, append([]string{"pusher"}, args...)...)
 	}
-	testenv.Eventually(t, 90*time.Second, "all entries", func() bool {
+	testkit.Eventually(t, 90*time.Second, "all entries", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= n
 	})
 	time.Sleep(time.Second) // a late double would show up now
@@ -121,11 +121,11 @@ func TestPusherRedisOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{Persist: true})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{Persist: true})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Redis.ReadTimeout, cfg.Redis.WriteTimeout, cfg.Redis.DialTimeout = time.Second, time.Second, 500*time.Millisecond
-	rc := testenv.RedisClient(t, r.Addr)
+	rc := testkit.RedisClient(t, r.Addr)
 	stop := startPusher(t, cfg)
 	defer stop()
 
@@ -133,12 +133,12 @@ func TestPusherRedisOutage(t *testing.T) {
 	produced := make(chan error, 1)
 	go func() {
 		for i := 0; i < n; i += chunk {
-			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
+			testkit.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
 			time.Sleep(20 * time.Millisecond)
 		}
 		produced <- nil
 	}()
-	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
+	testkit.Eventually(t, 60*time.Second, "load flowing", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= 3000
 	})
 	if err := r.Stop(); err != nil {
@@ -151,7 +151,7 @@ func TestPusherRedisOutage(t *testing.T) {
 	}
 	t.Log("redis restarted")
 	<-produced
-	testenv.Eventually(t, 60*time.Second, "all entries after the outage", func() bool {
+	testkit.Eventually(t, 60*time.Second, "all entries after the outage", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= n
 	})
 	time.Sleep(time.Second)
@@ -161,9 +161,9 @@ func TestPusherRedisOutage(t *testing.T) {
 // TestDeadLetter: malformed records go to imr.dlq with a reason header and
 // the partition keeps flowing.
 func TestDeadLetter(t *testing.T) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Kafka.Partitions = 1
 	stop := startPusher(t, cfg)
 	defer stop()
@@ -181,10 +181,10 @@ func TestDeadLetter(t *testing.T) {
 		msgs = append(msgs, kafka.Message{Topic: topic, Key: []byte("7:1"), Value: []byte(b.value)})
 	}
 	msgs = append(msgs, peerJobs(topic, 1, 1)...)
-	testenv.Produce(t, cfg, msgs...)
+	testkit.Produce(t, cfg, msgs...)
 
-	rc := testenv.RedisClient(t, r.Addr)
-	testenv.Eventually(t, 30*time.Second, "valid records after the bad ones", func() bool {
+	rc := testkit.RedisClient(t, r.Addr)
+	testkit.Eventually(t, 30*time.Second, "valid records after the bad ones", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() == 2
 	})
 	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topics.DLQ, Partition: 0, MaxWait: 100 * time.Millisecond})
@@ -211,8 +211,8 @@ func TestDeadLetter(t *testing.T) {
 
 // TestRedisSinkExactlyOnce: the Redis sink follows the Sink contract.
 func TestRedisSinkExactlyOnce(t *testing.T) {
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	sinkContract(t, testenv.RedisClient(t, r.Addr))
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	sinkContract(t, testkit.RedisClient(t, r.Addr))
 }
 
 // TestClusterSinkExactlyOnce: the same on a 3-master Redis Cluster.
@@ -220,7 +220,7 @@ func TestClusterSinkExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
-	c := testenv.StartRedisCluster(t, 3)
+	c := testkit.StartRedisCluster(t, 3)
 	sinkContract(t, c.Client(t))
 }
 
@@ -285,9 +285,9 @@ func TestPusherFanoutReplay(t *testing.T) {
 }
 
 func fanoutReplay(t *testing.T, batchSize int) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	cfg.Pusher.BatchSize = batchSize
 	topic := cfg.Kafka.Topics.Push
 	jobs := func(from, to int64) []kafka.Message {
@@ -308,11 +308,11 @@ func fanoutReplay(t *testing.T, batchSize int) {
 	}
 	msgs := append(jobs(0, 100), jobs(40, 100)...) // the replay
 	msgs = append(msgs, jobs(100, 120)...)
-	testenv.Produce(t, cfg, msgs...)
+	testkit.Produce(t, cfg, msgs...)
 	stop := startPusher(t, cfg)
 	defer stop()
-	rc := testenv.RedisClient(t, r.Addr)
-	testenv.Eventually(t, 30*time.Second, "entries", func() bool {
+	rc := testkit.RedisClient(t, r.Addr)
+	testkit.Eventually(t, 30*time.Second, "entries", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= 360
 	})
 	time.Sleep(500 * time.Millisecond)
@@ -323,7 +323,7 @@ func fanoutReplay(t *testing.T, batchSize int) {
 // writing while the master holding push_queue fails over to its replica
 // (MOVED redirections); every entry ends up in the list exactly once.
 func TestPusherClusterFailover(t *testing.T) {
-	clusterFault(t, 0, func(c *testenv.RedisCluster) string { return c.FailoverSlotOf(t, "push_queue") })
+	clusterFault(t, 0, func(c *testkit.RedisCluster) string { return c.FailoverSlotOf(t, "push_queue") })
 }
 
 // TestPusherClusterMasterKilled SIGKILLs the master of push_queue's slot
@@ -332,20 +332,20 @@ func TestPusherClusterFailover(t *testing.T) {
 // only what a replica acknowledged too, so after the automatic failover
 // every entry is there exactly once.
 func TestPusherClusterMasterKilled(t *testing.T) {
-	clusterFault(t, 1, func(c *testenv.RedisCluster) string { return c.KillMasterOf(t, "push_queue") })
+	clusterFault(t, 1, func(c *testkit.RedisCluster) string { return c.KillMasterOf(t, "push_queue") })
 }
 
 // clusterFault runs a pusher (with waitReplicas) on a 3-master Redis
 // Cluster, writes 30 000 entries, strikes push_queue's master with fault
 // (which returns the new master) under load, and checks every entry exactly
 // once.
-func clusterFault(t *testing.T, waitReplicas int, fault func(*testenv.RedisCluster) string) {
+func clusterFault(t *testing.T, waitReplicas int, fault func(*testkit.RedisCluster) string) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	c := testenv.StartRedisCluster(t, 3)
-	cfg := testenv.Config(k.Addr, c.Addrs[0])
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	c := testkit.StartRedisCluster(t, 3)
+	cfg := testkit.Config(k.Addr, c.Addrs[0])
 	cfg.Redis.Cluster = true
 	cfg.Redis.Addrs = c.Addrs
 	cfg.Redis.WaitReplicas = waitReplicas
@@ -359,17 +359,17 @@ func clusterFault(t *testing.T, waitReplicas int, fault func(*testenv.RedisClust
 	go func() {
 		defer close(produced)
 		for i := 0; i < n; i += chunk {
-			testenv.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
+			testkit.Produce(t, cfg, peerJobs(cfg.Kafka.Topics.Push, i, chunk)...)
 			time.Sleep(30 * time.Millisecond)
 		}
 	}()
-	testenv.Eventually(t, 60*time.Second, "load flowing", func() bool {
+	testkit.Eventually(t, 60*time.Second, "load flowing", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= 5000
 	})
 	newMaster := fault(c)
 	t.Logf("push_queue's slot moved to %s at %d entries", newMaster, rc.LLen(context.Background(), "push_queue").Val())
 	<-produced
-	testenv.Eventually(t, 90*time.Second, "all entries after the failover", func() bool {
+	testkit.Eventually(t, 90*time.Second, "all entries after the failover", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= n
 	})
 	time.Sleep(time.Second)

@@ -5,8 +5,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

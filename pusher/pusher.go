@@ -31,10 +31,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
-	"github.com/imstream/imstream/internal/stage"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -118,7 +118,7 @@ func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decod
 			return
 		}
 		n := len(entries)
-		entries = p.enc.Append(entries, job, m.Topic, b.Inc, m.Partition, m.Offset)
+		entries = p.enc.Append(entries, job, m.Topic, string(b.Inc), m.Partition, m.Offset)
 		if len(entries) == n {
 			skipped++
 		}
@@ -131,7 +131,7 @@ func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decod
 		case *schemas.PushJobs:
 			for k, job := range ev.Jobs {
 				if job.Src == nil { // positions of jobs without a source: the record's, numbered
-					job.Src = &schemas.Source{Topic: r.Msg.Topic, Partition: r.Msg.Partition, Offset: r.Msg.Offset, Index: k, Inc: b.Inc}
+					job.Src = &schemas.Source{Topic: r.Msg.Topic, Partition: r.Msg.Partition, Offset: r.Msg.Offset, Index: k, Inc: string(b.Inc)}
 				}
 				add(job, r.Msg)
 			}

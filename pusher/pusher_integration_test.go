@@ -11,13 +11,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/obs"
-	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/internal/stage"
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
@@ -57,11 +57,11 @@ func job(appid int64, receivers []int64, msg schemas.Message) []byte {
 // TestPushListsEveryCmd covers docs/protocol.md §5: every cmd, ROM and non-ROM apps,
 // system push on and off; exact list names and exact entries.
 func TestPushListsEveryCmd(t *testing.T) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	for _, systemPush := range []bool{true, false} {
 		t.Run(fmt.Sprintf("system_push=%v", systemPush), func(t *testing.T) {
-			r := testenv.Redis(t, devstack.RedisOptions{})
-			cfg := testenv.Config(k.Addr, r.Addr)
+			r := testkit.Redis(t, embedded.RedisOptions{})
+			cfg := testkit.Config(k.Addr, r.Addr)
 			cfg.Kafka.Topics.Push = fmt.Sprintf("imr.push.%v", systemPush)
 			cfg.Pusher.Group = fmt.Sprintf("pusher-%v", systemPush)
 			cfg.Pusher.SystemPush = systemPush
@@ -81,7 +81,7 @@ func TestPushListsEveryCmd(t *testing.T) {
 					kafka.Message{Topic: topic, Key: []byte("k"), Value: job(appid, []int64{1001}, schemas.Message{Cmd: 21, Notification: "sys"})},
 				)
 			}
-			testenv.Produce(t, cfg, msgs...)
+			testkit.Produce(t, cfg, msgs...)
 
 			want := map[string][]string{
 				"push_queue":         {`{"appid":7,"content":"hi \u003cb\u003e\u0026\"x\"","receiver":1001,"sender":1}`},
@@ -100,13 +100,13 @@ func TestPushListsEveryCmd(t *testing.T) {
 			if systemPush {
 				want["system_push_queue"] = []string{`{"appid":7,"content":"sys","receiver":1001}`, `{"appid":9,"content":"sys","receiver":1001}`}
 			}
-			rc := testenv.RedisClient(t, r.Addr)
+			rc := testkit.RedisClient(t, r.Addr)
 			ctx := context.Background()
 			total := 0
 			for _, v := range want {
 				total += len(v)
 			}
-			testenv.Eventually(t, 30*time.Second, "all entries", func() bool {
+			testkit.Eventually(t, 30*time.Second, "all entries", func() bool {
 				n := 0
 				for l := range want {
 					n += int(rc.LLen(ctx, l).Val())
@@ -141,11 +141,11 @@ func TestPushListsEveryCmd(t *testing.T) {
 // kafka.max_record_bytes), while a third party's record over
 // schemas.max_bytes is still dead-lettered as oversize.
 func TestMemberRangeJobs(t *testing.T) {
-	k := testenv.Kafka(t, devstack.KafkaOptions{})
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	cfg := testenv.Config(k.Addr, r.Addr)
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	cfg := testkit.Config(k.Addr, r.Addr)
 	ctx := context.Background()
-	rc := testenv.RedisClient(t, r.Addr)
+	rc := testkit.RedisClient(t, r.Addr)
 	ps := store.NewRedisPresence(rc, cfg.Redis.KeyPrefix, cfg.Presence.Lease, 0)
 	gs := store.NewRedisGroups(rc, cfg.Redis.KeyPrefix, 0)
 	now := time.Now()
@@ -185,7 +185,7 @@ func TestMemberRangeJobs(t *testing.T) {
 			Src: &schemas.Source{Topic: "imr.publish", Partition: 1, Offset: offset}}
 		return kafka.Message{Topic: cfg.Kafka.Topics.Push, Key: []byte("imr.publish:1"), Value: j.AppendJSON(nil), Headers: headers}
 	}
-	testenv.Produce(t, cfg,
+	testkit.Produce(t, cfg,
 		rangeJob(55, 0, 5, 1), // 2 3 4: 3 sends, 2 and 4 online: no entry
 		rangeJob(55, 5, 9, 2), // 5 8: [5]
 		rangeJob(55, 9, 0, 3), // 9: [9]
@@ -193,9 +193,9 @@ func TestMemberRangeJobs(t *testing.T) {
 		listed(1, own),        // imstream's own: read up to kafka.max_record_bytes
 		listed(2, nil),        // anyone else's: schemas.max_bytes, dead-lettered
 	)
-	testenv.Eventually(t, 30*time.Second, "three group entries", func() bool { return rc.LLen(ctx, "group_push_queue").Val() >= 3 })
-	testenv.Eventually(t, 30*time.Second, "the oversize record dead-lettered", func() bool {
-		return len(testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
+	testkit.Eventually(t, 30*time.Second, "three group entries", func() bool { return rc.LLen(ctx, "group_push_queue").Val() >= 3 })
+	testkit.Eventually(t, 30*time.Second, "the oversize record dead-lettered", func() bool {
+		return len(testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
 	})
 	time.Sleep(300 * time.Millisecond) // nothing more should arrive
 	var ranged []string                // group 55's entries, in order (one source partition); the listed job's apart
@@ -222,7 +222,7 @@ func TestMemberRangeJobs(t *testing.T) {
 	if listedN != len(big) {
 		t.Fatalf("the 240 KB job's entries hold %d receivers, want %d", listedN, len(big))
 	}
-	dl := testenv.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)
+	dl := testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)
 	if len(dl) != 1 || !strings.Contains(header(dl[0], "reason"), "oversize") || header(dl[0], "src_offset") != "1" { // the second record of key imr.publish:1
 		t.Fatalf("dead letters: %d, first reason %q offset %q", len(dl), header(dl[0], "reason"), header(dl[0], "src_offset"))
 	}

@@ -9,11 +9,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
 )
 
-// appendLua (append.lua) appends the entries above the watermark and raises it, in one
+// appendLua (append_above_watermark.lua) appends the entries above the watermark and raises it, in one
 // atomic step. KEYS[1] list, KEYS[2] watermark; ARGV[1] the first and
 // ARGV[2] the last position, ARGV[3] every entry's position as one
 // comma-separated string, ARGV[4..] the entries. Positions never decrease
@@ -24,7 +24,7 @@ import (
 // positions travel as one). It returns the number of entries appended.
 // Positions are exact up to 2^53 (source offsets below 2^37).
 //
-//go:embed append.lua
+//go:embed append_above_watermark.lua
 var appendScript string
 
 var appendLua = redis.NewScript(appendScript)

@@ -7,9 +7,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/stage"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -22,7 +22,7 @@ import (
 func TestPushJobsRecords(t *testing.T) {
 	cfg := config.Default()
 	sink := NewMemorySink()
-	p, err := New(cfg.Pusher, testenv.StageEnv(cfg), sink, store.NewMemoryPresence(cfg.Presence.Lease), store.NewMemoryGroups(), nil)
+	p, err := New(cfg.Pusher, testkit.StageEnv(cfg), sink, store.NewMemoryPresence(cfg.Presence.Lease), store.NewMemoryGroups(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

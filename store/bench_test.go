@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -42,6 +42,6 @@ func benchUsers(b *testing.B, s store.PresenceStore) {
 func BenchmarkUsersBatchMemory(b *testing.B) { benchUsers(b, store.NewMemoryPresence(30*time.Second)) }
 
 func BenchmarkUsersBatchRedis(b *testing.B) {
-	r := testenv.Redis(b, devstack.RedisOptions{})
-	benchUsers(b, store.NewRedisPresence(testenv.RedisClient(b, r.Addr), "imstream:", 30*time.Second, time.Second))
+	r := testkit.Redis(b, embedded.RedisOptions{})
+	benchUsers(b, store.NewRedisPresence(testkit.RedisClient(b, r.Addr), "imstream:", 30*time.Second, time.Second))
 }

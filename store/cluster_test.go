@@ -3,7 +3,7 @@ package store_test
 import (
 	"testing"
 
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/store"
 	"github.com/imstream/imstream/store/storetest"
 )
@@ -13,7 +13,7 @@ func TestClusterPresence(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
 	}
-	c := testenv.StartRedisCluster(t, 3)
+	c := testkit.StartRedisCluster(t, 3)
 	cl := c.Client(t)
 	storetest.RunPresence(t, func(t *testing.T) store.PresenceStore {
 		c.FlushAll(t, cl)

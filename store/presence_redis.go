@@ -12,17 +12,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
 	"github.com/imstream/imstream/schemas"
 )
 
 // The scripts' bodies are the .lua files beside this one.
 var (
-	//go:embed server.lua
+	//go:embed apply_server_event.lua
 	serverScript string
-	//go:embed subs.lua
+	//go:embed apply_subscriptions.lua
 	subsScript string
-	//go:embed delif.lua
+	//go:embed delete_field_if.lua
 	delIfScript string
 )
 

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imstream/imstream/internal/tools/devstack"
-	"github.com/imstream/imstream/internal/tools/testenv"
+	"github.com/imstream/imstream/internal/tools/embedded"
+	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 	"github.com/imstream/imstream/store/storetest"
@@ -22,8 +22,8 @@ func TestMemoryGroups(t *testing.T) {
 }
 
 func TestRedisPresence(t *testing.T) {
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	rc := testenv.RedisClient(t, r.Addr)
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	rc := testkit.RedisClient(t, r.Addr)
 	storetest.RunPresence(t, func(t *testing.T) store.PresenceStore {
 		rc.FlushAll(context.Background())
 		return store.NewRedisPresence(rc, "imstream:", storetest.Lease, 0)
@@ -31,8 +31,8 @@ func TestRedisPresence(t *testing.T) {
 }
 
 func TestRedisGroups(t *testing.T) {
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	rc := testenv.RedisClient(t, r.Addr)
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	rc := testkit.RedisClient(t, r.Addr)
 	storetest.RunGroups(t, func(t *testing.T) store.GroupStore {
 		rc.FlushAll(context.Background())
 		return store.NewRedisGroups(rc, "imstream:", 0)
@@ -42,8 +42,8 @@ func TestRedisGroups(t *testing.T) {
 // TestRedisGroupsCache: a cached group is served without a round trip
 // while fresh, and picks up changes by version afterwards.
 func TestRedisGroupsCache(t *testing.T) {
-	r := testenv.Redis(t, devstack.RedisOptions{})
-	rc := testenv.RedisClient(t, r.Addr)
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	rc := testkit.RedisClient(t, r.Addr)
 	ctx := context.Background()
 	writer := store.NewRedisGroups(rc, "imstream:", 0)
 	reader := store.NewRedisGroups(rc, "imstream:", 200*time.Millisecond)

@@ -10,10 +10,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/redisx"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
 	"github.com/imstream/imstream/internal/tools/bench"
-	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/tools/embedded"
 )
 
 // benchFlags declares bench's flags and returns its run.
@@ -48,13 +48,13 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 				defer os.RemoveAll(tmp)
 				dir = tmp
 			}
-			k, err := devstack.StartKafka(devstack.KafkaOptions{Partitions: cfg.Kafka.Partitions, DataDir: dir})
+			k, err := embedded.StartKafka(embedded.KafkaOptions{Partitions: cfg.Kafka.Partitions, DataDir: dir})
 			if err != nil {
 				return err
 			}
 			defer k.Close()
-			r, err := devstack.StartRedis(devstack.RedisOptions{})
-			if errors.Is(err, devstack.ErrNoRedisServer) {
+			r, err := embedded.StartRedis(embedded.RedisOptions{})
+			if errors.Is(err, embedded.ErrNoRedisServer) {
 				return fmt.Errorf("%w: the bench measures against a real Redis", err)
 			}
 			if err != nil {

@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/tools/dev"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/devcmd"
 )
 
 // devFlags declares dev's flags and returns its run.
@@ -17,6 +17,6 @@ func devFlags(fs *pflag.FlagSet) runFunc {
 	rate := fs.Int("rate", 200, "simulated events per second (0: no simulated traffic)")
 	gw := fs.Bool("gateway", true, "also run the IMR-compatible gateway on gateway.listen (point an im_service IM server's route_addrs at it)")
 	return func(ctx context.Context, cfg config.Config) error {
-		return dev.Run(ctx, cfg, dev.Options{DataDir: *dataDir, KafkaPort: *kafkaPort, RedisPort: *redisPort, Rate: *rate, Gateway: *gw})
+		return devcmd.Run(ctx, cfg, devcmd.Options{DataDir: *dataDir, KafkaPort: *kafkaPort, RedisPort: *redisPort, Rate: *rate, Gateway: *gw})
 	}
 }

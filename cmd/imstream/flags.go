@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/config/load"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/config/load"
 )
 
 // configFlags adds --config and one typed flag per configuration key, with

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/redisx"
-	"github.com/imstream/imstream/internal/tools/dev"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
+	"github.com/imstream/imstream/internal/tools/devcmd"
 	"github.com/imstream/imstream/internal/tools/loadgen"
 )
 
@@ -35,7 +35,7 @@ func loadgenFlags(fs *pflag.FlagSet) runFunc {
 			cfg.Gateway.Listen = "127.0.0.1:0"
 			cfg.Admin.Listen = "127.0.0.1:0"
 			cfg.Log.Level = "warn"
-			st, err := dev.Up(ctx, cfg, dev.Options{KafkaPort: 0, Gateway: o.Protocol == "imr"})
+			st, err := devcmd.Up(ctx, cfg, devcmd.Options{KafkaPort: 0, Gateway: o.Protocol == "imr"})
 			if err != nil {
 				return err
 			}

@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/obs"
-	"github.com/imstream/imstream/internal/role"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/wiring/role"
 )
 
 // runFunc runs a command with the loaded configuration.

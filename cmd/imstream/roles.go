@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/role"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/wiring/role"
 )
 
 // rolesFlags returns the flags (none besides the configuration) and run

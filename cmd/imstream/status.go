@@ -12,9 +12,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/status"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/tools/status"
 )
 
 // statusFlags declares status's flags and returns its run: a terminal view

@@ -25,9 +25,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
-	"github.com/imstream/imstream/internal/role"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/wiring/role"
 )
 
 // Options configures a run.
@@ -126,7 +126,7 @@ func (b *Bench) scenario(name string) config.Config {
 	c := b.cfg
 	p := "bench" + strconv.Itoa(b.seq) + "."
 	t := &c.Kafka.Topics
-	oneLane := t.Bulk == t.Publish
+	oneLane := t.OneLane()
 	t.Presence, t.Publish, t.Bulk, t.Groups, t.Push, t.DLQ, t.DeliverPrefix = p+"presence", p+"publish", p+"publish.bulk", p+"groups", p+"push", p+"dlq", p+"deliver."
 	if oneLane { // --kafka.topics.bulk set to the publish topic: measure without lanes
 		t.Bulk = t.Publish

@@ -12,7 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

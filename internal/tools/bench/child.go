@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/embedded"
 )
 
 // child is a role running as a process of this binary.
@@ -56,7 +56,7 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 	if err != nil {
 		return nil, err
 	}
-	port, err := devstack.FreePort()
+	port, err := embedded.FreePort()
 	if err != nil {
 		return nil, err
 	}

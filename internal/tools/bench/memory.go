@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/config"
+	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/schemas"
 )
 

@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/status"
-	"github.com/imstream/imstream/internal/tools/devstack"
+	"github.com/imstream/imstream/gateway/imr"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/loadgen"
+	"github.com/imstream/imstream/internal/tools/status"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -146,7 +146,7 @@ func (b *Bench) dropIn(ctx context.Context, cfg config.Config) (addr string, all
 	if err = b.flush(ctx); err != nil {
 		return "", nil, nil, err
 	}
-	gw, err := devstack.FreePort()
+	gw, err := embedded.FreePort()
 	if err != nil {
 		return "", nil, nil, err
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/obs"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imstream/imstream/ingest/imr"
+	"github.com/imstream/imstream/gateway/imr"
 )
 
 // Client is one simulated im_service IM server connected to a router over

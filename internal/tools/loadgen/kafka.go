@@ -8,8 +8,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/ingest/imr"
 	"github.com/imstream/imstream/schemas"
 )
 

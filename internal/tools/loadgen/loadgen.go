@@ -12,10 +12,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
-	"github.com/imstream/imstream/ingest/imr"
-	"github.com/imstream/imstream/internal/config"
-	"github.com/imstream/imstream/internal/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )

@@ -1,0 +1,179 @@
+// Package stage is the one runner every consuming stage shares: presence,
+// groups, fanout, pusher and the gateway's deliver consumers declare what
+// they read and how they apply a batch; the runner owns everything around
+// that — topic set-up, the consumer group, decoding and key checks, dead
+// letters, metrics (at 0 from the start), retries and commits (through
+// kafkax.Consume: a batch is committed only after Apply returned nil, and
+// retried with back-off, counted and reported as stalled, until it does).
+//
+// A stage is a Core (its name, decoder and dead-letter writer, built once)
+// plus one or more Consume calls:
+//
+//	core := stage.NewCore(env, "groups")
+//	defer core.Close()
+//	return stage.Consume(ctx, core, stage.Input{Group: …, Topics: …, Kind: schemas.KindGroup, …}, apply)
+//
+// where apply gets the batch's valid events, in order, and returns the
+// records it rejects itself (they go to the dead-letter topic with the
+// records that failed decoding) or an error to retry the batch.
+package stage
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/schemas"
+)
+
+// Env is what every stage gets from the process: the plumbing and the
+// sections every stage shares (kafka: topics and producer settings;
+// consumer; schemas). A stage takes its own config section and its
+// collaborators (stores, sinks) beside it, never another stage.
+type Env struct {
+	Conn       *kafkax.Conn
+	Kafka      config.Kafka
+	Consumer   config.Consumer
+	Schemas    config.Schemas
+	Metrics    *obs.Metrics
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger // default slog.Default()
+}
+
+// NewEnv takes the shared sections from cfg.
+func NewEnv(cfg config.Config, conn *kafkax.Conn, m *obs.Metrics, reg prometheus.Registerer, log *slog.Logger) Env {
+	return Env{Conn: conn, Kafka: cfg.Kafka, Consumer: cfg.Consumer, Schemas: cfg.Schemas, Metrics: m, Registerer: reg, Logger: log}
+}
+
+// Check reports, for stage name, the missing parts of env and of the
+// stage's own collaborators (need: a name for each, in order, and whether
+// it is present), and fills in the default logger.
+func (e *Env) Check(name string, need ...Need) error {
+	need = append([]Need{{"Conn", e.Conn != nil}, {"Metrics", e.Metrics != nil}, {"Registerer", e.Registerer != nil}}, need...)
+	var missing []string
+	for _, n := range need {
+		if !n.OK {
+			missing = append(missing, n.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: missing %s", name, strings.Join(missing, ", "))
+	}
+	if e.Logger == nil {
+		e.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Need is one required collaborator for Check.
+type Need struct {
+	Name string
+	OK   bool
+}
+
+// Register registers a stage's own collectors.
+func (e Env) Register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := e.Registerer.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The runner's types, so that a stage's apply needs only this package.
+type (
+	// Batch is one partition's batch as the consume loop hands it over.
+	Batch = kafkax.Batch
+	// Decoded is one valid record: its event and the record it came from.
+	Decoded[T schemas.Event] = kafkax.Decoded[T]
+	// Rejected is a record for the dead-letter topic, with its reason.
+	Rejected = kafkax.Rejected
+)
+
+// Core is a stage's shared parts: one per stage and process, however many
+// inputs it consumes.
+type Core struct {
+	env  Env
+	name string
+	log  *slog.Logger
+	dlq  *kafkax.DeadLetter
+	dec  kafkax.Decoder
+}
+
+// NewCore builds the stage's decoder and dead-letter writer and exports its
+// metric families at 0.
+func NewCore(env Env, name string) *Core {
+	if env.Logger == nil {
+		env.Logger = slog.Default()
+	}
+	return &Core{env: env, name: name, log: env.Logger.With("stage", name),
+		dlq: env.Metrics.DeadLetter(env.Conn, env.Kafka, name),
+		dec: env.Metrics.Decoder(name, env.Schemas, env.Kafka.MaxRecordBytes)}
+}
+
+// Log is the stage's logger.
+func (c *Core) Log() *slog.Logger { return c.log }
+
+// Reject dead-letters records outside a consumed batch (the gateway's
+// frames that cannot be routed).
+func (c *Core) Reject(ctx context.Context, rs []kafkax.Rejected) error { return c.dlq.Send(ctx, rs) }
+
+// Close releases the dead-letter writer.
+func (c *Core) Close() error { return c.dlq.W.Close() }
+
+// Input declares what one Consume reads.
+type Input struct {
+	Group    string
+	Topics   []string
+	Create   []string // more topics to create at start (outputs); with Topics, when kafka.auto_create_topics
+	Prepare  bool     // create Topics and Create at start (false: the caller made them)
+	Kind     schemas.Kind
+	MaxBatch int
+	MaxWait  time.Duration // longest time spent filling a batch while input keeps arriving
+	Log      *slog.Logger  // default the stage's
+}
+
+// Apply handles one batch: the valid events of one partition, in order.
+// It returns records it rejects itself (dead-lettered with the batch's
+// invalid ones, after it succeeded) or an error to retry the whole batch.
+type Apply[T schemas.Event] func(ctx context.Context, b Batch, evs []Decoded[T]) ([]Rejected, error)
+
+// Consume runs in's consumer group until ctx ends.
+func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Apply[T]) error {
+	e := c.env
+	if in.Prepare {
+		if err := e.Conn.PrepareTopics(ctx, e.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
+			return err
+		}
+	}
+	log := in.Log
+	if log == nil {
+		log = c.log
+	}
+	h := kafkax.HandlerFunc(func(ctx context.Context, b kafkax.Batch) error {
+		decoded, rejected := kafkax.DecodeBatch[T](b.Records, c.dec, in.Kind)
+		more, err := apply(ctx, b, decoded)
+		if err != nil {
+			return err
+		}
+		return c.dlq.Send(ctx, append(rejected, more...))
+	})
+	return e.Conn.Consume(ctx, kafkax.StageConsumer(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, e.Metrics.Hooks(c.name)), h)
+}
+
+// Events returns the events of decoded, in order.
+func Events[T schemas.Event](decoded []Decoded[T]) []T {
+	out := make([]T, len(decoded))
+	for i, d := range decoded {
+		out[i] = d.Event
+	}
+	return out
+}
