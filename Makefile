@@ -3,7 +3,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # honnef.co/go/tools: the static analysis `make lint` runs (its default checks)
 STATICCHECK := v0.8.2
-LDFLAGS := -X github.com/imstream/imstream/internal/obs.Version=$(VERSION)
+LDFLAGS := -X github.com/imstream/imstream/internal/plumbing/obs.Version=$(VERSION)
 
 .PHONY: all run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
 
@@ -41,7 +41,7 @@ bench: tools
 
 ## gobench: Go benchmarks of the hot paths
 gobench: tools
-	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./pusher ./fanout ./store ./internal/kafkax
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./pusher ./fanout ./store ./internal/plumbing/kafkax
 
 ## lint: gofmt and go vet
 lint:

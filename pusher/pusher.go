@@ -14,7 +14,7 @@
 // acknowledged. While Redis is down the batch is retried with back-off;
 // nothing is dropped. Bad records go to the dead-letter topic with a reason.
 //
-// Metrics (besides the shared ones in internal/obs, stage="pusher"):
+// Metrics (besides the shared ones in internal/plumbing/obs, stage="pusher"):
 //
 //	imstream_push_list_length{list}            entries waiting in a push list (LLEN at scrape time)
 //	imstream_push_entries_total{list}          entries appended to a list (Redis acknowledged); repeats the
