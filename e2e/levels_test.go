@@ -121,3 +121,34 @@ func TestLevels(t *testing.T) {
 		t.Fatalf("only %d imports checked: go list output not understood\n%s", checked, out)
 	}
 }
+
+// TestArchitectureExcerpt: the "whole" groups.go that docs/architecture.md
+// shows is groups/groups.go from its type on, less comment lines.
+func TestArchitectureExcerpt(t *testing.T) {
+	doc, err := os.ReadFile("../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const head = "// groups/groups.go — the smallest stage, whole (less its doc comments).\n"
+	s := string(doc)
+	i := strings.Index(s, head)
+	if i < 0 {
+		t.Fatal("docs/architecture.md: the groups.go excerpt is gone")
+	}
+	excerpt := s[i+len(head):]
+	excerpt = excerpt[:strings.Index(excerpt, "\n```")]
+	src, err := os.ReadFile("../groups/groups.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := string(src)[strings.Index(string(src), "type Groups struct"):]
+	var lines []string
+	for _, l := range strings.Split(code, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "//") {
+			lines = append(lines, l)
+		}
+	}
+	if want := strings.TrimSpace(strings.Join(lines, "\n")); strings.TrimSpace(excerpt) != want {
+		t.Fatalf("docs/architecture.md's groups.go excerpt differs from groups/groups.go:\n%s\n--- want ---\n%s", excerpt, want)
+	}
+}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
@@ -56,7 +57,7 @@ type Fanout struct {
 	wb       *kafka.Writer // the bulk lane's, batched (kafka.linger)
 	outputs  *prometheus.CounterVec
 
-	jobHeaders []kafka.Header // on imr.push records: kafkax.HeaderMaxBytes
+	jobHeaders []kafka.Header // on imr.push records: stage.HeaderMaxBytes
 
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
@@ -66,16 +67,18 @@ type Fanout struct {
 // it reads (through their interfaces, never the stages that write them);
 // Run starts it.
 func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.GroupStore) (*Fanout, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Presence", OK: ps != nil}, stage.Need{Name: "Groups", OK: gs != nil}); err != nil {
+	k := env.Kafka
+	core, err := stage.Declare(&env, stage.Declaration{Name: Stage,
+		Needs: []stage.Need{{Name: "Presence", OK: ps != nil}, {Name: "Groups", OK: gs != nil}},
+		Input: stage.Input{Group: cfg.Group, Topics: k.Topics.Lanes(), Create: []string{k.Topics.Push}, Kind: schemas.KindPublish, MaxBatch: cfg.BatchSize}})
+	if err != nil {
 		return nil, err
 	}
 	f := &Fanout{
 		cfg: cfg, env: env, presence: ps, groups: gs, log: env.Logger.With("stage", Stage),
-		opts:   Options{SyncGroupNotifyAll: cfg.SyncGroupNotifyAll, GroupChunk: cfg.GroupChunk},
-		topics: map[string]bool{},
-		outputs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imstream_fanout_outputs_total", Help: "Records produced by the fanout, by kind (deliver, push_job).",
-		}, []string{"kind"}),
+		opts:    Options{SyncGroupNotifyAll: cfg.SyncGroupNotifyAll, GroupChunk: cfg.GroupChunk},
+		topics:  map[string]bool{},
+		outputs: obs.CounterVec("imstream_fanout_outputs_total", "Records produced by the fanout, by kind (deliver, push_job).", "kind"),
 	}
 	if err := env.Register(f.outputs); err != nil {
 		return nil, err
@@ -84,12 +87,11 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	f.w.Balancer = &outputBalancer{pushTopic: env.Kafka.Topics.Push}
 	f.wb = env.Conn.NewWriter(env.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
-	f.jobHeaders = []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
-	f.core = stage.NewCore(env, Stage)
+	f.jobHeaders = []kafka.Header{{Key: stage.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
+	f.core = core
 	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonOutputRefused)
 	env.Metrics.Known(env.Metrics.Refused, Stage, env.Kafka.Topics.Push)
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "unknown_group", "not_pushable")
-	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Publish, env.Kafka.Topics.Bulk)
 	env.Metrics.KnownSinks("deliver_topic")
 	f.outputs.WithLabelValues("deliver")
 	f.outputs.WithLabelValues("push_job")
@@ -101,12 +103,9 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 // lane its own writer, so an online batch never waits behind a bulk one:
 // not in a partition queue, not in a produce batch.
 func (f *Fanout) Run(ctx context.Context) error {
-	defer f.core.Close()
 	defer f.w.Close()
 	defer f.wb.Close()
-	k := f.env.Kafka
-	return stage.Consume(ctx, f.core, stage.Input{Group: f.cfg.Group, Topics: k.Topics.Lanes(), Create: []string{k.Topics.Push}, Prepare: true,
-		Kind: schemas.KindPublish, MaxBatch: f.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, f.route)
+	return stage.Run(ctx, f.core, f.route)
 }
 
 // writer returns the writer of the lane topic belongs to.

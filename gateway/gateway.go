@@ -45,6 +45,7 @@ import (
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/internal/plumbing/stage"
 )
 
@@ -83,22 +84,20 @@ type metrics struct {
 // New builds the gateway from its section and the process's env; Run
 // starts it.
 func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
-	if err := env.Check(Stage); err != nil {
+	core, err := stage.Declare(&env, stage.Declaration{Name: Stage}) // its inputs are per connection (conn.go)
+	if err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}), giveUp: 30 * time.Second,
 		m: metrics{
-			conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imstream_gateway_connections", Help: "IM servers connected to this gateway."}),
-			frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_frames_total",
-				Help: "Frames read from IM servers, by route command."}, []string{"cmd"}),
-			bad: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_bad_frames_total",
-				Help: "Connections closed because of a malformed frame, by reason."}, []string{"reason"}),
-			delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "imstream_gateway_delivered_frames_total",
-				Help: "Frames written back to IM servers."}),
-			repeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "imstream_gateway_repeats_total",
-				Help: "Deliveries dropped because their src was already delivered on this connection."}),
-			refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imstream_gateway_refused_connections_total",
-				Help: "Connections closed before their session started, by reason (max_connections, handshake_timeout)."}, []string{"reason"}),
+			conns:     obs.Gauge("imstream_gateway_connections", "IM servers connected to this gateway."),
+			frames:    obs.CounterVec("imstream_gateway_frames_total", "Frames read from IM servers, by route command.", "cmd"),
+			bad:       obs.CounterVec("imstream_gateway_bad_frames_total", "Connections closed because of a malformed frame, by reason.", "reason"),
+			delivered: obs.Counter("imstream_gateway_delivered_frames_total", "Frames written back to IM servers."),
+			repeats: obs.Counter("imstream_gateway_repeats_total",
+				"Deliveries dropped because their src was already delivered on this connection."),
+			refused: obs.CounterVec("imstream_gateway_refused_connections_total",
+				"Connections closed before their session started, by reason (max_connections, handshake_timeout).", "reason"),
 		}}
 	for _, r := range []string{"max_connections", "handshake_timeout"} {
 		g.m.refused.WithLabelValues(r)
@@ -108,7 +107,7 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 	}
 	g.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
 	g.wb = env.Conn.NewWriter(env.Kafka, "")
-	g.core = stage.NewCore(env, Stage)
+	g.core = core
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "produce_failed")
 	env.Metrics.KnownSinks("im_server")
 	return g, nil
@@ -131,7 +130,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.wb.Close()
 	defer g.core.Close()
 	k := g.env.Kafka
-	if err := g.env.Conn.PrepareTopics(ctx, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
+	if err := stage.PrepareTopics(ctx, g.env.Conn, k, k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", g.cfg.Listen)

@@ -9,7 +9,6 @@ package groups
 
 import (
 	"context"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,8 +24,6 @@ const Stage = "groups"
 
 // Groups is the group-store stage.
 type Groups struct {
-	cfg    config.Groups
-	topic  string
 	store  store.GroupStore
 	core   *stage.Core
 	events *prometheus.CounterVec
@@ -35,26 +32,24 @@ type Groups struct {
 // New builds the stage from its section, the process's env and the store
 // it writes; Run starts it.
 func New(cfg config.Groups, env stage.Env, st store.GroupStore) (*Groups, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Store", OK: st != nil}); err != nil {
+	core, err := stage.Declare(&env, stage.Declaration{Name: Stage, Needs: []stage.Need{{Name: "Store", OK: st != nil}},
+		Input: stage.Input{Group: cfg.Group, Topics: []string{env.Kafka.Topics.Groups}, Kind: schemas.KindGroup, MaxBatch: cfg.BatchSize}})
+	if err != nil {
 		return nil, err
 	}
-	g := &Groups{cfg: cfg, topic: env.Kafka.Topics.Groups, store: st,
-		core: stage.NewCore(env, Stage),
+	g := &Groups{store: st, core: core,
 		events: obs.CounterVec("imstream_group_events_total",
 			"Group events applied to the group store, by type.", "type"),
 	}
 	if err := env.Register(g.events); err != nil {
 		return nil, err
 	}
-	env.Metrics.Known(env.Metrics.Consumed, Stage, g.topic)
 	return g, nil
 }
 
 // Run consumes imr.groups until ctx ends.
 func (g *Groups) Run(ctx context.Context) error {
-	defer g.core.Close()
-	return stage.Consume(ctx, g.core, stage.Input{Group: g.cfg.Group, Topics: []string{g.topic}, Prepare: true,
-		Kind: schemas.KindGroup, MaxBatch: g.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, g.apply)
+	return stage.Run(ctx, g.core, g.apply)
 }
 
 // apply applies a batch of group events.

@@ -40,7 +40,6 @@ const Stage = "presence"
 // Presence is the presence stage.
 type Presence struct {
 	cfg       config.Presence
-	topic     string
 	store     store.PresenceStore
 	log       *slog.Logger
 	core      *stage.Core
@@ -55,30 +54,22 @@ type Presence struct {
 // New builds the stage from its section, the process's env and the store
 // it writes; Run starts it.
 func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Store", OK: st != nil}); err != nil {
+	core, err := stage.Declare(&env, stage.Declaration{Name: Stage, Needs: []stage.Need{{Name: "Store", OK: st != nil}},
+		Input: stage.Input{Group: cfg.Group, Topics: []string{env.Kafka.Topics.Presence}, Kind: schemas.KindPresence, MaxBatch: cfg.BatchSize}})
+	if err != nil {
 		return nil, err
 	}
 	p := &Presence{
-		cfg: cfg, topic: env.Kafka.Topics.Presence, store: st, log: env.Logger.With("stage", Stage),
+		cfg: cfg, store: st, log: env.Logger.With("stage", Stage),
 		events: obs.CounterVec("imstream_presence_events_total",
 			"Presence events applied to the store, by type.", "type"),
-		collected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "imstream_presence_collected_total", Help: "Stale presence entries removed by the collector.",
-		}),
-		users: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "imstream_presence_users", Help: "Users with a presence entry, as of the last collection pass.",
-		}),
-		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "imstream_presence_rooms", Help: "Rooms with a presence entry, as of the last collection pass.",
-		}),
+		collected: obs.Counter("imstream_presence_collected_total", "Stale presence entries removed by the collector."),
+		users:     obs.Gauge("imstream_presence_users", "Users with a presence entry, as of the last collection pass."),
+		rooms:     obs.Gauge("imstream_presence_rooms", "Rooms with a presence entry, as of the last collection pass."),
+		behind: obs.Gauge("imstream_presence_behind_seconds",
+			"How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags."),
 	}
-	p.behind = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "imstream_presence_behind_seconds",
-		Help: "How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags.",
-	})
-	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "imstream_presence_live_servers", Help: "IM servers whose lease runs now (read at scrape time).",
-	}, func() float64 {
+	live := obs.GaugeFunc("imstream_presence_live_servers", "IM servers whose lease runs now (read at scrape time).", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		ids, err := st.LiveServers(ctx, time.Now())
@@ -90,23 +81,20 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 	if err := env.Register(p.events, p.collected, p.users, p.rooms, p.behind, live); err != nil {
 		return nil, err
 	}
-	p.core = stage.NewCore(env, Stage)
+	p.core = core
 	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonEpochAhead)
-	env.Metrics.Known(env.Metrics.Consumed, Stage, p.topic)
 	return p, nil
 }
 
 // Run consumes imr.presence and collects stale entries until ctx ends.
 func (p *Presence) Run(ctx context.Context) error {
-	defer p.core.Close()
 	if c, ok := p.store.(store.Collector); ok && p.cfg.GCInterval > 0 {
 		go p.collect(ctx, c)
 	}
 	if rec, ok := p.store.(store.ProgressRecorder); ok {
 		go p.record(ctx, rec)
 	}
-	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Group, Topics: []string{p.topic}, Prepare: true,
-		Kind: schemas.KindPresence, MaxBatch: p.cfg.BatchSize, MaxWait: 100 * time.Millisecond}, p.apply)
+	return stage.Run(ctx, p.core, p.apply)
 }
 
 // ReasonEpochAhead rejects a presence event whose epoch is further ahead of

@@ -60,8 +60,11 @@ type Pusher struct {
 // members and their presence); lengths, when not nil, is read at scrape
 // time for imstream_push_list_length. Run starts it.
 func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, gs store.GroupStore, lengths redis.UniversalClient) (*Pusher, error) {
-	if err := env.Check(Stage, stage.Need{Name: "Sink", OK: sink != nil}, stage.Need{Name: "Presence", OK: ps != nil},
-		stage.Need{Name: "Groups", OK: gs != nil}); err != nil {
+	core, err := stage.Declare(&env, stage.Declaration{Name: Stage,
+		Needs: []stage.Need{{Name: "Sink", OK: sink != nil}, {Name: "Presence", OK: ps != nil}, {Name: "Groups", OK: gs != nil}},
+		Input: stage.Input{Group: cfg.Group, Topics: []string{env.Kafka.Topics.Push}, Kind: schemas.KindPushJob,
+			MaxBatch: cfg.BatchSize, MaxWait: cfg.FlushInterval}})
+	if err != nil {
 		return nil, err
 	}
 	rom := make(map[int64]bool, len(cfg.ROMApps))
@@ -90,9 +93,8 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, gs
 			return nil, fmt.Errorf("pusher: metrics: %w", err)
 		}
 	}
-	p.core = stage.NewCore(env, Stage)
+	p.core = core
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "repeat", "system_push_disabled", "receiver_online", "unknown_group")
-	env.Metrics.Known(env.Metrics.Consumed, Stage, env.Kafka.Topics.Push)
 	env.Metrics.KnownSinks("push_list")
 	env.Metrics.KnownRedis(Stage, "append")
 	return p, nil
@@ -100,11 +102,7 @@ func New(cfg config.Pusher, env stage.Env, sink Sink, ps store.PresenceStore, gs
 
 // Run consumes imr.push until ctx ends. It creates the topics first when
 // kafka.auto_create_topics is set.
-func (p *Pusher) Run(ctx context.Context) error {
-	defer p.core.Close()
-	return stage.Consume(ctx, p.core, stage.Input{Group: p.cfg.Group, Topics: []string{p.env.Kafka.Topics.Push}, Prepare: true,
-		Kind: schemas.KindPushJob, MaxBatch: p.cfg.BatchSize, MaxWait: p.cfg.FlushInterval}, p.write)
-}
+func (p *Pusher) Run(ctx context.Context) error { return stage.Run(ctx, p.core, p.write) }
 
 // write turns a batch of push jobs into entries and appends them to their lists.
 func (p *Pusher) write(ctx context.Context, b stage.Batch, records []stage.Decoded[schemas.Event]) ([]stage.Rejected, error) {

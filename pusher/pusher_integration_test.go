@@ -168,7 +168,7 @@ func TestMemberRangeJobs(t *testing.T) {
 	stop := startPusher(t, cfg)
 	defer stop()
 
-	own := []kafka.Header{{Key: kafkax.HeaderMaxBytes, Value: []byte(fmt.Sprint(cfg.Kafka.MaxRecordBytes))}}
+	own := []kafka.Header{{Key: stage.HeaderMaxBytes, Value: []byte(fmt.Sprint(cfg.Kafka.MaxRecordBytes))}}
 	rangeJob := func(gid, from, to, offset int64) kafka.Message {
 		j := &schemas.PushJob{Header: h(schemas.TypePushJob), MemberRange: []int64{from, to},
 			Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 3, Receiver: gid, Content: "g"},

@@ -2,15 +2,10 @@ package obs
 
 import (
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/imstream/imstream/internal/plumbing/config"
-	"github.com/imstream/imstream/internal/plumbing/kafkax"
-	"github.com/imstream/imstream/schemas"
 )
 
 // Metrics are the metrics every stage shares, labelled by stage. Create one
@@ -141,9 +136,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// stage exports the per-stage families at 0, from the moment the stage is
-// built (before its consumer runs, which may wait for Kafka).
-func (m *Metrics) stage(stage string) {
+// StageFamilies exports a stage's families at 0, from the moment the
+// stage is built (before its consumer runs, which may wait for Kafka),
+// with its rejection reasons.
+func (m *Metrics) StageFamilies(stage string, reasons ...string) {
 	m.Retries.WithLabelValues(stage)
 	m.Rebalances.WithLabelValues(stage)
 	m.Truncated.WithLabelValues(stage)
@@ -151,7 +147,7 @@ func (m *Metrics) stage(stage string) {
 	m.HandleTime.WithLabelValues(stage)
 	m.Produce.WithLabelValues(stage)
 	m.Stalls.stage(stage)
-	for _, r := range schemas.Reasons {
+	for _, r := range reasons {
 		m.Rejected.WithLabelValues(stage, r)
 	}
 }
@@ -180,32 +176,11 @@ func (m *Metrics) KnownSinks(sinks ...string) {
 	}
 }
 
-// Hooks returns the consume-loop hooks that feed these metrics for stage.
-func (m *Metrics) Hooks(stage string) kafkax.Hooks {
-	m.stage(stage)
-	return kafkax.Hooks{
-		Fetched: func(topic string, _ int, n int) { m.Consumed.WithLabelValues(stage, topic).Add(float64(n)) },
-		Batch: func(_ string, n int, d time.Duration) {
-			m.BatchSize.WithLabelValues(stage).Observe(float64(n))
-			m.HandleTime.WithLabelValues(stage).Observe(d.Seconds())
-		},
-		Retry: func(string, error) { m.Retries.WithLabelValues(stage).Inc() },
-		Committed: func(topic string, partition int, offset int64) {
-			m.Committed.WithLabelValues(stage, topic, strconv.Itoa(partition)).Set(float64(offset))
-		},
-		Rebalance: func(string) { m.Rebalances.WithLabelValues(stage).Inc() },
-		Stalled: func(topic string, partition int, since time.Time, err error) {
-			m.Stalls.set(stage, topic, partition, since, err)
-		},
-		Unstalled: func(topic string, partition int) { m.Stalls.clear(stage, topic, partition) },
-		LogReset:  func(topic string, _ int) { m.LogResets.WithLabelValues(stage, topic).Inc() },
-		Assigned: func(_ string, _ string, partitions []int) {
-			m.Assigned.WithLabelValues(stage).Set(float64(len(partitions)))
-			m.mu.Lock()
-			m.joined[stage] = true
-			m.mu.Unlock()
-		},
-	}
+// SetJoined records that stage's consumer joined its group (Joined).
+func (m *Metrics) SetJoined(stage string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.joined[stage] = true
 }
 
 // Joined reports whether stage's consumer has joined its group (been
@@ -274,28 +249,4 @@ func CountBy[T any](c *prometheus.CounterVec, items []T, label func(T) string) {
 	for j := range n {
 		c.WithLabelValues(labels[j]).Add(float64(counts[j]))
 	}
-}
-
-// Decoder returns stage's record checks (kafkax.DecodeBatch), counting
-// keys that do not match their events in imstream_key_mismatch_total;
-// ownMax is the limit of imstream's own records (kafka.max_record_bytes).
-func (m *Metrics) Decoder(stage string, s config.Schemas, ownMax int) kafkax.Decoder {
-	rejected := m.KeyMismatch.WithLabelValues(stage, "rejected") // both exported at 0 from the start
-	accepted := m.KeyMismatch.WithLabelValues(stage, "accepted")
-	return kafkax.Decoder{MaxBytes: s.MaxBytes, OwnMaxBytes: ownMax, AcceptKeyMismatch: s.KeyMismatch == "accept", OnKeyMismatch: func(ok bool) {
-		if ok {
-			accepted.Inc()
-		} else {
-			rejected.Inc()
-		}
-	}}
-}
-
-// DeadLetter returns the dead-letter writer of stage, counting rejections
-// and truncations.
-func (m *Metrics) DeadLetter(c *kafkax.Conn, k config.Kafka, stage string) *kafkax.DeadLetter {
-	m.stage(stage) // every stage has a dead-letter writer, built with the stage
-	d := c.NewDeadLetter(k, stage, func(reason string) { m.Rejected.WithLabelValues(stage, reason).Inc() })
-	d.OnTruncate = m.Truncated.WithLabelValues(stage).Inc
-	return d
 }

@@ -45,13 +45,15 @@ func (s *Stalls) stage(stage string) {
 	s.seen[stage] = true
 }
 
-func (s *Stalls) set(stage, topic string, partition int, since time.Time, err error) {
+// Set records that stage's batch of topic/partition has failed since since.
+func (s *Stalls) Set(stage, topic string, partition int, since time.Time, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.by[stallKey{stage, topic, partition}] = stall{since, err}
 }
 
-func (s *Stalls) clear(stage, topic string, partition int) {
+// Clear records that the batch of topic/partition moved on.
+func (s *Stalls) Clear(stage, topic string, partition int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.by, stallKey{stage, topic, partition})

@@ -1,17 +1,19 @@
 // Package stage is the one runner every consuming stage shares: presence,
 // groups, fanout, pusher and the gateway's deliver consumers declare what
 // they read and how they apply a batch; the runner owns everything around
-// that — topic set-up, the consumer group, decoding and key checks, dead
-// letters, metrics (at 0 from the start), retries and commits (through
-// kafkax.Consume: a batch is committed only after Apply returned nil, and
-// retried with back-off, counted and reported as stalled, until it does).
+// that — checking the stage's collaborators, topic set-up, the consumer
+// group, decoding and key checks, dead letters, metrics (at 0 from the
+// start), retries and commits (through kafkax.Consume: a batch is committed
+// only after apply returned nil, and retried with back-off, counted and
+// reported as stalled, until it does).
 //
-// A stage is a Core (its name, decoder and dead-letter writer, built once)
-// plus one or more Consume calls:
+// A stage is its declaration plus apply:
 //
-//	core := stage.NewCore(env, "groups")
-//	defer core.Close()
-//	return stage.Consume(ctx, core, stage.Input{Group: …, Topics: …, Kind: schemas.KindGroup, …}, apply)
+//	core, err := stage.Declare(&env, stage.Declaration{Name: "groups",
+//		Needs: []stage.Need{{Name: "Store", OK: st != nil}},
+//		Input: stage.Input{Group: cfg.Group, Topics: []string{topic}, Kind: schemas.KindGroup, MaxBatch: cfg.BatchSize}})
+//	…
+//	return stage.Run(ctx, core, apply) // in the stage's Run
 //
 // where apply gets the batch's valid events, in order, and returns the
 // records it rejects itself (they go to the dead-letter topic with the
@@ -92,10 +94,6 @@ func (e Env) Register(cs ...prometheus.Collector) error {
 type (
 	// Batch is one partition's batch as the consume loop hands it over.
 	Batch = kafkax.Batch
-	// Decoded is one valid record: its event and the record it came from.
-	Decoded[T schemas.Event] = kafkax.Decoded[T]
-	// Rejected is a record for the dead-letter topic, with its reason.
-	Rejected = kafkax.Rejected
 )
 
 // Core is a stage's shared parts: one per stage and process, however many
@@ -105,7 +103,8 @@ type Core struct {
 	name string
 	log  *slog.Logger
 	dlq  *kafkax.DeadLetter
-	dec  kafkax.Decoder
+	dec  Decoder
+	in   Input // the declared input (Declare)
 }
 
 // NewCore builds the stage's decoder and dead-letter writer and exports its
@@ -115,9 +114,50 @@ func NewCore(env Env, name string) *Core {
 		env.Logger = slog.Default()
 	}
 	return &Core{env: env, name: name, log: env.Logger.With("stage", name),
-		dlq: env.Metrics.DeadLetter(env.Conn, env.Kafka, name),
-		dec: env.Metrics.Decoder(name, env.Schemas, env.Kafka.MaxRecordBytes)}
+		dlq: newDeadLetter(env.Metrics, env.Conn, env.Kafka, name),
+		dec: newDecoder(env.Metrics, name, env.Schemas, env.Kafka.MaxRecordBytes)}
 }
+
+// Declaration is what a stage tells the runner about itself.
+type Declaration struct {
+	Name  string // in metrics, logs and dead-letter headers
+	Needs []Need // its own collaborators (stores, sinks), checked by Declare
+	// Input is what Run consumes; zero for a stage that consumes only
+	// through Consume (the gateway's per-connection deliver consumers).
+	Input Input
+}
+
+// Declare checks env and the stage's collaborators (filling in the default
+// logger), and builds the stage's Core, with its metric families at 0 —
+// records consumed from its input topics among them.
+func Declare(env *Env, d Declaration) (*Core, error) {
+	if err := env.Check(d.Name, d.Needs...); err != nil {
+		return nil, err
+	}
+	c := NewCore(*env, d.Name)
+	c.in = d.Input
+	if len(d.Input.Topics) > 0 {
+		env.Metrics.Known(env.Metrics.Consumed, d.Name, d.Input.Topics...)
+	}
+	return c, nil
+}
+
+// Run consumes the declared input with apply until ctx ends — its topics
+// (and Input.Create) set up first, MaxWait 100 ms unless declared — then
+// releases the core.
+func Run[T schemas.Event](ctx context.Context, c *Core, apply Apply[T]) error {
+	defer c.Close()
+	in := c.in
+	in.Prepare = true
+	if in.MaxWait <= 0 {
+		in.MaxWait = defaultMaxWait
+	}
+	return Consume(ctx, c, in, apply)
+}
+
+// defaultMaxWait is the longest a declared input spends filling a batch
+// while records keep arriving.
+const defaultMaxWait = 100 * time.Millisecond
 
 // Log is the stage's logger.
 func (c *Core) Log() *slog.Logger { return c.log }
@@ -150,7 +190,7 @@ type Apply[T schemas.Event] func(ctx context.Context, b Batch, evs []Decoded[T])
 func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Apply[T]) error {
 	e := c.env
 	if in.Prepare {
-		if err := e.Conn.PrepareTopics(ctx, e.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
+		if err := PrepareTopics(ctx, e.Conn, e.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
 			return err
 		}
 	}
@@ -159,14 +199,14 @@ func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Appl
 		log = c.log
 	}
 	h := kafkax.HandlerFunc(func(ctx context.Context, b kafkax.Batch) error {
-		decoded, rejected := kafkax.DecodeBatch[T](b.Records, c.dec, in.Kind)
+		decoded, rejected := DecodeBatch[T](b.Records, c.dec, in.Kind)
 		more, err := apply(ctx, b, decoded)
 		if err != nil {
 			return err
 		}
 		return c.dlq.Send(ctx, append(rejected, more...))
 	})
-	return e.Conn.Consume(ctx, kafkax.StageConsumer(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, e.Metrics.Hooks(c.name)), h)
+	return e.Conn.Consume(ctx, consumerConfig(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, hooks(e.Metrics, c.name)), h)
 }
 
 // Events returns the events of decoded, in order.
