@@ -17,7 +17,7 @@ import (
 // TestExampleFile: deploy/imstream.example.yaml loads, validates, sets every
 // key, and equals the defaults (it documents them).
 func TestExampleFile(t *testing.T) {
-	path := filepath.Join("..", "..", "deploy", "imstream.example.yaml")
+	path := filepath.Join("..", "..", "..", "deploy", "imstream.example.yaml")
 	cfg, err := load.Config(path, nil)
 	if err != nil {
 		t.Fatal(err)
