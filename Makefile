@@ -5,9 +5,17 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 STATICCHECK := v0.8.2
 LDFLAGS := -X github.com/imstream/imstream/internal/plumbing/obs.Version=$(VERSION)
 
-.PHONY: all run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
+.PHONY: all help run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
 
 all: build
+
+## help: this list
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
+
+## unit: the package tests alone (race detector), without the end-to-end and fault suites
+unit: tools
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v /e2e$$)
 
 ## run: the whole pipeline on an embedded Kafka and Redis, with simulated traffic
 run: tools-soft

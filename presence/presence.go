@@ -14,7 +14,8 @@
 //	imstream_presence_collected_total      stale entries removed by the collector
 //	imstream_presence_users                users with an entry, as of the last collection pass
 //	imstream_presence_rooms                rooms with an entry, as of the last collection pass
-//	imstream_presence_live_servers         IM servers whose lease runs (at scrape time; -1 when Redis fails)
+//	imstream_presence_live_servers         IM servers whose lease runs (at scrape time; the last value read while Redis fails)
+//	imstream_presence_live_servers_errors_total  scrapes at which they could not be read
 //	imstream_presence_behind_seconds       how far behind now this process has applied presence
 package presence
 
@@ -22,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,16 +71,23 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 		behind: obs.Gauge("imstream_presence_behind_seconds",
 			"How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags."),
 	}
-	live := obs.GaugeFunc("imstream_presence_live_servers", "IM servers whose lease runs now (read at scrape time).", func() float64 {
+	liveErrs := obs.Counter("imstream_presence_live_servers_errors_total",
+		"Scrapes at which the live servers could not be read (imstream_presence_live_servers then keeps its last value).")
+	var last float64
+	var lastMu sync.Mutex
+	live := obs.GaugeFunc("imstream_presence_live_servers", "IM servers whose lease runs now (read at scrape time; the last value read while Redis fails).", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		ids, err := st.LiveServers(ctx, time.Now())
-		if err != nil {
-			return -1
+		lastMu.Lock()
+		defer lastMu.Unlock()
+		if ids, err := st.LiveServers(ctx, time.Now()); err != nil {
+			liveErrs.Inc()
+		} else {
+			last = float64(len(ids))
 		}
-		return float64(len(ids))
+		return last
 	})
-	if err := env.Register(p.events, p.collected, p.users, p.rooms, p.behind, live); err != nil {
+	if err := env.Register(p.events, p.collected, p.users, p.rooms, p.behind, live, liveErrs); err != nil {
 		return nil, err
 	}
 	p.core = core

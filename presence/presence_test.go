@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
@@ -73,5 +74,55 @@ func TestApply(t *testing.T) {
 		if v := testutil.ToFloat64(p.events.WithLabelValues(typ)); v != want {
 			t.Errorf("imstream_presence_events_total{type=%q} = %v, want %v", typ, v, want)
 		}
+	}
+}
+
+// failingLive is a store whose LiveServers fails while fail is set.
+type failingLive struct {
+	*store.MemoryPresence
+	fail bool
+}
+
+func (f *failingLive) LiveServers(ctx context.Context, now time.Time) ([]string, error) {
+	if f.fail {
+		return nil, fmt.Errorf("redis: connection refused")
+	}
+	return f.MemoryPresence.LiveServers(ctx, now)
+}
+
+// TestLiveServersKeepsLastValue: while the store cannot be read,
+// imstream_presence_live_servers keeps the last value read (a Redis outage
+// is not IM servers disappearing) and the failure is counted apart.
+func TestLiveServersKeepsLastValue(t *testing.T) {
+	st := &failingLive{MemoryPresence: store.NewMemoryPresence(30 * time.Second)}
+	env := testkit.StageEnv(config.Default())
+	if _, err := New(config.Default().Presence, env, st); err != nil {
+		t.Fatal(err)
+	}
+	up := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "im-1", AppID: 7, TS: time.Now().UnixMilli()}, Epoch: 1}
+	if err := st.Apply(context.Background(), []*schemas.Presence{up}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		mfs, err := env.Registerer.(prometheus.Gatherer).Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, mf := range mfs {
+			if n := mf.GetName(); n == "imstream_presence_live_servers" {
+				out += fmt.Sprintf("live=%v ", mf.GetMetric()[0].GetGauge().GetValue())
+			} else if n == "imstream_presence_live_servers_errors_total" {
+				out += fmt.Sprintf("errors=%v", mf.GetMetric()[0].GetCounter().GetValue())
+			}
+		}
+		return out
+	}
+	if got := read(); got != "live=1 errors=0" {
+		t.Fatalf("healthy: %s", got)
+	}
+	st.fail = true
+	if got := read(); got != "live=1 errors=1" {
+		t.Fatalf("store failing: %s, want the last value and one error", got)
 	}
 }

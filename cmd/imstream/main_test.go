@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/plumbing/config"
 )
 
 // TestTypedFlags: configuration flags are typed, show their defaults, and
@@ -82,5 +85,17 @@ func TestExitCodes(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != c.code || !strings.Contains(out.String(), c.want) {
 			t.Errorf("imstream %s: exit %d, want %d; output should contain %q:\n%s", strings.Join(c.args, " "), code, c.code, c.want, out.String())
 		}
+	}
+}
+
+// TestStatusNobodyAnswers: `imstream status` with nothing listening at
+// --admin fails (a script checking a deployment sees it), naming where it
+// asked.
+func TestStatusNobodyAnswers(t *testing.T) {
+	cfg := config.Default()
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+	err := runStatus(context.Background(), cfg, []string{"127.0.0.1:1"}, 10*time.Millisecond, false)
+	if err == nil || !strings.Contains(err.Error(), "no imstream process answered at 127.0.0.1:1") {
+		t.Fatalf("err = %v", err)
 	}
 }

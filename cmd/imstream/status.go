@@ -34,6 +34,7 @@ func runStatus(ctx context.Context, cfg config.Config, admins []string, every ti
 	if err != nil {
 		return err
 	}
+	answered := 0
 	scrape := func() status.Sample {
 		var procs [][]*dto.MetricFamily
 		for _, a := range admins {
@@ -41,9 +42,13 @@ func runStatus(ctx context.Context, cfg config.Config, admins []string, every ti
 				procs = append(procs, mfs)
 			}
 		}
+		answered = len(procs)
 		return status.FromFamilies(time.Now(), procs...)
 	}
 	prev := scrape()
+	if answered == 0 && !watch {
+		return fmt.Errorf("no imstream process answered at %s", strings.Join(admins, ", "))
+	}
 	for {
 		select {
 		case <-ctx.Done():
