@@ -107,9 +107,9 @@ type Core struct {
 	in   Input // the declared input (Declare)
 }
 
-// NewCore builds the stage's decoder and dead-letter writer and exports its
+// newCore builds the stage's decoder and dead-letter writer and exports its
 // metric families at 0.
-func NewCore(env Env, name string) *Core {
+func newCore(env Env, name string) *Core {
 	if env.Logger == nil {
 		env.Logger = slog.Default()
 	}
@@ -134,7 +134,7 @@ func Declare(env *Env, d Declaration) (*Core, error) {
 	if err := env.Check(d.Name, d.Needs...); err != nil {
 		return nil, err
 	}
-	c := NewCore(*env, d.Name)
+	c := newCore(*env, d.Name)
 	c.in = d.Input
 	if len(d.Input.Topics) > 0 {
 		env.Metrics.Known(env.Metrics.Consumed, d.Name, d.Input.Topics...)
