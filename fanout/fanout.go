@@ -204,8 +204,8 @@ const ReasonOutputRefused = "output_refused"
 // refusedInputs returns the dead letters of the inputs whose outputs were
 // refused (each input once), logged and counted (imstream_rejected_records_total
 // reason output_refused, imstream_outputs_refused_total{stage,topic}). Its
-// other outputs were written: a re-drive repeats them, and the repeats are
-// dropped as usual (deliveries by src, push entries by watermark).
+// other outputs were written: a re-drive, a new event at a new offset,
+// writes them again with a new src (docs/runbook.md).
 func (f *Fanout) refusedInputs(decoded []stage.Decoded[*schemas.Publish], out []kafka.Message, from [][]int, refused map[int]error) []stage.Rejected {
 	if len(refused) == 0 {
 		return nil

@@ -132,25 +132,6 @@ func (l *loader) addGroup(ctx context.Context, ev *schemas.Publish) error {
 	return nil
 }
 
-// lookUp reads the presence of uids in pipelines of at most
-// Options.GroupChunk users, one after another: a big group's members cost
-// one chunk's replies in memory at a time, not all of them.
-func (l *loader) lookUp(ctx context.Context, appid int64, uids []int64) ([]store.UserPresence, error) {
-	n := l.o.GroupChunk
-	if n <= 0 || len(uids) <= n {
-		return l.ps.Users(ctx, appid, uids, l.now)
-	}
-	out := make([]store.UserPresence, 0, len(uids))
-	for i := 0; i < len(uids); i += n {
-		res, err := l.ps.Users(ctx, appid, uids[i:min(i+n, len(uids))], l.now)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res...)
-	}
-	return out, nil
-}
-
 // users looks up app appid's receivers and its groups' members in one call.
 func (l *loader) users(ctx context.Context, appid int64, set map[int64]struct{}) error {
 	uids := make([]int64, 0, len(set))
@@ -163,7 +144,7 @@ func (l *loader) users(ctx context.Context, appid int64, set map[int64]struct{})
 			uids = append(uids, l.v.groups[k].Members...)
 		}
 	}
-	res, err := l.lookUp(ctx, appid, uids)
+	res, err := store.UsersBy(ctx, l.ps, appid, uids, l.now, l.o.GroupChunk)
 	if err != nil {
 		return err
 	}

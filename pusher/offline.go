@@ -62,21 +62,18 @@ func (p *Pusher) resolveRanges(ctx context.Context, records []stage.Decoded[sche
 			continue
 		}
 		members := inRange(g.Members, j.MemberRange[0], j.MemberRange[1])
-		for i := 0; i < len(members); i += lookupChunk {
-			uids := members[i:min(i+lookupChunk, len(members))]
-			res, err := p.presence.Users(ctx, j.AppID, uids, now)
-			if err != nil {
-				return err
-			}
-			for k, u := range res {
-				kafkax.Yield(k) // online work first: this loop may run 100 000 times for one message
-				switch {
-				case uids[k] == j.Msg.Sender:
-				case u.Online:
-					online++
-				default:
-					j.Receivers = append(j.Receivers, uids[k])
-				}
+		res, err := store.UsersBy(ctx, p.presence, j.AppID, members, now, lookupChunk)
+		if err != nil {
+			return err
+		}
+		for k, u := range res {
+			kafkax.Yield(k) // online work first: a batch's ranges may hold 100 000 members
+			switch {
+			case members[k] == j.Msg.Sender:
+			case u.Online:
+				online++
+			default:
+				j.Receivers = append(j.Receivers, members[k])
 			}
 		}
 	}

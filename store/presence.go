@@ -42,7 +42,7 @@ type PresenceStore interface {
 // min(now, the earliest of the live processes' times): while presence
 // cannot apply (Redis failing, presence lagging) no lease expires because
 // of that; a server expires only when its heartbeats stopped arriving in
-// the log (docs/protocol.md §3). A process whose record was not written for
+// the log (docs/protocol.md §2). A process whose record was not written for
 // ProgressForget while others' were is gone and no longer counts.
 type ProgressRecorder interface {
 	Progress(ctx context.Context, process string, through, now time.Time) error
@@ -70,6 +70,24 @@ func judgedAt(entries []progressEntry, now int64) int64 {
 		}
 	}
 	return at
+}
+
+// UsersBy reads the presence of uids of appid through s in pipelines of at
+// most n users, one after another (n <= 0: one pipeline), so that a big
+// group's members cost one pipeline's replies in flight at a time.
+func UsersBy(ctx context.Context, s PresenceStore, appid int64, uids []int64, now time.Time, n int) ([]UserPresence, error) {
+	if n <= 0 || len(uids) <= n {
+		return s.Users(ctx, appid, uids, now)
+	}
+	out := make([]UserPresence, 0, len(uids))
+	for i := 0; i < len(uids); i += n {
+		res, err := s.Users(ctx, appid, uids[i:min(i+n, len(uids))], now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
 }
 
 // Collector is implemented by stores that garbage-collect stale entries

@@ -61,3 +61,30 @@ func TestRedisGroupsCache(t *testing.T) {
 		t.Fatalf("stale cache after version change: %+v", g3)
 	}
 }
+
+// TestUsersBy: presence read in pipelines of n users is the same, in the
+// same order, as one pipeline, whatever n.
+func TestUsersBy(t *testing.T) {
+	ctx := context.Background()
+	s := store.NewMemoryPresence(30 * time.Second)
+	now := time.Now()
+	on := true
+	evs := []*schemas.Presence{{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "s1", AppID: 7, TS: now.UnixMilli()}, Epoch: 1}}
+	for _, uid := range []int64{2, 5} {
+		evs = append(evs, &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "s1", AppID: 7}, Epoch: 1, UID: uid, Online: &on})
+	}
+	if err := s.Apply(ctx, evs, now); err != nil {
+		t.Fatal(err)
+	}
+	uids := []int64{1, 2, 3, 4, 5}
+	want, err := s.Users(ctx, 7, uids, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 1, 2, 5, 9} {
+		got, err := store.UsersBy(ctx, s, 7, uids, now, n)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("n=%d: %v (%v), want %v", n, got, err, want)
+		}
+	}
+}
