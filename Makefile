@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 STATICCHECK := v0.8.2
 LDFLAGS := -X github.com/imstream/imstream/internal/plumbing/obs.Version=$(VERSION)
 
-.PHONY: all help run test unit build bench gobench lint tools fuzz chaos chaos-ci clean
+.PHONY: all help run test unit build bench bench-imr gobench lint tools fuzz chaos chaos-ci clean
 
 all: build
 
@@ -46,6 +46,11 @@ build:
 ## bench: imstream bench (embedded Kafka and Redis; table + bench.json)
 bench: tools
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/imstream bench --json bench.json
+
+## bench-imr: the gateway and burst scenarios through imr and imstream side by side (IMSERVICE=path to an im_service checkout)
+bench-imr: tools
+	@if [ -z "$(IMSERVICE)" ]; then echo "set IMSERVICE=/path/to/im_service (a checkout of github.com/GoBelieveIO/im_service)"; exit 2; fi
+	scripts/vs-imr.sh "$(IMSERVICE)" --json bench-imr.json
 
 ## gobench: Go benchmarks of the hot paths
 gobench: tools

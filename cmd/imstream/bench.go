@@ -28,6 +28,7 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 	brokerMem := fs.Bool("broker-in-memory", false, "the embedded broker keeps its logs in memory (kfake's in-memory file system: its growing buffers are copied and page-faulted, costing several times a disk log's CPU)")
 	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	fs.StringVar(&o.Profiles, "profiles", "", "write one CPU profile per measured window into this directory (go tool pprof)")
+	fs.StringVar(&o.IMR, "imr-bin", os.Getenv("IMR_BIN"), "an imr binary (im_service's router, `go build ./imr`): the gateway and burst scenarios also run the same load through it, for side-by-side rows (default $IMR_BIN)")
 	return func(ctx context.Context, cfg config.Config) error {
 		if *only != "" {
 			o.Only = strings.Split(*only, ",")

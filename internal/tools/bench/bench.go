@@ -44,7 +44,11 @@ type Options struct {
 	// Profiles, when set, is a directory that gets one CPU profile per
 	// measured window (NN-scenario.pprof), without the set-up before it.
 	Profiles string
-	Out      io.Writer
+	// IMR, when set, is the path of an imr binary (im_service's router):
+	// the gateway and burst scenarios then put the same load through imr
+	// first, into the same Redis, for rows to compare in one run.
+	IMR string
+	Out io.Writer
 }
 
 // Result is one row of the table.

@@ -75,7 +75,14 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		args = append(args, "--admin.pprof")
 	}
 	args = append(args, extra...)
-	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", role, os.Getpid()))
+	return b.spawn(role, exe, args, "127.0.0.1:"+strconv.Itoa(port))
+}
+
+// spawn runs exe with args as a child named name (admin: its metrics
+// address, "" when it has none). Its output goes to a log file whose tail is
+// shown when it exits early.
+func (b *Bench) spawn(name, exe string, args []string, admin string) (*child, error) {
+	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", name, os.Getpid()))
 	f, err := os.Create(log)
 	if err != nil {
 		return nil, err
@@ -85,9 +92,9 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("bench: start %s: %w", role, err)
+		return nil, fmt.Errorf("bench: start %s: %w", name, err)
 	}
-	c := &child{cmd: cmd, log: log, admin: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+	c := &child{cmd: cmd, log: log, admin: admin, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		f.Close()
@@ -97,7 +104,7 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		<-c.done
 		if tail, err := os.ReadFile(log); err == nil && cmd.ProcessState != nil && !cmd.ProcessState.Success() &&
 			cmd.ProcessState.ExitCode() != -1 { // -1: killed by the bench
-			fmt.Fprintf(b.o.Out, "   %s exited: %s\n%s\n", role, cmd.ProcessState, tail[max(0, len(tail)-4000):])
+			fmt.Fprintf(b.o.Out, "   %s exited: %s\n%s\n", name, cmd.ProcessState, tail[max(0, len(tail)-4000):])
 		}
 	}()
 	return c, nil

@@ -47,17 +47,31 @@ func (b *Bench) OnlineUnderBurst(ctx context.Context) error {
 }
 
 func (b *Bench) online(ctx context.Context, rate, pushes int) error {
+	if b.o.IMR != "" && pushes > 0 {
+		if err := b.onlineOn(ctx, rate, pushes, true); err != nil {
+			return err
+		}
+	}
+	return b.onlineOn(ctx, rate, pushes, false)
+}
+
+// onlineOn runs an online scenario against imstream's drop-in path or,
+// with onIMR, against imr (Options.IMR).
+func (b *Bench) onlineOn(ctx context.Context, rate, pushes int, onIMR bool) error {
 	name := fmt.Sprintf("online latency: RT %d/s between two IM servers, gateway and roles as processes", rate)
 	if pushes > 0 {
 		name = fmt.Sprintf("online latency under burst: RT %d/s while %d MSG_PUSH go through %d other connections", rate, pushes, burstClients)
 	}
+	if onIMR {
+		name = "imr: " + name
+	}
 	cfg := b.scenario(name)
-	addr, all, gateway, err := b.dropIn(ctx, cfg)
+	t, err := b.startTarget(ctx, cfg, onIMR)
 	if err != nil {
 		return err
 	}
-	defer all.stop()
-	defer gateway.stop()
+	defer t.stop()
+	addr := t.addr
 
 	a, err := dialRetry(ctx, addr, "127.0.0.2")
 	if err != nil {
@@ -82,11 +96,11 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 	}
 
 	m := b.meter()
-	cpu0 := map[string]float64{"gateway": gateway.cpu(), "roles": all.cpu()}
+	cpu0 := t.cpu()
 	start := time.Now()
 	landed := make(chan burstResult, 1)
 	if pushes > 0 {
-		go func() { landed <- b.burst(ctx, cfg, addr, pushes) }()
+		go func() { landed <- b.burst(ctx, cfg, addr, pushes, onIMR) }()
 	}
 	var sent int
 	if pushes > 0 {
@@ -101,21 +115,22 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 			return done
 		})
 		lat.wait(sent, 10*time.Second)
-		res := lat.result(sent, "online latency under a MSG_PUSH burst (RT 200/s)")
-		res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + hops(gateway, all)
+		res := lat.result(sent, t.prefix+"online latency under a MSG_PUSH burst (RT 200/s)")
+		res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + t.hops()
 		b.record(m, res)
 		if br.err != nil {
 			return br.err
 		}
-		b.pathCPU(&br.row, m, cpu0, gateway, all, br.cpu) // the broker's share includes the two RT connections
+		br.row.Scenario = t.prefix + br.row.Scenario
+		b.pathCPU(&br.row, m, cpu0, t, br.cpu) // the broker's share includes the two RT connections
 		b.results = append(b.results, br.row)
 		return nil
 	}
 	end := start.Add(b.o.OnlineFor)
 	sent = sendRT(ctx, a, rate, func() bool { return time.Now().After(end) })
 	lat.wait(sent, 10*time.Second)
-	res := lat.result(sent, fmt.Sprintf("online latency (RT %d/s steady)", rate))
-	res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + b.cpuNote(cpu0, gateway, all, sent) + hops(gateway, all)
+	res := lat.result(sent, fmt.Sprintf("%sonline latency (RT %d/s steady)", t.prefix, rate))
+	res.Note = fmt.Sprintf("RT %d sent, %d lost, %d doubled", sent, res.Lost, lat.doubled()) + t.cpuNote(cpu0, sent) + t.hops()
 	b.record(m, res)
 	return nil
 }
@@ -123,7 +138,12 @@ func (b *Bench) online(ctx context.Context, rate, pushes int) error {
 // hops reads the e2e latency quantiles each process measured: event ts to
 // the deliver topic's acknowledgement (fanout), and to the frame written on
 // the IM server's socket (gateway). Their ts has millisecond resolution.
-func hops(gateway, all *child) string {
+// imr measures none.
+func (t target) hops() string {
+	if t.imr {
+		return ""
+	}
+	gateway, all := t.procs["gateway"], t.procs["roles"]
 	var out []string
 	for _, h := range []struct {
 		c          *child
@@ -140,45 +160,105 @@ func hops(gateway, all *child) string {
 	return "; hops: " + strings.Join(out, ", ")
 }
 
-// dropIn empties Redis and starts the drop-in path as processes: `imstream
-// all` and `imstream gateway` on a free port (addr).
-func (b *Bench) dropIn(ctx context.Context, cfg config.Config) (addr string, all, gateway *child, err error) {
-	if err = b.flush(ctx); err != nil {
-		return "", nil, nil, err
+// target is what the simulated IM servers connect to: imstream's drop-in
+// path (`imstream gateway` and `imstream all` as processes) or im_service's
+// imr (Options.IMR), each on a free port against this bench's Redis.
+type target struct {
+	addr   string
+	imr    bool
+	prefix string            // "imr: " for imr's rows
+	procs  map[string]*child // gateway and roles, or imr
+}
+
+// startTarget empties Redis and starts the target on a free port.
+func (b *Bench) startTarget(ctx context.Context, cfg config.Config, onIMR bool) (target, error) {
+	if err := b.flush(ctx); err != nil {
+		return target{}, err
 	}
-	gw, err := embedded.FreePort()
+	port, err := embedded.FreePort()
 	if err != nil {
-		return "", nil, nil, err
+		return target{}, err
 	}
-	addr = "127.0.0.1:" + strconv.Itoa(gw)
-	if all, err = b.startChild(cfg, "all"); err != nil {
-		return "", nil, nil, err
+	t := target{addr: "127.0.0.1:" + strconv.Itoa(port), imr: onIMR, procs: map[string]*child{}}
+	if onIMR {
+		t.prefix = "imr: "
+		c, err := b.startIMR(cfg, t.addr)
+		if err != nil {
+			return target{}, err
+		}
+		t.procs["imr"] = c
+		return t, nil
 	}
-	if gateway, err = b.startChild(cfg, "gateway", "--gateway.listen", addr); err != nil {
+	all, err := b.startChild(cfg, "all")
+	if err != nil {
+		return target{}, err
+	}
+	t.procs["roles"] = all
+	gateway, err := b.startChild(cfg, "gateway", "--gateway.listen", t.addr)
+	if err != nil {
 		all.stop()
-		return "", nil, nil, err
+		return target{}, err
 	}
-	return addr, all, gateway, nil
+	t.procs["gateway"] = gateway
+	return t, nil
 }
 
-// cpuNote reports the gateway's and the roles' CPU seconds per M events
-// since cpu0.
-func (b *Bench) cpuNote(cpu0 map[string]float64, gateway, all *child, events int) string {
-	per := func(c *child, from float64) float64 { return (c.cpu() - from) / float64(max(events, 1)) * 1e6 }
-	return fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f", per(gateway, cpu0["gateway"]), per(all, cpu0["roles"]))
+func (t target) stop() {
+	for _, name := range []string{"gateway", "roles", "imr"} {
+		if c := t.procs[name]; c != nil {
+			c.stop()
+		}
+	}
 }
 
-// pathCPU fills r's CPU per M events of the drop-in path since m and cpu0
-// were taken — gateway, roles, this process (the broker) and Redis — and
-// notes each, with the load generator's (loadgen seconds) apart.
-func (b *Bench) pathCPU(r *Result, m *meter, cpu0 map[string]float64, gateway, all *child, loadgen float64) {
-	gcpu, rcpu := gateway.cpu()-cpu0["gateway"], all.cpu()-cpu0["roles"]
-	broker := cpuSeconds(0) - m.cpu0
-	redis := cpuSeconds(b.redisPID) - m.redis0
+// cpu reads each process's CPU seconds.
+func (t target) cpu() map[string]float64 {
+	cpu := map[string]float64{}
+	for name, c := range t.procs {
+		cpu[name] = c.cpu()
+	}
+	return cpu
+}
+
+// names lists the target's processes in report order.
+func (t target) names() []string {
+	if t.imr {
+		return []string{"imr"}
+	}
+	return []string{"gateway", "roles"}
+}
+
+// cpuNote reports each process's CPU seconds per M events since cpu0.
+func (t target) cpuNote(cpu0 map[string]float64, events int) string {
+	var parts []string
+	for _, name := range t.names() {
+		parts = append(parts, fmt.Sprintf("%s %.1f", name, (t.procs[name].cpu()-cpu0[name])/float64(max(events, 1))*1e6))
+	}
+	return "; CPU s per M events: " + strings.Join(parts, ", ")
+}
+
+// pathCPU fills r's CPU per M events of the target since m and cpu0 were
+// taken — its processes, this process (the broker; imstream only) and
+// Redis — and notes each, with the load generator's (loadgen seconds) apart.
+func (b *Bench) pathCPU(r *Result, m *meter, cpu0 map[string]float64, t target, loadgen float64) {
 	per := func(s float64) float64 { return s / float64(max(r.Events, 1)) * 1e6 }
-	r.CPUPerMEv, r.RedisCPU = per(gcpu+rcpu+broker+redis), per(redis)
-	r.Note += fmt.Sprintf("; CPU s per M events: gateway %.1f, roles %.1f, broker %.1f, Redis %.1f (load generator %.1f, not counted)",
-		per(gcpu), per(rcpu), per(broker), per(redis), per(loadgen))
+	var total float64
+	var parts []string
+	for _, name := range t.names() {
+		s := t.procs[name].cpu() - cpu0[name]
+		total += s
+		parts = append(parts, fmt.Sprintf("%s %.1f", name, per(s)))
+	}
+	if !t.imr {
+		broker := cpuSeconds(0) - m.cpu0
+		total += broker
+		parts = append(parts, fmt.Sprintf("broker %.1f", per(broker)))
+	}
+	redis := cpuSeconds(b.redisPID) - m.redis0
+	total += redis
+	parts = append(parts, fmt.Sprintf("Redis %.1f", per(redis)))
+	r.CPUPerMEv, r.RedisCPU = per(total), per(redis)
+	r.Note += fmt.Sprintf("; CPU s per M events: %s (load generator %.1f, not counted)", strings.Join(parts, ", "), per(loadgen))
 }
 
 type burstResult struct {
@@ -191,11 +271,11 @@ type burstResult struct {
 // connections push n MSG_PUSH, each to an offline user, as fast as the
 // gateway reads them; it waits until push_queue holds them all and counts
 // lost and doubled entries.
-func (b *Bench) burst(ctx context.Context, cfg config.Config, addr string, n int) burstResult {
+func (b *Bench) burst(ctx context.Context, cfg config.Config, addr string, n int, onIMR bool) burstResult {
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-burst-%d.json", os.Getpid()))
 	defer os.Remove(out)
 	lg, err := b.startChild(cfg, "loadgen", "--gateway", addr, "--servers", strconv.Itoa(burstClients), "--users", "1",
-		"--pushes", strconv.Itoa(n), "--rt", "0", "--churn=false", "--json", out)
+		"--pushes", strconv.Itoa(n), "--rt", "0", "--churn=false", "--json", out, "--imr="+strconv.FormatBool(onIMR))
 	if err != nil {
 		return burstResult{err: err}
 	}
@@ -364,33 +444,50 @@ func (l *latencies) result(sent int, scenario string) Result {
 // process and an `imstream all` process on the embedded broker, into the
 // push lists: landing rate, lost and doubled, CPU seconds per M events of
 // each process (gateway, roles, broker, Redis; the load generator apart).
+// With Options.IMR the same load goes through imr first, into the same
+// Redis.
 func (b *Bench) GatewayPath(ctx context.Context) error {
-	cfg := b.scenario(fmt.Sprintf("gateway path: %d MSG_PUSH over %d imr connections → gateway → fanout → pusher → lists, as processes", b.o.Events, burstClients))
-	addr, all, gateway, err := b.dropIn(ctx, cfg)
+	if b.o.IMR != "" {
+		if err := b.gatewayPathOn(ctx, true); err != nil {
+			return err
+		}
+	}
+	return b.gatewayPathOn(ctx, false)
+}
+
+func (b *Bench) gatewayPathOn(ctx context.Context, onIMR bool) error {
+	name := fmt.Sprintf("gateway path: %d MSG_PUSH over %d imr connections → gateway → fanout → pusher → lists, as processes", b.o.Events, burstClients)
+	if onIMR {
+		name = fmt.Sprintf("imr: %d MSG_PUSH over %d connections → imr → push_queue", b.o.Events, burstClients)
+	}
+	cfg := b.scenario(name)
+	t, err := b.startTarget(ctx, cfg, onIMR)
 	if err != nil {
 		return err
 	}
-	defer all.stop()
-	defer gateway.stop()
-	probe, err := dialRetry(ctx, addr, "127.0.0.9") // the gateway listens
+	defer t.stop()
+	probe, err := dialRetry(ctx, t.addr, "127.0.0.9") // the target listens
 	if err != nil {
 		return err
 	}
 	probe.Close()
 	m := b.meter()
-	cpu0 := map[string]float64{"gateway": gateway.cpu(), "roles": all.cpu()}
-	profiled := b.profileChildren(ctx, "gateway-path", 2*time.Second, 5*time.Second, map[string]*child{"gateway": gateway, "roles": all})
-	br := b.burst(ctx, cfg, addr, b.o.Events)
+	cpu0 := t.cpu()
+	profiled := func() {}
+	if !onIMR {
+		profiled = b.profileChildren(ctx, "gateway-path", 2*time.Second, 5*time.Second, map[string]*child{"gateway": t.procs["gateway"], "roles": t.procs["roles"]})
+	}
+	br := b.burst(ctx, cfg, t.addr, b.o.Events, onIMR)
 	profiled()
 	if br.err != nil {
 		return br.err
 	}
 	r := br.row
-	r.Scenario = "gateway path (1M MSG_PUSH, processes)"
+	r.Scenario = t.prefix + "gateway path (1M MSG_PUSH, processes)"
 	if b.o.Events != 1_000_000 {
-		r.Scenario = fmt.Sprintf("gateway path (%d MSG_PUSH, processes)", b.o.Events)
+		r.Scenario = fmt.Sprintf("%sgateway path (%d MSG_PUSH, processes)", t.prefix, b.o.Events)
 	}
-	b.pathCPU(&r, m, cpu0, gateway, all, br.cpu)
+	b.pathCPU(&r, m, cpu0, t, br.cpu)
 	b.stopProfile(m, r.Scenario)
 	b.results = append(b.results, r)
 	fmt.Fprintf(b.o.Out, "   %d entries in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
