@@ -300,7 +300,7 @@ func (f *fetcher) holds(conn *kafka.Conn, offset int64, fp string) (bool, error)
 	if m.Offset != offset {
 		return true, nil
 	}
-	return fingerprint(&m) == fp, nil
+	return holdsFingerprint(&m, fp), nil
 }
 
 // fetchLoop fetches over one connection until an error that needs a new

@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"hash/crc32"
 	"hash/fnv"
 	"strconv"
 	"strings"
@@ -62,14 +63,34 @@ func parseMeta(s string) (commitMeta, bool) {
 	return commitMeta{inc: Incarnation(f[1]), fp: f[2]}, true
 }
 
-// fingerprint identifies a record's content: FNV-1a of its key and value.
-// Two logs hold the same record at an offset only if they are the same log.
+// fingerprint identifies a record's content: "c." and, in base 36, the
+// value's length and the CRC-32C (Castagnoli, hardware-computed) of its key,
+// a zero byte and its value. Two logs hold the same record at an offset only
+// if they are the same log. It is computed for the last record of every
+// fetch and every commit: FNV-1a, byte by byte, cost 11 % of the roles' CPU
+// on 256 KiB push_jobs records, CRC-32C well under 1 %.
 func fingerprint(m *kafka.Message) string {
+	h := crc32.New(castagnoli)
+	h.Write(m.Key)
+	h.Write([]byte{0})
+	h.Write(m.Value)
+	return "c." + strconv.FormatUint(uint64(len(m.Value))<<32|uint64(h.Sum32()), 36)
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// holdsFingerprint reports whether fp, read from commit metadata, is m's
+// fingerprint; fingerprints without the "c." prefix are the FNV-1a of key,
+// a zero byte and value that releases before CRC-32C wrote.
+func holdsFingerprint(m *kafka.Message, fp string) bool {
+	if strings.HasPrefix(fp, "c.") {
+		return fingerprint(m) == fp
+	}
 	h := fnv.New64a()
 	h.Write(m.Key)
 	h.Write([]byte{0})
 	h.Write(m.Value)
-	return strconv.FormatUint(h.Sum64(), 36)
+	return strconv.FormatUint(h.Sum64(), 36) == fp
 }
 
 // newIncarnation returns a new incarnation with the given kind prefix.
