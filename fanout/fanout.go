@@ -88,6 +88,9 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	f.wb = env.Conn.NewWriter(env.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
 	f.jobHeaders = []kafka.Header{{Key: stage.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
+	if env.Kafka.Binary() {
+		f.jobHeaders = append(f.jobHeaders, kafka.Header{Key: schemas.HeaderFormat, Value: []byte(schemas.FormatBinary)})
+	}
 	f.core = core
 	env.Metrics.Known(env.Metrics.Rejected, Stage, ReasonOutputRefused)
 	env.Metrics.Known(env.Metrics.Refused, Stage, env.Kafka.Topics.Push)
@@ -129,20 +132,21 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	var rejected []stage.Rejected
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
-	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders}
+	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders, binary: f.env.Kafka.Binary()}
+	spec := jobSpec{inc: string(b.Inc), limit: f.limit(), chunk: f.opts.GroupChunk, binary: f.env.Kafka.Binary()}
 	for i, ev := range evs {
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
 		m := decoded[i].Msg
-		js, err := jobsOf(ev, plan, m, string(b.Inc), f.limit(), f.opts.GroupChunk)
+		js, err := spec.jobsOf(ev, plan, m)
 		if err != nil {
 			rejected = append(rejected, stage.Rejected{Msg: *m, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
 		if len(plan.Deliver) > 0 {
-			value := withSource(m.Value, m.Topic, m.Partition, m.Offset, string(b.Inc))
+			value := deliverRecord(ev, m, string(b.Inc))
 			input := []int{i}
 			for _, server := range plan.Deliver {
 				topic := f.env.Kafka.Topics.DeliverPrefix + server
@@ -268,18 +272,41 @@ func withSource(value []byte, topic string, partition int, offset int64, inc str
 	return append(b, "}}"...)
 }
 
+// deliverRecord is the deliver record of the event read from m: its JSON
+// with src. Deliveries are read by IM servers, so they are JSON whatever
+// the input's format; a JSON input is kept as the producer wrote it.
+func deliverRecord(ev *schemas.Publish, m *kafka.Message, inc string) []byte {
+	if stage.Format(m) == "" {
+		return withSource(m.Value, m.Topic, m.Partition, m.Offset, inc)
+	}
+	d := *ev
+	d.Src = &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Inc: inc}
+	return d.AppendJSON(make([]byte, 0, 2*len(m.Value)+256))
+}
+
+// jobSpec is how the fanout writes the push jobs of a batch.
+type jobSpec struct {
+	inc    string // the source partition's incarnation
+	limit  int    // kafka.max_record_bytes
+	chunk  int    // fanout.group_chunk: members per member-range job
+	binary bool   // kafka.internal_format binary
+}
+
 // pushJob builds the idx-th push job of the event read from m. Its key names
 // the source partition, which the output balancer maps to an imr.push
 // partition.
-func pushJob(ev *schemas.Publish, receivers, memberRange []int64, m *kafka.Message, inc string, idx int) kafka.Message {
+func (s jobSpec) pushJob(ev *schemas.Publish, receivers, memberRange []int64, m *kafka.Message, idx int) kafka.Message {
 	msg := ev.Msg
 	msg.Raw = nil // the pusher does not need the frame
 	h := ev.Header
 	h.Type = schemas.TypePushJob
 	job := schemas.PushJob{Header: h, Receivers: receivers, Msg: msg, MemberRange: memberRange,
-		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: inc}}
-	return kafka.Message{Key: []byte(m.Topic + ":" + strconv.Itoa(m.Partition)),
-		Value: job.AppendJSON(make([]byte, 0, 256+(len(receivers)*20)))}
+		Src: &schemas.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Index: idx, Inc: s.inc}}
+	key := []byte(m.Topic + ":" + strconv.Itoa(m.Partition))
+	if s.binary {
+		return kafka.Message{Key: key, Value: job.AppendBinary(make([]byte, 0, 128+len(msg.Content)+(len(receivers)*10)))}
+	}
+	return kafka.Message{Key: key, Value: job.AppendJSON(make([]byte, 0, 256+(len(receivers)*20)))}
 }
 
 // maxJobs is how many push jobs one event may yield: a job's position is
@@ -293,7 +320,8 @@ const maxJobs = 1 << 16
 // are open, so that every uid falls in exactly one range whatever the
 // membership is when the pusher resolves them). An event that would need
 // more than maxJobs jobs is an error.
-func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit, chunk int) ([]kafka.Message, error) {
+func (s jobSpec) jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message) ([]kafka.Message, error) {
+	limit, chunk := s.limit, s.chunk
 	if len(plan.Push) == 0 && plan.BigGroup == nil {
 		return nil, nil
 	}
@@ -302,16 +330,23 @@ func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit,
 	for _, rs := range plan.Push {
 		n += len(rs)
 	}
-	if len(plan.Push) > 0 && 6*len(m.Value)+512+20*n <= limit {
-		// The common case: a job is at most its event's msg and header
-		// (escaped again: at most 6 bytes a byte), src, and receivers of at
-		// most 20 bytes each.
+	// A job is at most its event's msg and header re-encoded, src, and
+	// receivers of at most 20 bytes each. Re-encoded in JSON, a JSON input
+	// grows at most 6 times (escapes) and a binary one at most 12 (a field
+	// of 2 bytes, tag and value, is at most `,"customer_appid":-63`);
+	// re-encoded in binary, neither grows.
+	grow := 6
+	if stage.Format(m) != "" && !s.binary {
+		grow = 12
+	}
+	if len(plan.Push) > 0 && grow*len(m.Value)+512+20*n <= limit {
+		// The common case: every list is one job.
 		for _, rs := range plan.Push {
-			jobs = append(jobs, pushJob(ev, rs, nil, m, inc, len(jobs)))
+			jobs = append(jobs, s.pushJob(ev, rs, nil, m, len(jobs)))
 		}
 	} else if len(plan.Push) > 0 {
 		// The job without receivers, and room for its index to grow.
-		base := len(pushJob(ev, []int64{}, nil, m, inc, 0).Value) + 16
+		base := len(s.pushJob(ev, []int64{}, nil, m, 0).Value) + 16
 		for _, rs := range plan.Push {
 			for len(rs) > 0 {
 				n, size := 0, base
@@ -323,7 +358,7 @@ func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit,
 					size += w
 					n++
 				}
-				jobs = append(jobs, pushJob(ev, rs[:n:n], nil, m, inc, len(jobs)))
+				jobs = append(jobs, s.pushJob(ev, rs[:n:n], nil, m, len(jobs)))
 				rs = rs[n:]
 			}
 		}
@@ -344,7 +379,7 @@ func jobsOf(ev *schemas.Publish, plan Plan, m *kafka.Message, inc string, limit,
 			if i+chunk < len(g.Members) {
 				to = g.Members[i+chunk]
 			}
-			jobs = append(jobs, pushJob(ev, nil, []int64{from, to}, m, inc, len(jobs)))
+			jobs = append(jobs, s.pushJob(ev, nil, []int64{from, to}, m, len(jobs)))
 		}
 	}
 	if len(jobs) > maxJobs {
@@ -373,7 +408,8 @@ type jobRecords struct {
 	topic    string
 	together bool
 	limit    int
-	headers  []kafka.Header // on every record: the limit they were written under
+	headers  []kafka.Header // on every record: the limit they were written under, the format
+	binary   bool           // the jobs are in the binary format
 	jobs     []kafka.Message
 	first    []*schemas.Header // each job's event header: a push_jobs record takes its first job's
 	input    []int             // each job's input index
@@ -397,10 +433,14 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 		return out, from
 	}
 	limit := r.limit - 256 // room for the record's header
+	sep := 1                // a JSON job's comma
+	if r.binary {
+		sep = 4 // a binary job's tag and length (jobs are under 2 MiB)
+	}
 	for i := 0; i < len(r.jobs); {
-		j, size := i+1, len(r.jobs[i].Value)
-		for j < len(r.jobs) && string(r.jobs[j].Key) == string(r.jobs[i].Key) && size+1+len(r.jobs[j].Value) <= limit {
-			size += 1 + len(r.jobs[j].Value)
+		j, size := i+1, sep+len(r.jobs[i].Value)
+		for j < len(r.jobs) && string(r.jobs[j].Key) == string(r.jobs[i].Key) && size+sep+len(r.jobs[j].Value) <= limit {
+			size += sep + len(r.jobs[j].Value)
 			j++
 		}
 		if j == i+1 {
@@ -410,8 +450,13 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 			for _, m := range r.jobs[i:j] {
 				vals = append(vals, m.Value)
 			}
-			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers,
-				Value: schemas.AppendPushJobs(make([]byte, 0, size+256), *r.first[i], vals)})
+			buf := make([]byte, 0, size+256)
+			if r.binary {
+				buf = schemas.AppendPushJobsBinary(buf, *r.first[i], vals)
+			} else {
+				buf = schemas.AppendPushJobs(buf, *r.first[i], vals)
+			}
+			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers, Value: buf})
 		}
 		from = append(from, r.input[i:j:j]) // an input with several jobs is named more than once
 		i = j

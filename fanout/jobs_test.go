@@ -16,16 +16,38 @@ import (
 // a new record, and with batching off every job is its own record; the
 // records decode to the jobs, in order.
 func TestJobRecords(t *testing.T) {
+	for _, binary := range []bool{false, true} {
+		t.Run(formatName(binary), func(t *testing.T) { testJobRecords(t, binary) })
+	}
+}
+
+func formatName(binary bool) string {
+	if binary {
+		return "binary"
+	}
+	return "json"
+}
+
+// decodeJob decodes an imr.push record the fanout wrote.
+func decodeJob(m kafka.Message, limit int, binary bool) (schemas.Event, error) {
+	format := ""
+	if binary {
+		format = schemas.FormatBinary
+	}
+	return schemas.DecodeKindFormat(m.Value, limit, schemas.KindPushJob, format)
+}
+
+func testJobRecords(t *testing.T, binary bool) {
 	h := &schemas.Header{V: 1, Type: schemas.TypePush, Server: "im-1", AppID: 7, TS: 1}
 	job := func(key string, i int) kafka.Message {
 		ev := &schemas.Publish{Header: *h, Receivers: []int64{int64(100 + i)}, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: int64(100 + i), Content: strings.Repeat("x", 100)}}
 		m := &kafka.Message{Topic: "imr.publish.bulk", Partition: 1, Offset: int64(i)}
-		j := pushJob(ev, ev.Receivers, nil, m, "", 0)
+		j := jobSpec{binary: binary}.pushJob(ev, ev.Receivers, nil, m, 0)
 		j.Key = []byte(key)
 		return j
 	}
 	build := func(together bool, limit int, keys ...string) []kafka.Message {
-		r := jobRecords{topic: "imr.push", together: together, limit: limit}
+		r := jobRecords{topic: "imr.push", together: together, limit: limit, binary: binary}
 		for i, k := range keys {
 			r.add(h, job(k, i), i)
 		}
@@ -47,7 +69,10 @@ func TestJobRecords(t *testing.T) {
 	shape := func(recs []kafka.Message) string {
 		var out []string
 		for _, m := range recs {
-			ev, err := schemas.DecodeKind(m.Value, 0, schemas.KindPushJob)
+			if len(m.Value) > 64<<10 {
+				t.Fatalf("a record of %d bytes", len(m.Value))
+			}
+			ev, err := decodeJob(m, 0, binary)
 			if err != nil || m.Topic != "imr.push" {
 				t.Fatalf("record %s on %s: %v", m.Value, m.Topic, err)
 			}
@@ -65,6 +90,10 @@ func TestJobRecords(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
+	// Under small two jobs fit a record and three do not; under tiny not
+	// one (256 bytes are the record header's).
+	jl := len(job("a", 0).Value) + 4
+	small, tiny := 256+2*jl+jl/2, 256+jl/2
 	for _, tc := range []struct {
 		together bool
 		limit    int
@@ -74,8 +103,8 @@ func TestJobRecords(t *testing.T) {
 		{true, 64 << 10, []string{"a", "a", "a"}, "a:jjj"},
 		{true, 64 << 10, []string{"a"}, "a:1"},
 		{true, 64 << 10, []string{"a", "a", "b", "a"}, "a:jj b:1 a:1"},
-		{true, 1000, []string{"a", "a", "a", "a", "a"}, "a:jj a:jj a:1"}, // ~330 bytes a job, 744 a record
-		{true, 300, []string{"a", "a"}, "a:1 a:1"},                       // a job larger than the limit goes alone
+		{true, small, []string{"a", "a", "a", "a", "a"}, "a:jj a:jj a:1"},
+		{true, tiny, []string{"a", "a"}, "a:1 a:1"}, // a job larger than the limit goes alone
 		{false, 64 << 10, []string{"a", "a", "a"}, "a:1 a:1 a:1"},
 	} {
 		if got := shape(build(tc.together, tc.limit, tc.keys...)); got != tc.want {
@@ -90,6 +119,12 @@ func TestJobRecords(t *testing.T) {
 // uid once (open at both ends, each holding chunk members of the list
 // now); every job is numbered 0, 1, … and stays under the limit.
 func TestJobsOf(t *testing.T) {
+	for _, binary := range []bool{false, true} {
+		t.Run(formatName(binary), func(t *testing.T) { testJobsOf(t, binary) })
+	}
+}
+
+func testJobsOf(t *testing.T, binary bool) {
 	ev := &schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "im-1", AppID: 7, TS: 1},
 		Receiver: 9, Msg: schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 1, Receiver: 9, Content: strings.Repeat("x", 1000)}}
 	m := &kafka.Message{Topic: "imr.publish", Partition: 3, Offset: 77}
@@ -103,7 +138,7 @@ func TestJobsOf(t *testing.T) {
 			if len(j.Value) > limit {
 				t.Fatalf("job %d is %d bytes, over the limit of %d", i, len(j.Value), limit)
 			}
-			ev, err := schemas.DecodeKind(j.Value, limit, schemas.KindPushJob)
+			ev, err := decodeJob(j, limit, binary)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +151,7 @@ func TestJobsOf(t *testing.T) {
 		return out
 	}
 	for _, limit := range []int{16 << 10, 64 << 10, 256 << 10} {
-		jobs, err := jobsOf(ev, Plan{Push: [][]int64{members}}, m, "r1", limit, 2000)
+		jobs, err := jobSpec{inc: "r1", limit: limit, chunk: 2000, binary: binary}.jobsOf(ev, Plan{Push: [][]int64{members}}, m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +164,7 @@ func TestJobsOf(t *testing.T) {
 		}
 	}
 
-	jobs, err := jobsOf(ev, Plan{BigGroup: &store.Group{AppID: 7, ID: 9, Members: members}}, m, "r1", 256<<10, 2000)
+	jobs, err := jobSpec{inc: "r1", limit: 256 << 10, chunk: 2000, binary: binary}.jobsOf(ev, Plan{BigGroup: &store.Group{AppID: 7, ID: 9, Members: members}}, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +193,7 @@ func TestJobsOf(t *testing.T) {
 		}
 	}
 	// More jobs than a position can number is an error, not a wrap.
-	if _, err := jobsOf(ev, Plan{BigGroup: &store.Group{Members: members}}, m, "", 256<<10, 1); err == nil {
+	if _, err := (jobSpec{limit: 256 << 10, chunk: 1, binary: binary}).jobsOf(ev, Plan{BigGroup: &store.Group{Members: members}}, m); err == nil {
 		t.Fatal("100 000 jobs of one member each: no error")
 	}
 }
@@ -176,7 +211,7 @@ func TestJobsOfEscapedContent(t *testing.T) {
 		ev := &schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "im-1", AppID: 7},
 			Receiver: 2, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: 2, Content: tc.content}}
 		m.Value = ev.AppendJSON(nil)
-		jobs, err := jobsOf(ev, Plan{Push: [][]int64{{2}}}, m, "", 256<<10, 2000)
+		jobs, err := jobSpec{limit: 256 << 10, chunk: 2000}.jobsOf(ev, Plan{Push: [][]int64{{2}}}, m)
 		if (err == nil) != tc.ok {
 			t.Fatalf("%d bytes of '<': err %v", len(tc.content), err)
 		}

@@ -83,6 +83,9 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	t := g.env.Kafka.Topics
 	g.claim(c, g.serverID(nc.RemoteAddr()))
 	c.enc = ingest.NewEncoder(c.id, c.epoch, ingest.Topics{Presence: t.Presence, Publish: t.Publish, Bulk: t.Bulk})
+	if c.g.env.Kafka.Binary() {
+		c.enc.Binary()
+	}
 	defer g.release(c)
 	g.m.conns.Inc()
 	defer g.m.conns.Dec()
@@ -173,7 +176,7 @@ func (c *conn) lane(r ingest.Record) chan kafka.Message {
 }
 
 func (c *conn) message(r ingest.Record) kafka.Message {
-	return kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}
+	return r.Message()
 }
 
 // send queues a record; it blocks while the queue is full (backpressure)

@@ -1,10 +1,11 @@
 package ingest
 
 import (
-	"encoding/json"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/schemas"
 )
@@ -14,7 +15,19 @@ type Record struct {
 	Topic string
 	Key   string
 	Value []byte
+	// Headers go on the Kafka record: the format header of a record in
+	// the binary format (schemas.HeaderFormat), none for JSON.
+	Headers []kafka.Header
 }
+
+// Message is the record as kafka-go writes it.
+func (r Record) Message() kafka.Message {
+	return kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value, Headers: r.Headers}
+}
+
+// binaryHeaders names the binary format; shared by every binary record
+// (kafka-go only reads a message's headers).
+var binaryHeaders = []kafka.Header{{Key: schemas.HeaderFormat, Value: []byte(schemas.FormatBinary)}}
 
 // Topics names the topics an IM server produces to.
 type Topics struct {
@@ -30,6 +43,7 @@ type Encoder struct {
 	epoch  int64
 	topics Topics
 	seq    atomic.Uint64
+	binary bool
 }
 
 // NewEncoder returns an encoder for server at epoch. An empty Bulk puts
@@ -41,6 +55,14 @@ func NewEncoder(server string, epoch int64, t Topics) *Encoder {
 	return &Encoder{server: server, epoch: epoch, topics: t}
 }
 
+// Binary makes e write its events in the binary format (docs/protocol.md
+// §2), which only readers of this release or later take: the gateway's
+// choice (kafka.internal_format). Call it before e is used. It returns e.
+func (e *Encoder) Binary() *Encoder {
+	e.binary = true
+	return e
+}
+
 func (e *Encoder) header(t schemas.Type, appid int64) schemas.Header {
 	return schemas.Header{
 		V: schemas.Version, Type: t, Server: e.server, AppID: appid, TS: time.Now().UnixMilli(),
@@ -48,17 +70,23 @@ func (e *Encoder) header(t schemas.Type, appid int64) schemas.Header {
 	}
 }
 
-func record(topic, key string, ev any) Record {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		panic("ingest: event types always encode: " + err.Error())
+// encoded is an event that appends itself in either format.
+type encoded interface {
+	AppendJSON([]byte) []byte
+	AppendBinary([]byte) []byte
+}
+
+// record encodes ev in e's format.
+func (e *Encoder) record(topic, key string, ev encoded) Record {
+	if e.binary {
+		return Record{Topic: topic, Key: key, Value: ev.AppendBinary(make([]byte, 0, 128)), Headers: binaryHeaders}
 	}
-	return Record{Topic: topic, Key: key, Value: b}
+	return Record{Topic: topic, Key: key, Value: ev.AppendJSON(make([]byte, 0, 256))}
 }
 
 func (e *Encoder) presence(key string, ev *schemas.Presence) Record {
 	ev.Epoch = e.epoch
-	return record(e.topics.Presence, key, ev)
+	return e.record(e.topics.Presence, key, ev)
 }
 
 // Subscribe: uid has at least one connection on this server.
@@ -100,7 +128,7 @@ type Meta struct {
 func (e *Encoder) publish(t schemas.Type, appid, receiver int64, key string, msg schemas.Message, meta Meta) Record {
 	ev := schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
 		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg}
-	return Record{Topic: e.topics.Publish, Key: key, Value: ev.AppendJSON(make([]byte, 0, 256))}
+	return e.record(e.topics.Publish, key, &ev)
 }
 
 // Publish routes a peer message to receiver.
@@ -122,5 +150,5 @@ func (e *Encoder) PublishRoom(appid, room int64, msg schemas.Message, meta Meta)
 // on the bulk lane; keyed by the first receiver. receivers must not be empty.
 func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {
 	ev := schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg}
-	return Record{Topic: e.topics.Bulk, Key: UserKey(appid, receivers[0]), Value: ev.AppendJSON(make([]byte, 0, 256))}
+	return e.record(e.topics.Bulk, UserKey(appid, receivers[0]), &ev)
 }

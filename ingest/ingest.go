@@ -217,7 +217,7 @@ func (p *Producer) write(ctx context.Context, l *lane, r Record) error {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
 	w := l.writer()
-	err := w.WriteMessages(wctx, kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value})
+	err := w.WriteMessages(wctx, r.Message())
 	if err == nil {
 		return nil
 	}

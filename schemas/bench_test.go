@@ -56,3 +56,33 @@ func BenchmarkEncodePushJob(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFormats: decoding and encoding a push job in each format.
+func BenchmarkFormats(b *testing.B) {
+	for _, f := range []struct {
+		name   string
+		rec    []byte
+		decode func([]byte, int) (schemas.Event, error)
+		encode func([]byte) []byte
+	}{
+		{"json", pushJob.AppendJSON(nil), schemas.Decode, pushJob.AppendJSON},
+		{"binary", pushJob.AppendBinary(nil), schemas.DecodeBinary, pushJob.AppendBinary},
+	} {
+		b.Run("decode/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(f.rec)))
+			for b.Loop() {
+				if _, err := f.decode(f.rec, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encode/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			buf := make([]byte, 0, 512)
+			for b.Loop() {
+				buf = f.encode(buf[:0])
+			}
+		})
+	}
+}

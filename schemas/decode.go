@@ -30,6 +30,8 @@ type wire struct {
 	Mute        bool              `json:"mute"`
 	Jobs        []json.RawMessage `json:"jobs"`
 	MemberRange []int64           `json:"member_range"`
+
+	binary bool // read in the binary format: so are its jobs
 }
 
 // Decode parses and validates one v1 record of at most maxBytes bytes
@@ -57,6 +59,11 @@ func Decode(data []byte, maxBytes int) (Event, error) {
 		w = *slow
 		msg = w.Msg
 	}
+	return w.event(msg, maxBytes)
+}
+
+// event validates the decoded fields and builds the event.
+func (w *wire) event(msg *Message, maxBytes int) (Event, error) {
 	if err := w.validateHeader(); err != nil {
 		return nil, err
 	}
@@ -83,8 +90,12 @@ func (w *wire) pushJobs(maxBytes int) (Event, error) {
 		return nil, fieldErr(t+".jobs", ReasonInvalid, "must not be empty")
 	}
 	out := &PushJobs{Header: w.Header, Jobs: make([]*PushJob, len(w.Jobs))}
+	decode := Decode
+	if w.binary {
+		decode = DecodeBinary
+	}
 	for i, raw := range w.Jobs {
-		ev, err := Decode(raw, maxBytes)
+		ev, err := decode(raw, maxBytes)
 		if err == nil && ev.Head().Type != TypePushJob {
 			err = fieldErr(string(ev.Head().Type)+".type", ReasonWrongKind, "a push_jobs record holds push_job records")
 		}
@@ -103,7 +114,22 @@ func (w *wire) pushJobs(maxBytes int) (Event, error) {
 // DecodeKind is Decode for a topic that carries one family of events: a
 // record of another family is rejected with ReasonWrongKind.
 func DecodeKind(data []byte, maxBytes int, want Kind) (Event, error) {
-	ev, err := Decode(data, maxBytes)
+	return DecodeKindFormat(data, maxBytes, want, "")
+}
+
+// DecodeKindFormat is DecodeKind for a record whose HeaderFormat header
+// has the value format: "" (no header) is JSON, FormatBinary the binary
+// format; any other value is rejected with ReasonInvalid.
+func DecodeKindFormat(data []byte, maxBytes int, want Kind, format string) (Event, error) {
+	decode := Decode
+	switch format {
+	case "":
+	case FormatBinary:
+		decode = DecodeBinary
+	default:
+		return nil, fieldErr("record", ReasonInvalid, fmt.Sprintf("unknown record format %q (header %q)", truncate(format), HeaderFormat))
+	}
+	ev, err := decode(data, maxBytes)
 	if err != nil {
 		return nil, err
 	}

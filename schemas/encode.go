@@ -55,6 +55,19 @@ func (p *Publish) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// AppendJSON appends the event's JSON to b: the same bytes as
+// json.Marshal.
+func (p *Presence) AppendJSON(b []byte) []byte {
+	b = p.Header.appendJSON(b)
+	b = appendField(b, "epoch", p.Epoch, false)
+	b = appendField(b, "uid", p.UID, true)
+	if p.Online != nil {
+		b = strconv.AppendBool(append(b, `,"online":`...), *p.Online)
+	}
+	b = appendField(b, "room_id", p.RoomID, true)
+	return append(b, '}')
+}
+
 // appendInts appends vs as a JSON array.
 func appendInts(b []byte, vs []int64) []byte {
 	b = append(b, '[')

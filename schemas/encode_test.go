@@ -146,3 +146,17 @@ func TestMemberRangeDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceAppendJSONIsMarshal: the ingest encoder's presence events.
+func TestPresenceAppendJSONIsMarshal(t *testing.T) {
+	on, off := true, false
+	h := schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "im-1", AppID: 7, TS: 5, ID: "im-1:2:3"}
+	for _, p := range []*schemas.Presence{
+		{},
+		{Header: h, Epoch: 2, UID: 9223372036854775807, Online: &on},
+		{Header: h, Epoch: -2, UID: 1, Online: &off},
+		{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribeRoom, Server: "<&>", AppID: 1}, Epoch: 1, RoomID: 5},
+	} {
+		checkAppendJSON(t, p)
+	}
+}

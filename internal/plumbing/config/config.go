@@ -83,10 +83,20 @@ type Kafka struct {
 	// none reaches the brokers' message.max.bytes (1 MiB by default). The
 	// pusher reads imstream's own records up to this size (third-party
 	// records: schemas.max_bytes). Default 262144.
-	MaxRecordBytes int  `mapstructure:"max_record_bytes"`
-	TLS            TLS  `mapstructure:"tls"`
-	SASL           SASL `mapstructure:"sasl"`
+	MaxRecordBytes int `mapstructure:"max_record_bytes"`
+	// InternalFormat is the format of the records imstream writes for its
+	// own stages: the gateway's events and the fanout's push jobs.
+	// "binary" (the default) is the Protocol Buffers encoding of
+	// docs/protocol.md §2, named by the record header "format"; "json"
+	// writes them as third-party producers do. Readers take either,
+	// record by record.
+	InternalFormat string `mapstructure:"internal_format"`
+	TLS            TLS    `mapstructure:"tls"`
+	SASL           SASL   `mapstructure:"sasl"`
 }
+
+// Binary reports whether InternalFormat is the binary format.
+func (k Kafka) Binary() bool { return k.InternalFormat == "binary" }
 
 // Redis configures the Redis holding presence, groups and the push lists.
 type Redis struct {
@@ -230,6 +240,7 @@ func Default() Config {
 			BatchSize:         1000,
 			WriteTimeout:      10 * time.Second,
 			MaxRecordBytes:    256 << 10,
+			InternalFormat:    "binary",
 		},
 		Redis: Redis{
 			Addrs:        []string{"localhost:6379"},
@@ -365,6 +376,9 @@ func (k Kafka) validate(bad badKey) {
 	}
 	if k.WriteTimeout <= 0 {
 		bad("kafka.write_timeout", "must be > 0")
+	}
+	if k.InternalFormat != "binary" && k.InternalFormat != "json" {
+		bad("kafka.internal_format", "must be binary or json, got %q", k.InternalFormat)
 	}
 	k.SASL.validate(bad)
 	if _, err := k.TLS.Config(); err != nil {

@@ -106,6 +106,9 @@ func (d *DeadLetter) letter(r Rejected, truncate bool) kafka.Message {
 			{Key: "src_offset", Value: []byte(strconv.FormatInt(r.Msg.Offset, 10))},
 		},
 	}
+	// The record's own headers follow: its format (a binary record is
+	// unreadable without it) and whatever its producer set.
+	m.Headers = append(m.Headers, r.Msg.Headers...)
 	if truncate {
 		sum := sha256.Sum256(r.Msg.Value)
 		m.Key = m.Key[:min(len(m.Key), TruncateAt)]

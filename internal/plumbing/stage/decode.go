@@ -60,6 +60,17 @@ func (d Decoder) limit(m *kafka.Message) int {
 	return d.MaxBytes
 }
 
+// Format is the value of m's schemas.HeaderFormat header, "" (JSON)
+// when it has none.
+func Format(m *kafka.Message) string {
+	for _, h := range m.Headers {
+		if h.Key == schemas.HeaderFormat {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
 // Reject classifies a decode error of m for the dead-letter topic.
 func Reject(m kafka.Message, err error) Rejected {
 	var se *schemas.Error
@@ -79,7 +90,7 @@ func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schem
 	for i := range records {
 		kafkax.Yield(i)
 		m := &records[i]
-		ev, err := schemas.DecodeKind(m.Value, d.limit(m), kind)
+		ev, err := schemas.DecodeKindFormat(m.Value, d.limit(m), kind, Format(m))
 		if err != nil {
 			rejected = append(rejected, Reject(*m, err))
 			continue
