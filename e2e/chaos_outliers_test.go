@@ -4,12 +4,12 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -128,18 +128,20 @@ func (c *chaos) redrive() int {
 	letters := c.refusedLetters()
 	for i := range letters {
 		m := &letters[i]
-		var ev schemas.Publish
-		if err := json.Unmarshal(m.Value, &ev); err == nil {
-			c.want.mu.Lock()
-			c.want.redriven[ev.Msg.Content] = true
-			c.want.mu.Unlock()
-		}
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)
 		}
+		if ev, err := schemas.DecodeKindFormat(m.Value, 1<<20, schemas.KindPublish, h[schemas.HeaderFormat]); err == nil {
+			c.want.mu.Lock()
+			c.want.redriven[ev.(*schemas.Publish).Msg.Content] = true
+			c.want.mu.Unlock()
+		}
 		c.redriven[h["src_topic"]+"/"+h["src_partition"]+"/"+h["src_offset"]] = true
 		m.Headers, m.Partition, m.Offset = nil, 0, 0
+		if f := h[schemas.HeaderFormat]; f != "" { // the runbook's re-drive: keep the format
+			m.Headers = []kafka.Header{{Key: schemas.HeaderFormat, Value: []byte(f)}}
+		}
 	}
 	testkit.Produce(c.t, c.s.cfg, letters...)
 	return len(letters)

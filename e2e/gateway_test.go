@@ -12,12 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/imstream/imstream/gateway/imr"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/loadgen"
 	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
+
+// producedBy reports whether m is a publish event, in either format, of an
+// IM server whose id starts with prefix.
+func producedBy(m kafka.Message, prefix string) bool {
+	ev, err := schemas.DecodeKindFormat(m.Value, 1<<20, schemas.KindPublish, stage.Format(&m))
+	return err == nil && strings.HasPrefix(ev.Head().Server, prefix)
+}
 
 // gatewayStack starts presence, fanout, pusher and a gateway process on a
 // port the kernel picks, and returns the gateway's address and run: its
@@ -156,7 +166,10 @@ func TestGatewayRouting(t *testing.T) {
 	count := func(topic string) int {
 		n := 0
 		for _, m := range testkit.ReadAll(t, s.cfg, topic) {
-			if bytes.Contains(m.Value, []byte(`"server":"imr-`)) {
+			if producedBy(m, "imr-") {
+				if stage.Format(&m) != schemas.FormatBinary {
+					t.Fatalf("the gateway wrote %s without the binary format's header", m.Value)
+				}
 				n++
 			}
 		}
@@ -278,7 +291,7 @@ func TestGatewayKill(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "everything accepted by the gateway", func() bool {
 		c := 0
 		for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
-			if bytes.Contains(m.Value, []byte(`"server":"imr-127.0.0.2"`)) {
+			if producedBy(m, "imr-127.0.0.2") {
 				c++
 			}
 		}

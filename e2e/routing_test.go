@@ -57,6 +57,13 @@ func (s *stack) start(role string, extra ...string) (string, *testkit.Process) {
 
 func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 	t.Helper()
+	return startStackWith(t, presences, make([][]string, fanouts), extra...)
+}
+
+// startStackWith starts one fanout process per element of fanouts, with
+// its flags.
+func startStackWith(t *testing.T, presences int, fanouts [][]string, extra ...string) *stack {
+	t.Helper()
 	bin := testkit.Binary(t, "..")
 	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	r := testkit.Redis(t, embedded.RedisOptions{})
@@ -69,8 +76,8 @@ func startStack(t *testing.T, presences, fanouts int, extra ...string) *stack {
 		a, _ := s.start("presence")
 		s.admins = append(s.admins, a)
 	}
-	for i := 0; i < fanouts; i++ {
-		a, _ := s.start("fanout")
+	for _, flags := range fanouts {
+		a, _ := s.start("fanout", flags...)
 		s.fanout = append(s.fanout, a)
 	}
 	s.pusher, _ = s.start("pusher")
@@ -136,7 +143,11 @@ type result struct {
 // runScenario drives every docs/protocol.md §4 row through a stack and returns what
 // came out.
 func runScenario(t *testing.T, presences, fanouts int) result {
-	s := startStack(t, presences, fanouts)
+	return runScenarioWith(t, presences, make([][]string, fanouts))
+}
+
+func runScenarioWith(t *testing.T, presences int, fanouts [][]string) result {
+	s := startStackWith(t, presences, fanouts)
 	cfg := s.cfg
 	ctx := context.Background()
 
@@ -237,7 +248,8 @@ func runScenario(t *testing.T, presences, fanouts int) result {
 	}
 	// Every process of a scaled-out role took part.
 	for _, a := range s.fanout {
-		if v := metric(t, []string{a}, `imstream_consumed_records_total{stage="fanout",topic="imr.publish"}`); v == 0 {
+		if v := metric(t, []string{a}, `imstream_consumed_records_total{stage="fanout",topic="imr.publish"}`) +
+			metric(t, []string{a}, `imstream_consumed_records_total{stage="fanout",topic="imr.publish.bulk"}`); v == 0 {
 			t.Errorf("fanout %s consumed nothing", a)
 		}
 	}
@@ -363,4 +375,16 @@ func TestRoutingScaledOut(t *testing.T) {
 	two := runScenario(t, 2, 2)
 	compare(t, two, one)
 	compare(t, two, expected())
+}
+
+// TestRoutingLanesApart: the lanes deployed apart — one fanout process
+// per lane in one consumer group (fanout.lanes) — route as one process
+// consuming both: each lane's partitions go only to the process that
+// consumes it.
+func TestRoutingLanesApart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	got := runScenarioWith(t, 1, [][]string{{"--fanout.lanes", "online"}, {"--fanout.lanes", "bulk"}})
+	compare(t, got, expected())
 }

@@ -63,6 +63,22 @@ type Fanout struct {
 	topics map[string]bool // deliver topics known to exist
 }
 
+// lanes are the topics of the lanes cfg names (fanout.lanes); with one
+// lane configured (kafka.topics.bulk = kafka.topics.publish) that topic.
+func lanes(cfg config.Fanout, t config.Topics) []string {
+	if t.OneLane() {
+		return t.Lanes()
+	}
+	var out []string
+	if cfg.Consumes("online") {
+		out = append(out, t.Publish)
+	}
+	if cfg.Consumes("bulk") {
+		out = append(out, t.Bulk)
+	}
+	return out
+}
+
 // New builds the stage from its section, the process's env and the stores
 // it reads (through their interfaces, never the stages that write them);
 // Run starts it.
@@ -70,7 +86,7 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	k := env.Kafka
 	core, err := stage.Declare(&env, stage.Declaration{Name: Stage,
 		Needs: []stage.Need{{Name: "Presence", OK: ps != nil}, {Name: "Groups", OK: gs != nil}},
-		Input: stage.Input{Group: cfg.Group, Topics: k.Topics.Lanes(), Create: []string{k.Topics.Push}, Kind: schemas.KindPublish, MaxBatch: cfg.BatchSize}})
+		Input: stage.Input{Group: cfg.Group, Topics: lanes(cfg, k.Topics), Create: []string{k.Topics.Push}, Kind: schemas.KindPublish, MaxBatch: cfg.BatchSize}})
 	if err != nil {
 		return nil, err
 	}

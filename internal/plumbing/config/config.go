@@ -91,8 +91,11 @@ type Kafka struct {
 	// writes them as third-party producers do. Readers take either,
 	// record by record.
 	InternalFormat string `mapstructure:"internal_format"`
-	TLS            TLS    `mapstructure:"tls"`
-	SASL           SASL   `mapstructure:"sasl"`
+	// Compression of the record batches imstream produces: none (the
+	// default), lz4, zstd, snappy or gzip. Consumers read any.
+	Compression string `mapstructure:"compression"`
+	TLS         TLS    `mapstructure:"tls"`
+	SASL        SASL   `mapstructure:"sasl"`
 }
 
 // Binary reports whether InternalFormat is the binary format.
@@ -179,6 +182,24 @@ type Fanout struct {
 	// many members each, which the pusher resolves to the members offline
 	// when it writes (docs/topics.md). Default 2000.
 	GroupChunk int `mapstructure:"group_chunk"`
+	// Lanes are the lanes this process consumes: "online"
+	// (kafka.topics.publish), "bulk" (kafka.topics.bulk), or both (the
+	// default). Processes of one consumer group may consume different
+	// lanes: each lane's partitions are shared among the processes that
+	// consume it, so the lanes can be deployed apart and the online one
+	// given its own CPU (docs/lanes.md). Every lane needs a process.
+	Lanes []string `mapstructure:"lanes"`
+}
+
+// Consumes reports whether the lane ("online" or "bulk") is one of
+// Lanes.
+func (f Fanout) Consumes(lane string) bool {
+	for _, l := range f.Lanes {
+		if l == lane {
+			return true
+		}
+	}
+	return false
 }
 
 // Pusher configures the offline-push sink.
@@ -241,6 +262,7 @@ func Default() Config {
 			WriteTimeout:      10 * time.Second,
 			MaxRecordBytes:    256 << 10,
 			InternalFormat:    "binary",
+			Compression:       "none",
 		},
 		Redis: Redis{
 			Addrs:        []string{"localhost:6379"},
@@ -266,7 +288,7 @@ func Default() Config {
 			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
 		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
-		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000},
+		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000, Lanes: []string{"online", "bulk"}},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,
@@ -377,6 +399,11 @@ func (k Kafka) validate(bad badKey) {
 	if k.WriteTimeout <= 0 {
 		bad("kafka.write_timeout", "must be > 0")
 	}
+	switch k.Compression {
+	case "none", "lz4", "zstd", "snappy", "gzip":
+	default:
+		bad("kafka.compression", "must be none, lz4, zstd, snappy or gzip, got %q", k.Compression)
+	}
 	if k.InternalFormat != "binary" && k.InternalFormat != "json" {
 		bad("kafka.internal_format", "must be binary or json, got %q", k.InternalFormat)
 	}
@@ -482,6 +509,14 @@ func (f Fanout) validate(bad badKey) {
 	consuming(bad, "fanout", f.Group, f.BatchSize, 0)
 	if f.GroupChunk < 1 || f.GroupChunk > 100000 {
 		bad("fanout.group_chunk", "must be between 1 and 100000, got %d", f.GroupChunk)
+	}
+	if len(f.Lanes) == 0 {
+		bad("fanout.lanes", "must name online, bulk or both")
+	}
+	for _, l := range f.Lanes {
+		if l != "online" && l != "bulk" {
+			bad("fanout.lanes", "unknown lane %q (online, bulk)", l)
+		}
 	}
 }
 

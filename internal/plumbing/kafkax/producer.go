@@ -41,7 +41,23 @@ func (c *Conn) NewWriter(cfg config.Kafka, topic string) *kafka.Writer {
 		WriteTimeout: cfg.WriteTimeout,
 		MaxAttempts:  5,
 		Transport:    c.writerTransport(),
+		Compression:  codec(cfg.Compression),
 	}
+}
+
+// codec is kafka.compression's codec (none: no compression).
+func codec(name string) kafka.Compression {
+	switch name {
+	case "lz4":
+		return kafka.Lz4
+	case "zstd":
+		return kafka.Zstd
+	case "snappy":
+		return kafka.Snappy
+	case "gzip":
+		return kafka.Gzip
+	}
+	return 0
 }
 
 // NoLinger makes w write what it is given at once instead of waiting

@@ -68,7 +68,7 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 		"--kafka.topics.push", t.Push, "--kafka.topics.dlq", t.DLQ, "--kafka.topics.deliver_prefix", t.DeliverPrefix,
 		"--presence.group", cfg.Presence.Group, "--groups.group", cfg.Groups.Group,
 		"--fanout.group", cfg.Fanout.Group, "--pusher.group", cfg.Pusher.Group,
-		"--fanout.batch_push_jobs=" + strconv.FormatBool(cfg.Fanout.BatchPushJobs), "--kafka.internal_format", cfg.Kafka.InternalFormat,
+		"--fanout.batch_push_jobs=" + strconv.FormatBool(cfg.Fanout.BatchPushJobs), "--kafka.internal_format", cfg.Kafka.InternalFormat, "--kafka.compression", cfg.Kafka.Compression,
 		"--presence.lease", "10m", // no heartbeats in this scenario
 		"--log.level", "warn", "--admin.listen", "127.0.0.1:" + strconv.Itoa(port)}
 	if b.o.Profiles != "" {
