@@ -449,7 +449,7 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 		return out, from
 	}
 	limit := r.limit - 256 // room for the record's header
-	sep := 1                // a JSON job's comma
+	sep := 1               // a JSON job's comma
 	if r.binary {
 		sep = 4 // a binary job's tag and length (jobs are under 2 MiB)
 	}
