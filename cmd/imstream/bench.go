@@ -29,6 +29,7 @@ func benchFlags(fs *pflag.FlagSet) runFunc {
 	only := fs.String("scenarios", "", "comma-separated scenarios to run after the baselines ("+strings.Join(bench.Scenarios, ",")+"); empty runs all")
 	fs.StringVar(&o.Profiles, "profiles", "", "write one CPU profile per measured window into this directory (go tool pprof)")
 	fs.StringVar(&o.IMR, "imr-bin", os.Getenv("IMR_BIN"), "an imr binary (im_service's router, `go build ./imr`): the gateway and burst scenarios also run the same load through it, for side-by-side rows (default $IMR_BIN)")
+	fs.BoolVar(&o.LanesApart, "lanes-apart", false, "run the drop-in scenarios' roles as docs/lanes.md deploys the lanes apart: presence and the online fanout, then the bulk fanout and the pusher at nice 10, each a process")
 	return func(ctx context.Context, cfg config.Config) error {
 		if *only != "" {
 			o.Only = strings.Split(*only, ",")

@@ -48,7 +48,12 @@ type Options struct {
 	// the gateway and burst scenarios then put the same load through imr
 	// first, into the same Redis, for rows to compare in one run.
 	IMR string
-	Out io.Writer
+	// LanesApart runs the roles of the drop-in scenarios as docs/lanes.md
+	// deploys them apart: presence and the online lane's fanout in
+	// processes of their own, the bulk lane's fanout and the pusher in
+	// two more at nice 10.
+	LanesApart bool
+	Out        io.Writer
 }
 
 // Result is one row of the table.
@@ -81,6 +86,7 @@ type Bench struct {
 	redisPID int
 	seq      int
 	profiles int // CPU profiles written
+	children int // child processes started
 	results  []Result
 	base     map[string]float64
 }

@@ -82,7 +82,8 @@ func (b *Bench) startChild(cfg config.Config, role string, extra ...string) (*ch
 // address, "" when it has none). Its output goes to a log file whose tail is
 // shown when it exits early.
 func (b *Bench) spawn(name, exe string, args []string, admin string) (*child, error) {
-	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d.log", name, os.Getpid()))
+	b.children++
+	log := filepath.Join(os.TempDir(), fmt.Sprintf("imstream-bench-%s-%d-%d.log", name, os.Getpid(), b.children))
 	f, err := os.Create(log)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/imstream/imstream/gateway/imr"
@@ -144,6 +145,9 @@ func (t target) hops() string {
 		return ""
 	}
 	gateway, all := t.procs["gateway"], t.procs["roles"]
+	if all == nil {
+		all = t.procs["fanout-online"]
+	}
 	var out []string
 	for _, h := range []struct {
 		c          *child
@@ -168,6 +172,7 @@ type target struct {
 	imr    bool
 	prefix string            // "imr: " for imr's rows
 	procs  map[string]*child // gateway and roles, or imr
+	order  []string          // the names of procs, in report order
 }
 
 // startTarget empties Redis and starts the target on a free port.
@@ -186,28 +191,62 @@ func (b *Bench) startTarget(ctx context.Context, cfg config.Config, onIMR bool) 
 		if err != nil {
 			return target{}, err
 		}
-		t.procs["imr"] = c
+		t.add("imr", c)
 		return t, nil
 	}
-	all, err := b.startChild(cfg, "all")
-	if err != nil {
-		return target{}, err
+	// The roles: one process, or with Options.LanesApart the online work
+	// (presence, the online lane's fanout) and the bulk work (the bulk
+	// lane's fanout, the pusher) in processes of their own, the bulk ones
+	// at nice 10, as docs/lanes.md deploys them on one host.
+	roles := []struct {
+		name string
+		args []string
+		nice bool
+	}{{"roles", []string{"all"}, false}}
+	if b.o.LanesApart {
+		t.prefix = "lanes apart: "
+		roles = []struct {
+			name string
+			args []string
+			nice bool
+		}{
+			{"presence", []string{"presence"}, false},
+			{"fanout-online", []string{"fanout", "--fanout.lanes", "online"}, false},
+			{"fanout-bulk", []string{"fanout", "--fanout.lanes", "bulk"}, true},
+			{"pusher", []string{"pusher"}, true},
+		}
 	}
-	t.procs["roles"] = all
+	for _, r := range roles {
+		c, err := b.startChild(cfg, r.args[0], r.args[1:]...)
+		if err != nil {
+			t.stop()
+			return target{}, err
+		}
+		if r.nice {
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, c.pid(), 10); err != nil {
+				fmt.Fprintf(b.o.Out, "   nice 10 for %s: %v\n", r.name, err)
+			}
+		}
+		t.add(r.name, c)
+	}
 	gateway, err := b.startChild(cfg, "gateway", "--gateway.listen", t.addr)
 	if err != nil {
-		all.stop()
+		t.stop()
 		return target{}, err
 	}
+	t.order = append([]string{"gateway"}, t.order...)
 	t.procs["gateway"] = gateway
 	return t, nil
 }
 
+func (t *target) add(name string, c *child) {
+	t.procs[name] = c
+	t.order = append(t.order, name)
+}
+
 func (t target) stop() {
-	for _, name := range []string{"gateway", "roles", "imr"} {
-		if c := t.procs[name]; c != nil {
-			c.stop()
-		}
+	for _, name := range t.order {
+		t.procs[name].stop()
 	}
 }
 
@@ -221,12 +260,7 @@ func (t target) cpu() map[string]float64 {
 }
 
 // names lists the target's processes in report order.
-func (t target) names() []string {
-	if t.imr {
-		return []string{"imr"}
-	}
-	return []string{"gateway", "roles"}
-}
+func (t target) names() []string { return t.order }
 
 // cpuNote reports each process's CPU seconds per M events since cpu0.
 func (t target) cpuNote(cpu0 map[string]float64, events int) string {
@@ -475,7 +509,7 @@ func (b *Bench) gatewayPathOn(ctx context.Context, onIMR bool) error {
 	cpu0 := t.cpu()
 	profiled := func() {}
 	if !onIMR {
-		profiled = b.profileChildren(ctx, "gateway-path", 2*time.Second, 5*time.Second, map[string]*child{"gateway": t.procs["gateway"], "roles": t.procs["roles"]})
+		profiled = b.profileChildren(ctx, "gateway-path", 2*time.Second, 5*time.Second, t.procs)
 	}
 	br := b.burst(ctx, cfg, t.addr, b.o.Events, onIMR)
 	profiled()
