@@ -390,14 +390,20 @@ func quantiles(reg *obs.Registry, sink string) (p50, p99, p999 float64) {
 
 // quantilesOf is quantiles over gathered or scraped metric families.
 func quantilesOf(mfs []*dto.MetricFamily, sink string) (p50, p99, p999 float64) {
+	return histQuantiles(mfs, "imstream_e2e_latency_seconds", "sink", sink)
+}
+
+// histQuantiles is quantiles of histogram name's series whose label has
+// value.
+func histQuantiles(mfs []*dto.MetricFamily, name, label, value string) (p50, p99, p999 float64) {
 	for _, mf := range mfs {
-		if mf.GetName() != "imstream_e2e_latency_seconds" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			ok := false
 			for _, l := range m.GetLabel() {
-				ok = ok || (l.GetName() == "sink" && l.GetValue() == sink)
+				ok = ok || (l.GetName() == label && l.GetValue() == value)
 			}
 			if !ok {
 				continue
