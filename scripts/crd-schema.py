@@ -6,6 +6,8 @@ the KEDA ScaledObject schema:
   go mod download -json github.com/kedacore/keda/v2@v2.21.0   # prints its Dir
   scripts/crd-schema.py <Dir>/config/crd/bases/keda.sh_scaledobjects.yaml v1alpha1 \
       deploy/k8s/schemas/scaledobject-keda-v1alpha1.json
+  scripts/crd-schema.py <Dir>/config/crd/bases/keda.sh_triggerauthentications.yaml v1alpha1 \
+      deploy/k8s/schemas/triggerauthentication-keda-v1alpha1.json
 """
 import json, sys
 import yaml

@@ -33,6 +33,8 @@ func configFlags(fs *pflag.FlagSet) *string {
 			fs.StringSlice(kv.Key, v, help)
 		case []int64:
 			fs.Int64Slice(kv.Key, v, help)
+		case map[string]int:
+			fs.StringToInt(kv.Key, v, help+" (topic=n,topic=n)")
 		default:
 			panic(fmt.Sprintf("configuration key %s: no flag type for %T", kv.Key, v))
 		}

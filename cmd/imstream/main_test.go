@@ -27,7 +27,8 @@ func TestTypedFlags(t *testing.T) {
 	if f := fs.Lookup("pusher.rom_apps"); f == nil || f.Value.Type() != "int64Slice" {
 		t.Fatalf("pusher.rom_apps flag: %+v", f)
 	}
-	err := fs.Parse([]string{"--kafka.brokers", "a:1,b:2", "--pusher.rom_apps", "5,6", "--kafka.linger", "7ms", "--pusher.system_push=false"})
+	err := fs.Parse([]string{"--kafka.brokers", "a:1,b:2", "--pusher.rom_apps", "5,6", "--kafka.linger", "7ms", "--pusher.system_push=false",
+		"--kafka.topic_partitions", "imr.publish=24,imr.push=6"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +39,9 @@ func TestTypedFlags(t *testing.T) {
 	}
 	if got := fmt.Sprint(cfg.Kafka.Brokers, cfg.Pusher.ROMApps, cfg.Kafka.Linger, cfg.Pusher.SystemPush, cfg.Kafka.Partitions); got != "[a:1 b:2] [5 6] 7ms false 24" {
 		t.Errorf("loaded %s", got)
+	}
+	if got := fmt.Sprint(cfg.Kafka.PartitionsOf("imr.publish"), cfg.Kafka.PartitionsOf("imr.push"), cfg.Kafka.PartitionsOf("imr.presence")); got != "24 6 24" {
+		t.Errorf("kafka.topic_partitions: partitions of imr.publish, imr.push, imr.presence: %s", got)
 	}
 	if err := fs.Parse([]string{"--kafka.linger", "soon"}); err == nil {
 		t.Error("a bad duration was accepted")

@@ -21,9 +21,9 @@ func runTopics(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	topics := map[string]int{
-		k.Topics.Presence: k.Partitions, k.Topics.Publish: k.Partitions, k.Topics.Bulk: k.Partitions, k.Topics.Groups: k.Partitions,
-		k.Topics.Push: k.Partitions, k.Topics.DLQ: k.Partitions,
+	topics := map[string]int{}
+	for _, t := range []string{k.Topics.Presence, k.Topics.Publish, k.Topics.Bulk, k.Topics.Groups, k.Topics.Push, k.Topics.DLQ} {
+		topics[t] = k.PartitionsOf(t)
 	}
 	if err := conn.EnsureTopics(ctx, k.ReplicationFactor, topics); err != nil {
 		return err

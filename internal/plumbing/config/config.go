@@ -68,16 +68,21 @@ func (t Topics) Lanes() []string {
 
 // Kafka configures the brokers, producers and topic creation.
 type Kafka struct {
-	Brokers           []string      `mapstructure:"brokers"`   // default [localhost:9092]
-	ClientID          string        `mapstructure:"client_id"` // default imstream
-	Topics            Topics        `mapstructure:"topics"`
-	AutoCreateTopics  bool          `mapstructure:"auto_create_topics"` // default true: create missing topics at start
-	Partitions        int           `mapstructure:"partitions"`         // default 12: partitions of topics imstream creates
-	DeliverPartitions int           `mapstructure:"deliver_partitions"` // default 4: partitions of imr.deliver.<server>
-	ReplicationFactor int           `mapstructure:"replication_factor"` // default 1
-	Linger            time.Duration `mapstructure:"linger"`             // default 2ms: how long a producer waits to fill a batch
-	BatchSize         int           `mapstructure:"batch_size"`         // default 1000: records per produce batch
-	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 10s
+	Brokers          []string `mapstructure:"brokers"`   // default [localhost:9092]
+	ClientID         string   `mapstructure:"client_id"` // default imstream
+	Topics           Topics   `mapstructure:"topics"`
+	AutoCreateTopics bool     `mapstructure:"auto_create_topics"` // default true: create missing topics at start
+	Partitions       int      `mapstructure:"partitions"`         // default 12: partitions of topics imstream creates
+	// TopicPartitions overrides Partitions for the topics it names
+	// (kafka.topics' values, e.g. {imr.push: 12}), for topics created by
+	// imstream. A consumer group's processes share a topic's partitions,
+	// so a role's useful replicas are capped by them: docs/capacity.md.
+	TopicPartitions   map[string]int `mapstructure:"topic_partitions"`
+	DeliverPartitions int            `mapstructure:"deliver_partitions"` // default 4: partitions of imr.deliver.<server>
+	ReplicationFactor int            `mapstructure:"replication_factor"` // default 1
+	Linger            time.Duration  `mapstructure:"linger"`             // default 2ms: how long a producer waits to fill a batch
+	BatchSize         int            `mapstructure:"batch_size"`         // default 1000: records per produce batch
+	WriteTimeout      time.Duration  `mapstructure:"write_timeout"`      // default 10s
 	// MaxRecordBytes bounds every record imstream writes itself (push
 	// jobs, deliver records, dead letters): larger outputs are split, so
 	// none reaches the brokers' message.max.bytes (1 MiB by default). The
@@ -96,6 +101,15 @@ type Kafka struct {
 	Compression string `mapstructure:"compression"`
 	TLS         TLS    `mapstructure:"tls"`
 	SASL        SASL   `mapstructure:"sasl"`
+}
+
+// PartitionsOf is how many partitions topic gets when imstream creates it:
+// its kafka.topic_partitions entry, else kafka.partitions.
+func (k Kafka) PartitionsOf(topic string) int {
+	if n, ok := k.TopicPartitions[topic]; ok {
+		return n
+	}
+	return k.Partitions
 }
 
 // Binary reports whether InternalFormat is the binary format.
@@ -263,6 +277,7 @@ func Default() Config {
 			MaxRecordBytes:    256 << 10,
 			InternalFormat:    "binary",
 			Compression:       "none",
+			TopicPartitions:   map[string]int{},
 		},
 		Redis: Redis{
 			Addrs:        []string{"localhost:6379"},
@@ -376,6 +391,11 @@ func (k Kafka) validate(bad badKey) {
 	} {
 		if t == "" {
 			bad(key, "must not be empty")
+		}
+	}
+	for t, n := range k.TopicPartitions {
+		if n < 1 {
+			bad("kafka.topic_partitions", "%s: must be >= 1, got %d", t, n)
 		}
 	}
 	if k.Partitions < 1 {

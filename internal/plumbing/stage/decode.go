@@ -137,7 +137,7 @@ func newDeadLetter(m *obs.Metrics, c *kafkax.Conn, k config.Kafka, stage string)
 	}
 	if k.AutoCreateTopics {
 		d.Ensure = func(ctx context.Context) error {
-			return c.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.DLQ: k.Partitions})
+			return c.EnsureTopics(ctx, k.ReplicationFactor, map[string]int{k.Topics.DLQ: k.PartitionsOf(k.Topics.DLQ)})
 		}
 	}
 	return d
@@ -180,7 +180,7 @@ func consumerConfig(c config.Consumer, group string, topics []string, maxBatch i
 	}
 }
 
-// PrepareTopics creates topics (with k.Partitions partitions) and the
+// PrepareTopics creates topics (with k.PartitionsOf partitions) and the
 // dead-letter topic when kafka.auto_create_topics is set. A Kafka that is
 // not up yet is waited for, with capped exponential back-off and a WARN
 // line naming the brokers tried, until ctx ends: roles start in any order.
@@ -190,9 +190,9 @@ func PrepareTopics(ctx context.Context, c *kafkax.Conn, k config.Kafka, topics .
 	if !k.AutoCreateTopics {
 		return nil
 	}
-	want := map[string]int{k.Topics.DLQ: k.Partitions}
+	want := map[string]int{k.Topics.DLQ: k.PartitionsOf(k.Topics.DLQ)}
 	for _, t := range topics {
-		want[t] = k.Partitions
+		want[t] = k.PartitionsOf(t)
 	}
 	return kafkax.Retry(ctx, "create topics", c.Brokers, func() error { return c.EnsureTopics(ctx, k.ReplicationFactor, want) })
 }

@@ -7,6 +7,8 @@ package load
 
 import (
 	"fmt"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -15,6 +17,28 @@ import (
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 )
+
+// stringToIntMap decodes "a=1,b=2" (a flag's or an environment variable's
+// value, with or without pflag's brackets) into a map[string]int.
+func stringToIntMap(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[map[string]int]() {
+		return data, nil
+	}
+	out := map[string]int{}
+	s := strings.Trim(strings.TrimSpace(data.(string)), "[]")
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%q: want key=integer", kv)
+		}
+		out[strings.TrimSpace(k)] = n
+	}
+	return out, nil
+}
 
 // Config returns config.Default() overlaid by the YAML file at path (if path is not
 // empty), IMSTREAM_* environment variables and the flags that were set in fs
@@ -58,6 +82,7 @@ func Config(path string, fs *pflag.FlagSet) (config.Config, error) {
 	cfg := config.Default()
 	hook := mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
+		stringToIntMap,
 		mapstructure.StringToWeakSliceHookFunc(","),
 	)
 	if err := v.Unmarshal(&cfg, viper.DecodeHook(hook), func(dc *mapstructure.DecoderConfig) {
