@@ -147,7 +147,8 @@ func rss(t *testing.T, pid int) int64 {
 // each its own server id (ip_port): the gateway's memory stays within
 // 100 KB per connection and no deliver topic or consumer group is created
 // for them; the connection over gateway.max_connections is closed at once
-// and counted; with gateway.handshake_timeout a silent connection is closed.
+// and counted; with gateway.handshake_timeout a silent connection is closed;
+// with gateway.allow_cidrs one from outside them is closed and counted.
 func TestGatewayLimits(t *testing.T) {
 	const idle = 1000
 	s, gw, run := gatewayStack(t, "--gateway.server_id", "ip_port", "--gateway.max_connections", strconv.Itoa(idle))
@@ -214,6 +215,34 @@ func TestGatewayLimits(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a deadline, not an assertion: EOF means the gateway closed it
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("silent connection: read %v, want EOF (closed by the handshake timeout)", err)
+	}
+
+	// A gateway with gateway.allow_cidrs closes a connection from outside
+	// them before reading anything, and counts it.
+	_, gw3, run3 := gatewayStack(t, "--gateway.allow_cidrs", "10.255.0.0/16")
+	p3 := run3()
+	admin3 := ""
+	for i, a := range p3.Cmd.Args {
+		if a == "--admin.listen" {
+			admin3 = p3.Cmd.Args[i+1]
+		}
+	}
+	const notAllowed = `imstream_gateway_refused_connections_total{reason="not_allowed"}`
+	// run3's one successful readiness probe was refused too: wait for it
+	// to be counted before counting ours.
+	testkit.Eventually(t, 10*time.Second, "the readiness probe refused", func() bool {
+		return metric(t, []string{admin3}, notAllowed) == 1
+	})
+	before3 := 1.0
+	c3, err := net.Dial("tcp", gw3)
+	must(t, err)
+	defer c3.Close()
+	_ = c3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c3.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("connection from outside gateway.allow_cidrs: read %v, want EOF", err)
+	}
+	if n := metric(t, []string{admin3}, notAllowed) - before3; n != 1 {
+		t.Errorf("connections refused as not allowed counted %v more, want 1", n)
 	}
 }
 

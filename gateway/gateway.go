@@ -25,7 +25,7 @@
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
-//	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout)
+//	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed)
 package gateway
 
 import (
@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,9 @@ type Gateway struct {
 	queued    atomic.Int64     // events read from IM servers and not yet produced (or given up)
 	ln        net.Listener
 	ready     chan struct{}
-	giveUp    time.Duration // how long a closed connection keeps producing its last events
+	giveUp    time.Duration  // how long a closed connection keeps producing its last events
+	allow     []netip.Prefix // gateway.allow_cidrs; empty: any source
+	lastWarn  atomic.Int64   // unix ns of the last refusal logged (at most one a second)
 }
 
 type metrics struct {
@@ -89,6 +92,7 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}), giveUp: 30 * time.Second,
+		allow: cfg.AllowedPrefixes(),
 		m: metrics{
 			conns:     obs.Gauge("imstream_gateway_connections", "IM servers connected to this gateway."),
 			frames:    obs.CounterVec("imstream_gateway_frames_total", "Frames read from IM servers, by route command.", "cmd"),
@@ -97,9 +101,9 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 			repeats: obs.Counter("imstream_gateway_repeats_total",
 				"Deliveries dropped because their src was already delivered on this connection."),
 			refused: obs.CounterVec("imstream_gateway_refused_connections_total",
-				"Connections closed before their session started, by reason (max_connections, handshake_timeout).", "reason"),
+				"Connections closed before their session started, by reason (max_connections, handshake_timeout, not_allowed).", "reason"),
 		}}
-	for _, r := range []string{"max_connections", "handshake_timeout"} {
+	for _, r := range []string{"max_connections", "handshake_timeout", "not_allowed"} {
 		g.m.refused.WithLabelValues(r)
 	}
 	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused); err != nil {
@@ -155,6 +159,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("gateway: accept: %w", err)
 		}
+		if !g.allowed(nc.RemoteAddr()) {
+			g.m.refused.WithLabelValues("not_allowed").Inc()
+			if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(time.Second) {
+				g.lastWarn.Store(now) // at most one line a second: a scan must not flood the log
+				g.log.Warn("refusing a connection from outside gateway.allow_cidrs", "remote", nc.RemoteAddr().String(), "allow", g.cfg.AllowCIDRs)
+			}
+			_ = nc.Close()
+			continue
+		}
 		if max := g.cfg.MaxConnections; max > 0 && g.open.Load() >= int64(max) {
 			g.m.refused.WithLabelValues("max_connections").Inc()
 			g.log.Warn("refusing a connection: gateway.max_connections reached", "remote", nc.RemoteAddr().String(), "max", max)
@@ -169,6 +182,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.serve(ctx, nc)
 		}()
 	}
+}
+
+// allowed reports whether a connection from addr may start a session:
+// gateway.allow_cidrs is empty or holds its address.
+func (g *Gateway) allowed(addr net.Addr) bool {
+	if len(g.allow) == 0 {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap() // an IPv4 client of a dual-stack listener
+	for _, p := range g.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // serverID names the IM server behind a connection.

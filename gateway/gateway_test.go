@@ -191,3 +191,38 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("%d events still queued after the session ended", q)
 	}
 }
+
+// TestAllowCIDRs: with gateway.allow_cidrs only sources in the listed
+// networks may connect (IPv4 clients of a dual-stack listener included);
+// without it any source may.
+func TestAllowCIDRs(t *testing.T) {
+	open := newTestGateway(t, nil)
+	g := newTestGateway(t, func(c *config.Config) { c.Gateway.AllowCIDRs = []string{"10.1.0.0/16", "192.168.7.9/32", "fd00::/8"} })
+	for addr, want := range map[string]bool{
+		"10.1.200.3:5000":        true,
+		"10.2.0.1:5000":          false,
+		"192.168.7.9:1":          true,
+		"192.168.7.10:1":         false,
+		"[::ffff:10.1.0.1]:4444": true, // IPv4-mapped
+		"[fd12::1]:4444":         true,
+		"[2001:db8::1]:4444":     false,
+		"127.0.0.1:4444":         false,
+		"[::1]:4444":             false,
+	} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.allowed(a); got != want {
+			t.Errorf("%s allowed = %v, want %v", addr, got, want)
+		}
+		if !open.allowed(a) {
+			t.Errorf("%s refused without allow_cidrs", addr)
+		}
+	}
+	bad := config.Default()
+	bad.Gateway.AllowCIDRs = []string{"10.1.0.0"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "gateway.allow_cidrs") {
+		t.Errorf("a network without a prefix length: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"time"
 
@@ -236,6 +237,22 @@ type Gateway struct {
 	Group             string        `mapstructure:"group"`              // default imstream-gateway: consumer group prefix; each server's deliveries use <group>-<server>
 	MaxConnections    int           `mapstructure:"max_connections"`    // default 1000: connections beyond are closed at once (counted); 0 means no limit
 	HandshakeTimeout  time.Duration `mapstructure:"handshake_timeout"`  // default 0 (off): close a connection that sends no frame for this long after connecting (an IM server without users sends none)
+	// AllowCIDRs, when not empty, are the source networks IM servers may
+	// connect from (e.g. [10.1.0.0/16]); a connection from elsewhere is
+	// closed at once, counted and logged. Default []: any source
+	// (docs/gateway.md, "Who may connect").
+	AllowCIDRs []string `mapstructure:"allow_cidrs"`
+}
+
+// AllowedPrefixes parses AllowCIDRs (validated).
+func (g Gateway) AllowedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range g.AllowCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // Admin configures the HTTP port serving /metrics, /healthz and /readyz.
@@ -314,6 +331,7 @@ func Default() Config {
 		Gateway: Gateway{
 			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
 			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000,
+			AllowCIDRs: []string{},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9100", KafkaDownAfter: 15 * time.Second, RedisDownAfter: 5 * time.Second, StuckAfter: time.Minute},
 		Log:   Log{Format: "text", Level: "info"},
@@ -561,6 +579,11 @@ func (g Gateway) validate(bad badKey) {
 	}
 	if g.HandshakeTimeout < 0 {
 		bad("gateway.handshake_timeout", "must be >= 0 (0: off), got %s", g.HandshakeTimeout)
+	}
+	for _, c := range g.AllowCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			bad("gateway.allow_cidrs", "%q is not a network in CIDR notation (e.g. 10.1.0.0/16, 10.1.2.3/32, fd00::/8)", c)
+		}
 	}
 	if g.HeartbeatInterval <= 0 {
 		bad("gateway.heartbeat_interval", "must be > 0 (and well below the presence role's presence.lease)")
