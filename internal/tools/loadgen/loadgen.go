@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,6 +375,23 @@ func churn(ctx context.Context, srv server, appid, base int64, stop <-chan struc
 	}
 }
 
+// sourceIP is the local address simulated IM server i connects from: a
+// loopback address of its own (127.0.0.10+i) when the gateway is on this
+// host over IPv4, so that the gateway's ip-based server ids tell the
+// servers apart; otherwise the kernel's choice (a remote gateway names
+// them imr-<ip>, imr-<ip>-2, ...).
+func sourceIP(gateway string, i int) string {
+	host, _, err := net.SplitHostPort(gateway)
+	if err != nil {
+		return ""
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 || !ips[0].IsLoopback() || ips[0].To4() == nil {
+		return ""
+	}
+	return "127.0.0." + strconv.Itoa(10+i)
+}
+
 func dial(ctx context.Context, cfg config.Config, o Options, i int) (server, error) {
 	if o.Protocol == "kafka" {
 		p, err := ingest.New(ctx, ingest.Config{Brokers: cfg.Kafka.Brokers, Server: "lg-" + strconv.Itoa(i+1),
@@ -391,7 +409,7 @@ func dial(ctx context.Context, cfg config.Config, o Options, i int) (server, err
 		}
 		return newKafkaServer(p, cfg.Kafka.Brokers, topic), nil
 	}
-	c, err := Dial(ctx, o.Gateway, "127.0.0."+strconv.Itoa(10+i))
+	c, err := Dial(ctx, o.Gateway, sourceIP(o.Gateway, i))
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: connect to %s: %w", o.Gateway, err)
 	}
