@@ -1,6 +1,6 @@
 module github.com/imstream/imstream
 
-go 1.26.0
+go 1.26.7
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0

@@ -192,7 +192,7 @@ func TestMetricsDoc(t *testing.T) {
 // every family the dashboard and the alerts use (at 0), so panels show 0
 // instead of "No data" and rate() sees the first event. The exceptions are
 // read from Kafka or Redis at scrape time and say so when they cannot be
-// (imstream_consumer_lag_errors, -1 live servers).
+// (imstream_consumer_lag_unreadable, -1 live servers).
 func TestFreshProcessExportsEveryFamily(t *testing.T) {
 	cfg := config.Default()
 	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // nothing listens: a process started before Kafka

@@ -40,7 +40,7 @@ func NewLagCollector(conn *kafkax.Conn, groups []GroupTopic) *LagCollector {
 	return &LagCollector{Conn: conn, Groups: groups, Timeout: 3 * time.Second,
 		desc: prometheus.NewDesc("imstream_consumer_lag", "Records a consumer group has not committed yet, per partition (broker high watermark minus committed offset).",
 			[]string{"group", "topic", "partition"}, nil),
-		errs: prometheus.NewDesc("imstream_consumer_lag_errors", "1 when the lag of a group could not be read at this scrape.",
+		errs: prometheus.NewDesc("imstream_consumer_lag_unreadable", "1 when the lag of a group could not be read at this scrape.",
 			[]string{"group", "topic"}, nil),
 	}
 }
@@ -85,7 +85,7 @@ func (l *LagCollector) logChange(g GroupTopic, err error) {
 			l.failing = map[GroupTopic]string{}
 		}
 		l.failing[g] = err.Error()
-		l.Log.Warn("consumer lag unreadable (imstream_consumer_lag_errors 1)", "group", g.Group, "topic", g.Topic, "err", err)
+		l.Log.Warn("consumer lag unreadable (imstream_consumer_lag_unreadable 1)", "group", g.Group, "topic", g.Topic, "err", err)
 	case err == nil && was:
 		delete(l.failing, g)
 		l.Log.Info("consumer lag readable again", "group", g.Group, "topic", g.Topic)

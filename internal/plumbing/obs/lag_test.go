@@ -16,7 +16,7 @@ import (
 )
 
 // TestLagCollectorSaysWhy: a group whose lag cannot be read is exported as
-// imstream_consumer_lag_errors 1 and logged once with the reason, not at
+// imstream_consumer_lag_unreadable 1 and logged once with the reason, not at
 // every scrape; once it can be read again the lag is exported and that is
 // logged once too.
 func TestLagCollectorSaysWhy(t *testing.T) {
@@ -41,7 +41,7 @@ func TestLagCollectorSaysWhy(t *testing.T) {
 		return b.String()
 	}
 	for range 3 {
-		if got := scrape(); !strings.Contains(got, "imstream_consumer_lag_errors value:1") || strings.Contains(got, "imstream_consumer_lag ") {
+		if got := scrape(); !strings.Contains(got, "imstream_consumer_lag_unreadable value:1") || strings.Contains(got, "imstream_consumer_lag ") {
 			t.Fatalf("topic missing: scrape\n%s", got)
 		}
 	}
@@ -52,7 +52,7 @@ func TestLagCollectorSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if got := scrape(); !strings.Contains(got, "imstream_consumer_lag_errors value:0") || strings.Count(got, "imstream_consumer_lag ") != 2 {
+		if got := scrape(); !strings.Contains(got, "imstream_consumer_lag_unreadable value:0") || strings.Count(got, "imstream_consumer_lag ") != 2 {
 			t.Fatalf("topic created: scrape\n%s", got)
 		}
 	}

@@ -16,16 +16,16 @@ import (
 //	imstream_skipped_total{stage,reason}           valid records deliberately not acted on
 //	imstream_batch_retries_total{stage}            failed batch attempts that were retried
 //	imstream_batch_records{stage}                  records per handled batch (histogram)
-//	imstream_batch_handle_seconds{stage}           time to handle one batch (histogram)
+//	imstream_batch_handle_duration_seconds{stage}           time to handle one batch (histogram)
 //	imstream_rebalances_total{stage}               consumer group generations after the first
 //	imstream_dead_letters_truncated_total{stage}   dead letters cut to fit the size limit
 //	imstream_key_mismatch_total{stage,action}      records keyed against their body (action rejected or accepted)
 //	imstream_log_resets_total{stage,topic}         partition logs found started again (re-created topic, emptied broker, other cluster)
 //	imstream_committed_offset{stage,topic,partition} last committed offset
 //	imstream_e2e_latency_seconds{sink}             origin ts to durable write (histogram)
-//	imstream_redis_seconds{stage,op}               Redis round trip of one store/sink call (histogram)
+//	imstream_redis_call_duration_seconds{stage,op}               Redis round trip of one store/sink call (histogram)
 //	imstream_redis_errors_total{stage,op}          failed Redis calls
-//	imstream_kafka_produce_seconds{stage}          time to get one produce call acknowledged (histogram)
+//	imstream_kafka_produce_duration_seconds{stage}          time to get one produce call acknowledged (histogram)
 //	imstream_consumer_assigned_partitions{stage}   partitions this process consumes now
 //	imstream_batch_stalled_seconds{stage}          how long this process's oldest failing batch has been retried (0: none)
 //	imstream_outputs_refused_total{stage,topic}    records the brokers refused for good (too large, invalid); their inputs were dead-lettered
@@ -98,7 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BatchSize: HistogramVec("imstream_batch_records",
 			"Records per handled batch.",
 			[]float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}, "stage"),
-		HandleTime: HistogramVec("imstream_batch_handle_seconds",
+		HandleTime: HistogramVec("imstream_batch_handle_duration_seconds",
 			"Time to handle one batch, including sink writes.",
 			prometheus.ExponentialBuckets(0.0001, 2.5, 14), "stage"),
 		Rebalances: CounterVec("imstream_rebalances_total",
@@ -117,12 +117,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			// quantile near them is not an interpolation across a 2x bucket.
 			[]float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30}, "sink"),
 	}
-	m.Redis = HistogramVec("imstream_redis_seconds",
+	m.Redis = HistogramVec("imstream_redis_call_duration_seconds",
 		"Redis round trip of one store or sink call (one pipeline), by stage and op.",
 		prometheus.ExponentialBuckets(0.0001, 2.5, 14), "stage", "op")
 	m.RedisErrs = CounterVec("imstream_redis_errors_total",
 		"Failed Redis calls, by stage and op (the batch is retried).", "stage", "op")
-	m.Produce = HistogramVec("imstream_kafka_produce_seconds",
+	m.Produce = HistogramVec("imstream_kafka_produce_duration_seconds",
 		"Time until one produce call was acknowledged by the brokers, by stage.",
 		prometheus.ExponentialBuckets(0.0005, 2.5, 14), "stage")
 	m.Assigned = GaugeVec("imstream_consumer_assigned_partitions",

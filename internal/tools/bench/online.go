@@ -162,9 +162,9 @@ func (t target) hops() string {
 		out = append(out, fmt.Sprintf("%s p50 %.1f / p99 %.1f ms", h.name, p50*1e3, p99*1e3))
 		if h.c == t.procs["fanout-online"] { // a process of online work alone: its steps are the online lane's
 			for _, step := range []struct{ name, label, value, what string }{
-				{"imstream_kafka_produce_seconds", "stage", "fanout", "produce"},
-				{"imstream_redis_seconds", "op", "users", "presence look-up"},
-				{"imstream_batch_handle_seconds", "stage", "fanout", "batch"},
+				{"imstream_kafka_produce_duration_seconds", "stage", "fanout", "produce"},
+				{"imstream_redis_call_duration_seconds", "op", "users", "presence look-up"},
+				{"imstream_batch_handle_duration_seconds", "stage", "fanout", "batch"},
 			} {
 				p50, p99, _ := histQuantiles(mfs, step.name, step.label, step.value)
 				out = append(out, fmt.Sprintf("online fanout's %s p50 %.1f / p99 %.1f ms", step.what, p50*1e3, p99*1e3))
