@@ -94,8 +94,21 @@ func TestDashboardQueries(t *testing.T) {
 			continue
 		}
 		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-			if vs, ok := n.(*parser.VectorSelector); ok && !names[vs.Name] {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			if !names[vs.Name] {
 				t.Errorf("query %q uses %s, which no role exports", e, vs.Name)
+			}
+			// Every selector honours the dashboard's $job and $instance
+			// (DashboardQueries replaced them with .*).
+			filtered := map[string]bool{}
+			for _, m := range vs.LabelMatchers {
+				filtered[m.Name] = filtered[m.Name] || (m.Value == ".*" && (m.Name == "job" || m.Name == "instance"))
+			}
+			if !filtered["job"] || !filtered["instance"] {
+				t.Errorf("query %q: %s ignores the $job or $instance filter", e, vs.Name)
 			}
 			return nil
 		})
