@@ -64,6 +64,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("imstream {{.Version}}\n") // as `imstream version` prints it
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	for _, spec := range commands {
 		c := &cobra.Command{Use: spec.name, Short: spec.short, Long: spec.short + ".", Args: cobra.NoArgs}
@@ -98,12 +99,12 @@ func main() {
 	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts 0 arg") {
-		fmt.Fprintf(os.Stderr, "imstream %s: %v\n\n", c.Name(), err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n\n", c.CommandPath(), err)
 		if !strings.HasPrefix(err.Error(), "config") {
 			_ = c.Usage()
 		}
 		os.Exit(2)
 	}
-	fmt.Fprintf(os.Stderr, "imstream %s: %v\n", c.Name(), err)
+	fmt.Fprintf(os.Stderr, "%s: %v\n", c.CommandPath(), err)
 	os.Exit(1)
 }

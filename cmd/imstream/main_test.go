@@ -63,10 +63,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--help"}, 0, "Available Commands"},
 		{[]string{"-h"}, 0, "Available Commands"},
 		{[]string{"fanout", "--help"}, 0, "--kafka.brokers strings"},
-		{[]string{"--version"}, 0, "imstream version"},
-		{[]string{"version"}, 0, "imstream"},
+		{[]string{"--version"}, 0, "imstream "},
+		{[]string{"version"}, 0, "imstream "},
+		{[]string{"--bogus"}, 2, "imstream: unknown flag: --bogus"}, // the command's path once
 		{[]string{"completion", "bash"}, 0, "bash completion"},
-		{[]string{"fanout", "--no-such-flag"}, 2, "unknown flag: --no-such-flag"},
+		{[]string{"fanout", "--no-such-flag"}, 2, "imstream fanout: unknown flag: --no-such-flag"},
 		{[]string{"no-such-command"}, 2, "unknown command"},
 		{[]string{"fanout", "--kafka.partitions", "0"}, 2, "kafka.partitions: must be >= 1"},
 		{[]string{"reset-server"}, 2, "--server is required"},
@@ -89,6 +90,19 @@ func TestExitCodes(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != c.code || !strings.Contains(out.String(), c.want) {
 			t.Errorf("imstream %s: exit %d, want %d; output should contain %q:\n%s", strings.Join(c.args, " "), code, c.code, c.want, out.String())
 		}
+	}
+}
+
+// TestVersion: --version and the version command print the same line.
+func TestVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "imstream")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	a, err1 := exec.Command(bin, "--version").Output()
+	b, err2 := exec.Command(bin, "version").Output()
+	if err1 != nil || err2 != nil || string(a) != string(b) || !strings.HasPrefix(string(a), "imstream ") || strings.Count(string(a), "\n") != 1 {
+		t.Errorf("--version %q (%v), version %q (%v): want one identical line", a, err1, b, err2)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -25,8 +26,44 @@ import (
 	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
-// Version is set at build time (-ldflags "-X .../obs.Version=...").
+// Version is set at build time (-ldflags "-X .../obs.Version=..."); a
+// build without it takes the module's version (go install ...@v1.2.3) or
+// the VCS revision Go stamped in the binary ("dev-<12 hex>[-dirty]").
 var Version = "dev"
+
+func init() {
+	if Version == "dev" {
+		Version = buildVersion()
+	}
+}
+
+// buildVersion reads the version Go stamped in the binary.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	v := "dev-" + rev[:min(12, len(rev))]
+	if dirty {
+		v += "-dirty"
+	}
+	return v
+}
 
 // NewLogger returns a slog logger configured by cfg.
 func NewLogger(cfg config.Log) *slog.Logger {
