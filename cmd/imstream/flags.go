@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imstream/imstream/deploy"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/config/load"
 )
@@ -14,8 +15,12 @@ import (
 // its default, to fs; load.Config applies the ones that were set.
 func configFlags(fs *pflag.FlagSet) *string {
 	path := fs.String("config", "", "YAML configuration file")
+	about := deploy.KeyDescriptions()
 	for _, kv := range config.Defaults() {
-		help := "configuration key " + kv.Key
+		help := about[kv.Key]
+		if help == "" {
+			help = "configuration key " + kv.Key // TestFlagDescriptions keeps this from happening
+		}
 		switch v := kv.Value.(type) {
 		case string:
 			fs.String(kv.Key, v, help)

@@ -117,3 +117,24 @@ func TestStatusNobodyAnswers(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestFlagDescriptions: every configuration key's flag says what it does,
+// in the words of deploy/imstream.example.yaml.
+func TestFlagDescriptions(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	configFlags(fs)
+	n := 0
+	for _, kv := range config.Defaults() {
+		f := fs.Lookup(kv.Key)
+		if f == nil || strings.HasPrefix(f.Usage, "configuration key ") || len(f.Usage) < 8 {
+			t.Errorf("--%s has no description (give its line in deploy/imstream.example.yaml a comment)", kv.Key)
+		}
+		n++
+	}
+	if f := fs.Lookup("kafka.linger"); f == nil || !strings.Contains(f.Usage, "fill a batch") {
+		t.Errorf("--kafka.linger: %q", f.Usage)
+	}
+	if n < 80 {
+		t.Fatalf("%d keys", n)
+	}
+}
