@@ -116,7 +116,7 @@ func frameSet(fs []imr.Frame) []string {
 // the right connection, or entries in the push lists.
 func TestGatewayRouting(t *testing.T) {
 	s, gw, run := gatewayStack(t)
-	run()
+	p := run()
 	a, b := twoServers(t, gw)
 	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
 
@@ -210,6 +210,26 @@ func TestGatewayRouting(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s = %q\nwant %q", l, got, want)
 		}
+	}
+
+	// B disconnects: the gateway's series of B's deliver consumer go with
+	// it (with server_id ip_port they would otherwise grow without bound).
+	gwAdmin := ""
+	for i, arg := range p.Cmd.Args {
+		if arg == "--admin.listen" {
+			gwAdmin = p.Cmd.Args[i+1]
+		}
+	}
+	deliverB := `topic="` + s.cfg.Kafka.Topics.DeliverPrefix + `imr-127.0.0.3"`
+	if !strings.Contains(testkit.MetricsText(t, gwAdmin), deliverB) {
+		t.Fatalf("no series of B's deliver consumer while B is connected")
+	}
+	b.Close()
+	testkit.Eventually(t, 30*time.Second, "B's deliver series deleted", func() bool {
+		return !strings.Contains(testkit.MetricsText(t, gwAdmin), deliverB)
+	})
+	if !strings.Contains(testkit.MetricsText(t, gwAdmin), `topic="`+s.cfg.Kafka.Topics.DeliverPrefix+`imr-127.0.0.2"`) {
+		t.Errorf("A's deliver series went with B's")
 	}
 }
 

@@ -355,7 +355,7 @@ func (c *conn) deliver(log *slog.Logger) {
 		return
 	}
 	in := stage.Input{Group: g.cfg.Group + "-" + c.id, Topics: []string{topic}, Kind: schemas.KindPublish,
-		MaxBatch: 500, MaxWait: 5 * time.Millisecond, Log: g.log.With("server", c.id)}
+		MaxBatch: 500, MaxWait: 5 * time.Millisecond, Log: g.log.With("server", c.id), Transient: true}
 	if err := stage.Consume(c.ctx, g.core, in, c.handleDeliveries); err != nil && c.ctx.Err() == nil {
 		log.Warn("deliver consumer stopped; closing", "err", err)
 		c.close()

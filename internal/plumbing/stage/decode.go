@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
@@ -143,8 +145,13 @@ func newDeadLetter(m *obs.Metrics, c *kafkax.Conn, k config.Kafka, stage string)
 	return d
 }
 
-// hooks returns the consume-loop hooks that feed m for stage.
+// hooks returns the consume-loop hooks that feed m for stage. A
+// partition this consumer no longer holds after a rebalance loses its
+// committed-offset series (another process exports it now).
 func hooks(m *obs.Metrics, stage string) kafkax.Hooks {
+	var mu sync.Mutex
+	held := map[string]map[int]bool{} // topic → partitions with a committed-offset series from this consumer
+	assigned := map[string]int{}      // topic → partitions assigned in the current generation
 	return kafkax.Hooks{
 		Fetched: func(topic string, _ int, n int) { m.Consumed.WithLabelValues(stage, topic).Add(float64(n)) },
 		Batch: func(_ string, n int, d time.Duration) {
@@ -153,6 +160,12 @@ func hooks(m *obs.Metrics, stage string) kafkax.Hooks {
 		},
 		Retry: func(string, error) { m.Retries.WithLabelValues(stage).Inc() },
 		Committed: func(topic string, partition int, offset int64) {
+			mu.Lock()
+			if held[topic] == nil {
+				held[topic] = map[int]bool{}
+			}
+			held[topic][partition] = true
+			mu.Unlock()
 			m.Committed.WithLabelValues(stage, topic, strconv.Itoa(partition)).Set(float64(offset))
 		},
 		Rebalance: func(string) { m.Rebalances.WithLabelValues(stage).Inc() },
@@ -161,10 +174,35 @@ func hooks(m *obs.Metrics, stage string) kafkax.Hooks {
 		},
 		Unstalled: func(topic string, partition int) { m.Stalls.Clear(stage, topic, partition) },
 		LogReset:  func(topic string, _ int) { m.LogResets.WithLabelValues(stage, topic).Inc() },
-		Assigned: func(_ string, _ string, partitions []int) {
-			m.Assigned.WithLabelValues(stage).Set(float64(len(partitions)))
+		Assigned: func(_ string, topic string, partitions []int) {
 			m.SetJoined(stage)
+			mine := map[int]bool{}
+			for _, p := range partitions {
+				mine[p] = true
+			}
+			mu.Lock()
+			assigned[topic] = len(partitions) // called for each topic of the group
+			n := 0
+			for _, c := range assigned {
+				n += c
+			}
+			m.Assigned.WithLabelValues(stage).Set(float64(n))
+			for p := range held[topic] {
+				if !mine[p] {
+					m.Committed.DeleteLabelValues(stage, topic, strconv.Itoa(p))
+					delete(held[topic], p)
+				}
+			}
+			mu.Unlock()
 		},
+	}
+}
+
+// forget deletes stage's series of topics: their consumer ended for good.
+func forget(m *obs.Metrics, stage string, topics []string) {
+	for _, t := range topics {
+		m.Committed.DeletePartialMatch(prometheus.Labels{"stage": stage, "topic": t})
+		m.Consumed.DeleteLabelValues(stage, t)
 	}
 }
 

@@ -179,6 +179,10 @@ type Input struct {
 	MaxBatch int
 	MaxWait  time.Duration // longest time spent filling a batch while input keeps arriving
 	Log      *slog.Logger  // default the stage's
+	// Transient marks a consumer that lives for a connection (the
+	// gateway's deliver consumers): when it ends, its topics' series are
+	// deleted, so servers that are gone leave no metrics behind.
+	Transient bool
 }
 
 // Apply handles one batch: the valid events of one partition, in order.
@@ -206,7 +210,11 @@ func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Appl
 		}
 		return c.dlq.Send(ctx, append(rejected, more...))
 	})
-	return e.Conn.Consume(ctx, consumerConfig(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, hooks(e.Metrics, c.name)), h)
+	err := e.Conn.Consume(ctx, consumerConfig(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, hooks(e.Metrics, c.name)), h)
+	if in.Transient {
+		forget(e.Metrics, c.name, in.Topics)
+	}
+	return err
 }
 
 // Events returns the events of decoded, in order.
