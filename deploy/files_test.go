@@ -253,7 +253,7 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"kafka", "redis", "prometheus", "grafana", "presence", "fanout", "pusher", "gateway"} {
+	for _, want := range []string{"kafka", "redis", "prometheus", "grafana", "presence", "fanout", "pusher", "gateway", "loadgen"} {
 		if _, ok := c.Services[want]; !ok {
 			t.Errorf("service %s missing", want)
 		}
@@ -265,7 +265,7 @@ func TestCompose(t *testing.T) {
 		if s.Restart == "" {
 			t.Errorf("%s: no restart policy", name)
 		}
-		if name != "prometheus" && name != "grafana" && (s.Health == nil || len(s.Health.Test) == 0) {
+		if name != "prometheus" && name != "grafana" && name != "loadgen" && (s.Health == nil || len(s.Health.Test) == 0) {
 			t.Errorf("%s: no healthcheck", name)
 		}
 		if s.Image == "" {
