@@ -141,8 +141,11 @@ func (p *Presence) apply(ctx context.Context, b stage.Batch, decoded []stage.Dec
 	return rejected, nil
 }
 
+// collect runs a collection pass at start — so the users and rooms gauges
+// hold the count from the first scrape, not from presence.gc_interval
+// later — and then every presence.gc_interval.
 func (p *Presence) collect(ctx context.Context, c store.Collector) {
-	tick.Every(ctx, p.cfg.GCInterval, func() {
+	pass := func() {
 		start := time.Now()
 		st, err := c.Collect(ctx, start)
 		p.collected.Add(float64(st.Removed))
@@ -155,5 +158,7 @@ func (p *Presence) collect(ctx context.Context, c store.Collector) {
 		if st.Removed > 0 {
 			p.log.Info("collected stale presence entries", "removed", st.Removed, "users", st.Users, "rooms", st.Rooms, "took", time.Since(start))
 		}
-	})
+	}
+	pass()
+	tick.Every(ctx, p.cfg.GCInterval, pass)
 }

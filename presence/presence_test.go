@@ -129,3 +129,34 @@ func TestLiveServersKeepsLastValue(t *testing.T) {
 		t.Fatalf("store failing: live %v, errors %v; want the last value (1) and the failures counted", live, errs)
 	}
 }
+
+// TestUsersGaugeAtStart: the users gauge holds the count from the start,
+// not from the first presence.gc_interval (a minute) later.
+func TestUsersGaugeAtStart(t *testing.T) {
+	st := store.NewMemoryPresence(30 * time.Second)
+	now := time.Now()
+	on := true
+	h := schemas.Header{V: 1, Server: "im-1", AppID: 7, TS: now.UnixMilli()}
+	up, sub := h, h
+	up.Type, sub.Type = schemas.TypeServerUp, schemas.TypeSubscribe
+	evs := []*schemas.Presence{{Header: up, Epoch: 1}}
+	for uid := int64(1); uid <= 3; uid++ {
+		evs = append(evs, &schemas.Presence{Header: sub, Epoch: 1, UID: uid, Online: &on})
+	}
+	if err := st.Apply(context.Background(), evs, now); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Presence.GCInterval = time.Hour // the regular pass never comes in this test
+	env := testkit.StageEnv(cfg)
+	p, err := New(cfg.Presence, env, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.collect(ctx, st)
+	testkit.Eventually(t, 10*time.Second, "the users gauge at 3", func() bool {
+		return testutil.ToFloat64(p.users) == 3
+	})
+}
