@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -49,6 +50,13 @@ func runStatus(ctx context.Context, cfg config.Config, admins []string, every ti
 	if answered == 0 && !watch {
 		return fmt.Errorf("no imstream process answered at %s", strings.Join(admins, ", "))
 	}
+	// With --watch on a terminal each screen replaces the last; piped, a
+	// screen is printed only when something but the time changed.
+	tty := false
+	if fi, err := os.Stdout.Stat(); err == nil {
+		tty = fi.Mode()&os.ModeCharDevice != 0
+	}
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,23 +64,32 @@ func runStatus(ctx context.Context, cfg config.Config, admins []string, every ti
 		case <-time.After(every):
 		}
 		cur := scrape()
-		fmt.Printf("imstream status %s (%d processes, over %s)\n", cur.At.Format("15:04:05"), len(admins), every)
+		var body []string
 		for _, a := range admins {
-			fmt.Printf("ready   %s: %s\n", a, readiness(hc, a))
+			body = append(body, fmt.Sprintf("ready   %s: %s", a, readiness(hc, a)))
 		}
-		for _, l := range status.Lines(prev, cur) {
-			fmt.Println(l)
-		}
+		body = append(body, status.Lines(prev, cur)...)
 		if n, err := recent(ctx, conn, cfg.Kafka.Topics.DLQ, time.Minute); err != nil {
-			fmt.Printf("dead letters in the last minute: unknown (%v)\n", err)
+			body = append(body, fmt.Sprintf("dead letters in the last minute: unknown (%v)", err))
 		} else {
-			fmt.Printf("dead letters in the last minute: %d (%s)\n", n, cfg.Kafka.Topics.DLQ)
+			body = append(body, fmt.Sprintf("dead letters in the last minute: %d (%s)", n, cfg.Kafka.Topics.DLQ))
 		}
+		prev = cur
+		text := strings.Join(body, "\n")
+		if watch && !tty && text == last {
+			continue
+		}
+		last = text
+		if watch && tty {
+			fmt.Print("\033[H\033[2J") // home, clear screen
+		}
+		fmt.Printf("imstream status %s (%d processes, over %s)\n%s\n", cur.At.Format("15:04:05"), len(admins), every, text)
 		if !watch {
 			return nil
 		}
-		fmt.Println()
-		prev = cur
+		if !tty {
+			fmt.Println()
+		}
 	}
 }
 

@@ -110,7 +110,7 @@ func Parse(r io.Reader) ([]*dto.MetricFamily, error) {
 
 // Lines describes what happened between prev and cur: records per second
 // per stage (and dead letters), lag per group and topic with the time to
-// drain it at the current rate, end-to-end p99 per sink over the interval,
+// drain it at the current rate (from minDrainLag records), end-to-end p99 per sink over the interval,
 // and presence.
 func Lines(prev, cur Sample) []string {
 	dt := cur.At.Sub(prev.At).Seconds()
@@ -130,7 +130,9 @@ func Lines(prev, cur Sample) []string {
 	for _, gt := range sortedKeys(cur.Lag) {
 		v := cur.Lag[gt]
 		drain := ""
-		if d := prev.Lag[gt] - v; v > 0 && d > 0 {
+		// A drain estimate at a lag of a few records is noise (it jumps
+		// between scrapes): it is shown from minDrainLag up.
+		if d := prev.Lag[gt] - v; v >= minDrainLag && d > 0 {
 			drain = fmt.Sprintf(", drains in ~%s", (time.Duration(v/(d/dt)) * time.Second).Round(time.Second))
 		}
 		lags = append(lags, fmt.Sprintf("%s %.0f%s", strings.Replace(gt, " ", "/", 1), v, drain))
@@ -205,3 +207,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// minDrainLag is the lag from which Lines estimates the time to drain it.
+const minDrainLag = 100

@@ -66,3 +66,15 @@ func TestLines(t *testing.T) {
 		}
 	}
 }
+
+// TestNoDrainEstimateForSmallLag: a lag of a few records gets no time to
+// drain (the estimate jumps between scrapes at that size).
+func TestNoDrainEstimateForSmallLag(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	prev := sample(t, t0, proc(1000, 0, 5, 5, 100, 100))
+	cur := sample(t, t0.Add(10*time.Second), proc(6000, 0, 3, 3, 100, 200))
+	got := strings.Join(Lines(prev, cur), "\n")
+	if strings.Contains(got, "drains in") || !strings.Contains(got, "imstream-fanout/imr.publish 6") {
+		t.Errorf("lag of 6 records:\n%s", got)
+	}
+}
