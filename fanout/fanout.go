@@ -181,7 +181,8 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	}
 	out, from = pj.records(out, from)
 	if len(newTopics) > 0 {
-		if err := f.env.Conn.EnsureTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics); err != nil {
+		created, err := f.env.Conn.CreateTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics)
+		if err != nil {
 			return nil, err
 		}
 		f.mu.Lock()
@@ -189,7 +190,9 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 			f.topics[t] = true
 		}
 		f.mu.Unlock()
-		f.log.Info("created deliver topics", "topics", len(newTopics))
+		if len(created) > 0 { // the others existed (another process, or an earlier run, made them)
+			f.log.Info("created deliver topics", "topics", created)
+		}
 	}
 	start := time.Now()
 	refused, err := kafkax.WriteRefusing(ctx, f.writer(b.Topic), out...)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -97,8 +98,15 @@ func (c *Conn) Client() *kafka.Client {
 // EnsureTopics creates the topics that do not exist yet, with the given
 // partition counts. Topics that exist are left as they are.
 func (c *Conn) EnsureTopics(ctx context.Context, replication int, topics map[string]int) error {
+	_, err := c.CreateTopics(ctx, replication, topics)
+	return err
+}
+
+// CreateTopics is EnsureTopics that also returns the topics it created
+// (sorted), leaving out those that existed.
+func (c *Conn) CreateTopics(ctx context.Context, replication int, topics map[string]int) ([]string, error) {
 	if len(topics) == 0 {
-		return nil
+		return nil, nil
 	}
 	req := &kafka.CreateTopicsRequest{}
 	for name, parts := range topics {
@@ -106,14 +114,19 @@ func (c *Conn) EnsureTopics(ctx context.Context, replication int, topics map[str
 	}
 	resp, err := c.Client().CreateTopics(ctx, req)
 	if err != nil {
-		return fmt.Errorf("kafka: create topics: %w", err)
+		return nil, fmt.Errorf("kafka: create topics: %w", err)
 	}
+	var created []string
 	for name, err := range resp.Errors {
-		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("kafka: create topic %s: %w", name, err)
+		switch {
+		case err == nil:
+			created = append(created, name)
+		case !errors.Is(err, kafka.TopicAlreadyExists):
+			return nil, fmt.Errorf("kafka: create topic %s: %w", name, err)
 		}
 	}
-	return nil
+	slices.Sort(created)
+	return created, nil
 }
 
 // WaitReady blocks until a broker answers a metadata request or ctx ends.

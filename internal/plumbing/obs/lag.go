@@ -85,6 +85,12 @@ func (l *LagCollector) logChange(g GroupTopic, err error) {
 			l.failing = map[GroupTopic]string{}
 		}
 		l.failing[g] = err.Error()
+		if kafkax.UnknownTopic(err) {
+			// At a clean start the roles create the topics a moment after
+			// the first scrape can come: not a problem, and no warning.
+			l.Log.Info("consumer lag unreadable: the topic does not exist yet (imstream_consumer_lag_unreadable 1)", "group", g.Group, "topic", g.Topic)
+			return
+		}
 		l.Log.Warn("consumer lag unreadable (imstream_consumer_lag_unreadable 1)", "group", g.Group, "topic", g.Topic, "err", err)
 	case err == nil && was:
 		delete(l.failing, g)

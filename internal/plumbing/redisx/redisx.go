@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,12 +85,37 @@ func IsRetryable(err error) bool {
 }
 
 // slogLogger sends go-redis's own log lines (reconnects, pool trouble)
-// through log/slog, so they follow log.format and log.level.
-type slogLogger struct{}
+// through log/slog, so they follow log.format and log.level. While Redis
+// is down go-redis repeats the same line for every connection attempt of
+// every caller (over a hundred in 15 s); one line per cause is logged
+// every repeatEvery, with how many were left out.
+type slogLogger struct {
+	mu   sync.Mutex
+	last map[string]time.Time // by format: when it was last logged
+	left map[string]int       // by format: lines left out since
+}
 
-func (slogLogger) Printf(ctx context.Context, format string, v ...any) {
+const repeatEvery = 30 * time.Second
+
+func (l *slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	now := time.Now()
+	l.mu.Lock()
+	if now.Sub(l.last[format]) < repeatEvery {
+		l.left[format]++
+		l.mu.Unlock()
+		return
+	}
+	left := l.left[format]
+	l.last[format], l.left[format] = now, 0
+	l.mu.Unlock()
+	if left > 0 {
+		slog.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...), "repeated", left)
+		return
+	}
 	slog.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // UseSlog routes go-redis's log lines through slog's default logger.
-func UseSlog() { redis.SetLogger(slogLogger{}) }
+func UseSlog() {
+	redis.SetLogger(&slogLogger{last: map[string]time.Time{}, left: map[string]int{}})
+}
