@@ -3,7 +3,9 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -53,6 +55,18 @@ func (c *conn) close() {
 // connection that sends none.
 func (g *Gateway) serve(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
+	if tc, ok := nc.(*tls.Conn); ok { // gateway.tls: the handshake first, bounded
+		hctx, cancel := context.WithTimeout(ctx, cmp.Or(g.cfg.HandshakeTimeout, 10*time.Second))
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				g.m.refused.WithLabelValues("tls_handshake").Inc()
+				g.refusal("closing a connection whose TLS handshake failed (gateway.tls)", "remote", nc.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+	}
 	var hdr [imr.HeaderSize]byte
 	if t := g.cfg.HandshakeTimeout; t > 0 {
 		_ = nc.SetReadDeadline(time.Now().Add(t))

@@ -25,11 +25,12 @@
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
-//	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed)
+//	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed, tls_handshake)
 package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,7 +73,7 @@ type Gateway struct {
 	ready     chan struct{}
 	giveUp    time.Duration  // how long a closed connection keeps producing its last events
 	allow     []netip.Prefix // gateway.allow_cidrs; empty: any source
-	lastWarn  atomic.Int64   // unix ns of the last refusal logged (at most one a second)
+	lastWarn  atomic.Int64   // unix ns of the last refusal logged (refusal)
 }
 
 type metrics struct {
@@ -101,9 +102,9 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 			repeats: obs.Counter("imstream_gateway_repeats_total",
 				"Deliveries dropped because their src was already delivered on this connection."),
 			refused: obs.CounterVec("imstream_gateway_refused_connections_total",
-				"Connections closed before their session started, by reason (max_connections, handshake_timeout, not_allowed).", "reason"),
+				"Connections closed before their session started, by reason (max_connections, handshake_timeout, not_allowed, tls_handshake).", "reason"),
 		}}
-	for _, r := range []string{"max_connections", "handshake_timeout", "not_allowed"} {
+	for _, r := range []string{"max_connections", "handshake_timeout", "not_allowed", "tls_handshake"} {
 		g.m.refused.WithLabelValues(r)
 	}
 	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused); err != nil {
@@ -141,6 +142,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
+	if tc, err := g.cfg.TLS.Config(); err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway.tls: %w", err)
+	} else if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
 	g.ln = ln
 	close(g.ready)
 	g.log.Info("gateway listening", "addr", ln.Addr().String())
@@ -161,10 +168,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		if !g.allowed(nc.RemoteAddr()) {
 			g.m.refused.WithLabelValues("not_allowed").Inc()
-			if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(time.Second) {
-				g.lastWarn.Store(now) // at most one line a second: a scan must not flood the log
-				g.log.Warn("refusing a connection from outside gateway.allow_cidrs", "remote", nc.RemoteAddr().String(), "allow", g.cfg.AllowCIDRs)
-			}
+			g.refusal("refusing a connection from outside gateway.allow_cidrs", "remote", nc.RemoteAddr().String(), "allow", g.cfg.AllowCIDRs)
 			_ = nc.Close()
 			continue
 		}
@@ -181,6 +185,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 			defer g.open.Add(-1)
 			g.serve(ctx, nc)
 		}()
+	}
+}
+
+// refusal logs a refused connection, at most one line a second: a scan
+// must not flood the log (every refusal is counted).
+func (g *Gateway) refusal(msg string, args ...any) {
+	if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(time.Second) {
+		g.lastWarn.Store(now)
+		g.log.Warn(msg, args...)
 	}
 }
 

@@ -242,6 +242,10 @@ type Gateway struct {
 	// closed at once, counted and logged. Default []: any source
 	// (docs/gateway.md, "Who may connect").
 	AllowCIDRs []string `mapstructure:"allow_cidrs"`
+	// TLS, when enabled, makes the gateway speak imr's protocol inside TLS
+	// (for IM servers behind a TLS sidecar), with client certificates when
+	// tls.client_ca_file is set.
+	TLS ServerTLS `mapstructure:"tls"`
 }
 
 // AllowedPrefixes parses AllowCIDRs (validated).
@@ -579,6 +583,9 @@ func (g Gateway) validate(bad badKey) {
 	}
 	if g.HandshakeTimeout < 0 {
 		bad("gateway.handshake_timeout", "must be >= 0 (0: off), got %s", g.HandshakeTimeout)
+	}
+	if _, err := g.TLS.Config(); err != nil {
+		bad("gateway.tls", "%v", err)
 	}
 	for _, c := range g.AllowCIDRs {
 		if _, err := netip.ParsePrefix(c); err != nil {

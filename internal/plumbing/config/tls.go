@@ -65,3 +65,40 @@ func (s SASL) validate(bad func(key, format string, a ...any)) {
 		bad("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", s.Mechanism)
 	}
 }
+
+// ServerTLS configures a TLS listener (the gateway's).
+type ServerTLS struct {
+	Enabled  bool   `mapstructure:"enabled"`   // default false
+	CertFile string `mapstructure:"cert_file"` // the server's certificate chain (PEM)
+	KeyFile  string `mapstructure:"key_file"`  // its key (PEM)
+	// ClientCAFile, when set, makes the listener require a client
+	// certificate signed by one of these CAs (mutual TLS).
+	ClientCAFile string `mapstructure:"client_ca_file"`
+}
+
+// Config builds the listener's *tls.Config, or nil when TLS is disabled.
+func (t ServerTLS) Config() (*tls.Config, error) {
+	if !t.Enabled {
+		return nil, nil
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		return nil, errors.New("cert_file and key_file are required")
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file/key_file: %w", err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client_ca_file: %w", err)
+		}
+		c.ClientCAs = x509.NewCertPool()
+		if !c.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client_ca_file %s: no PEM certificate", t.ClientCAFile)
+		}
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
