@@ -84,9 +84,14 @@ func init() {
 			}
 			time.Sleep(c.s.cfg.Presence.Lease + 5*time.Second)
 			// Every server still heartbeats, but presence cannot record it:
-			// an RT to a connected user must still be delivered.
-			for u := int64(1); u <= 20; u++ {
-				content := c.run + "-" + strconv.FormatInt(100_000_000+u, 10) // after the workload's numbers: in order
+			// an RT to a connected user must still be delivered. Users
+			// 33-50 of s1 are connected and the workload sends them
+			// nothing (its RT go to 1-32): while a big workload still runs,
+			// its messages to a user of this fault would be sent after
+			// these and numbered below them, which the order check would
+			// count as reordered.
+			for u := int64(33); u <= 50; u++ {
+				content := c.run + "-" + strconv.FormatInt(100_000_000+u, 10) // one each: in order
 				c.want.add(c.want.delivers["s1"], content, u)
 				send(func() error {
 					return c.ims[1].Publish(ctx, app, u, schemas.Message{Cmd: 17, Sender: 150, Receiver: u, Content: content}, ingest.Meta{})
