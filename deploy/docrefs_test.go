@@ -49,7 +49,7 @@ func TestDocsReferences(t *testing.T) {
 			}
 		}
 		for _, c := range codeRe.FindAllStringSubmatch(text, -1) {
-			code := strings.TrimSuffix(strings.Fields(c[1]+" x")[0], ":")
+			code := strings.TrimSuffix(strings.Fields(c[1] + " x")[0], ":")
 			if strings.HasSuffix(code, ".md") && !strings.Contains(code, "/") { // a page of docs/ or the root
 				_, err1 := os.Stat(filepath.Join("../docs", code))
 				_, err2 := os.Stat(filepath.Join("..", code))
