@@ -148,7 +148,8 @@ func rss(t *testing.T, pid int) int64 {
 // 100 KB per connection and no deliver topic or consumer group is created
 // for them; the connection over gateway.max_connections is closed at once
 // and counted; with gateway.handshake_timeout a silent connection is closed;
-// with gateway.allow_cidrs one from outside them is closed and counted.
+// with gateway.allow_cidrs one from outside them (127.0.0.2) is closed and
+// counted while one from inside (127.0.0.1) is served.
 func TestGatewayLimits(t *testing.T) {
 	const idle = 1000
 	s, gw, run := gatewayStack(t, "--gateway.server_id", "ip_port", "--gateway.max_connections", strconv.Itoa(idle))
@@ -217,9 +218,10 @@ func TestGatewayLimits(t *testing.T) {
 		t.Errorf("silent connection: read %v, want EOF (closed by the handshake timeout)", err)
 	}
 
-	// A gateway with gateway.allow_cidrs closes a connection from outside
-	// them before reading anything, and counts it.
-	_, gw3, run3 := gatewayStack(t, "--gateway.allow_cidrs", "10.255.0.0/16")
+	// A gateway with gateway.allow_cidrs 127.0.0.1/32: a connection from
+	// 127.0.0.2 is closed before anything is read, and counted; one from
+	// 127.0.0.1 is served.
+	s3, gw3, run3 := gatewayStack(t, "--gateway.allow_cidrs", "127.0.0.1/32")
 	p3 := run3()
 	admin3 := ""
 	for i, a := range p3.Cmd.Args {
@@ -228,21 +230,32 @@ func TestGatewayLimits(t *testing.T) {
 		}
 	}
 	const notAllowed = `imstream_gateway_refused_connections_total{reason="not_allowed"}`
-	// run3's one successful readiness probe was refused too: wait for it
-	// to be counted before counting ours.
-	testkit.Eventually(t, 10*time.Second, "the readiness probe refused", func() bool {
-		return metric(t, []string{admin3}, notAllowed) == 1
-	})
-	before3 := 1.0
-	c3, err := net.Dial("tcp", gw3)
+	from2 := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	c3, err := from2.Dial("tcp", gw3)
 	must(t, err)
 	defer c3.Close()
+	_, _ = c3.Write(imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdSubscribe, Body: sub(app, 777, 1)}))
 	_ = c3.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c3.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("connection from outside gateway.allow_cidrs: read %v, want EOF", err)
+	if _, err := c3.Read(make([]byte, 1)); err == nil {
+		t.Errorf("connection from 127.0.0.2, outside gateway.allow_cidrs: served")
 	}
-	if n := metric(t, []string{admin3}, notAllowed) - before3; n != 1 {
-		t.Errorf("connections refused as not allowed counted %v more, want 1", n)
+	testkit.Eventually(t, 10*time.Second, "the refusal counted", func() bool {
+		return metric(t, []string{admin3}, notAllowed) == 1
+	})
+	ok, err := loadgen.Dial(context.Background(), gw3, "127.0.0.1")
+	must(t, err)
+	defer ok.Close()
+	must(t, ok.Send(imr.CmdSubscribe, sub(app, 778, 1)))
+	must(t, ok.Flush())
+	testkit.Eventually(t, 30*time.Second, "the user of the allowed connection online", func() bool {
+		on, _ := s3.online(t, 778)
+		return on
+	})
+	if on, _ := s3.online(t, 777); on {
+		t.Errorf("the refused connection's user is online")
+	}
+	if n := metric(t, []string{admin3}, notAllowed); n != 1 {
+		t.Errorf("refusals counted %v, want 1 (the allowed connection is not one)", n)
 	}
 }
 
