@@ -13,8 +13,9 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-// TestNetworkPolicies: deploy/k8s/networkpolicy decodes strictly into the
-// Kubernetes API's own NetworkPolicy type, and admits what docs/gateway.md
+// TestNetworkPolicies: deploy/k8s/networkpolicy passes kubeconform against
+// the Kubernetes 1.31 schema, decodes strictly into the Kubernetes API's own
+// NetworkPolicy type, and admits what docs/gateway.md
 // says: the gateway's imr port from IM server pods only, every admin port
 // from the monitoring namespace only, and egress to Kafka, Redis and DNS
 // only.
@@ -22,6 +23,9 @@ func TestNetworkPolicies(t *testing.T) {
 	b, err := os.ReadFile("k8s/networkpolicy/networkpolicy.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if out, err := runKubeconform(t, "k8s/networkpolicy/networkpolicy.yaml"); err != nil || !strings.Contains(out, "Valid: 3, Invalid: 0, Errors: 0, Skipped: 0") {
+		t.Fatalf("kubeconform: %v\n%s", err, out)
 	}
 	policies := map[string]networkingv1.NetworkPolicy{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))

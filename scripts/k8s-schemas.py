@@ -15,6 +15,7 @@ KINDS = {
     "io.k8s.api.core.v1.ConfigMap": "configmap-v1",
     "io.k8s.api.policy.v1.PodDisruptionBudget": "poddisruptionbudget-policy-v1",
     "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler": "horizontalpodautoscaler-autoscaling-v2",
+    "io.k8s.api.networking.v1.NetworkPolicy": "networkpolicy-networking-v1",
 }
 SPECIAL = {
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
