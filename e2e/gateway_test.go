@@ -29,6 +29,16 @@ func producedBy(m kafka.Message, prefix string) bool {
 	return err == nil && strings.HasPrefix(ev.Head().Server, prefix)
 }
 
+// adminOf is the admin address a process was started with.
+func adminOf(p *testkit.Process) string {
+	for i, a := range p.Cmd.Args {
+		if a == "--admin.listen" && i+1 < len(p.Cmd.Args) {
+			return p.Cmd.Args[i+1]
+		}
+	}
+	return ""
+}
+
 // gatewayStack starts presence, fanout, pusher and a gateway process on a
 // port the kernel picks, and returns the gateway's address and run: its
 // first call returns that gateway, each later one starts a gateway again
@@ -214,12 +224,7 @@ func TestGatewayRouting(t *testing.T) {
 
 	// B disconnects: the gateway's series of B's deliver consumer go with
 	// it (with server_id ip_port they would otherwise grow without bound).
-	gwAdmin := ""
-	for i, arg := range p.Cmd.Args {
-		if arg == "--admin.listen" {
-			gwAdmin = p.Cmd.Args[i+1]
-		}
-	}
+	gwAdmin := adminOf(p)
 	deliverB := `topic="` + s.cfg.Kafka.Topics.DeliverPrefix + `imr-127.0.0.3"`
 	if !strings.Contains(testkit.MetricsText(t, gwAdmin), deliverB) {
 		t.Fatalf("no series of B's deliver consumer while B is connected")

@@ -154,12 +154,7 @@ func TestGatewayLimits(t *testing.T) {
 	const idle = 1000
 	s, gw, run := gatewayStack(t, "--gateway.server_id", "ip_port", "--gateway.max_connections", strconv.Itoa(idle))
 	p := run()
-	gwAdmin := ""
-	for i, a := range p.Cmd.Args {
-		if a == "--admin.listen" {
-			gwAdmin = p.Cmd.Args[i+1]
-		}
-	}
+	gwAdmin := adminOf(p)
 	time.Sleep(time.Second)
 	before := rss(t, p.Cmd.Process.Pid)
 	goroutines := metric(t, []string{gwAdmin}, "go_goroutines")
@@ -222,13 +217,7 @@ func TestGatewayLimits(t *testing.T) {
 	// 127.0.0.2 is closed before anything is read, and counted; one from
 	// 127.0.0.1 is served.
 	s3, gw3, run3 := gatewayStack(t, "--gateway.allow_cidrs", "127.0.0.1/32")
-	p3 := run3()
-	admin3 := ""
-	for i, a := range p3.Cmd.Args {
-		if a == "--admin.listen" {
-			admin3 = p3.Cmd.Args[i+1]
-		}
-	}
+	admin3 := adminOf(run3())
 	const notAllowed = `imstream_gateway_refused_connections_total{reason="not_allowed"}`
 	from2 := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	c3, err := from2.Dial("tcp", gw3)

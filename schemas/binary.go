@@ -235,12 +235,9 @@ func AppendPushJobsBinary(b []byte, h Header, jobs [][]byte) []byte {
 
 // DecodeBinary is Decode for a record in the binary format.
 func DecodeBinary(data []byte, maxBytes int) (Event, error) {
-	if maxBytes <= 0 {
-		maxBytes = DefaultMaxBytes
-	}
-	if len(data) > maxBytes {
-		return nil, fieldErr("record", ReasonOversize,
-			fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), maxBytes))
+	maxBytes, err := sized(data, maxBytes)
+	if err != nil {
+		return nil, err
 	}
 	var w wire
 	var msg Message

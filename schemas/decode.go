@@ -34,16 +34,26 @@ type wire struct {
 	binary bool // read in the binary format: so are its jobs
 }
 
-// Decode parses and validates one v1 record of at most maxBytes bytes
-// (maxBytes <= 0 means DefaultMaxBytes). It returns *Presence, *Publish,
-// *Group or *PushJob, or an *Error naming the offending field.
-func Decode(data []byte, maxBytes int) (Event, error) {
+// sized applies the size limit (maxBytes <= 0 means DefaultMaxBytes) and
+// returns it.
+func sized(data []byte, maxBytes int) (int, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
 	if len(data) > maxBytes {
-		return nil, fieldErr("record", ReasonOversize,
+		return maxBytes, fieldErr("record", ReasonOversize,
 			fmt.Sprintf("%d bytes exceeds the limit of %d", len(data), maxBytes))
+	}
+	return maxBytes, nil
+}
+
+// Decode parses and validates one v1 record of at most maxBytes bytes
+// (maxBytes <= 0 means DefaultMaxBytes). It returns *Presence, *Publish,
+// *Group or *PushJob, or an *Error naming the offending field.
+func Decode(data []byte, maxBytes int) (Event, error) {
+	maxBytes, err := sized(data, maxBytes)
+	if err != nil {
+		return nil, err
 	}
 	var w wire
 	var fastMsg Message // the fast path decodes msg here, on the stack; the event gets a copy
