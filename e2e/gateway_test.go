@@ -39,6 +39,23 @@ func adminOf(p *testkit.Process) string {
 	return ""
 }
 
+// connectUser connects an IM server to the gateway at gw from local,
+// subscribes uid as online and waits until presence shows it; the
+// connection is closed when the test ends.
+func (s *stack) connectUser(ctx context.Context, gw, local string, uid int64) *loadgen.Client {
+	s.t.Helper()
+	c, err := loadgen.Dial(ctx, gw, local)
+	must(s.t, err)
+	s.t.Cleanup(func() { _ = c.Close() })
+	must(s.t, c.Send(imr.CmdSubscribe, sub(app, uid, 1)))
+	must(s.t, c.Flush())
+	testkit.Eventually(s.t, 30*time.Second, fmt.Sprintf("user %d online", uid), func() bool {
+		on, _ := s.online(s.t, uid)
+		return on
+	})
+	return c
+}
+
 // gatewayStack starts presence, fanout, pusher and a gateway process on a
 // port the kernel picks, and returns the gateway's address and run: its
 // first call returns that gateway, each later one starts a gateway again
@@ -247,12 +264,7 @@ func TestGatewayBadFrame(t *testing.T) {
 	_ = p
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	good, err := loadgen.Dial(ctx, gw, "127.0.0.2")
-	must(t, err)
-	defer good.Close()
-	must(t, good.Send(imr.CmdSubscribe, sub(app, 1, 1)))
-	must(t, good.Flush())
-	testkit.Eventually(t, 30*time.Second, "presence", func() bool { on, _ := s.online(t, 1); return on })
+	good := s.connectUser(ctx, gw, "127.0.0.2", 1)
 
 	// An unknown inner command: dead-lettered, connection kept.
 	must(t, good.Send(imr.CmdPublish, route(app, 1, 1, imr.AppendFrame(nil, imr.Frame{Cmd: 99}))))

@@ -231,15 +231,7 @@ func TestGatewayLimits(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, "the refusal counted", func() bool {
 		return metric(t, []string{admin3}, notAllowed) == 1
 	})
-	ok, err := loadgen.Dial(context.Background(), gw3, "127.0.0.1")
-	must(t, err)
-	defer ok.Close()
-	must(t, ok.Send(imr.CmdSubscribe, sub(app, 778, 1)))
-	must(t, ok.Flush())
-	testkit.Eventually(t, 30*time.Second, "the user of the allowed connection online", func() bool {
-		on, _ := s3.online(t, 778)
-		return on
-	})
+	s3.connectUser(context.Background(), gw3, "127.0.0.1", 778) // served: its user comes online
 	if on, _ := s3.online(t, 777); on {
 		t.Errorf("the refused connection's user is online")
 	}
@@ -297,15 +289,7 @@ func TestGatewayTwoServersOneHost(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
-	a, err := loadgen.Dial(ctx, gw, "127.0.0.4")
-	must(t, err)
-	defer a.Close()
-	must(t, a.Send(imr.CmdSubscribe, sub(app, 1, 1)))
-	must(t, a.Flush())
-	testkit.Eventually(t, 30*time.Second, "a's user online", func() bool {
-		on, _ := s.online(t, 1)
-		return on
-	})
+	a := s.connectUser(ctx, gw, "127.0.0.4", 1)
 	const burst = 2000
 	sent := make(chan error, 1)
 	go func() {
