@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,10 +24,39 @@ func Yield(i int) {
 	}
 }
 
+// waitLines keeps the stages of one process, which start together and
+// back off in step, from logging the same wait once each.
+var waitLines = &recent{at: map[string]time.Time{}}
+
+// recent remembers when each line was last logged.
+type recent struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// first reports whether key was not logged within the last window, and
+// records it as logged now when so.
+func (r *recent) first(key string, window time.Duration) bool {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.at[key]) < window {
+		return false
+	}
+	for k, t := range r.at { // bounded: keys of lines older than a minute go
+		if now.Sub(t) > time.Minute {
+			delete(r.at, k)
+		}
+	}
+	r.at[key] = now
+	return true
+}
+
 // Retry runs f until it succeeds, ctx ends (nil is returned then), or it
 // fails with an error the brokers would give again (a Kafka error that is
 // not temporary). Between attempts it waits 200 ms, doubling up to 10 s,
-// and logs each failure with what it was doing and the brokers it tried.
+// and logs each failure with what it was doing and the brokers it tried —
+// once per back-off step for the stages of a process that wait together.
 func Retry(ctx context.Context, what string, brokers []string, f func() error) error {
 	wait := 200 * time.Millisecond
 	for {
@@ -38,7 +68,10 @@ func Retry(ctx context.Context, what string, brokers []string, f func() error) e
 		if errors.As(err, &ke) && !ke.Temporary() && !errors.Is(err, kafka.BrokerNotAvailable) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", wait, "err", err)
+		// Stages waiting in step share the back-off step: one line per step.
+		if waitLines.first(what+"\x00"+fmt.Sprint(brokers)+"\x00"+err.Error()+"\x00"+wait.String(), wait/2) {
+			slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", wait, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
