@@ -49,6 +49,7 @@ import (
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // Stage is the name used in metrics and dead-letter headers.
@@ -73,7 +74,7 @@ type Gateway struct {
 	ready     chan struct{}
 	giveUp    time.Duration  // how long a closed connection keeps producing its last events
 	allow     []netip.Prefix // gateway.allow_cidrs; empty: any source
-	lastWarn  atomic.Int64   // unix ns of the last refusal logged (refusal)
+	refusals  tick.Quiet     // refusal's lines
 }
 
 type metrics struct {
@@ -191,8 +192,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // refusal logs a refused connection, at most one line a second: a scan
 // must not flood the log (every refusal is counted).
 func (g *Gateway) refusal(msg string, args ...any) {
-	if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(time.Second) {
-		g.lastWarn.Store(now)
+	if ok, _ := g.refusals.Allow("refusal", time.Second); ok {
 		g.log.Warn(msg, args...)
 	}
 }

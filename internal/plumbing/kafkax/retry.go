@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // Yield lets other goroutines run every 64th time it is called with a
@@ -26,31 +27,7 @@ func Yield(i int) {
 
 // waitLines keeps the stages of one process, which start together and
 // back off in step, from logging the same wait once each.
-var waitLines = &recent{at: map[string]time.Time{}}
-
-// recent remembers when each line was last logged.
-type recent struct {
-	mu sync.Mutex
-	at map[string]time.Time
-}
-
-// first reports whether key was not logged within the last window, and
-// records it as logged now when so.
-func (r *recent) first(key string, window time.Duration) bool {
-	now := time.Now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now.Sub(r.at[key]) < window {
-		return false
-	}
-	for k, t := range r.at { // bounded: keys of lines older than a minute go
-		if now.Sub(t) > time.Minute {
-			delete(r.at, k)
-		}
-	}
-	r.at[key] = now
-	return true
-}
+var waitLines tick.Quiet
 
 // Retry runs f until it succeeds, ctx ends (nil is returned then), or it
 // fails with an error the brokers would give again (a Kafka error that is
@@ -69,7 +46,7 @@ func Retry(ctx context.Context, what string, brokers []string, f func() error) e
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		// Stages waiting in step share the back-off step: one line per step.
-		if waitLines.first(what+"\x00"+fmt.Sprint(brokers)+"\x00"+err.Error()+"\x00"+wait.String(), wait/2) {
+		if ok, _ := waitLines.Allow(what+"\x00"+fmt.Sprint(brokers)+"\x00"+err.Error()+"\x00"+wait.String(), wait/2); ok {
 			slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", wait, "err", err)
 		}
 		select {

@@ -9,12 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // New returns a client for cfg (password/ACL user, TLS, Cluster). It does
@@ -89,25 +89,15 @@ func IsRetryable(err error) bool {
 // is down go-redis repeats the same line for every connection attempt of
 // every caller (over a hundred in 15 s); one line per cause is logged
 // every repeatEvery, with how many were left out.
-type slogLogger struct {
-	mu   sync.Mutex
-	last map[string]time.Time // by format: when it was last logged
-	left map[string]int       // by format: lines left out since
-}
+type slogLogger struct{ quiet tick.Quiet }
 
 const repeatEvery = 30 * time.Second
 
 func (l *slogLogger) Printf(ctx context.Context, format string, v ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	if now.Sub(l.last[format]) < repeatEvery {
-		l.left[format]++
-		l.mu.Unlock()
+	ok, left := l.quiet.Allow(format, repeatEvery)
+	if !ok {
 		return
 	}
-	left := l.left[format]
-	l.last[format], l.left[format] = now, 0
-	l.mu.Unlock()
 	if left > 0 {
 		slog.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...), "repeated", left)
 		return
@@ -117,5 +107,5 @@ func (l *slogLogger) Printf(ctx context.Context, format string, v ...any) {
 
 // UseSlog routes go-redis's log lines through slog's default logger.
 func UseSlog() {
-	redis.SetLogger(&slogLogger{last: map[string]time.Time{}, left: map[string]int{}})
+	redis.SetLogger(&slogLogger{})
 }

@@ -16,7 +16,9 @@ func TestRedisLogRepeats(t *testing.T) {
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
 	defer slog.SetDefault(prev)
-	l := &slogLogger{last: map[string]time.Time{}, left: map[string]int{}}
+	now := time.Now()
+	l := &slogLogger{}
+	l.quiet.Now = func() time.Time { return now }
 	for i := 0; i < 100; i++ {
 		l.Printf(context.Background(), "redis: connection pool: %s", "dial tcp: connection refused")
 	}
@@ -27,7 +29,7 @@ func TestRedisLogRepeats(t *testing.T) {
 	if !strings.Contains(buf.String(), "another cause 1") {
 		t.Errorf("another cause was left out:\n%s", buf.String())
 	}
-	l.last["redis: connection pool: %s"] = time.Now().Add(-repeatEvery)
+	now = now.Add(repeatEvery)
 	l.Printf(context.Background(), "redis: connection pool: %s", "dial tcp: connection refused")
 	if !strings.Contains(buf.String(), "repeated=99") {
 		t.Errorf("the next line does not say 99 were left out:\n%s", buf.String())

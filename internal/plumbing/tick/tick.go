@@ -1,5 +1,5 @@
 // Package tick runs periodic work: heartbeats, collection passes, probes
-// and status lines share its one loop.
+// and status lines share its one loop. Quiet paces repeated log lines.
 package tick
 
 import (
