@@ -1,9 +1,6 @@
 package deploy_test
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -60,26 +57,9 @@ func TestAutoscalingCaps(t *testing.T) {
 			Triggers        []trigger `yaml:"triggers"`
 		} `yaml:"spec"`
 	}
-	read := func(path string) []object {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []object
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		for {
-			var o object
-			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-				return out
-			} else if err != nil {
-				t.Fatalf("%s: %v", path, err)
-			}
-			out = append(out, o)
-		}
-	}
 	auths := map[string]bool{}
 	scaled := 0
-	for _, o := range read("k8s/autoscaling/keda.yaml") {
+	for _, o := range yamlDocs[object](t, "k8s/autoscaling/keda.yaml") {
 		switch o.Kind {
 		case "TriggerAuthentication":
 			auths[o.Metadata.Name] = true
@@ -107,7 +87,7 @@ func TestAutoscalingCaps(t *testing.T) {
 		}
 	}
 	hpas := 0
-	for _, o := range read("k8s/autoscaling/hpa.yaml") {
+	for _, o := range yamlDocs[object](t, "k8s/autoscaling/hpa.yaml") {
 		if o.Kind != "HorizontalPodAutoscaler" {
 			continue
 		}

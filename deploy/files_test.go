@@ -2,7 +2,9 @@ package deploy_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +29,26 @@ func kubeconform(t *testing.T) string {
 		t.Fatal("kubeconform not found: run `make test`, which installs it with go install")
 	}
 	return p
+}
+
+// yamlDocs decodes every document of the YAML file at path into a T.
+func yamlDocs[T any](t *testing.T, path string) []T {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []T
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var d T
+		if err := dec.Decode(&d); errors.Is(err, io.EOF) {
+			return out
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out = append(out, d)
+	}
 }
 
 // manifests are the base's resource files (kustomization.yaml is kustomize's).
@@ -87,42 +109,37 @@ func TestKubernetesManifests(t *testing.T) {
 func TestPodSecurityRestricted(t *testing.T) {
 	files := manifests()
 	n := 0
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		for {
-			var d struct {
-				Kind string `yaml:"kind"`
+	type deployment struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
 				Spec struct {
-					Template struct {
-						Spec struct {
-							SecurityContext struct {
-								RunAsNonRoot   bool `yaml:"runAsNonRoot"`
-								SeccompProfile struct {
-									Type string `yaml:"type"`
-								} `yaml:"seccompProfile"`
-							} `yaml:"securityContext"`
-							Containers []struct {
-								Name            string `yaml:"name"`
-								SecurityContext struct {
-									AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
-									Capabilities             struct {
-										Drop []string `yaml:"drop"`
-									} `yaml:"capabilities"`
-								} `yaml:"securityContext"`
-								StartupProbe map[string]any `yaml:"startupProbe"`
-								Env          []struct {
-									Name      string         `yaml:"name"`
-									ValueFrom map[string]any `yaml:"valueFrom"`
-								} `yaml:"env"`
-							} `yaml:"containers"`
-						} `yaml:"spec"`
-					} `yaml:"template"`
+					SecurityContext struct {
+						RunAsNonRoot   bool `yaml:"runAsNonRoot"`
+						SeccompProfile struct {
+							Type string `yaml:"type"`
+						} `yaml:"seccompProfile"`
+					} `yaml:"securityContext"`
+					Containers []struct {
+						Name            string `yaml:"name"`
+						SecurityContext struct {
+							AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+							Capabilities             struct {
+								Drop []string `yaml:"drop"`
+							} `yaml:"capabilities"`
+						} `yaml:"securityContext"`
+						StartupProbe map[string]any `yaml:"startupProbe"`
+						Env          []struct {
+							Name      string         `yaml:"name"`
+							ValueFrom map[string]any `yaml:"valueFrom"`
+						} `yaml:"env"`
+					} `yaml:"containers"`
 				} `yaml:"spec"`
-			}
-			if err := dec.Decode(&d); err != nil {
-				break
-			}
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	for _, f := range files {
+		for _, d := range yamlDocs[deployment](t, f) {
 			if d.Kind != "Deployment" {
 				continue
 			}

@@ -1,9 +1,6 @@
 package deploy_test
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -28,14 +25,7 @@ func TestNetworkPolicies(t *testing.T) {
 		t.Fatalf("kubeconform: %v\n%s", err, out)
 	}
 	policies := map[string]networkingv1.NetworkPolicy{}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	for {
-		var doc any
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range yamlDocs[any](t, "k8s/networkpolicy/networkpolicy.yaml") {
 		raw, _ := yaml.Marshal(doc)
 		var np networkingv1.NetworkPolicy
 		if err := sigsyaml.UnmarshalStrict(raw, &np); err != nil {
