@@ -137,7 +137,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	// server_down goes last, after every event read from this connection.
 	c.g.queued.Add(1)
 	select {
-	case c.out <- c.message(c.enc.Server(schemas.TypeServerDown)):
+	case c.out <- c.enc.Server(schemas.TypeServerDown).Message():
 	case <-pctx.Done():
 		c.g.queued.Add(-1)
 		c.lost(1, "server_down not queued: Kafka unreachable and the queue full until the give-up time", pctx.Err())
@@ -189,17 +189,13 @@ func (c *conn) lane(r ingest.Record) chan kafka.Message {
 	return c.bulk.ch
 }
 
-func (c *conn) message(r ingest.Record) kafka.Message {
-	return r.Message()
-}
-
 // send queues a record; it blocks while the queue is full (backpressure)
 // and gives up only when the connection is closing (the gateway stops):
 // the record is then counted lost.
 func (c *conn) send(r ingest.Record) bool {
 	c.g.queued.Add(1)
 	select {
-	case c.lane(r) <- c.message(r):
+	case c.lane(r) <- r.Message():
 		return true
 	case <-c.ctx.Done():
 		c.g.queued.Add(-1)

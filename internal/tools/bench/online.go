@@ -269,13 +269,10 @@ func (t target) cpu() map[string]float64 {
 	return cpu
 }
 
-// names lists the target's processes in report order.
-func (t target) names() []string { return t.order }
-
 // cpuNote reports each process's CPU seconds per M events since cpu0.
 func (t target) cpuNote(cpu0 map[string]float64, events int) string {
 	var parts []string
-	for _, name := range t.names() {
+	for _, name := range t.order {
 		parts = append(parts, fmt.Sprintf("%s %.1f", name, (t.procs[name].cpu()-cpu0[name])/float64(max(events, 1))*1e6))
 	}
 	return "; CPU s per M events: " + strings.Join(parts, ", ")
@@ -288,7 +285,7 @@ func (b *Bench) pathCPU(r *Result, m *meter, cpu0 map[string]float64, t target, 
 	per := func(s float64) float64 { return s / float64(max(r.Events, 1)) * 1e6 }
 	var total float64
 	var parts []string
-	for _, name := range t.names() {
+	for _, name := range t.order {
 		s := t.procs[name].cpu() - cpu0[name]
 		total += s
 		parts = append(parts, fmt.Sprintf("%s %.1f", name, per(s)))
