@@ -3,6 +3,7 @@ package deploy
 import (
 	_ "embed"
 	"strings"
+	"sync"
 )
 
 // ExampleConfig is imstream.example.yaml: every configuration key with its
@@ -12,8 +13,12 @@ import (
 var ExampleConfig string
 
 // KeyDescriptions maps each key of ExampleConfig ("kafka.tls.enabled") to
-// the comment on its line; the CLI shows it as the key's flag help.
-func KeyDescriptions() map[string]string {
+// the comment on its line; the CLI shows it as the key's flag help. It is
+// read once (every command's flags ask for it); callers must not change
+// the map.
+var KeyDescriptions = sync.OnceValue(keyDescriptions)
+
+func keyDescriptions() map[string]string {
 	out := map[string]string{}
 	var path []string
 	for _, line := range strings.Split(ExampleConfig, "\n") {
