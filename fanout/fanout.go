@@ -21,7 +21,9 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -61,6 +63,9 @@ type Fanout struct {
 
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
+
+	fair  *fairShare  // nil unless fanout.fair_share.enabled
+	drain *stage.Core // the spill topic's consumer, in processes that consume the bulk lane
 }
 
 // lanes are the topics of the lanes cfg names (fanout.lanes); with one
@@ -79,14 +84,25 @@ func lanes(cfg config.Fanout, t config.Topics) []string {
 	return out
 }
 
+// outputs are the topics the fanout creates at start: imr.push, and the
+// spill topic with fair share.
+func outputs(t config.Topics, fairShare bool) []string {
+	if fairShare {
+		return []string{t.Push, t.Spill}
+	}
+	return []string{t.Push}
+}
+
 // New builds the stage from its section, the process's env and the stores
-// it reads (through their interfaces, never the stages that write them);
-// Run starts it.
-func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.GroupStore) (*Fanout, error) {
+// it reads (through their interfaces, never the stages that write them) and
+// the store of fair share's marks (needed only with fair share); Run
+// starts it.
+func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.GroupStore, spill store.SpillStore) (*Fanout, error) {
 	k := env.Kafka
+	fairShare := cfg.FairShare.Enabled
 	core, err := stage.Declare(&env, stage.Declaration{Name: Stage,
-		Needs: []stage.Need{{Name: "Presence", OK: ps != nil}, {Name: "Groups", OK: gs != nil}},
-		Input: stage.Input{Group: cfg.Group, Topics: lanes(cfg, k.Topics), Create: []string{k.Topics.Push}, Kind: schemas.KindPublish, MaxBatch: cfg.BatchSize}})
+		Needs: []stage.Need{{Name: "Presence", OK: ps != nil}, {Name: "Groups", OK: gs != nil}, {Name: "SpillStore", OK: spill != nil || !fairShare}},
+		Input: stage.Input{Group: cfg.Group, Topics: lanes(cfg, k.Topics), Create: outputs(k.Topics, fairShare), Kind: schemas.KindPublish, MaxBatch: cfg.BatchSize}})
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +130,47 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	env.Metrics.KnownSinks("deliver_topic")
 	f.outputs.WithLabelValues("deliver")
 	f.outputs.WithLabelValues("push_job")
+	if fairShare {
+		if err := f.fairShare(cfg, spill); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
+}
+
+// fairShare sets up fair share: its state, metrics and, in a process that
+// consumes the bulk lane, the drainer of the spill topic (consumer group
+// <fanout.group>-spill).
+func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
+	k := f.env.Kafka
+	now := time.Now
+	f.fair = &fairShare{store: spill, now: now, m: newAppMetrics(cfg.FairShare.TopApps, now), cfg: cfg.FairShare,
+		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
+		spillPos: map[partKey]int64{}, heldGaug: map[heldKey]int{}}
+	if err := f.env.Register(f.fair.m.events, f.fair.m.delay, f.fair.m.heldG); err != nil {
+		return err
+	}
+	f.w.Balancer.(*outputBalancer).spillTopic = k.Topics.Spill
+	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
+	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {
+		return nil
+	}
+	env := f.env
+	drain, err := stage.Declare(&env, stage.Declaration{Name: Stage,
+		Input: stage.Input{Group: cfg.Group + "-spill", Topics: []string{k.Topics.Spill}, Kind: schemas.KindPublish, MaxBatch: min(cfg.BatchSize, 100), Prepare: true}})
+	if err != nil {
+		return err
+	}
+	f.drain = drain
+	return nil
+}
+
+// SetFairShare replaces fair share's quotas and weights (a configuration
+// reload); without fair share it does nothing.
+func (f *Fanout) SetFairShare(c config.FairShare) {
+	if f.fair != nil {
+		f.fair.setConfig(c)
+	}
 }
 
 // Run consumes both lanes, imr.publish and imr.publish.bulk, until ctx
@@ -124,7 +180,27 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 func (f *Fanout) Run(ctx context.Context) error {
 	defer f.w.Close()
 	defer f.wb.Close()
-	return stage.Run(ctx, f.core, f.route)
+	if f.drain == nil {
+		return stage.Run(ctx, f.core, f.route)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 1)
+	go func() {
+		errs <- stage.Run(ctx, f.drain, f.drainSpill)
+		cancel()
+	}()
+	err := stage.Run(ctx, f.core, f.route)
+	cancel()
+	return errors.Join(err, <-errs)
+}
+
+// lane names the lane of topic: "online" or "bulk".
+func (f *Fanout) lane(topic string) string {
+	if f.env.Kafka.Topics.IsBulkLane(topic) {
+		return "bulk"
+	}
+	return "online"
 }
 
 // writer returns the writer of the lane topic belongs to.
@@ -135,9 +211,79 @@ func (f *Fanout) writer(topic string) *kafka.Writer {
 	return f.w
 }
 
-// route routes a batch of publish events.
+// route routes a batch of publish events of a lane: each now, or, held
+// back by fair share, to the spill topic.
 func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
-	evs := stage.Events(decoded)
+	var why []string
+	if f.fair != nil {
+		var err error
+		if why, err = f.fair.decide(ctx, b, decoded); err != nil {
+			return nil, err
+		}
+	}
+	src := make([]routed, len(decoded))
+	for i, d := range decoded {
+		src[i] = routed{m: d.Msg, inc: string(b.Inc)}
+		if why != nil && why[i] != "" {
+			src[i].held = true
+		}
+	}
+	rejected, err := f.routeEvents(ctx, f.writer(b.Topic), decoded, src)
+	if err != nil {
+		return nil, err
+	}
+	if f.fair != nil {
+		f.fair.done(b)
+		f.countApps(b.Topic, decoded, src, time.Now())
+	}
+	return rejected, nil
+}
+
+// routed is how routeEvents takes one event: src, the record whose
+// coordinates its outputs carry (the one read, or for a drained event the
+// one it was spilled from), read at incarnation inc; held: write it to
+// the spill topic instead.
+type routed struct {
+	m    *kafka.Message
+	inc  string
+	held bool
+}
+
+// countApps counts a batch's events per app and path in the per-app
+// metrics.
+func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publish], src []routed, now time.Time) {
+	type key struct {
+		app        int64
+		lane, path string
+	}
+	ts := map[key][]int64{}
+	var order []key
+	for i, d := range decoded {
+		k := key{d.Event.AppID, f.lane(src[i].m.Topic), "routed"}
+		if src[i].held {
+			k.path = "held"
+		} else if topic == f.env.Kafka.Topics.Spill {
+			k.path = "drained"
+		}
+		if _, ok := ts[k]; !ok {
+			order = append(order, k)
+		}
+		ts[k] = append(ts[k], d.Event.TS)
+	}
+	for _, k := range order {
+		f.fair.m.routed(k.app, k.lane, k.path, ts[k], now)
+	}
+}
+
+// routeEvents decides and writes the outputs of decoded (src: how each is
+// taken) in one produce call through w.
+func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []stage.Decoded[*schemas.Publish], src []routed) ([]stage.Rejected, error) {
+	evs := make([]*schemas.Publish, 0, len(decoded))
+	for i, d := range decoded {
+		if !src[i].held {
+			evs = append(evs, d.Event)
+		}
+	}
 	now := time.Now()
 	view, err := load(ctx, evs, f.presence, f.groups, f.opts, now)
 	if err != nil {
@@ -149,20 +295,26 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
 	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders, binary: f.env.Kafka.Binary()}
-	spec := jobSpec{inc: string(b.Inc), limit: f.limit(), chunk: f.opts.GroupChunk, binary: f.env.Kafka.Binary()}
-	for i, ev := range evs {
+	spec := jobSpec{limit: f.limit(), chunk: f.opts.GroupChunk, binary: f.env.Kafka.Binary()}
+	for i, d := range decoded {
+		ev, m := d.Event, src[i].m
+		if src[i].held {
+			out = append(out, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
+			from = append(from, []int{i})
+			continue
+		}
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
-		m := decoded[i].Msg
+		spec.inc = src[i].inc
 		js, err := spec.jobsOf(ev, plan, m)
 		if err != nil {
-			rejected = append(rejected, stage.Rejected{Msg: *m, Code: schemas.ReasonOversize, Reason: err.Error()})
+			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
 		if len(plan.Deliver) > 0 {
-			value := deliverRecord(ev, m, string(b.Inc))
+			value := deliverRecord(ev, m, src[i].inc)
 			input := []int{i}
 			for _, server := range plan.Deliver {
 				topic := f.env.Kafka.Topics.DeliverPrefix + server
@@ -195,7 +347,7 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		}
 	}
 	start := time.Now()
-	refused, err := kafkax.WriteRefusing(ctx, f.writer(b.Topic), out...)
+	refused, err := kafkax.WriteRefusing(ctx, w, out...)
 	if err != nil {
 		if kafkax.UnknownTopic(err) {
 			// A deliver topic went away (deleted, or a cluster that lost its
@@ -484,10 +636,19 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 }
 
 // outputBalancer puts push jobs on imr.push partition (source partition mod
-// partitions) and everything else where murmur2 puts its key.
-type outputBalancer struct{ pushTopic string }
+// partitions), spill records where murmur2 puts their appid (the event's
+// key up to its first colon: one app's held events share a partition), and
+// everything else where murmur2 puts its key.
+type outputBalancer struct{ pushTopic, spillTopic string }
 
 func (o *outputBalancer) Balance(msg kafka.Message, partitions ...int) int {
+	if msg.Topic == o.spillTopic && o.spillTopic != "" {
+		k := msg.Key
+		if i := bytes.IndexByte(k, ':'); i >= 0 {
+			k = k[:i]
+		}
+		return kafkax.Partitioner.Balance(kafka.Message{Key: k}, partitions...)
+	}
 	if msg.Topic == o.pushTopic {
 		k := string(msg.Key)
 		if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil && len(partitions) > 0 {
@@ -495,4 +656,67 @@ func (o *outputBalancer) Balance(msg kafka.Message, partitions ...int) int {
 		}
 	}
 	return kafkax.Partitioner.Balance(msg, partitions...)
+}
+
+// drainSpill routes a batch of the spill topic: each event with the src of
+// the record it was held back from, each app at most at its quota, events
+// the drained marks show were routed already skipped (a fanout that
+// spilled them again after a crash).
+func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
+	var rejected []stage.Rejected
+	keep := decoded[:0:0]
+	var src []routed
+	var streams []string
+	for _, d := range decoded {
+		o, inc, err := origin(d.Msg)
+		if err != nil {
+			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonInvalid, Reason: err.Error()})
+			continue
+		}
+		keep = append(keep, d)
+		src = append(src, routed{m: &o, inc: inc})
+		streams = append(streams, store.SpillStream(d.Event.AppID, o.Topic, inc, o.Partition))
+	}
+	marks, err := f.fair.drainMarks(ctx, b, streams)
+	if err != nil {
+		return nil, err
+	}
+	raised := map[string]int64{}
+	counts := map[appLane]int{}
+	n := 0
+	for i, d := range keep {
+		s, off := streams[i], src[i].m.Offset
+		if r, ok := raised[s]; off <= marks[s] || ok && off <= r {
+			f.env.Metrics.Skipped.WithLabelValues(Stage, "spill_repeat").Inc()
+			continue
+		}
+		raised[s] = off
+		keep[n], src[n] = d, src[i]
+		n++
+		counts[appLane{d.Event.AppID, f.lane(src[i].m.Topic)}]++
+	}
+	keep, src = keep[:n], src[:n]
+	wait, err := f.fair.drainWait(ctx, counts)
+	if err != nil {
+		return nil, err
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	more, err := f.routeEvents(ctx, f.wb, keep, src)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.fair.store.Drain(ctx, raised); err != nil {
+		return nil, fmt.Errorf("fair share: set drained marks: %w", err)
+	}
+	f.fair.drainedDone(b, raised)
+	f.countApps(b.Topic, keep, src, time.Now())
+	return append(rejected, more...), nil
 }

@@ -140,9 +140,11 @@ func (d *deliveries) handle(ctx context.Context, b kafkax.Batch) error {
 // Repeats drops deliveries an IM server already handed over: the fanout
 // produces deliveries at least once, and a record it produced again carries
 // the same src. It keeps, per (deliver partition, src topic@incarnation,
-// src partition), the highest src offset handed over; records of one source
-// partition reach one deliver partition in source order, so a record at or
-// below it is a repeat. Safe for concurrent use by the partitions' workers.
+// src partition, appid), the highest src offset handed over; one app's
+// records of one source partition reach one deliver partition in source
+// order (fair share may route one app's later than another's: the appid
+// is part of the key for that), so a record at or below it is a repeat.
+// Safe for concurrent use by the partitions' workers.
 type Repeats struct {
 	mu   sync.Mutex
 	last map[repeatKey]int64
@@ -152,6 +154,7 @@ type repeatKey struct {
 	partition    int    // of the deliver topic
 	stream       string // schemas.Source.Stream: topic@inc
 	srcPartition int
+	appid        int64
 }
 
 // NewRepeats returns an empty filter.
@@ -171,7 +174,7 @@ func (r *Repeats) Filter(partition int, batch []Delivery) (fresh []Delivery, han
 			fresh = append(fresh, d)
 			continue
 		}
-		k := repeatKey{partition, d.Src.Stream(), d.Src.Partition}
+		k := repeatKey{partition, d.Src.Stream(), d.Src.Partition, d.AppID}
 		last, ok := seen[k]
 		if !ok {
 			last, ok = r.last[k]

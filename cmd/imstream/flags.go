@@ -39,7 +39,7 @@ func configFlags(fs *pflag.FlagSet) *string {
 		case []int64:
 			fs.Int64Slice(kv.Key, v, help)
 		case map[string]int:
-			fs.StringToInt(kv.Key, v, help+" (topic=n,topic=n)")
+			fs.StringToInt(kv.Key, v, help+" (key=n,key=n)")
 		default:
 			panic(fmt.Sprintf("configuration key %s: no flag type for %T", kv.Key, v))
 		}

@@ -80,7 +80,8 @@ func rootCmd() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return run(c.Context(), cfg)
+			ctx := context.WithValue(c.Context(), reloadKey{}, func() (config.Config, error) { return loadConfig(*path, fs) })
+			return run(ctx, cfg)
 		}
 		root.AddCommand(c)
 	}

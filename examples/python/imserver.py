@@ -138,7 +138,7 @@ class Deliveries:
             "auto.offset.reset": "earliest",
         })
         self.consumer.subscribe([self.topic])
-        # (deliver partition, src topic@inc, src partition) -> highest src offset handed over
+        # (deliver partition, src topic@inc, src partition, appid) -> highest src offset handed over
         self.last = {}
         self.repeats = 0
 
@@ -155,7 +155,7 @@ class Deliveries:
             src = ev.get("src")
             if src is not None:
                 stream = src["topic"] + ("@" + src["inc"] if src.get("inc") else "")
-                k = (m.partition(), stream, src["partition"])
+                k = (m.partition(), stream, src["partition"], ev["appid"])
                 last = seen.get(k, self.last.get(k))
                 if last is not None and src["offset"] <= last:
                     self.repeats += 1

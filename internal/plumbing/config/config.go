@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -48,6 +49,7 @@ type Topics struct {
 	Bulk          string `mapstructure:"bulk"`           // default imr.publish.bulk: the bulk lane (push events); = publish for one lane
 	Groups        string `mapstructure:"groups"`         // default imr.groups
 	Push          string `mapstructure:"push"`           // default imr.push
+	Spill         string `mapstructure:"spill"`          // default imr.publish.spill: an app's events held back by fair share (docs/lanes.md)
 	DLQ           string `mapstructure:"dlq"`            // default imr.dlq
 	DeliverPrefix string `mapstructure:"deliver_prefix"` // default "imr.deliver."
 }
@@ -204,6 +206,81 @@ type Fanout struct {
 	// consume it, so the lanes can be deployed apart and the online one
 	// given its own CPU (docs/lanes.md). Every lane needs a process.
 	Lanes []string `mapstructure:"lanes"`
+	// FairShare holds an app back when it takes more than its share of a
+	// partition, or more than its quota: its events wait in the spill
+	// topic, in order, and are routed from there at its rate
+	// (docs/lanes.md).
+	FairShare FairShare `mapstructure:"fair_share"`
+}
+
+// FairShare configures fair share and quotas per appid (docs/lanes.md).
+// Quotas and weights are read again on SIGHUP.
+type FairShare struct {
+	// Enabled turns fair share and quotas on. An app held back has its
+	// events routed later, from the spill topic, so deliveries of
+	// different apps leave one source partition out of offset order: IM
+	// servers must drop repeats per app (docs/protocol.md §6), as the
+	// ingest package of this release does. Default false.
+	Enabled bool `mapstructure:"enabled"`
+	// Quotas are events per second per lane, by appid ("7": 1000); an
+	// app without one has DefaultQuota (0: none).
+	Quotas       map[string]int `mapstructure:"quotas"`
+	DefaultQuota int            `mapstructure:"default_quota"`
+	// Burst is how far an app may run ahead of its quota, as time at that
+	// rate. Default 1s.
+	Burst time.Duration `mapstructure:"burst"`
+	// Weights divide a saturated partition among the apps sending to it
+	// ("7": 2); default 1 each.
+	Weights map[string]int `mapstructure:"weights"`
+	// SaturatedAfter: a partition is saturated while the record being
+	// routed waited this long since its producer wrote it; then an app
+	// above its weighted share of the partition's recent records is held
+	// back. Default 250ms.
+	SaturatedAfter time.Duration `mapstructure:"saturated_after"`
+	// TopApps is how many apps, by volume, have their own series in the
+	// per-app metrics; the others are summed as app="other". Default 10.
+	TopApps int `mapstructure:"top_apps"`
+}
+
+// Quota returns appid's quota (events/s per lane), 0 for none.
+func (f FairShare) Quota(appid int64) int {
+	if q, ok := f.Quotas[strconv.FormatInt(appid, 10)]; ok {
+		return q
+	}
+	return f.DefaultQuota
+}
+
+// Weight returns appid's weight.
+func (f FairShare) Weight(appid int64) int {
+	if w, ok := f.Weights[strconv.FormatInt(appid, 10)]; ok {
+		return w
+	}
+	return 1
+}
+
+func (f FairShare) validate(bad badKey) {
+	for key, m := range map[string]map[string]int{"fanout.fair_share.quotas": f.Quotas, "fanout.fair_share.weights": f.Weights} {
+		for app, n := range m {
+			if _, err := strconv.ParseInt(app, 10, 64); err != nil {
+				bad(key, "%q: want an appid", app)
+			}
+			if n < 1 {
+				bad(key, "%s: must be >= 1, got %d", app, n)
+			}
+		}
+	}
+	if f.DefaultQuota < 0 {
+		bad("fanout.fair_share.default_quota", "must be >= 0, got %d", f.DefaultQuota)
+	}
+	if f.Burst <= 0 {
+		bad("fanout.fair_share.burst", "must be > 0")
+	}
+	if f.SaturatedAfter <= 0 {
+		bad("fanout.fair_share.saturated_after", "must be > 0")
+	}
+	if f.TopApps < 1 || f.TopApps > 1000 {
+		bad("fanout.fair_share.top_apps", "must be between 1 and 1000, got %d", f.TopApps)
+	}
 }
 
 // Consumes reports whether the lane ("online" or "bulk") is one of
@@ -286,7 +363,7 @@ func Default() Config {
 			ClientID: "imstream",
 			Topics: Topics{
 				Presence: "imr.presence", Publish: "imr.publish", Bulk: "imr.publish.bulk", Groups: "imr.groups",
-				Push: "imr.push", DLQ: "imr.dlq", DeliverPrefix: "imr.deliver.",
+				Push: "imr.push", Spill: "imr.publish.spill", DLQ: "imr.dlq", DeliverPrefix: "imr.deliver.",
 			},
 			AutoCreateTopics:  true,
 			Partitions:        12,
@@ -324,7 +401,8 @@ func Default() Config {
 			ServerCache: 500 * time.Millisecond, GCInterval: time.Minute, EpochSkew: 5 * time.Minute,
 		},
 		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
-		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000, Lanes: []string{"online", "bulk"}},
+		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000, Lanes: []string{"online", "bulk"},
+			FairShare: FairShare{Quotas: map[string]int{}, Weights: map[string]int{}, Burst: time.Second, SaturatedAfter: 250 * time.Millisecond, TopApps: 10}},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,
@@ -408,7 +486,7 @@ func (k Kafka) validate(bad badKey) {
 	for key, t := range map[string]string{
 		"kafka.topics.presence": k.Topics.Presence, "kafka.topics.publish": k.Topics.Publish,
 		"kafka.topics.bulk":   k.Topics.Bulk,
-		"kafka.topics.groups": k.Topics.Groups, "kafka.topics.push": k.Topics.Push,
+		"kafka.topics.groups": k.Topics.Groups, "kafka.topics.push": k.Topics.Push, "kafka.topics.spill": k.Topics.Spill,
 		"kafka.topics.dlq": k.Topics.DLQ, "kafka.topics.deliver_prefix": k.Topics.DeliverPrefix,
 	} {
 		if t == "" {
@@ -560,6 +638,7 @@ func (f Fanout) validate(bad badKey) {
 			bad("fanout.lanes", "unknown lane %q (online, bulk)", l)
 		}
 	}
+	f.FairShare.validate(bad)
 }
 
 func (p Pusher) validate(bad badKey) {

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imstream/imstream/fanout"
 	"github.com/imstream/imstream/gateway"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
@@ -34,6 +35,7 @@ type Env struct {
 	Redis    redis.UniversalClient
 	Admin    *obs.Server      // nil when admin.listen is ""
 	Gateway  *gateway.Gateway // set when the gateway role was built
+	Fanout   *fanout.Fanout   // set when the fanout role was built
 
 	presence store.PresenceStore
 	groups   store.GroupStore

@@ -99,10 +99,12 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 		case "fanout":
 			f, err := fanout.New(e.Cfg.Fanout, e.StageEnv(),
 				store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage, "users", "room", "live_servers")),
-				store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")))
+				store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")),
+				store.NewRedisSpill(e.Redis, e.Cfg.Redis.KeyPrefix))
 			if err != nil {
 				return nil, err
 			}
+			e.Fanout = f
 			e.ready(fanout.Stage)
 			runs = append(runs, f.Run)
 		case "gateway":

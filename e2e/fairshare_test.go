@@ -1,0 +1,112 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/tools/testkit"
+	"github.com/imstream/imstream/schemas"
+)
+
+// TestFairShareQuota: app 8 floods offline peer messages far above its
+// quota while app 7 (app) sends to an online user. App 8 is held back and
+// drained from the spill topic: each of its messages reaches its push
+// list exactly once, in each receiver's order, and never faster than its
+// quota allows; app 7 is never held and loses nothing.
+func TestFairShareQuota(t *testing.T) {
+	const (
+		noisy     = 8
+		quota     = 200 // events/s
+		flood     = 1200
+		receivers = 12
+		quiet     = 100
+	)
+	s := startStack(t, 1, 1, "--fanout.fair_share.enabled", "--fanout.fair_share.quotas", fmt.Sprintf("%d=%d", noisy, quota))
+	cfg := s.cfg
+	ctx := context.Background()
+	srvA, srvB := imServer(t, cfg, "sa", 1), imServer(t, cfg, "sb", 1)
+	must(t, srvB.Subscribe(ctx, app, 1, true))
+	testkit.Eventually(t, 60*time.Second, "user 1 online", func() bool {
+		on, _ := s.online(t, 1)
+		return on
+	})
+
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < flood; i++ {
+			to := int64(1000 + i%receivers)
+			msg := schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: to, Content: fmt.Sprintf("n-%d-%d", to, i/receivers)}
+			if err := srvA.Publish(ctx, noisy, to, msg, ingest.Meta{}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < quiet; i++ {
+		msg := schemas.Message{Cmd: schemas.CmdIM, Flag: schemas.FlagUnpersistent, Sender: 2, Receiver: 1, Content: fmt.Sprintf("q-%d", i)}
+		must(t, srvA.Publish(ctx, app, 1, msg, ingest.Meta{}))
+	}
+	must(t, <-done)
+
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
+	testkit.Eventually(t, 120*time.Second, "every noisy message in a push list", func() bool {
+		return rc.LLen(ctx, "push_queue").Val() >= flood
+	})
+	took := time.Since(start)
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group+"-spill", cfg.Kafka.Topics.Spill, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+
+	// Exactly once, in each receiver's order.
+	next := map[int64]int{}
+	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		var entry struct {
+			AppID    int64  `json:"appid"`
+			Receiver int64  `json:"receiver"`
+			Content  string `json:"content"`
+		}
+		must(t, json.Unmarshal([]byte(e), &entry))
+		parts := strings.Split(entry.Content, "-")
+		seq, _ := strconv.Atoi(parts[len(parts)-1])
+		if entry.AppID != noisy || seq != next[entry.Receiver] {
+			t.Fatalf("entry %s: want app %d, seq %d for receiver %d", e, noisy, next[entry.Receiver], entry.Receiver)
+		}
+		next[entry.Receiver]++
+	}
+	for to := int64(1000); to < 1000+receivers; to++ {
+		if next[to] != flood/receivers {
+			t.Errorf("receiver %d: %d entries, want %d", to, next[to], flood/receivers)
+		}
+	}
+
+	// Held back, then drained: every event once, by one path or the other.
+	held := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="held"}`, noisy))
+	drained := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="drained"}`, noisy))
+	routed := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="routed"}`, noisy))
+	if held == 0 || drained != held || routed+drained != flood {
+		t.Errorf("app %d: routed %v, held %v, drained %v; want held > 0, drained = held, routed + drained = %d", noisy, routed, held, drained, flood)
+	}
+	// The quota is a ceiling the shared token bucket keeps whatever the
+	// machine's speed: one burst (1 s of quota), then the quota's rate.
+	if least := time.Duration(float64(flood-quota) / quota * float64(time.Second)); took < least {
+		t.Errorf("%d events routed in %s, faster than a quota of %d/s allows (%s)", flood, took, quota, least)
+	}
+
+	// App 7 was never held and every message reached its server.
+	if v := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="held"}`, app)); v != 0 {
+		t.Errorf("app %d held %v times", app, v)
+	}
+	testkit.Eventually(t, 60*time.Second, "app 7's deliveries", func() bool {
+		return len(testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DeliverPrefix+"sb")) >= quiet
+	})
+	if got := len(testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DeliverPrefix+"sb")); got != quiet {
+		t.Errorf("app %d: %d deliveries, want %d", app, got, quiet)
+	}
+}

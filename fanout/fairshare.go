@@ -1,0 +1,547 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// Fair share (docs/lanes.md). Per lane partition, the fanout routes each
+// app's events now or holds them back: an app is held when it has no
+// quota token left (its quota, divided evenly among the lane's
+// partitions), or when the partition is saturated and the app sent more
+// than its weighted share of the partition's recent records. Once held,
+// every later event of the app on that partition is held too, until the
+// drainer has routed all of them: that keeps each receiver's order. A held
+// event is written, unchanged, to the spill topic (partitioned by appid,
+// with its source coordinates in headers) and the drainer routes it from
+// there, at most at the app's quota, with the src of its source record —
+// so the sinks drop its repeats exactly as if it had been routed at once.
+//
+// Before writing held events the fanout raises the app's held mark (the
+// highest source offset it may have spilled) in the SpillStore; the drainer
+// sets the drained mark after its outputs are acknowledged. A partition's
+// new owner reads both marks and keeps holding while held > drained.
+
+// Headers of a spill record: where its event was read.
+const (
+	HeaderOriginTopic     = "origin_topic"
+	HeaderOriginPartition = "origin_partition"
+	HeaderOriginOffset    = "origin_offset"
+	HeaderOriginInc       = "origin_inc"
+)
+
+// Why an app is held back.
+const (
+	HeldQuota = "quota"
+	HeldShare = "share"
+)
+
+type partKey struct {
+	topic     string
+	partition int
+}
+
+// partState is fair share's state of one lane partition.
+type partState struct {
+	inc     string
+	next    int64 // offset after the last batch routed: a batch starting elsewhere reloads the marks
+	apps    map[int64]*appState
+	total   float64 // recent records, decayed by half every second
+	decayed time.Time
+}
+
+// appState is one app's state on one lane partition.
+type appState struct {
+	loaded  bool
+	stream  string // store.SpillStream
+	recent  float64
+	reason  string // HeldQuota or HeldShare while held, else ""
+	held    int64  // the held mark: highest source offset spilled
+	drained int64  // the drained mark, as last read
+}
+
+// fairShare is the fanout's fair share and quotas.
+type fairShare struct {
+	store store.SpillStore
+	now   func() time.Time
+	m     *appMetrics
+	lane  func(topic string) string // "online" or "bulk"
+
+	mu       sync.Mutex
+	cfg      config.FairShare
+	state    map[partKey]*partState
+	drained  map[string]int64  // per stream: the drainer's drained marks
+	spillPos map[partKey]int64 // per spill partition: offset after the last batch drained
+	heldGaug map[heldKey]int   // per app and reason: partitions holding it
+}
+
+type heldKey struct {
+	app    int64
+	reason string
+}
+
+func (fs *fairShare) config() config.FairShare {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.cfg
+}
+
+// setConfig replaces the quotas and weights (a reload).
+func (fs *fairShare) setConfig(c config.FairShare) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.cfg = c
+}
+
+// part returns the state of b's partition, reset when b does not start
+// where the last batch ended (a new owner, a retry after a rebalance).
+func (fs *fairShare) part(b stage.Batch) *partState {
+	k := partKey{b.Topic, b.Partition}
+	fs.mu.Lock()
+	ps := fs.state[k]
+	fs.mu.Unlock()
+	first := b.Records[0].Offset
+	if ps != nil && ps.next == first && ps.inc == string(b.Inc) {
+		return ps
+	}
+	if ps != nil {
+		fs.unheld(ps)
+	}
+	ps = &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}}
+	fs.mu.Lock()
+	fs.state[k] = ps
+	fs.mu.Unlock()
+	return ps
+}
+
+// unheld removes a partition's held apps from the held gauge.
+func (fs *fairShare) unheld(ps *partState) {
+	for app, st := range ps.apps {
+		if st.reason != "" {
+			fs.setHeld(app, st.reason, -1)
+		}
+	}
+}
+
+func (fs *fairShare) setHeld(app int64, reason string, d int) {
+	fs.mu.Lock()
+	k := heldKey{app, reason}
+	fs.heldGaug[k] += d
+	if fs.heldGaug[k] <= 0 {
+		delete(fs.heldGaug, k)
+	}
+	fs.m.held(fs.heldGaug)
+	fs.mu.Unlock()
+}
+
+// decide returns, for each record of a lane batch, why it is held back ("":
+// route it now), after raising the held marks of the apps it holds. It
+// first releases the apps whose held events were all drained.
+func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
+	ps := fs.part(b)
+	cfg := fs.config()
+	// Marks to read: apps first seen on this partition, and held ones.
+	var load []int64
+	seen := map[int64]bool{}
+	for _, d := range decoded {
+		app := d.Event.AppID
+		if st := ps.apps[app]; (st == nil || st.reason != "") && !seen[app] {
+			seen[app] = true
+			load = append(load, app)
+		}
+	}
+	if len(load) > 0 {
+		streams := make([]string, len(load))
+		for i, app := range load {
+			streams[i] = store.SpillStream(app, b.Topic, ps.inc, b.Partition)
+		}
+		held, drained, err := fs.store.Marks(ctx, streams)
+		if err != nil {
+			return nil, fmt.Errorf("fair share: read marks: %w", err)
+		}
+		for i, app := range load {
+			st := ps.apps[app]
+			if st == nil {
+				st = &appState{stream: streams[i], held: -1}
+				ps.apps[app] = st
+			}
+			st.loaded = true
+			st.held = max(st.held, held[i])
+			st.drained = drained[i]
+			switch {
+			case st.reason == "" && st.held > st.drained: // held by an earlier owner
+				st.reason = HeldQuota
+				if cfg.Quota(app) == 0 {
+					st.reason = HeldShare
+				}
+				fs.setHeld(app, st.reason, 1)
+			case st.reason != "" && st.drained >= st.held: // all drained: route again
+				fs.setHeld(app, st.reason, -1)
+				st.reason = ""
+			}
+		}
+	}
+	grants, err := fs.take(ctx, b.Topic, ps, decoded, cfg)
+	if err != nil {
+		return nil, err
+	}
+	now := fs.now()
+	why := make([]string, len(decoded))
+	raised := map[string]int64{}
+	for i, d := range decoded {
+		app, m := d.Event.AppID, d.Msg
+		st := ps.apps[app]
+		ps.count(st, now)
+		if st.reason == "" {
+			if g, ok := grants[app]; ok {
+				if g == 0 {
+					st.reason = HeldQuota
+				}
+				grants[app] = g - 1
+			}
+			if st.reason == "" && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
+				st.reason = HeldShare
+			}
+			if st.reason != "" {
+				fs.setHeld(app, st.reason, 1)
+			}
+		}
+		if st.reason != "" {
+			why[i] = st.reason
+			st.held = max(st.held, m.Offset)
+			raised[st.stream] = st.held
+		}
+	}
+	if len(raised) > 0 {
+		if err := fs.store.Hold(ctx, raised); err != nil {
+			return nil, fmt.Errorf("fair share: raise held marks: %w", err)
+		}
+	}
+	return why, nil
+}
+
+// take asks the quota buckets for the events of each app with a quota that
+// the batch would route now, and returns what each was granted.
+func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, decoded []stage.Decoded[*schemas.Publish], cfg config.FairShare) (map[int64]int, error) {
+	want := map[int64]int{}
+	var apps []int64
+	for _, d := range decoded {
+		app := d.Event.AppID
+		if ps.apps[app].reason != "" || cfg.Quota(app) == 0 {
+			continue
+		}
+		if _, ok := want[app]; !ok {
+			apps = append(apps, app)
+		}
+		want[app]++
+	}
+	if len(apps) == 0 {
+		return nil, nil
+	}
+	reqs := make([]store.QuotaTake, len(apps))
+	for i, app := range apps {
+		reqs[i] = quotaTake(app, fs.lane(topic), want[app], cfg)
+	}
+	got, err := fs.store.Take(ctx, reqs)
+	if err != nil {
+		return nil, fmt.Errorf("fair share: quotas: %w", err)
+	}
+	grants := make(map[int64]int, len(apps))
+	for i, app := range apps {
+		grants[app] = got[i].Granted
+	}
+	return grants, nil
+}
+
+// quotaTake is the request for n tokens of app's quota on lane.
+func quotaTake(app int64, lane string, n int, cfg config.FairShare) store.QuotaTake {
+	rate := float64(cfg.Quota(app))
+	return store.QuotaTake{Bucket: store.QuotaBucket(app, lane), Rate: rate, Depth: math.Max(1, rate*cfg.Burst.Seconds()), N: n}
+}
+
+// done records that b was routed.
+func (fs *fairShare) done(b stage.Batch) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if ps := fs.state[partKey{b.Topic, b.Partition}]; ps != nil {
+		ps.next = b.Records[len(b.Records)-1].Offset + 1
+	}
+}
+
+// count adds one record of st's app to the partition's recent counts,
+// halved every second.
+func (ps *partState) count(st *appState, now time.Time) {
+	if d := now.Sub(ps.decayed).Seconds(); d >= 1 || ps.decayed.IsZero() {
+		f := math.Pow(0.5, math.Min(d, 64))
+		if ps.decayed.IsZero() {
+			f = 1
+		}
+		ps.total = 0
+		for _, s := range ps.apps {
+			s.recent *= f
+			ps.total += s.recent
+		}
+		ps.decayed = now
+	}
+	st.recent++
+	ps.total++
+}
+
+// overShare reports whether app sent more than its weighted share of the
+// partition's recent records, among the apps that sent any.
+func (ps *partState) overShare(app int64, st *appState, cfg config.FairShare) bool {
+	var weights float64
+	active := 0
+	for a, s := range ps.apps {
+		if s.recent >= 1 {
+			weights += float64(cfg.Weight(a))
+			active++
+		}
+	}
+	if active < 2 || ps.total <= 0 {
+		return false
+	}
+	return st.recent/ps.total > float64(cfg.Weight(app))/weights
+}
+
+// spillRecord is the spill topic's copy of m, read at inc: its key, value
+// and headers, and where it was read.
+func spillRecord(topic string, m *kafka.Message, inc string) kafka.Message {
+	h := make([]kafka.Header, 0, len(m.Headers)+4)
+	h = append(h, m.Headers...)
+	h = append(h,
+		kafka.Header{Key: HeaderOriginTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: HeaderOriginPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		kafka.Header{Key: HeaderOriginOffset, Value: strconv.AppendInt(nil, m.Offset, 10)})
+	if inc != "" {
+		h = append(h, kafka.Header{Key: HeaderOriginInc, Value: []byte(inc)})
+	}
+	return kafka.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: h}
+}
+
+// origin returns where a spill record's event was read: a copy of m with
+// that topic, partition and offset, and its incarnation.
+func origin(m *kafka.Message) (kafka.Message, string, error) {
+	o := *m
+	var inc string
+	found := 0
+	for _, h := range m.Headers {
+		var err error
+		switch h.Key {
+		case HeaderOriginTopic:
+			o.Topic, found = string(h.Value), found+1
+		case HeaderOriginPartition:
+			o.Partition, err = strconv.Atoi(string(h.Value))
+			found++
+		case HeaderOriginOffset:
+			o.Offset, err = strconv.ParseInt(string(h.Value), 10, 64)
+			found++
+		case HeaderOriginInc:
+			inc = string(h.Value)
+		}
+		if err != nil {
+			return o, "", fmt.Errorf("spill record: header %s: %v", h.Key, err)
+		}
+	}
+	if found != 3 {
+		return o, "", errors.New("spill record: without its origin_topic, origin_partition and origin_offset headers")
+	}
+	return o, inc, nil
+}
+
+// drainMarks returns the drained marks of streams (read from the store
+// when the spill partition's batch does not start where the last ended).
+func (fs *fairShare) drainMarks(ctx context.Context, b stage.Batch, streams []string) (map[string]int64, error) {
+	k := partKey{b.Topic, b.Partition}
+	fs.mu.Lock()
+	fresh := fs.spillPos[k] == b.Records[0].Offset
+	var load []string
+	for _, s := range streams {
+		if _, ok := fs.drained[s]; !ok || !fresh {
+			load = append(load, s)
+		}
+	}
+	fs.mu.Unlock()
+	if len(load) > 0 {
+		_, drained, err := fs.store.Marks(ctx, load)
+		if err != nil {
+			return nil, fmt.Errorf("fair share: read drained marks: %w", err)
+		}
+		fs.mu.Lock()
+		for i, s := range load {
+			fs.drained[s] = drained[i]
+		}
+		fs.mu.Unlock()
+	}
+	out := make(map[string]int64, len(streams))
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for _, s := range streams {
+		out[s] = fs.drained[s]
+	}
+	return out, nil
+}
+
+// drainWait takes the quota tokens of a drained batch's events (going into
+// debt: the quota buckets are shared with the lanes, which then hold the
+// app back until it is paid) and returns how long to wait before routing
+// them.
+func (fs *fairShare) drainWait(ctx context.Context, counts map[appLane]int) (time.Duration, error) {
+	cfg := fs.config()
+	var reqs []store.QuotaTake
+	for k, n := range counts {
+		if cfg.Quota(k.app) > 0 {
+			r := quotaTake(k.app, k.lane, n, cfg)
+			r.Reserve = true
+			reqs = append(reqs, r)
+		}
+	}
+	got, err := fs.store.Take(ctx, reqs)
+	if err != nil {
+		return 0, fmt.Errorf("fair share: quotas: %w", err)
+	}
+	var wait time.Duration
+	for _, g := range got {
+		wait = max(wait, g.Wait)
+	}
+	return wait, nil
+}
+
+// appLane is an app on a lane.
+type appLane struct {
+	app  int64
+	lane string
+}
+
+// drainedDone records a drained batch's marks (already in the store).
+func (fs *fairShare) drainedDone(b stage.Batch, marks map[string]int64) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for s, v := range marks {
+		fs.drained[s] = v
+	}
+	fs.spillPos[partKey{b.Topic, b.Partition}] = b.Records[len(b.Records)-1].Offset + 1
+}
+
+// appMetrics are the per-app series, for the top apps by volume and
+// app="other" (fanout.fair_share.top_apps).
+type appMetrics struct {
+	events *prometheus.CounterVec   // {app, lane, path}
+	delay  *prometheus.HistogramVec // {app, lane}
+	heldG  *prometheus.GaugeVec     // {app, reason}
+
+	mu     sync.Mutex
+	top    int
+	volume map[int64]float64 // decayed by half at each ranking
+	named  map[int64]bool
+	ranked time.Time
+	now    func() time.Time
+}
+
+func newAppMetrics(top int, now func() time.Time) *appMetrics {
+	return &appMetrics{
+		events: obs.CounterVec("imstream_app_events_total",
+			"Publish events by app (the top apps by volume, the rest as other), lane, and path: routed (at once), held (written to the spill topic), drained (routed from it).", "app", "lane", "path"),
+		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "imstream_app_delay_seconds",
+			Help:    "Time from an event's ts to its routing by the fanout, by app (top apps, the rest as other) and lane.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"app", "lane"}),
+		heldG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "imstream_app_held",
+			Help: "Lane partitions of this process holding an app back, by app (top apps, the rest as other) and reason (quota, share)."}, []string{"app", "reason"}),
+		top: top, volume: map[int64]float64{}, named: map[int64]bool{}, now: now,
+	}
+}
+
+// label is app's label value: its id while among the top apps, else other.
+// The ranking is redone every 10 s; an app that leaves the top has its
+// series deleted.
+func (a *appMetrics) label(app int64, n int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.volume[app] += float64(n)
+	if now := a.now(); now.Sub(a.ranked) >= 10*time.Second || (len(a.named) < a.top && !a.named[app]) {
+		a.rank(now)
+	}
+	if a.named[app] {
+		return strconv.FormatInt(app, 10)
+	}
+	return "other"
+}
+
+func (a *appMetrics) rank(now time.Time) {
+	apps := make([]int64, 0, len(a.volume))
+	for app, v := range a.volume {
+		if v < 0.5 {
+			delete(a.volume, app)
+			continue
+		}
+		apps = append(apps, app)
+	}
+	sort.Slice(apps, func(i, j int) bool {
+		if a.volume[apps[i]] != a.volume[apps[j]] {
+			return a.volume[apps[i]] > a.volume[apps[j]]
+		}
+		return apps[i] < apps[j]
+	})
+	named := map[int64]bool{}
+	for _, app := range apps[:min(a.top, len(apps))] {
+		named[app] = true
+	}
+	for app := range a.named {
+		if !named[app] {
+			l := prometheus.Labels{"app": strconv.FormatInt(app, 10)}
+			a.events.DeletePartialMatch(l)
+			a.delay.DeletePartialMatch(l)
+			a.heldG.DeletePartialMatch(l)
+		}
+	}
+	a.named = named
+	if now.Sub(a.ranked) >= 10*time.Second {
+		for app := range a.volume {
+			a.volume[app] /= 2
+		}
+		a.ranked = now
+	}
+}
+
+// routed counts events of one app and lane by path, with their delays
+// (ts in unix ms; 0 for none).
+func (a *appMetrics) routed(app int64, lane, path string, ts []int64, now time.Time) {
+	l := a.label(app, len(ts))
+	a.events.WithLabelValues(l, lane, path).Add(float64(len(ts)))
+	if path == "held" {
+		return
+	}
+	h := a.delay.WithLabelValues(l, lane)
+	for _, t := range ts {
+		if t > 0 {
+			h.Observe(math.Max(0, now.Sub(time.UnixMilli(t)).Seconds()))
+		}
+	}
+}
+
+// held sets the held gauge from the partitions holding each app back.
+func (a *appMetrics) held(by map[heldKey]int) {
+	sum := map[[2]string]int{}
+	for k, n := range by {
+		sum[[2]string{a.label(k.app, 0), k.reason}] += n
+	}
+	a.heldG.Reset()
+	for k, n := range sum {
+		a.heldG.WithLabelValues(k[0], k[1]).Set(float64(n))
+	}
+}
