@@ -454,7 +454,7 @@ type appMetrics struct {
 }
 
 func newAppMetrics(top int, now func() time.Time) *appMetrics {
-	return &appMetrics{
+	a := &appMetrics{
 		events: obs.CounterVec("imstream_app_events_total",
 			"Publish events by app (the top apps by volume, the rest as other), lane, and path: routed (at once), held (written to the spill topic), drained (routed from it).", "app", "lane", "path"),
 		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "imstream_app_delay_seconds",
@@ -463,6 +463,22 @@ func newAppMetrics(top int, now func() time.Time) *appMetrics {
 		heldG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "imstream_app_held",
 			Help: "Lane partitions of this process holding an app back, by app (top apps, the rest as other) and reason (quota, share)."}, []string{"app", "reason"}),
 		top: top, volume: map[int64]float64{}, named: map[int64]bool{}, now: now,
+	}
+	a.zero()
+	return a
+}
+
+// zero exports the other apps' series at 0, so that the families exist
+// from the start.
+func (a *appMetrics) zero() {
+	for _, lane := range []string{"online", "bulk"} {
+		for _, path := range []string{"routed", "held", "drained"} {
+			a.events.WithLabelValues("other", lane, path)
+		}
+		a.delay.WithLabelValues("other", lane)
+	}
+	for _, r := range []string{HeldQuota, HeldShare} {
+		a.heldG.WithLabelValues("other", r)
 	}
 }
 
@@ -541,6 +557,7 @@ func (a *appMetrics) held(by map[heldKey]int) {
 		sum[[2]string{a.label(k.app, 0), k.reason}] += n
 	}
 	a.heldG.Reset()
+	a.zero()
 	for k, n := range sum {
 		a.heldG.WithLabelValues(k[0], k[1]).Set(float64(n))
 	}

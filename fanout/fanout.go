@@ -64,6 +64,7 @@ type Fanout struct {
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
 
+	apps  *appMetrics // per-app series (fair share)
 	fair  *fairShare  // nil unless fanout.fair_share.enabled
 	drain *stage.Core // the spill topic's consumer, in processes that consume the bulk lane
 }
@@ -130,6 +131,12 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	env.Metrics.KnownSinks("deliver_topic")
 	f.outputs.WithLabelValues("deliver")
 	f.outputs.WithLabelValues("push_job")
+	// The per-app families exist without fair share too (at 0), for the
+	// dashboard and the alerts.
+	f.apps = newAppMetrics(cfg.FairShare.TopApps, time.Now)
+	if err := env.Register(f.apps.events, f.apps.delay, f.apps.heldG); err != nil {
+		return nil, err
+	}
 	if fairShare {
 		if err := f.fairShare(cfg, spill); err != nil {
 			return nil, err
@@ -144,12 +151,9 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 	k := f.env.Kafka
 	now := time.Now
-	f.fair = &fairShare{store: spill, now: now, m: newAppMetrics(cfg.FairShare.TopApps, now), cfg: cfg.FairShare,
+	f.fair = &fairShare{store: spill, now: now, m: f.apps, cfg: cfg.FairShare,
 		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
 		spillPos: map[partKey]int64{}, heldGaug: map[heldKey]int{}}
-	if err := f.env.Register(f.fair.m.events, f.fair.m.delay, f.fair.m.heldG); err != nil {
-		return err
-	}
 	f.w.Balancer.(*outputBalancer).spillTopic = k.Topics.Spill
 	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
 	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {
