@@ -27,12 +27,14 @@ type Sample struct {
 	E2E      map[string]map[float64]uint64 // sink → upper bound → cumulative count (sum over processes)
 	Servers  float64                       // live IM servers (max over processes; -1 unknown)
 	Users    float64                       // users with presence (max)
+	Apps     map[string]float64            // "app path" → publish events (fair share's per-app series, summed)
+	Held     map[string]float64            // app → lane partitions holding it back (summed)
 }
 
 // FromFamilies merges the metric families of several processes.
 func FromFamilies(at time.Time, processes ...[]*dto.MetricFamily) Sample {
 	s := Sample{At: at, Consumed: map[string]float64{}, Rejected: map[string]float64{}, Lag: map[string]float64{},
-		E2E: map[string]map[float64]uint64{}, Servers: -1, Users: -1}
+		E2E: map[string]map[float64]uint64{}, Servers: -1, Users: -1, Apps: map[string]float64{}, Held: map[string]float64{}}
 	lag := map[string]float64{} // group topic partition → max
 	for _, mfs := range processes {
 		for _, mf := range mfs {
@@ -58,6 +60,12 @@ func FromFamilies(at time.Time, processes ...[]*dto.MetricFamily) Sample {
 						}
 					}
 					b[math.Inf(1)] += m.GetHistogram().GetSampleCount()
+				case "imstream_app_events_total":
+					s.Apps[l["app"]+" "+l["path"]] += m.GetCounter().GetValue()
+				case "imstream_app_held":
+					if v := m.GetGauge().GetValue(); v > 0 {
+						s.Held[l["app"]] += v
+					}
 				case "imstream_presence_live_servers":
 					s.Servers = math.Max(s.Servers, m.GetGauge().GetValue())
 				case "imstream_presence_users":
@@ -155,7 +163,40 @@ func Lines(prev, cur Sample) []string {
 	if len(pres) > 0 {
 		out = append(out, "presence "+strings.Join(pres, ", "))
 	}
+	if apps := topApps(prev, cur, dt); apps != "" {
+		out = append(out, "apps    "+apps)
+	}
 	return out
+}
+
+// topApps describes the busiest apps over the interval (fair share's
+// per-app series): events per second, and for an app held back, by how
+// many lane partitions and its backlog (held and not yet drained).
+func topApps(prev, cur Sample, dt float64) string {
+	rate := map[string]float64{}
+	for k, v := range cur.Apps {
+		app, path, _ := strings.Cut(k, " ")
+		if path != "drained" { // an event is routed or held once; drained repeats a held one
+			rate[app] += math.Max(v-prev.Apps[k], 0) / dt
+		}
+	}
+	apps := sortedKeys(rate)
+	sort.SliceStable(apps, func(i, j int) bool { return rate[apps[i]] > rate[apps[j]] })
+	var parts []string
+	for _, app := range apps {
+		if rate[app] < 0.5 && cur.Held[app] == 0 {
+			continue
+		}
+		p := fmt.Sprintf("%s %.0f/s", app, rate[app])
+		if h := cur.Held[app]; h > 0 {
+			p += fmt.Sprintf(" (held on %.0f partitions, %.0f waiting)", h, math.Max(cur.Apps[app+" held"]-cur.Apps[app+" drained"], 0))
+		}
+		parts = append(parts, p)
+		if len(parts) == 5 {
+			break
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // quantile estimates the q-quantile of the events between two cumulative

@@ -78,3 +78,31 @@ func TestNoDrainEstimateForSmallLag(t *testing.T) {
 		t.Errorf("lag of 6 records:\n%s", got)
 	}
 }
+
+// TestTopApps: the busiest apps by events per second over the interval
+// (routed and held; drained ones were counted when held), an app held back
+// with its partitions and backlog; idle apps are left out.
+func TestTopApps(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	prev := sample(t, t0, `# TYPE imstream_app_events_total counter
+imstream_app_events_total{app="8",lane="online",path="routed"} 100
+imstream_app_events_total{app="8",lane="online",path="held"} 0
+imstream_app_events_total{app="7",lane="online",path="routed"} 0
+imstream_app_events_total{app="other",lane="online",path="routed"} 5
+`)
+	cur := sample(t, t0.Add(10*time.Second), `# TYPE imstream_app_events_total counter
+imstream_app_events_total{app="8",lane="online",path="routed"} 300
+imstream_app_events_total{app="8",lane="online",path="held"} 9800
+imstream_app_events_total{app="8",lane="online",path="drained"} 1800
+imstream_app_events_total{app="7",lane="online",path="routed"} 2000
+imstream_app_events_total{app="other",lane="online",path="routed"} 5
+# TYPE imstream_app_held gauge
+imstream_app_held{app="8",reason="quota"} 4
+imstream_app_held{app="other",reason="quota"} 0
+`)
+	got := strings.Join(Lines(prev, cur), "\n")
+	want := "apps    8 1000/s (held on 4 partitions, 8000 waiting), 7 200/s"
+	if !strings.Contains(got, want) {
+		t.Errorf("missing %q in\n%s", want, got)
+	}
+}
