@@ -1,0 +1,158 @@
+package fanout
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/schemas"
+	"github.com/imstream/imstream/store"
+)
+
+// fairBatch is a batch of topic imr.publish partition 0 from offset first,
+// one record per app in apps, each written age before now.
+func fairBatch(first int64, now time.Time, age time.Duration, apps ...int64) (stage.Batch, []stage.Decoded[*schemas.Publish]) {
+	b := stage.Batch{Topic: "imr.publish", Partition: 0, Inc: "r1"}
+	var decoded []stage.Decoded[*schemas.Publish]
+	for i := range apps {
+		b.Records = append(b.Records, kafka.Message{Topic: b.Topic, Partition: 0, Offset: first + int64(i), Time: now.Add(-age)})
+	}
+	for i, app := range apps {
+		ev := &schemas.Publish{Header: schemas.Header{AppID: app}}
+		decoded = append(decoded, stage.Decoded[*schemas.Publish]{Event: ev, Msg: &b.Records[i]})
+	}
+	return b, decoded
+}
+
+func newFair(st store.SpillStore, now func() time.Time, cfg config.FairShare) *fairShare {
+	return &fairShare{store: st, now: now, m: newAppMetrics(cfg.TopApps, now), cfg: cfg,
+		lane: func(string) string { return "online" }, state: map[partKey]*partState{}, drained: map[string]int64{},
+		spillPos: map[partKey]int64{}, heldGaug: map[heldKey]int{}}
+}
+
+func heldApps(decoded []stage.Decoded[*schemas.Publish], why []string) map[int64]int {
+	out := map[int64]int{}
+	for i, d := range decoded {
+		if why[i] != "" {
+			out[d.Event.AppID]++
+		}
+	}
+	return out
+}
+
+// TestFairShareHoldsTheAppAboveItsShare: on a saturated partition the app
+// sending far more than half of two apps' records is held back from the
+// moment a second app shows up, and stays held (every later record of it)
+// until the drained mark reaches its held mark; the quiet app is never
+// held, and nothing is held while the partition keeps up. A new owner of
+// the partition reads the marks and goes on holding.
+func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	st := store.NewMemorySpill()
+	st.Now = clock
+	cfg := config.Default().Fanout.FairShare
+	fs := newFair(st, clock, cfg)
+
+	// Keeping up: nothing is held whatever the mix.
+	apps := []int64{8, 8, 8, 8, 7, 8, 8, 8, 8, 8}
+	b, decoded := fairBatch(0, now, 0, apps...)
+	why, err := fs.decide(ctx, b, decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); len(h) != 0 {
+		t.Fatalf("held %v while the partition keeps up", h)
+	}
+	fs.done(b)
+
+	// Saturated: app 8 is held from its first record on.
+	b, decoded = fairBatch(10, now, time.Second, apps...)
+	if why, err = fs.decide(ctx, b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); h[7] != 0 || h[8] != 9 {
+		t.Fatalf("held %v, want all 9 of app 8 and none of app 7", h)
+	}
+	fs.done(b)
+	stream := store.SpillStream(8, "imr.publish", "r1", 0)
+	held, drained, _ := st.Marks(ctx, []string{stream})
+	if held[0] != 19 || drained[0] != -1 {
+		t.Fatalf("marks held %d drained %d, want 19 and none", held[0], drained[0])
+	}
+
+	// No longer saturated, but not drained: app 8 stays held (its order).
+	b, decoded = fairBatch(20, now, 0, 8, 7, 8)
+	if why, err = fs.decide(ctx, b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); h[8] != 2 || h[7] != 0 {
+		t.Fatalf("held %v before the drainer caught up, want both of app 8", h)
+	}
+	fs.done(b)
+
+	// A new owner of the partition (another process) holds it too.
+	other := newFair(st, clock, cfg)
+	b, decoded = fairBatch(23, now, 0, 8, 7)
+	if why, err = other.decide(ctx, b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); h[8] != 1 || h[7] != 0 {
+		t.Fatalf("a new owner held %v, want app 8's", h)
+	}
+	other.done(b)
+
+	// Drained up to the held mark: app 8 is routed again.
+	if err := st.Drain(ctx, map[string]int64{stream: 23}); err != nil {
+		t.Fatal(err)
+	}
+	b, decoded = fairBatch(25, now, 0, 8, 7, 8)
+	if why, err = other.decide(ctx, b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); len(h) != 0 {
+		t.Fatalf("held %v after the drainer caught up", h)
+	}
+}
+
+// TestFairShareQuota: an app with a quota gets one burst of tokens, then
+// the quota's rate, shared by the lanes' decisions and the drainer's debt.
+func TestFairShareQuota(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	st := store.NewMemorySpill()
+	st.Now = clock
+	cfg := config.Default().Fanout.FairShare
+	cfg.Quotas = map[string]int{"8": 10}
+	fs := newFair(st, clock, cfg)
+
+	apps := make([]int64, 30)
+	for i := range apps {
+		apps[i] = 8
+	}
+	b, decoded := fairBatch(0, now, 0, apps...)
+	why, err := fs.decide(ctx, b, decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range why {
+		if want := i >= 10; (w == HeldQuota) != want {
+			t.Fatalf("record %d: held %q; want the first 10 (one burst) routed, the rest held for the quota", i, w)
+		}
+	}
+	// The drainer routes the 20 held: 20 tokens of debt, 2 s at 10/s.
+	wait, err := fs.drainWait(ctx, map[appLane]int{{8, "online"}: 20})
+	if err != nil || wait != 2*time.Second {
+		t.Fatalf("drain wait %s (%v), want 2s", wait, err)
+	}
+	// An app without a quota never waits.
+	if wait, _ := fs.drainWait(ctx, map[appLane]int{{7, "online"}: 1000}); wait != 0 {
+		t.Fatalf("app without a quota waits %s", wait)
+	}
+}
