@@ -138,6 +138,7 @@ func (b *Bench) scenario(name string) config.Config {
 	t := &c.Kafka.Topics
 	oneLane := t.OneLane()
 	t.Presence, t.Publish, t.Bulk, t.Groups, t.Push, t.DLQ, t.DeliverPrefix = p+"presence", p+"publish", p+"publish.bulk", p+"groups", p+"push", p+"dlq", p+"deliver."
+	t.Spill = p + "publish.spill"
 	if oneLane { // --kafka.topics.bulk set to the publish topic: measure without lanes
 		t.Bulk = t.Publish
 	}
@@ -373,13 +374,13 @@ func (b *Bench) Report() error {
 }
 
 // Scenarios names the scenarios in the order Run runs them.
-var Scenarios = []string{"pusher", "offline", "peers", "groups", "biggroup", "churn", "latency", "online", "burst", "gateway", "memory"}
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "biggroup", "churn", "latency", "online", "burst", "gateway", "noisy", "memory"}
 
 // Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
 	run := map[string]func(context.Context) error{
 		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
-		"groups": b.Groups, "biggroup": b.BigGroup, "churn": b.PresenceChurn, "latency": b.Latency, "memory": b.Memory,
+		"groups": b.Groups, "biggroup": b.BigGroup, "churn": b.PresenceChurn, "latency": b.Latency, "noisy": b.Noisy, "memory": b.Memory,
 		"online": b.OnlineLatency, "burst": b.OnlineUnderBurst, "gateway": b.GatewayPath,
 	}
 	only := map[string]bool{}
