@@ -713,6 +713,9 @@ func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch, decoded []stage.
 		case <-t.C:
 		}
 	}
+	if len(keep) == 0 {
+		return rejected, nil
+	}
 	more, err := f.routeEvents(ctx, f.wb, keep, src)
 	if err != nil {
 		return nil, err
