@@ -28,6 +28,16 @@ func fairBatch(first int64, now time.Time, age time.Duration, apps ...int64) (st
 	return b, decoded
 }
 
+// frozen returns a time, a clock frozen at it, and a memory spill store on
+// that clock.
+func frozen() (time.Time, func() time.Time, *store.MemorySpill) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	st := store.NewMemorySpill()
+	st.Now = clock
+	return now, clock, st
+}
+
 func newFair(st store.SpillStore, now func() time.Time, cfg config.FairShare) *fairShare {
 	return &fairShare{store: st, now: now, m: newAppMetrics(cfg.TopApps, now), cfg: cfg,
 		lane: func(string) string { return "online" }, state: map[partKey]*partState{}, drained: map[string]int64{},
@@ -52,10 +62,7 @@ func heldApps(decoded []stage.Decoded[*schemas.Publish], why []string) map[int64
 // the partition reads the marks and goes on holding.
 func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	ctx := context.Background()
-	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	st := store.NewMemorySpill()
-	st.Now = clock
+	now, clock, st := frozen()
 	cfg := config.Default().Fanout.FairShare
 	fs := newFair(st, clock, cfg)
 
@@ -124,10 +131,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 // the quota's rate, shared by the lanes' decisions and the drainer's debt.
 func TestFairShareQuota(t *testing.T) {
 	ctx := context.Background()
-	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	st := store.NewMemorySpill()
-	st.Now = clock
+	now, clock, st := frozen()
 	cfg := config.Default().Fanout.FairShare
 	cfg.Quotas = map[string]int{"8": 10}
 	fs := newFair(st, clock, cfg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"sync"
@@ -225,22 +226,20 @@ func (s *MemorySpill) Take(_ context.Context, reqs []QuotaTake) ([]QuotaGrant, e
 
 // Hold implements SpillStore.
 func (s *MemorySpill) Hold(_ context.Context, held map[string]int64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, v := range held {
-		s.held[k] = v
-	}
+	s.set(s.held, held)
 	return nil
 }
 
 // Drain implements SpillStore.
 func (s *MemorySpill) Drain(_ context.Context, drained map[string]int64) error {
+	s.set(s.drained, drained)
+	return nil
+}
+
+func (s *MemorySpill) set(into, marks map[string]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, v := range drained {
-		s.drained[k] = v
-	}
-	return nil
+	maps.Copy(into, marks)
 }
 
 // Marks implements SpillStore.
