@@ -44,12 +44,15 @@ func WaitCaughtUp(t testing.TB, cfg config.Config, group, topic string, d time.D
 	}
 }
 
-// ReadAll returns every record of topic up to its current end offsets.
+// ReadAll returns every record of topic up to its current end offsets. A
+// partition whose reader makes no progress for 20 s is read again with a
+// new reader (a reader can stall on a broker busy with a parallel test),
+// three times before the test fails.
 func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	ends, err := EndOffsets(ctx, cfg, topic)
+	cancel()
 	if errors.Is(err, kafka.UnknownTopicOrPartition) {
 		return nil // never written
 	}
@@ -61,21 +64,45 @@ func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 		if end == 0 {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, Topic: topic, Partition: p, MaxBytes: 4 << 20, MaxWait: 50 * time.Millisecond})
-		for {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				r.Close()
-				t.Fatalf("read %s/%d: %v", topic, p, err)
+		next := kafka.FirstOffset
+		for attempt := 1; ; attempt++ {
+			more, err := readPartition(cfg, topic, p, next, end)
+			out = append(out, more...)
+			if len(more) > 0 {
+				next = more[len(more)-1].Offset + 1
 			}
-			out = append(out, m)
-			if m.Offset+1 >= end {
+			if err == nil {
 				break
 			}
+			if attempt == 3 {
+				t.Fatalf("read %s/%d: %v", topic, p, err)
+			}
 		}
-		r.Close()
 	}
 	return out
+}
+
+// readPartition reads partition p of topic from offset from (or
+// kafka.FirstOffset) up to end, and returns what it read when it stops
+// making progress for 20 s.
+func readPartition(cfg config.Config, topic string, p int, from, end int64) ([]kafka.Message, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, Topic: topic, Partition: p, MaxBytes: 4 << 20, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		return nil, err
+	}
+	var out []kafka.Message
+	for from < end {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		m, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, m)
+		from = m.Offset + 1
+	}
+	return out, nil
 }
 
 // StageEnv is a stage env with a fresh registry and no reachable Kafka,
