@@ -19,7 +19,13 @@ import (
 // drained from the spill topic: each of its messages reaches its push
 // list exactly once, in each receiver's order, and never faster than its
 // quota allows; app 7 is never held and loses nothing.
-func TestFairShareQuota(t *testing.T) {
+func TestFairShareQuota(t *testing.T) { fairShareFlood(t, "online") }
+
+// TestFairShareQuotaBulk: the same with app 8's flood as MSG_PUSH on the
+// bulk lane, whose quota bucket is its own.
+func TestFairShareQuotaBulk(t *testing.T) { fairShareFlood(t, "bulk") }
+
+func fairShareFlood(t *testing.T, lane string) {
 	const (
 		noisy     = 8
 		quota     = 200 // events/s
@@ -43,7 +49,11 @@ func TestFairShareQuota(t *testing.T) {
 		for i := 0; i < flood; i++ {
 			to := int64(1000 + i%receivers)
 			msg := schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: to, Content: fmt.Sprintf("n-%d-%d", to, i/receivers)}
-			if err := srvA.Publish(ctx, noisy, to, msg, ingest.Meta{}); err != nil {
+			send := func() error { return srvA.Publish(ctx, noisy, to, msg, ingest.Meta{}) }
+			if lane == "bulk" {
+				send = func() error { return srvA.Push(ctx, noisy, []int64{to}, msg) }
+			}
+			if err := send(); err != nil {
 				done <- err
 				return
 			}
@@ -87,9 +97,9 @@ func TestFairShareQuota(t *testing.T) {
 	}
 
 	// Held back, then drained: every event once, by one path or the other.
-	held := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="held"}`, noisy))
-	drained := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="drained"}`, noisy))
-	routed := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="routed"}`, noisy))
+	held := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="%s",path="held"}`, noisy, lane))
+	drained := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="%s",path="drained"}`, noisy, lane))
+	routed := metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="%s",path="routed"}`, noisy, lane))
 	if held == 0 || drained != held || routed+drained != flood {
 		t.Errorf("app %d: routed %v, held %v, drained %v; want held > 0, drained = held, routed + drained = %d", noisy, routed, held, drained, flood)
 	}
