@@ -26,7 +26,8 @@ import (
 // partitions), or when the partition is saturated and the app sent more
 // than its weighted share of the partition's recent records. Once held,
 // every later event of the app on that partition is held too, until the
-// drainer has routed all of them: that keeps each receiver's order. A held
+// drainer has routed all of them: that keeps each receiver's order.
+// Holding by share is on only with fanout.fair_share.saturated_after set. A held
 // event is written, unchanged, to the spill topic (partitioned by appid,
 // with its source coordinates in headers) and the drainer routes it from
 // there, at most at the app's quota, with the src of its source record —
@@ -73,6 +74,7 @@ type appState struct {
 	reason  string // HeldQuota or HeldShare while held, else ""
 	held    int64  // the held mark: highest source offset spilled
 	drained int64  // the drained mark, as last read
+	tokens  int    // quota tokens taken from the shared bucket and not yet spent
 }
 
 // fairShare is the fanout's fair share and quotas.
@@ -214,7 +216,7 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 				}
 				grants[app] = g - 1
 			}
-			if st.reason == "" && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
+			if st.reason == "" && cfg.SaturatedAfter > 0 && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
 				st.reason = HeldShare
 			}
 			if st.reason != "" {
@@ -253,17 +255,33 @@ func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, deco
 	if len(apps) == 0 {
 		return nil, nil
 	}
-	reqs := make([]store.QuotaTake, len(apps))
-	for i, app := range apps {
-		reqs[i] = quotaTake(app, fs.lane(topic), want[app], cfg)
+	// Tokens are taken a tenth of a second of the quota ahead and kept
+	// with the partition, so that a batch rarely waits for Redis; taken
+	// tokens are spent tokens, so the quota still holds across processes.
+	grants := make(map[int64]int, len(apps))
+	var reqs []store.QuotaTake
+	var asked []int64
+	for _, app := range apps {
+		st, n := ps.apps[app], want[app]
+		if st.tokens >= n {
+			grants[app], st.tokens = n, st.tokens-n
+			continue
+		}
+		reqs = append(reqs, quotaTake(app, fs.lane(topic), n-st.tokens+cfg.Quota(app)/10, cfg))
+		asked = append(asked, app)
+	}
+	if len(reqs) == 0 {
+		return grants, nil
 	}
 	got, err := fs.store.Take(ctx, reqs)
 	if err != nil {
 		return nil, fmt.Errorf("fair share: quotas: %w", err)
 	}
-	grants := make(map[int64]int, len(apps))
-	for i, app := range apps {
-		grants[app] = got[i].Granted
+	for i, app := range asked {
+		st := ps.apps[app]
+		st.tokens += got[i].Granted
+		g := min(want[app], st.tokens)
+		grants[app], st.tokens = g, st.tokens-g
 	}
 	return grants, nil
 }

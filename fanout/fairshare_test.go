@@ -64,6 +64,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	ctx := context.Background()
 	now, clock, st := frozen()
 	cfg := config.Default().Fanout.FairShare
+	cfg.SaturatedAfter = 250 * time.Millisecond
 	fs := newFair(st, clock, cfg)
 
 	// Keeping up: nothing is held whatever the mix.

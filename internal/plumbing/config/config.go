@@ -235,7 +235,9 @@ type FairShare struct {
 	// SaturatedAfter: a partition is saturated while the record being
 	// routed waited this long since its producer wrote it; then an app
 	// above its weighted share of the partition's recent records is held
-	// back. Default 250ms.
+	// back. Default 0: only quotas hold apps back (holding by share adds
+	// the spill topic's work to a fanout that is already behind; see
+	// BENCHMARKS.md).
 	SaturatedAfter time.Duration `mapstructure:"saturated_after"`
 	// TopApps is how many apps, by volume, have their own series in the
 	// per-app metrics; the others are summed as app="other". Default 10.
@@ -275,8 +277,8 @@ func (f FairShare) validate(bad badKey) {
 	if f.Burst <= 0 {
 		bad("fanout.fair_share.burst", "must be > 0")
 	}
-	if f.SaturatedAfter <= 0 {
-		bad("fanout.fair_share.saturated_after", "must be > 0")
+	if f.SaturatedAfter < 0 {
+		bad("fanout.fair_share.saturated_after", "must be >= 0")
 	}
 	if f.TopApps < 1 || f.TopApps > 1000 {
 		bad("fanout.fair_share.top_apps", "must be between 1 and 1000, got %d", f.TopApps)
@@ -402,7 +404,7 @@ func Default() Config {
 		},
 		Groups: Groups{Group: "imstream-groups", BatchSize: 1000, Cache: time.Second},
 		Fanout: Fanout{Group: "imstream-fanout", BatchSize: 500, BatchPushJobs: true, GroupChunk: 2000, Lanes: []string{"online", "bulk"},
-			FairShare: FairShare{Quotas: map[string]int{}, Weights: map[string]int{}, Burst: time.Second, SaturatedAfter: 250 * time.Millisecond, TopApps: 10}},
+			FairShare: FairShare{Quotas: map[string]int{}, Weights: map[string]int{}, Burst: time.Second, TopApps: 10}},
 		Pusher: Pusher{
 			Group:         "imstream-pusher",
 			BatchSize:     1000,

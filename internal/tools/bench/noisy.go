@@ -25,59 +25,96 @@ const (
 // 200/s, first alone, then while app 8 sends peer messages to offline users
 // at 10× its quota (1000/s) on the same lane and partitions; fair share is
 // on, each phase on its own topics and processes. It reports app 7's delay
-// (p99 of the fanout's per-app histogram: event ts to routed) in both,
+// (p99 of ts to its delivery written: only app 7 has deliveries) in each,
 // app 8's rate while flooding against its quota, and what each lost once
 // app 8's backlog drained. Then the cost of fair share when every app is
 // within its quota: the offline path with fair share off and on.
 func (b *Bench) Noisy(ctx context.Context) error {
 	d := min(b.o.Latency, 20*time.Second)
-	alone, err := b.noisyPhase(ctx, d, 0)
+	alone, err := b.noisyPhase(ctx, d, noisyMode{fair: true})
 	if err != nil {
 		return err
 	}
 	b.add(alone)
-	flood, err := b.noisyPhase(ctx, d, 10*noisyQuota)
-	if err != nil {
-		return err
+	for _, mode := range []noisyMode{
+		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota},
+		{backlog: b.o.Events, fair: true}, {backlog: b.o.Events},
+	} {
+		r, err := b.noisyPhase(ctx, d, mode)
+		if err != nil {
+			return err
+		}
+		if alone.P99 > 0 {
+			r.Ratio = r.P99 / alone.P99
+		}
+		b.add(r)
 	}
-	if alone.P99 > 0 {
-		flood.Ratio = flood.P99 / alone.P99
-	}
-	b.add(flood)
 
-	// The cost when every app is within its quota.
+	// The cost when every app is within its quota: off and on alternately,
+	// the best of three of each (one run swings by 15 % on this machine).
 	n := b.o.Events
 	gen := func(i int) kafka.Message {
 		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
 	}
-	off := b.scenario("fair share's cost: offline path, fair share off")
-	if err := b.toPushQueue(ctx, off, off.Kafka.Topics.Bulk, n, gen, Result{Scenario: "offline path, fair share off", Events: n}, "fanout", "pusher"); err != nil {
-		return err
+	var best [2]Result
+	for trial := 1; trial <= baselineTrials; trial++ {
+		for k, fair := range []bool{false, true} {
+			name := "offline path, fair share off"
+			if fair {
+				name = "offline path, fair share on (every app within its quota)"
+			}
+			cfg := b.scenario(fmt.Sprintf("fair share's cost, trial %d: %s", trial, name))
+			cfg.Fanout.FairShare.Enabled = fair
+			cfg.Fanout.FairShare.DefaultQuota = 10 * n
+			if err := b.toPushQueue(ctx, cfg, cfg.Kafka.Topics.Bulk, n, gen, Result{Scenario: name, Events: n}, "fanout", "pusher"); err != nil {
+				return err
+			}
+			r := b.results[len(b.results)-1]
+			b.results = b.results[:len(b.results)-1]
+			fmt.Fprintf(b.o.Out, "   %d events in %.2fs: %.0f/s\n", r.Events, r.Seconds, r.PerSecond)
+			if r.PerSecond > best[k].PerSecond {
+				best[k] = r
+			}
+		}
 	}
-	base := b.results[len(b.results)-1].PerSecond
-	on := b.scenario("fair share's cost: offline path, fair share on, every app within its quota")
-	on.Fanout.FairShare.Enabled = true
-	on.Fanout.FairShare.DefaultQuota = 10 * n
-	if err := b.toPushQueue(ctx, on, on.Kafka.Topics.Bulk, n, gen, Result{Scenario: "offline path, fair share on (within quota)", Events: n, Baseline: "fair share off"}, "fanout", "pusher"); err != nil {
-		return err
+	best[0].Note = fmt.Sprintf("best of %d trials", baselineTrials)
+	best[1].Note = best[0].Note
+	best[1].Baseline = best[0].Scenario
+	if best[0].PerSecond > 0 {
+		best[1].Ratio = best[1].PerSecond / best[0].PerSecond
 	}
-	if base > 0 {
-		b.results[len(b.results)-1].Ratio = b.results[len(b.results)-1].PerSecond / base
-	}
+	b.add(best[0])
+	b.add(best[1])
 	return nil
 }
 
-// noisyPhase runs app 7 at quietRate for d, with app 8 at flood events/s
-// (0: none), on fresh topics with fair share on, and waits for app 8's
-// backlog to drain.
-func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, flood int) (Result, error) {
+// noisyMode is what app 8 does beside app 7: flood events/s for the
+// phase's length, over a quota of noisyQuota; or a backlog of that many
+// events written at once, without a quota (fair share's share alone).
+type noisyMode struct {
+	flood, backlog int
+	fair           bool
+}
+
+// noisyPhase runs app 7 at quietRate for d beside app 8 doing mode, on
+// fresh topics, and waits for app 8's events to drain.
+func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode) (Result, error) {
+	flood, fair := mode.flood, mode.fair
 	name := fmt.Sprintf("noisy: app 7 RT at %d/s alone for %s (fair share on)", quietRate, d)
-	if flood > 0 {
+	switch {
+	case flood > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, for %s", quietRate, flood, d)
+	case mode.backlog > 0:
+		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota)", quietRate, d, mode.backlog)
+	}
+	if !fair {
+		name += ", fair share off"
 	}
 	cfg := b.scenario(name)
-	cfg.Fanout.FairShare.Enabled = true
-	cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
+	cfg.Fanout.FairShare.Enabled = fair
+	if flood > 0 {
+		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
+	}
 	var out Result
 	if err := b.flush(ctx); err != nil {
 		return out, err
@@ -101,8 +138,14 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, flood int) (Res
 	w := b.conn.NewWriter(cfg.Kafka, t.Publish)
 	defer w.Close()
 	m := b.meter()
+	if mode.backlog > 0 {
+		if err := b.produce(ctx, t.Publish, mode.backlog, noisyRecord); err != nil {
+			return out, err
+		}
+	}
 	start := time.Now()
 	sentQ, sentA := b.steady(ctx, w, d, quietRate, flood)
+	sentA += mode.backlog
 	took := time.Since(start).Seconds()
 	mfs, _ := env.Registry.Gather()
 	routedA := sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "routed"}) +
@@ -120,18 +163,33 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, flood int) (Res
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_, out.P99, _ = histQuantiles(mfs, "imstream_app_delay_seconds", "app", strconv.Itoa(app))
+	mfs, _ = env.Registry.Gather()
+	_, out.P99, _ = quantilesOf(mfs, "deliver_topic") // only app 7's events are delivered
 	out = b.measure(m, out)
 	out.Lost = sentQ - deliveries
-	if flood > 0 {
+	if flood > 0 && !fair {
+		routedA = float64(sentA) // without fair share the per-app series stay at 0: every event went through at once
+	}
+	if sentA > 0 {
 		got, err := b.waitLen(ctx, "push_queue", int64(sentA), 60*time.Second)
 		if err != nil {
 			return out, err
 		}
-		out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
-			sentA, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
+		out.Note = fmt.Sprintf("app 8: %d sent, all in push lists %.1f s after app 7 began, %d lost", sentA, time.Since(start).Seconds(), sentA-int(got))
+		if flood > 0 {
+			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
+				sentA, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
+		}
 	}
 	return out, nil
+}
+
+// noisyRecord is app 8's i-th peer message to an offline user.
+func noisyRecord(i int) kafka.Message {
+	r := offline(i)
+	v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: noisyApp, TS: time.Now().UnixMilli()},
+		Receiver: r, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: r, Content: "flood " + strconv.Itoa(i)}})
+	return kafka.Message{Key: []byte(ingest.UserKey(noisyApp, r)), Value: v}
 }
 
 // count is the number of records in topic.
@@ -163,10 +221,7 @@ func (b *Bench) steady(ctx context.Context, w *kafka.Writer, d time.Duration, ra
 			seq++
 		}
 		for k := 0; k < flood/100; k++ {
-			r := offline(fseq)
-			v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "origin", AppID: noisyApp, TS: time.Now().UnixMilli()},
-				Receiver: r, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: r, Content: "flood " + strconv.Itoa(fseq)}})
-			batch = append(batch, kafka.Message{Key: []byte(ingest.UserKey(noisyApp, r)), Value: v})
+			batch = append(batch, noisyRecord(fseq))
 			fseq++
 		}
 		go func() { _ = w.WriteMessages(ctx, batch...) }() // keep the rate even when one write is slow
