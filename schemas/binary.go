@@ -46,6 +46,8 @@ const (
 	fMute         = 21
 	fJobs         = 22
 	fMemberRange  = 23
+	fOnlineOnly   = 24
+	fExclOrigin   = 25
 )
 
 // Field numbers of message Message.
@@ -198,7 +200,11 @@ func (p *Publish) AppendBinary(b []byte) []byte {
 	}
 	b = appendNested(b, fMsg, p.Msg.appendBinary)
 	b = p.Src.appendBinary(b)
-	return appendSint(b, fIMRTimestamp, p.IMRTimestamp)
+	b = appendSint(b, fIMRTimestamp, p.IMRTimestamp)
+	if p.OnlineOnly != nil {
+		b = protowire.AppendVarint(protowire.AppendTag(b, fOnlineOnly, protowire.VarintType), protowire.EncodeBool(*p.OnlineOnly))
+	}
+	return appendBool(b, fExclOrigin, p.ExcludeOrigin)
 }
 
 // AppendBinary appends the job in the binary format.
@@ -436,6 +442,12 @@ func (w *wire) decodeBinary(data []byte, msg *Message) (hasMsg bool, err error) 
 			n, err = ints(typ, v, "record.members", &w.Members)
 		case fMute:
 			n, err = boolean(typ, v, "record.mute", &w.Mute)
+		case fOnlineOnly:
+			var on bool
+			n, err = boolean(typ, v, "record.online_only", &on)
+			w.OnlineOnly = &on
+		case fExclOrigin:
+			n, err = boolean(typ, v, "record.exclude_origin", &w.ExclOrigin)
 		case fJobs:
 			var b []byte
 			if b, n, err = bytesField(typ, v, "record.jobs"); err == nil {

@@ -46,7 +46,11 @@ func binaryOf(t testing.TB, w *wire) []byte {
 		}
 		b = protowire.AppendBytes(protowire.AppendTag(b, fJobs, protowire.BytesType), binaryOf(t, &jw))
 	}
-	return appendPacked(b, fMemberRange, w.MemberRange)
+	b = appendPacked(b, fMemberRange, w.MemberRange)
+	if w.OnlineOnly != nil {
+		b = protowire.AppendVarint(protowire.AppendTag(b, fOnlineOnly, protowire.VarintType), protowire.EncodeBool(*w.OnlineOnly))
+	}
+	return appendBool(b, fExclOrigin, w.ExclOrigin)
 }
 
 // TestBinaryMeansJSON: every example record, valid or not, put in the

@@ -21,6 +21,8 @@ type wire struct {
 	MsgID       int64             `json:"msgid"`
 	DeviceID    int64             `json:"device_id"`
 	Receivers   []int64           `json:"receivers"`
+	OnlineOnly  *bool             `json:"online_only"`
+	ExclOrigin  bool              `json:"exclude_origin"`
 	Msg         *Message          `json:"msg"`
 	Src         *Source           `json:"src"`
 	IMRTS       int64             `json:"imr_timestamp"`
@@ -263,10 +265,13 @@ func (w *wire) presence() (Event, error) {
 func (w *wire) publish(msg *Message) (Event, error) {
 	c := checker{t: string(w.Type)}
 	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
-	if w.Type == TypePush {
+	switch w.Type {
+	case TypePush:
 		c.receivers(w.Receivers)
 		p.Receivers = w.Receivers
-	} else {
+	case TypePublishBroadcast:
+		p.OnlineOnly, p.ExcludeOrigin = w.OnlineOnly, w.ExclOrigin
+	default:
 		c.positive("receiver", w.Receiver)
 	}
 	c.msg(msg)

@@ -86,21 +86,22 @@ func TestValidExamples(t *testing.T) {
 // with an error naming the field, and by the JSON Schema.
 func TestInvalidExamples(t *testing.T) {
 	want := map[string]string{
-		"presence.subscribe.no_online.json": "subscribe.online: required",
-		"presence.uid_string.json":          "unsubscribe.uid: want integer, got string",
-		"presence.no_epoch.json":            "heartbeat.epoch: required",
-		"publish.no_cmd.json":               "publish.msg.cmd: required",
-		"publish.unknown_cmd.json":          "publish.msg.cmd: unknown cmd 99",
-		"publish.bad_server.json":           "publish.server: must match [A-Za-z0-9._-]{1,64}",
-		"publish.push_no_receivers.json":    "push.receivers: required",
-		"record.version2.json":              "record.v: unsupported version 2",
-		"record.unknown_type.json":          `record.type: unknown type "wave"`,
-		"record.negative_appid.json":        "heartbeat.appid: must be > 0",
-		"group.no_group_id.json":            "group_disband.group_id: required",
-		"push_job.rt.json":                  "push_job.msg.cmd: cmd 17 has no push list",
-		"push_job.range_not_group.json":     "push_job.msg.cmd: member_range is for GROUP_IM (8), not cmd 4",
-		"push_jobs.empty.json":              "push_jobs.jobs: must not be empty",
-		"push_jobs.rt_job.json":             "push_jobs.jobs[1].push_job.msg.cmd: cmd 17 has no push list",
+		"presence.subscribe.no_online.json":         "subscribe.online: required",
+		"presence.uid_string.json":                  "unsubscribe.uid: want integer, got string",
+		"presence.no_epoch.json":                    "heartbeat.epoch: required",
+		"publish.no_cmd.json":                       "publish.msg.cmd: required",
+		"publish.unknown_cmd.json":                  "publish.msg.cmd: unknown cmd 99",
+		"publish.bad_server.json":                   "publish.server: must match [A-Za-z0-9._-]{1,64}",
+		"publish.push_no_receivers.json":            "push.receivers: required",
+		"record.version2.json":                      "record.v: unsupported version 2",
+		"record.unknown_type.json":                  `record.type: unknown type "wave"`,
+		"record.negative_appid.json":                "heartbeat.appid: must be > 0",
+		"group.no_group_id.json":                    "group_disband.group_id: required",
+		"push_job.rt.json":                          "push_job.msg.cmd: cmd 17 has no push list",
+		"push_job.range_not_group.json":             "push_job.msg.cmd: member_range is for GROUP_IM (8), not cmd 4",
+		"push_jobs.empty.json":                      "push_jobs.jobs: must not be empty",
+		"push_jobs.rt_job.json":                     "push_jobs.jobs[1].push_job.msg.cmd: cmd 17 has no push list",
+		"publish.broadcast_online_only_string.json": "publish_broadcast.online_only: want boolean, got string",
 	}
 	sch := compileSchemas(t)
 	files, _ := filepath.Glob("v1/examples/invalid/*.json")

@@ -49,6 +49,12 @@ func (p *Publish) AppendJSON(b []byte) []byte {
 	if len(p.Receivers) > 0 {
 		b = appendInts(append(b, `,"receivers":`...), p.Receivers)
 	}
+	if p.OnlineOnly != nil {
+		b = strconv.AppendBool(append(b, `,"online_only":`...), *p.OnlineOnly)
+	}
+	if p.ExcludeOrigin {
+		b = append(b, `,"exclude_origin":true`...)
+	}
 	b = p.Msg.appendJSON(append(b, `,"msg":`...))
 	b = p.Src.appendJSON(b)
 	b = appendField(b, "imr_timestamp", p.IMRTimestamp, true)

@@ -41,6 +41,8 @@ func AppendKey(dst []byte, ev Event) ([]byte, bool) {
 			return tagged(e.AppID, "group:", e.Receiver), true
 		case TypePublishRoom:
 			return tagged(e.AppID, "room:", e.Receiver), true
+		case TypePublishBroadcast:
+			return append(append(strconv.AppendInt(dst, e.AppID, 10), ':'), "broadcast"...), true
 		case TypePush:
 			if len(e.Receivers) == 0 {
 				return dst, false

@@ -26,6 +26,9 @@ const (
 	TypePublishGroup Type = "publish_group"
 	TypePublishRoom  Type = "publish_room"
 	TypePush         Type = "push"
+	// TypePublishBroadcast is a message to every connected user of an app:
+	// one deliver record per live IM server hosting a present user of it.
+	TypePublishBroadcast Type = "publish_broadcast"
 )
 
 // Group event types (topic imr.groups).
@@ -78,7 +81,7 @@ func (t Type) Kind() Kind {
 	case TypeSubscribe, TypeUnsubscribe, TypeSubscribeRoom, TypeUnsubscribeRoom,
 		TypeServerUp, TypeHeartbeat, TypeServerDown:
 		return KindPresence
-	case TypePublish, TypePublishGroup, TypePublishRoom, TypePush:
+	case TypePublish, TypePublishGroup, TypePublishRoom, TypePush, TypePublishBroadcast:
 		return KindPublish
 	case TypeGroupCreate, TypeGroupDisband, TypeGroupMemberAdd, TypeGroupMemberRemove,
 		TypeGroupMemberMute, TypeGroupUpgrade:
@@ -157,12 +160,23 @@ type Publish struct {
 	MsgID     int64   `json:"msgid,omitempty"`     // publish*
 	DeviceID  int64   `json:"device_id,omitempty"` // publish*
 	Receivers []int64 `json:"receivers,omitempty"` // push
-	Msg       Message `json:"msg"`
-	Src       *Source `json:"src,omitempty"` // set on deliver records
+	// OnlineOnly (publish_broadcast; absent: true): IM servers deliver the
+	// message to their connected users of the app that are online; false:
+	// to every connected user of the app, online or not.
+	OnlineOnly *bool `json:"online_only,omitempty"`
+	// ExcludeOrigin (publish_broadcast): no delivery to the IM server
+	// named by server.
+	ExcludeOrigin bool    `json:"exclude_origin,omitempty"`
+	Msg           Message `json:"msg"`
+	Src           *Source `json:"src,omitempty"` // set on deliver records
 	// IMRTimestamp is imr's route timestamp (ns) of an event that came
 	// through the gateway, echoed back on delivery.
 	IMRTimestamp int64 `json:"imr_timestamp,omitempty"`
 }
+
+// OnlineUsersOnly reports whether a broadcast goes only to online users
+// (online_only, absent: true).
+func (p *Publish) OnlineUsersOnly() bool { return p.OnlineOnly == nil || *p.OnlineOnly }
 
 // Group is a group event from the app backend.
 type Group struct {
