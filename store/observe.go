@@ -39,6 +39,13 @@ func (o *observedPresence) Users(ctx context.Context, appid int64, uids []int64,
 	return r, err
 }
 
+func (o *observedPresence) AppServers(ctx context.Context, appid int64, now time.Time) ([]string, error) {
+	start := time.Now()
+	r, err := o.s.AppServers(ctx, appid, now)
+	o.obs("app_servers", time.Since(start), err)
+	return r, err
+}
+
 func (o *observedPresence) Room(ctx context.Context, appid, room int64, now time.Time) ([]string, error) {
 	start := time.Now()
 	r, err := o.s.Room(ctx, appid, room, now)

@@ -32,6 +32,13 @@ type PresenceStore interface {
 	Room(ctx context.Context, appid, room int64, now time.Time) ([]string, error)
 	// LiveServers returns the live servers, sorted.
 	LiveServers(ctx context.Context, now time.Time) ([]string, error)
+	// AppServers returns the live servers on which a user of appid
+	// subscribed in the server's current epoch, sorted: from an index kept
+	// with the presence state, without a scan of the app's users. A
+	// server whose last user of the app left may still be named (until
+	// its epoch changes or its lease lapses): a broadcast to it reaches no
+	// one.
+	AppServers(ctx context.Context, appid int64, now time.Time) ([]string, error)
 }
 
 // ProgressRecorder is implemented by stores whose leases follow the

@@ -24,6 +24,7 @@ type MemoryPresence struct {
 	servers map[string]serverState
 	users   map[userKey]map[string]subEntry
 	rooms   map[userKey]map[string]int64
+	apps    map[int64]map[string]int64 // appid → server → the latest epoch a user of it subscribed in
 	prog    map[string]progressEntry
 }
 
@@ -36,7 +37,7 @@ var (
 // NewMemoryPresence returns an empty store granting leases of lease.
 func NewMemoryPresence(lease time.Duration) *MemoryPresence {
 	return &MemoryPresence{lease: lease, servers: map[string]serverState{},
-		users: map[userKey]map[string]subEntry{}, rooms: map[userKey]map[string]int64{}, prog: map[string]progressEntry{}}
+		users: map[userKey]map[string]subEntry{}, rooms: map[userKey]map[string]int64{}, apps: map[int64]map[string]int64{}, prog: map[string]progressEntry{}}
 }
 
 // Progress implements ProgressRecorder.
@@ -80,6 +81,12 @@ func (m *MemoryPresence) Apply(ctx context.Context, evs []*schemas.Presence, now
 				m.users[k] = subs
 			}
 			subs[ev.Server] = subEntry{ev.Epoch, ev.IsOnline()}
+			apps := m.apps[ev.AppID]
+			if apps == nil {
+				apps = map[string]int64{}
+				m.apps[ev.AppID] = apps
+			}
+			apps[ev.Server] = max(apps[ev.Server], ev.Epoch)
 		case schemas.TypeUnsubscribe:
 			k := userKey{ev.AppID, ev.UID}
 			if cur, ok := m.users[k][ev.Server]; ok && cur.epoch <= ev.Epoch {
@@ -150,6 +157,23 @@ func (m *MemoryPresence) Room(ctx context.Context, appid, room int64, now time.T
 	return out, nil
 }
 
+// AppServers implements PresenceStore.
+func (m *MemoryPresence) AppServers(ctx context.Context, appid int64, now time.Time) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for srv, epoch := range m.apps[appid] {
+		if m.servers[srv].valid(epoch, m.at(now)) {
+			out = append(out, srv)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // LiveServers implements PresenceStore.
 func (m *MemoryPresence) LiveServers(ctx context.Context, now time.Time) ([]string, error) {
 	if err := ctx.Err(); err != nil {
@@ -188,6 +212,16 @@ func (m *MemoryPresence) Collect(ctx context.Context, now time.Time) (CollectSta
 		}
 		if len(subs) == 0 {
 			delete(m.users, k)
+		}
+	}
+	for appid, srvs := range m.apps {
+		for srv, e := range srvs {
+			if stale(srv, e) {
+				delete(srvs, srv) // an index entry, not a user's: not counted in Removed
+			}
+		}
+		if len(srvs) == 0 {
+			delete(m.apps, appid)
 		}
 	}
 	for k, subs := range m.rooms {

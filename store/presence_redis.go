@@ -24,6 +24,8 @@ var (
 	subsScript string
 	//go:embed delete_field_if.lua
 	delIfScript string
+	//go:embed zrem_if.lua
+	zremIfScript string
 )
 
 // Scripts: each touches one key (one slot).
@@ -40,6 +42,9 @@ var (
 	// KEYS[1] user or room hash; ARGV server, value: deletes the field if
 	// it still holds value (garbage collection).
 	delIfLua = redis.NewScript(delIfScript)
+	// KEYS[1] an app index; ARGV member, score: removes the member if its
+	// score is still that (garbage collection).
+	zremIfLua = redis.NewScript(zremIfScript)
 
 	// applyScripts are the scripts Apply calls by digest (EVALSHA).
 	applyScripts = []*redis.Script{serverLua, subsLua}
@@ -87,6 +92,12 @@ func NewRedisPresence(c redis.UniversalClient, prefix string, lease, refresh tim
 func (r *RedisPresence) serverKey(id string) string { return r.prefix + "srv:{" + id + "}" }
 func (r *RedisPresence) serversKey() string         { return r.prefix + "servers" }
 func (r *RedisPresence) progressKey() string        { return r.prefix + "progress" }
+
+// AppKey returns the sorted set of servers a user of appid subscribed on,
+// each scored with the latest epoch it did so in.
+func (r *RedisPresence) AppKey(appid int64) string {
+	return r.prefix + "a:{" + strconv.FormatInt(appid, 10) + "}"
+}
 
 // progressGone is how old a process's progress record must be before
 // Progress deletes it (readers ignore it long before: ProgressForget).
@@ -217,6 +228,18 @@ func (r *RedisPresence) Apply(ctx context.Context, evs []*schemas.Presence, now 
 			}
 		}
 		flush()
+		// The app index: ZADD GT keeps each server's latest epoch (a
+		// separate slot per app; idempotent, so a replayed pipeline is
+		// harmless).
+		apps := map[int64][]redis.Z{}
+		for _, ev := range evs {
+			if ev.Type == schemas.TypeSubscribe {
+				apps[ev.AppID] = append(apps[ev.AppID], redis.Z{Member: ev.Server, Score: float64(ev.Epoch)})
+			}
+		}
+		for appid, zs := range apps {
+			pipe.ZAddGT(ctx, r.AppKey(appid), zs...)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("presence: apply %d events: %w", len(evs), err)
@@ -325,6 +348,34 @@ func (r *RedisPresence) Users(ctx context.Context, appid int64, uids []int64, no
 	return out, nil
 }
 
+// AppServers implements PresenceStore: one ZRANGE of the app's index.
+func (r *RedisPresence) AppServers(ctx context.Context, appid int64, now time.Time) ([]string, error) {
+	zs, err := r.c.ZRangeWithScores(ctx, r.AppKey(appid), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("presence: app servers: %w", err)
+	}
+	need := make(map[string]int64, len(zs))
+	for _, z := range zs {
+		need[z.Member.(string)] = int64(z.Score)
+	}
+	states, err := r.servers(ctx, need, now)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := r.at(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for srv, epoch := range need {
+		if states[srv].valid(epoch, ms) {
+			out = append(out, srv)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // Room implements PresenceStore.
 func (r *RedisPresence) Room(ctx context.Context, appid, room int64, now time.Time) ([]string, error) {
 	hashes, err := r.hashes(ctx, 1, func(int) string { return r.RoomKey(appid, room) })
@@ -428,7 +479,59 @@ func (r *RedisPresence) Collect(ctx context.Context, now time.Time) (CollectStat
 		mu.Unlock()
 		return nil
 	})
-	return st, err
+	if err != nil {
+		return st, err
+	}
+	return st, r.collectApps(ctx, now) // index entries, not users': not counted in Removed
+}
+
+// collectApps removes from the app indexes the servers whose entry is of a
+// void epoch or that have been dead for longer than a lease, each with a
+// compare-and-delete (a subscribe meanwhile raised the score: kept).
+func (r *RedisPresence) collectApps(ctx context.Context, now time.Time) error {
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, r.prefix+"a:{*", 500).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			zs, err := r.c.ZRangeWithScores(ctx, key, 0, -1).Result()
+			if err != nil {
+				return err
+			}
+			need := make(map[string]int64, len(zs))
+			for _, z := range zs {
+				need[z.Member.(string)] = int64(z.Score)
+			}
+			r.mu.Lock()
+			for srv := range need {
+				delete(r.cache, srv)
+			}
+			r.mu.Unlock()
+			states, err := r.servers(ctx, need, now)
+			if err != nil {
+				return err
+			}
+			at, err := r.at(ctx, now)
+			if err != nil {
+				return err
+			}
+			cutoff := at - r.lease.Milliseconds()
+			for srv, epoch := range need {
+				if s := states[srv]; epoch < s.Epoch || (epoch == s.Epoch && !s.live(cutoff)) {
+					if err := zremIfLua.Run(ctx, r.c, []string{key}, srv, epoch).Err(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return iter.Err()
+	}
+	switch c := r.c.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	case *redis.Client:
+		return scan(ctx, c)
+	}
+	return fmt.Errorf("presence: unsupported client %T", r.c)
 }
 
 // eachHash calls fn for every user hash and then every room hash (SCAN, on

@@ -122,6 +122,42 @@ var presenceCases = []struct {
 		apply(t, s, t0, unsub("s2", 1, 101))
 		checkUsers(t, s, at(time.Second), map[int64]user{101: {false, []string{"s1"}}})
 	}},
+	{"servers hosting an app", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
+		s := newStore(t)
+		other := sub("s3", 1, 100, true)
+		other.AppID = 8
+		apply(t, s, t0, up("s1", 1), up("s2", 1), up("s3", 1), sub("s1", 1, 100, true), sub("s2", 1, 101, false),
+			sub("s2", 1, 102, true), other)
+		checkApp := func(appid int64, now time.Time, want ...string) {
+			t.Helper()
+			got, err := s.AppServers(context.Background(), appid, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(nonNil(got), nonNil(want)) {
+				t.Errorf("app %d at +%s: servers %v, want %v", appid, now.Sub(t0), got, want)
+			}
+		}
+		checkApp(7, at(time.Second), "s1", "s2")
+		checkApp(8, at(time.Second), "s3")
+		checkApp(9, at(time.Second))
+		// s2 restarts (a new epoch): its users of the old epoch no longer count.
+		apply(t, s, t0, up("s2", 2))
+		checkApp(7, at(time.Second), "s1")
+		apply(t, s, t0, sub("s2", 2, 101, true))
+		checkApp(7, at(time.Second), "s1", "s2")
+		// s1's lease lapses: it is gone; so are they all after a lease.
+		apply(t, s, at(Lease/2), hb("s2", 2, at(Lease/2)))
+		checkApp(7, at(Lease+time.Second), "s2")
+		if c, ok := s.(store.Collector); ok {
+			if _, err := c.Collect(context.Background(), at(3*Lease)); err != nil {
+				t.Fatal(err)
+			}
+			checkApp(7, at(3*Lease))
+			apply(t, s, at(3*Lease), up("s1", 3), hb("s1", 3, at(3*Lease)), sub("s1", 3, 100, true))
+			checkApp(7, at(3*Lease+time.Second), "s1")
+		}
+	}},
 	{"appids are separate", func(t *testing.T, newStore func(t *testing.T) store.PresenceStore) {
 		s := newStore(t)
 		other := sub("s1", 1, 100, true)
