@@ -13,6 +13,8 @@ type View interface {
 	Room(appid, room int64) []string
 	Group(appid, gid int64) *store.Group
 	LiveServers() []string
+	// AppServers are the live servers hosting present users of appid.
+	AppServers(appid int64) []string
 }
 
 // MemberView is a View that also knows a group's members' presence in the
@@ -109,6 +111,11 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 		}
 	case schemas.TypePublishRoom:
 		p.Deliver = except(v.Room(ev.AppID, ev.Receiver), ev.Server)
+	case schemas.TypePublishBroadcast:
+		p.Deliver = v.AppServers(ev.AppID)
+		if ev.ExcludeOrigin {
+			p.Deliver = except(p.Deliver, ev.Server)
+		}
 	case schemas.TypePush:
 		if !m.Pushable() {
 			p.Skip = "not_pushable"

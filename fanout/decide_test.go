@@ -27,6 +27,12 @@ func (view) User(appid, uid int64) store.UserPresence {
 	}
 	return store.UserPresence{}
 }
+func (view) AppServers(appid int64) []string {
+	if appid == 7 {
+		return []string{"s1", "s2", "s3"}
+	}
+	return nil
+}
 func (view) Room(appid, room int64) []string {
 	if appid == 7 && room == 9 {
 		return []string{"s1", "s2"}
@@ -84,6 +90,15 @@ func TestDecide(t *testing.T) {
 		tc{"MSG_PUSH IM: one job of the offline receivers (an entry each)", push([]int64{1, 2, 3, 4}, im(0)), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
 		tc{"MSG_PUSH GROUP_IM: one group job", push([]int64{1, 2, 4}, gim), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
 		tc{"MSG_PUSH all online: nothing", push([]int64{1, 3}, im(0)), fanout.Options{}, "deliver=[] push=[] skip="},
+	)
+	bc := func(origin string, appid int64, excl bool) *schemas.Publish {
+		return &schemas.Publish{Header: schemas.Header{Type: schemas.TypePublishBroadcast, Server: origin, AppID: appid}, ExcludeOrigin: excl,
+			Msg: schemas.Message{Cmd: schemas.CmdSystem, Notification: "n"}}
+	}
+	tests = append(tests,
+		tc{"broadcast: every server hosting the app, the origin too", bc("s1", 7, false), fanout.Options{}, "deliver=[s1 s2 s3] push=[] skip="},
+		tc{"broadcast excluding its origin", bc("s1", 7, true), fanout.Options{}, "deliver=[s2 s3] push=[] skip="},
+		tc{"broadcast to an app on no server: nothing", bc("s1", 8, false), fanout.Options{}, "deliver=[] push=[] skip="},
 	)
 	big := fanout.Options{GroupChunk: 3}
 	tests = append(tests,

@@ -14,6 +14,7 @@ type appUser struct{ appid, id int64 }
 type batchView struct {
 	users   map[appUser]store.UserPresence
 	rooms   map[appUser][]string
+	apps    map[int64][]string // servers hosting each broadcast's app
 	groups  map[appUser]*store.Group
 	members map[appUser][]store.UserPresence // a group's members' presence, in member order
 	live    []string
@@ -23,6 +24,7 @@ func (v *batchView) User(appid, uid int64) store.UserPresence { return v.users[a
 func (v *batchView) Room(appid, room int64) []string          { return v.rooms[appUser{appid, room}] }
 func (v *batchView) Group(appid, gid int64) *store.Group      { return v.groups[appUser{appid, gid}] }
 func (v *batchView) LiveServers() []string                    { return v.live }
+func (v *batchView) AppServers(appid int64) []string          { return v.apps[appid] }
 
 // Members implements MemberView.
 func (v *batchView) Members(appid, gid int64) []store.UserPresence {
@@ -37,7 +39,7 @@ func (v *batchView) Members(appid, gid int64) []store.UserPresence {
 // no map look-up per member.
 func load(ctx context.Context, evs []*schemas.Publish, ps store.PresenceStore, gs store.GroupStore, o Options, now time.Time) (*batchView, error) {
 	l := &loader{ps: ps, gs: gs, o: o, now: now, want: map[int64]map[int64]struct{}{}, v: &batchView{users: map[appUser]store.UserPresence{},
-		rooms: map[appUser][]string{}, groups: map[appUser]*store.Group{}, members: map[appUser][]store.UserPresence{}}}
+		rooms: map[appUser][]string{}, apps: map[int64][]string{}, groups: map[appUser]*store.Group{}, members: map[appUser][]store.UserPresence{}}}
 	for _, ev := range evs {
 		if err := l.add(ctx, ev); err != nil {
 			return nil, err
@@ -102,6 +104,14 @@ func (l *loader) add(ctx context.Context, ev *schemas.Publish) error {
 				return err
 			}
 			l.v.rooms[k] = servers
+		}
+	case schemas.TypePublishBroadcast:
+		if _, ok := l.v.apps[ev.AppID]; !ok {
+			servers, err := l.ps.AppServers(ctx, ev.AppID, l.now)
+			if err != nil {
+				return err
+			}
+			l.v.apps[ev.AppID] = servers
 		}
 	}
 	return nil

@@ -88,6 +88,13 @@ func (d directView) User(appid, uid int64) store.UserPresence {
 	}
 	return r[0]
 }
+func (d directView) AppServers(appid int64) []string {
+	r, err := d.ps.AppServers(d.ctx, appid, d.now)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
 func (d directView) Room(appid, room int64) []string {
 	r, err := d.ps.Room(d.ctx, appid, room, d.now)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,6 +41,50 @@ type conn struct {
 
 	wmu  sync.Mutex      // one socket write at a time (deliver partitions are handled concurrently)
 	seen *ingest.Repeats // what was written to the socket, by src
+
+	smu  sync.Mutex
+	subs map[int64]map[int64]bool // the users the IM server subscribed, by appid: online or not (for broadcasts)
+}
+
+// subscribed records a subscribe (on: its online flag) or an unsubscribe.
+func (c *conn) subscribed(appid, uid int64, sub, on bool) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.subs == nil {
+		c.subs = map[int64]map[int64]bool{}
+	}
+	users := c.subs[appid]
+	if !sub {
+		delete(users, uid)
+		if len(users) == 0 {
+			delete(c.subs, appid)
+		}
+		return
+	}
+	if users == nil {
+		users = map[int64]bool{}
+		c.subs[appid] = users
+	}
+	users[uid] = on
+}
+
+// audience returns the subscribed users of appid a broadcast reaches
+// (online ones only, or all), sorted, and false when they are more than
+// limit.
+func (c *conn) audience(appid int64, onlineOnly bool, limit int) ([]int64, bool) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	var out []int64
+	for uid, on := range c.subs[appid] {
+		if on || !onlineOnly {
+			if len(out) == limit {
+				return nil, false
+			}
+			out = append(out, uid)
+		}
+	}
+	slices.Sort(out)
+	return out, true
 }
 
 func (c *conn) close() {
@@ -288,9 +333,15 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 	switch f.Cmd {
 	case imr.CmdSubscribe:
 		s, err := imr.ParseSubscribe(f.Body)
+		if err == nil {
+			c.subscribed(s.AppID, s.UID, true, s.Online != 0)
+		}
 		return e.Subscribe(s.AppID, s.UID, s.Online != 0), err
 	case imr.CmdUnsubscribe:
 		id, err := imr.ParseID(f.Body)
+		if err == nil {
+			c.subscribed(id.AppID, id.ID, false, false)
+		}
 		return e.Unsubscribe(id.AppID, id.ID), err
 	case imr.CmdSubscribeRoom:
 		id, err := imr.ParseID(f.Body)
@@ -382,8 +433,16 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 	}
 	fresh, handed := c.seen.Filter(b.Partition, batch)
 	var buf []byte
+	frames := 0
 	for _, d := range fresh {
+		if d.Type == schemas.TypePublishBroadcast {
+			var n int
+			buf, n = c.appendBroadcast(buf, d.Publish)
+			frames += n
+			continue
+		}
 		buf = appendDelivery(buf, d.Publish)
+		frames++
 	}
 	if len(buf) > 0 {
 		c.wmu.Lock()
@@ -397,12 +456,37 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 	}
 	handed()
 	c.g.m.repeats.Add(float64(len(batch) - len(fresh)))
-	c.g.m.delivered.Add(float64(len(fresh)))
+	c.g.m.delivered.Add(float64(frames))
 	e2e, now := c.g.env.Metrics.E2EFor("im_server"), time.Now()
 	for _, d := range fresh {
 		e2e.Observe(d.TS, now)
 	}
 	return nil, nil
+}
+
+// appendBroadcast appends a broadcast as one publish frame per subscribed
+// user of its app (online ones only unless online_only is false), each as
+// a peer message to that user, and returns how many; beyond
+// gateway.max_broadcast_users it appends nothing and counts and logs the
+// refusal.
+func (c *conn) appendBroadcast(dst []byte, p *schemas.Publish) ([]byte, int) {
+	users, ok := c.audience(p.AppID, p.OnlineUsersOnly(), c.g.cfg.MaxBroadcastUsers)
+	if !ok {
+		c.g.m.broadcastsRefused.Inc()
+		c.g.log.Warn("broadcast refused: more subscribed users of its app than gateway.max_broadcast_users on this connection",
+			"server", c.id, "appid", p.AppID, "max", c.g.cfg.MaxBroadcastUsers, "src", p.Src)
+		return dst, 0
+	}
+	c.g.m.broadcasts.Inc()
+	inner := p.Msg.Raw
+	if len(inner) == 0 {
+		inner = imr.AppendInner(nil, p.Msg)
+	}
+	for _, uid := range users {
+		body := imr.AppendRoute(nil, imr.Route{AppID: p.AppID, Receiver: uid, MsgID: p.MsgID, DeviceID: p.DeviceID, Timestamp: p.IMRTimestamp, Inner: inner})
+		dst = imr.AppendFrame(dst, imr.Frame{Cmd: imr.CmdPublish, Body: body})
+	}
+	return dst, len(users)
 }
 
 // appendDelivery encodes a deliver record as the frame imr would have

@@ -25,6 +25,7 @@
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
+//	imstream_gateway_broadcasts_total{result}    broadcasts expanded into frames (written) or refused (gateway.max_broadcast_users)
 //	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed, tls_handshake)
 package gateway
 
@@ -83,7 +84,9 @@ type metrics struct {
 	bad       *prometheus.CounterVec
 	delivered prometheus.Counter
 	repeats   prometheus.Counter
-	refused   *prometheus.CounterVec
+
+	broadcasts, broadcastsRefused prometheus.Counter
+	refused                       *prometheus.CounterVec
 }
 
 // New builds the gateway from its section and the process's env; Run
@@ -108,7 +111,10 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 	for _, r := range []string{"max_connections", "handshake_timeout", "not_allowed", "tls_handshake"} {
 		g.m.refused.WithLabelValues(r)
 	}
-	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused); err != nil {
+	bc := obs.CounterVec("imstream_gateway_broadcasts_total",
+		"Broadcasts a gateway expanded into one frame per subscribed user of the app (written), or did not write because the connection had more such users than gateway.max_broadcast_users (refused).", "result")
+	g.m.broadcasts, g.m.broadcastsRefused = bc.WithLabelValues("written"), bc.WithLabelValues("refused")
+	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
 		return nil, err
 	}
 	g.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))

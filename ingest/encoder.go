@@ -146,6 +146,16 @@ func (e *Encoder) PublishRoom(appid, room int64, msg schemas.Message, meta Meta)
 	return e.publish(schemas.TypePublishRoom, appid, room, RoomKey(appid, room), msg, meta)
 }
 
+// Broadcast routes msg to every connected user of appid (o: which ones,
+// and whether this server's own users too), on the online lane.
+func (e *Encoder) Broadcast(appid int64, msg schemas.Message, o BroadcastOptions) Record {
+	ev := schemas.Publish{Header: e.header(schemas.TypePublishBroadcast, appid), ExcludeOrigin: o.ExcludeOrigin, Msg: msg}
+	if o.AllConnected {
+		ev.OnlineOnly = new(bool)
+	}
+	return e.record(e.topics.Publish, BroadcastKey(appid), &ev)
+}
+
 // Push asks for offline pushes to whichever receivers are offline (MSG_PUSH),
 // on the bulk lane; keyed by the first receiver. receivers must not be empty.
 func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {

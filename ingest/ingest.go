@@ -243,5 +243,8 @@ func GroupKey(appid, group int64) string {
 	return strconv.FormatInt(appid, 10) + ":group:" + strconv.FormatInt(group, 10)
 }
 
+// BroadcastKey is the key of an app's broadcasts.
+func BroadcastKey(appid int64) string { return strconv.FormatInt(appid, 10) + ":broadcast" }
+
 // ServerKey is the key of server lifecycle events.
 func ServerKey(server string) string { return "server:" + server }

@@ -315,6 +315,10 @@ type Gateway struct {
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 30s: an IM server that does not read for this long is disconnected
 	Group             string        `mapstructure:"group"`              // default imstream-gateway: consumer group prefix; each server's deliveries use <group>-<server>
 	MaxConnections    int           `mapstructure:"max_connections"`    // default 1000: connections beyond are closed at once (counted); 0 means no limit
+	// MaxBroadcastUsers bounds the frames one broadcast becomes on one
+	// connection (one per subscribed user of the app): a broadcast to
+	// more users is not written, but counted and logged. Default 100000.
+	MaxBroadcastUsers int `mapstructure:"max_broadcast_users"`
 	HandshakeTimeout  time.Duration `mapstructure:"handshake_timeout"`  // default 0 (off): close a connection that sends no frame for this long after connecting (an IM server without users sends none)
 	// AllowCIDRs, when not empty, are the source networks IM servers may
 	// connect from (e.g. [10.1.0.0/16]); a connection from elsewhere is
@@ -414,7 +418,7 @@ func Default() Config {
 		},
 		Gateway: Gateway{
 			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
-			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000,
+			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000, MaxBroadcastUsers: 100000,
 			AllowCIDRs: []string{},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9100", KafkaDownAfter: 15 * time.Second, RedisDownAfter: 5 * time.Second, StuckAfter: time.Minute},
@@ -658,6 +662,9 @@ func (p Pusher) validate(bad badKey) {
 func (g Gateway) validate(bad badKey) {
 	if g.ServerID != "ip" && g.ServerID != "ip_port" {
 		bad("gateway.server_id", "must be ip or ip_port, got %q", g.ServerID)
+	}
+	if g.MaxBroadcastUsers < 1 {
+		bad("gateway.max_broadcast_users", "must be >= 1, got %d", g.MaxBroadcastUsers)
 	}
 	if g.MaxConnections < 0 {
 		bad("gateway.max_connections", "must be >= 0 (0: no limit), got %d", g.MaxConnections)
