@@ -318,8 +318,8 @@ type Gateway struct {
 	// MaxBroadcastUsers bounds the frames one broadcast becomes on one
 	// connection (one per subscribed user of the app): a broadcast to
 	// more users is not written, but counted and logged. Default 100000.
-	MaxBroadcastUsers int `mapstructure:"max_broadcast_users"`
-	HandshakeTimeout  time.Duration `mapstructure:"handshake_timeout"`  // default 0 (off): close a connection that sends no frame for this long after connecting (an IM server without users sends none)
+	MaxBroadcastUsers int           `mapstructure:"max_broadcast_users"`
+	HandshakeTimeout  time.Duration `mapstructure:"handshake_timeout"` // default 0 (off): close a connection that sends no frame for this long after connecting (an IM server without users sends none)
 	// AllowCIDRs, when not empty, are the source networks IM servers may
 	// connect from (e.g. [10.1.0.0/16]); a connection from elsewhere is
 	// closed at once, counted and logged. Default []: any source
