@@ -5,10 +5,12 @@ Written from docs/protocol.md only. It shows what every IM server does:
 
   * produce presence: server_up, a heartbeat every few seconds, subscribe /
     unsubscribe as users come and go, server_down on shutdown;
-  * produce messages: publish (online lane, imr.publish) and push
-    (MSG_PUSH, bulk lane, imr.publish.bulk);
+  * produce messages: publish (online lane, imr.publish), publish_broadcast
+    (every connected user of an app) and push (MSG_PUSH, bulk lane,
+    imr.publish.bulk);
   * consume its deliver topic imr.deliver.<server>, drop repeats by src, hand
-    deliveries over, commit after.
+    deliveries over (a broadcast to each local connected user of its app),
+    commit after.
 
 Run `python3 imserver.py --brokers HOST:9092 --demo` against a running
 imstream (e.g. `make run`): two servers, py-1 and py-2, exchange messages.
@@ -49,6 +51,7 @@ class IMServer:
             "linger.ms": 2,
         })
         self.heartbeat_every = heartbeat
+        self.users = {}  # appid -> {uid: online}: this server's connected users, for broadcasts
         self.stopping = threading.Event()
         self.beat = None
 
@@ -90,10 +93,18 @@ class IMServer:
             self._presence("heartbeat", 1, "server:" + self.server)
 
     def subscribe(self, appid, uid, online=True):
+        self.users.setdefault(appid, {})[uid] = online
         self._presence("subscribe", appid, user_key(appid, uid), uid=uid, online=online)
 
     def unsubscribe(self, appid, uid):
+        self.users.get(appid, {}).pop(uid, None)
         self._presence("unsubscribe", appid, user_key(appid, uid), uid=uid)
+
+    def audience(self, ev):
+        """The local users a publish_broadcast delivery is for: the app's
+        connected users, only the online ones unless online_only is false."""
+        online_only = ev.get("online_only", True)
+        return sorted(uid for uid, on in self.users.get(ev["appid"], {}).items() if on or not online_only)
 
     def close(self):
         self.stopping.set()
@@ -110,6 +121,16 @@ class IMServer:
     def publish_group(self, appid, group_id, msg, msgid=0):
         self._send(PUBLISH, f"{appid}:group:{group_id}",
                    self._event("publish_group", appid, receiver=group_id, msgid=msgid, msg=msg))
+
+    def broadcast(self, appid, msg, online_only=True, exclude_origin=False):
+        """Every connected user of appid: one delivery per IM server hosting
+        one; users without a connection get nothing (push to them instead)."""
+        fields = {"msg": msg}
+        if not online_only:
+            fields["online_only"] = False
+        if exclude_origin:
+            fields["exclude_origin"] = True
+        self._send(PUBLISH, f"{appid}:broadcast", self._event("publish_broadcast", appid, **fields))
 
     def push(self, appid, receivers, msg):
         """im_service's MSG_PUSH: entries for whichever receivers are offline."""
@@ -185,9 +206,14 @@ def demo(brokers, heartbeat):
     b.subscribe(app, online_user)
     b.flush()
 
-    got = []
+    got, notices = [], []
     def handler(batch):
         for ev in batch:
+            if ev["type"] == "publish_broadcast":
+                for uid in b.audience(ev):
+                    notices.append((uid, ev["msg"]["notification"]))
+                    print(json.dumps({"broadcast": ev["msg"]["notification"], "to": uid, "from_server": ev["server"]}), flush=True)
+                continue
             got.append(ev["msg"]["content"])
             print(json.dumps({"delivered": ev["msg"]["content"], "to": ev["receiver"], "from_server": ev["server"]}), flush=True)
 
@@ -206,9 +232,10 @@ def demo(brokers, heartbeat):
         a.publish(app, online_user, {"cmd": 17, "sender": 1, "receiver": online_user, "content": c})
     a.publish(app, 5002, {"cmd": 4, "sender": 1, "receiver": 5002, "timestamp": 1, "content": "py-offline-im"}, msgid=9)
     a.push(app, [5003, 5004], {"cmd": 4, "sender": 1, "receiver": 5003, "content": "py-push"})
+    a.broadcast(app, {"cmd": 21, "notification": "py-broadcast"})
     a.flush()
     deadline = time.time() + 30
-    while sum(1 for c in got if c.startswith("rt-")) < len(want) and time.time() < deadline:
+    while (sum(1 for c in got if c.startswith("rt-")) < len(want) or not notices) and time.time() < deadline:
         deliveries.poll(handler)
     for _ in range(5):  # anything doubled would arrive now
         deliveries.poll(handler)
@@ -217,8 +244,8 @@ def demo(brokers, heartbeat):
     b.close()
     a.close()
     print(json.dumps({"rt_sent": len(want), "rt_delivered": len(rts), "in_order": rts == want,
-                      "repeats_dropped": deliveries.repeats}), flush=True)
-    if rts != want:
+                      "broadcast_to": notices, "repeats_dropped": deliveries.repeats}), flush=True)
+    if rts != want or notices != [(online_user, "py-broadcast")]:
         sys.exit(1)
 
 
