@@ -105,7 +105,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	case flood > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, for %s", quietRate, flood, d)
 	case mode.backlog > 0:
-		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota)", quietRate, d, mode.backlog)
+		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota; saturated_after 250ms)", quietRate, d, mode.backlog)
 	}
 	if !fair {
 		name += ", fair share off"
@@ -114,6 +114,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	cfg.Fanout.FairShare.Enabled = fair
 	if flood > 0 {
 		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
+	}
+	if mode.backlog > 0 {
+		cfg.Fanout.FairShare.SaturatedAfter = 250 * time.Millisecond // holding by share
 	}
 	var out Result
 	if err := b.flush(ctx); err != nil {
