@@ -85,6 +85,7 @@ func rootCmd() *cobra.Command {
 		}
 		root.AddCommand(c)
 	}
+	root.AddCommand(dlqCmd())
 	root.AddCommand(&cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(*cobra.Command, []string) { fmt.Println("imstream", obs.Version) }})
 	return root
