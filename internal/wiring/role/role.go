@@ -21,6 +21,7 @@ import (
 	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/internal/plumbing/redisx"
 	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/tools/trace"
 	"github.com/imstream/imstream/store"
 )
 
@@ -72,6 +73,7 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 			_ = e.Redis.Close()
 			return nil, err
 		}
+		srv.Mux.Handle("/trace", trace.Handler(&trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix}))
 		if cfg.Admin.Pprof {
 			srv.Mux.HandleFunc("/debug/pprof/", pprof.Index)
 			srv.Mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/redisx"
+	"github.com/imstream/imstream/internal/tools/trace"
+)
+
+// errNotFound ends a trace that found nothing: exit status 1.
+var errNotFound = errors.New("not found in the window")
+
+// traceFlags declares trace's flags and returns its run.
+func traceFlags(fs *pflag.FlagSet) runFunc {
+	vals := map[string]*string{}
+	for _, f := range []struct{ name, help string }{
+		{"appid", "the event's app (required)"}, {"msgid", "the event's msgid (required)"},
+		{"uid", "the receiver it was sent to (a peer message or MSG_PUSH's first receiver)"}, {"group", "the group it was sent to"}, {"room", "the room it was sent to"},
+		{"since", "look this far back (default 10m)"}, {"from", "look from this time (RFC 3339) instead"}, {"to", "look until this time (RFC 3339; default now)"},
+	} {
+		vals[f.name] = fs.String(f.name, "", f.help)
+	}
+	asJSON := fs.Bool("json", false, "print the trace as JSON")
+	return func(ctx context.Context, cfg config.Config) error {
+		q, err := trace.QueryOf(func(k string) string { return *vals[k] }, time.Now())
+		if err == nil {
+			err = q.Check()
+		}
+		if err != nil {
+			return usageError{err}
+		}
+		return runTrace(ctx, cfg, q, *asJSON, os.Stdout)
+	}
+}
+
+func runTrace(ctx context.Context, cfg config.Config, q trace.Query, asJSON bool, out io.Writer) error {
+	conn, err := kafkax.NewConn(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	rc, err := redisx.New(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	t := &trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix}
+	res, err := t.Trace(ctx, q)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		fmt.Fprintln(out, string(b))
+	} else {
+		printTrace(out, res)
+	}
+	if !res.Found {
+		return errNotFound
+	}
+	return nil
+}
+
+// printTrace prints a trace as a timeline: each hop with its time after
+// the input's.
+func printTrace(out io.Writer, res trace.Result) {
+	var t0 time.Time
+	for i, h := range res.Hops {
+		at := h.Time.UTC().Format("15:04:05.000")
+		if i == 0 {
+			t0 = h.Time
+		} else if !t0.IsZero() {
+			at += fmt.Sprintf(" +%s", h.Time.Sub(t0).Round(time.Millisecond))
+		}
+		fmt.Fprintf(out, "%-22s %-12s %s/%d@%d  %s\n", at, h.What, h.Topic, h.Partition, h.Offset, h.Detail)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintln(out, "note: "+n)
+	}
+}

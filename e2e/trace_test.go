@@ -1,0 +1,142 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/tools/testkit"
+	"github.com/imstream/imstream/internal/tools/trace"
+	"github.com/imstream/imstream/schemas"
+)
+
+// TestTrace: for each routing case, `imstream trace` finds the event and
+// names its hops — the input, the delivery to the right server, the push
+// job and its appended entry, the dead letter of a wrongly keyed record,
+// nothing (with why) for a persistent message to an online user or an
+// unknown group — at offsets that hold those records; the admin port's
+// /trace answers the same. Not found is exit status 1, a bad query 2.
+func TestTrace(t *testing.T) {
+	s := startStack(t, 1, 1)
+	ctx := context.Background()
+	s1, s2 := imServer(t, s.cfg, "s1", 1), imServer(t, s.cfg, "s2", 1)
+	must(t, s1.Subscribe(ctx, app, 1, true))
+	must(t, s1.SubscribeRoom(ctx, app, 9))
+	testkit.Eventually(t, 60*time.Second, "user 1 online", func() bool {
+		on, _ := s.online(t, 1)
+		return on
+	})
+	im := func(to int64, flag int) schemas.Message {
+		return schemas.Message{Cmd: schemas.CmdIM, Flag: flag, Sender: 2, Receiver: to, Content: "hi"}
+	}
+	meta := func(id int64) ingest.Meta { return ingest.Meta{MsgID: id} }
+	must(t, s2.Publish(ctx, app, 1, im(1, schemas.FlagUnpersistent), meta(101)))
+	must(t, s2.Publish(ctx, app, 4, im(4, 0), meta(102)))
+	must(t, s2.Publish(ctx, app, 1, im(1, 0), meta(103)))
+	must(t, s2.PublishRoom(ctx, app, 9, schemas.Message{Cmd: schemas.CmdRoomIM, Sender: 2, Receiver: 9, Content: "room"}, meta(104)))
+	push := im(4, 0)
+	push.MsgID = 105
+	must(t, s2.Push(ctx, app, []int64{4, 8}, push))
+	must(t, s2.PublishGroup(ctx, app, 77, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 2, Receiver: 77, Content: "g"}, meta(106)))
+	wrong, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
+		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
+	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+
+	run := func(args ...string) (trace.Result, int) {
+		t.Helper()
+		args = append([]string{"trace", "--json", "--since", "5m", "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0]}, args...)
+		cmd := exec.Command(s.bin, args...)
+		out, err := cmd.Output()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var res trace.Result
+		if code != 2 {
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("imstream %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		return res, code
+	}
+	// hops lists "what topic" per hop, and checks each offset holds a record.
+	hops := func(res trace.Result) string {
+		var out []string
+		for _, h := range res.Hops {
+			out = append(out, h.What+" "+h.Topic)
+			found := false
+			for _, m := range testkit.ReadAll(t, s.cfg, h.Topic) {
+				found = found || (m.Partition == h.Partition && m.Offset == h.Offset)
+			}
+			if !found {
+				t.Errorf("hop %+v: no record at that offset", h)
+			}
+		}
+		return strings.Join(out, ", ")
+	}
+	pub, bulk, deliver := s.cfg.Kafka.Topics.Publish, s.cfg.Kafka.Topics.Bulk, s.cfg.Kafka.Topics.DeliverPrefix
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		hops  string
+		notes bool // the trace says why nothing was written
+		entry bool // a push job whose entry the pusher appended
+	}{
+		{"peer online, unpersistent: delivered", []string{"--appid", "7", "--msgid", "101", "--uid", "1"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
+		{"peer offline, persistent: a push job, appended", []string{"--appid", "7", "--msgid", "102", "--uid", "4"}, "input " + pub + ", push_job imr.push", false, true},
+		{"persistent to an online user: nothing, by design", []string{"--appid", "7", "--msgid", "103", "--uid", "1"}, "input " + pub, true, false},
+		{"room: the servers with subscribers", []string{"--appid", "7", "--msgid", "104", "--room", "9"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
+		{"MSG_PUSH on the bulk lane", []string{"--appid", "7", "--msgid", "105", "--uid", "4"}, "input " + bulk + ", push_job imr.push", false, true},
+		{"unknown group: nothing", []string{"--appid", "7", "--msgid", "106", "--group", "77"}, "input " + pub, true, false},
+		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, code := run(tc.args...)
+			if code != 0 || !res.Found {
+				t.Fatalf("exit %d, found %v: %+v", code, res.Found, res)
+			}
+			if got := hops(res); got != tc.hops {
+				t.Errorf("hops %q, want %q", got, tc.hops)
+			}
+			if tc.notes != (len(res.Notes) > 0) {
+				t.Errorf("notes %q", res.Notes)
+			}
+			for _, h := range res.Hops {
+				if h.What == "push_job" && tc.entry && !strings.Contains(h.Detail, "; appended") {
+					t.Errorf("push job %q: want appended", h.Detail)
+				}
+				if h.What == "dead_letter" && !strings.Contains(h.Detail, "key_mismatch") {
+					t.Errorf("dead letter %q: want key_mismatch", h.Detail)
+				}
+			}
+		})
+	}
+	if _, code := run("--appid", "7", "--msgid", "999", "--uid", "1"); code != 1 {
+		t.Errorf("an absent msgid: exit %d, want 1", code)
+	}
+	if _, code := run("--appid", "7", "--msgid", "101"); code != 2 {
+		t.Errorf("no receiver: exit %d, want 2", code)
+	}
+	// The admin port answers the same.
+	resp, err := http.Get(fmt.Sprintf("http://%s/trace?appid=7&msgid=101&uid=1&since=5m", s.fanout[0]))
+	must(t, err)
+	defer resp.Body.Close()
+	var res trace.Result
+	must(t, json.NewDecoder(resp.Body).Decode(&res))
+	if resp.StatusCode != 200 || len(res.Hops) != 2 || res.Hops[1].What != "delivery" {
+		t.Errorf("/trace: %d %+v", resp.StatusCode, res)
+	}
+}
