@@ -317,6 +317,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
+		trace := traceHeaders(m, ev, src[i].inc)
 		if len(plan.Deliver) > 0 {
 			value := deliverRecord(ev, m, src[i].inc)
 			input := []int{i}
@@ -325,13 +326,13 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 				if !f.known(topic) {
 					newTopics[topic] = f.env.Kafka.DeliverPartitions
 				}
-				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value})
+				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value, Headers: trace})
 				from = append(from, input)
 			}
 			delivers += len(plan.Deliver)
 		}
 		for _, j := range js {
-			pj.add(&ev.Header, j, i)
+			pj.add(&ev.Header, j, i, trace)
 		}
 		jobs += len(js)
 	}
@@ -590,9 +591,9 @@ type jobRecords struct {
 	input    []int             // each job's input index
 }
 
-func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int) {
+func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace []kafka.Header) {
 	job.Topic = r.topic
-	job.Headers = r.headers
+	job.Headers = append(r.headers[:len(r.headers):len(r.headers)], trace...) // a push_jobs record of several keeps r.headers only
 	r.jobs = append(r.jobs, job)
 	r.first = append(r.first, h)
 	r.input = append(r.input, input)
@@ -726,4 +727,55 @@ func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch, decoded []stage.
 	f.fair.drainedDone(b, raised)
 	f.countApps(b.Topic, keep, src, time.Now())
 	return append(rejected, more...), nil
+}
+
+// HeaderTraceparent is the W3C trace context header, carried from an input
+// record to every deliver record and push_job record derived from it.
+const HeaderTraceparent = "traceparent"
+
+// traceHeaders are the trace headers of the outputs of the event read
+// from m (read at incarnation inc): the producer's traceparent when it set
+// one, else one derived from the event's id (or, without one, its source
+// coordinates), so that the outputs of one event share a trace id that
+// tools can join with their own spans.
+func traceHeaders(m *kafka.Message, ev *schemas.Publish, inc string) []kafka.Header {
+	for _, h := range m.Headers {
+		if h.Key == HeaderTraceparent {
+			return []kafka.Header{h}
+		}
+	}
+	id := ev.ID
+	if id == "" {
+		id = m.Topic + "@" + inc + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	}
+	return []kafka.Header{{Key: HeaderTraceparent, Value: DerivedTraceparent(id)}}
+}
+
+// DerivedTraceparent is the traceparent imstream gives an event whose
+// producer set none: version 00, a trace id of two FNV-1a hashes of id, a
+// span id of a third, flags 01 (sampled).
+func DerivedTraceparent(id string) []byte {
+	h := func(seed byte) uint64 {
+		v := uint64(14695981039346656037)
+		v = (v ^ uint64(seed)) * 1099511628211
+		for i := 0; i < len(id); i++ {
+			v = (v ^ uint64(id[i])) * 1099511628211
+		}
+		return v
+	}
+	b := make([]byte, 0, 55)
+	b = append(b, "00-"...)
+	b = appendHex(b, h(1))
+	b = appendHex(b, h(2))
+	b = append(b, '-')
+	b = appendHex(b, h(3))
+	return append(b, "-01"...)
+}
+
+func appendHex(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, digits[(v>>uint(shift))&0xf])
+	}
+	return b
 }

@@ -49,7 +49,7 @@ func testJobRecords(t *testing.T, binary bool) {
 	build := func(together bool, limit int, keys ...string) []kafka.Message {
 		r := jobRecords{topic: "imr.push", together: together, limit: limit, binary: binary}
 		for i, k := range keys {
-			r.add(h, job(k, i), i)
+			r.add(h, job(k, i), i, nil)
 		}
 		recs, from := r.records(nil, nil)
 		if len(from) != len(recs) {

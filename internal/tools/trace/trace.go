@@ -194,6 +194,14 @@ func format(hs []kafka.Header) string {
 	return ""
 }
 
+// traced names a record's traceparent, when it has one.
+func traced(hs []kafka.Header) string {
+	if v := header(hs, "traceparent"); v != "" {
+		return " (traceparent " + v + ")"
+	}
+	return ""
+}
+
 func header(hs []kafka.Header, k string) string {
 	for _, h := range hs {
 		if h.Key == k {
@@ -276,7 +284,7 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 			d, err := schemas.DecodeKind(m.Value, 16<<20, schemas.KindPublish)
 			if err == nil && isSrc(d.(*schemas.Publish).Src) {
 				out = append(out, Hop{What: "delivery", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix)})
+					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix) + traced(m.Headers)})
 			}
 			return true
 		})
@@ -310,7 +318,7 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 				continue
 			}
 			out = append(out, Hop{What: "push_job", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-				Detail: t.entries(ctx, enc, j)})
+				Detail: t.entries(ctx, enc, j) + traced(m.Headers)})
 		}
 		return true
 	})
