@@ -48,6 +48,11 @@ func TestTrace(t *testing.T) {
 	wrong, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
 		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	traced, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
+		Receiver: 1, MsgID: 108, Msg: im(1, schemas.FlagUnpersistent)})
+	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:1"), Value: traced,
+		Headers: []kafkaHeader{{Key: "traceparent", Value: []byte(parent)}}})
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
@@ -123,6 +128,10 @@ func TestTrace(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The producer's traceparent travels to the delivery.
+	if res, _ := run("--appid", "7", "--msgid", "108", "--uid", "1"); len(res.Hops) != 2 || !strings.Contains(res.Hops[1].Detail, parent) {
+		t.Errorf("a traced event's delivery: %+v, want traceparent %s", res.Hops, parent)
 	}
 	if _, code := run("--appid", "7", "--msgid", "999", "--uid", "1"); code != 1 {
 		t.Errorf("an absent msgid: exit %d, want 1", code)

@@ -317,7 +317,10 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
-		trace := traceHeaders(m, ev, src[i].inc)
+		var trace []kafka.Header // only for outputs that carry it: deliveries, push jobs written alone
+		if len(plan.Deliver) > 0 || (len(js) > 0 && !pj.together) {
+			trace = traceHeaders(m, ev, src[i].inc, f.cfg.Traceparent == "derived")
+		}
 		if len(plan.Deliver) > 0 {
 			value := deliverRecord(ev, m, src[i].inc)
 			input := []int{i}
@@ -593,7 +596,10 @@ type jobRecords struct {
 
 func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace []kafka.Header) {
 	job.Topic = r.topic
-	job.Headers = append(r.headers[:len(r.headers):len(r.headers)], trace...) // a push_jobs record of several keeps r.headers only
+	job.Headers = r.headers
+	if len(trace) > 0 && !r.together { // a push_jobs record, of several jobs, carries r.headers only
+		job.Headers = append(r.headers[:len(r.headers):len(r.headers)], trace...)
+	}
 	r.jobs = append(r.jobs, job)
 	r.first = append(r.first, h)
 	r.input = append(r.input, input)
@@ -735,31 +741,42 @@ const HeaderTraceparent = "traceparent"
 
 // traceHeaders are the trace headers of the outputs of the event read
 // from m (read at incarnation inc): the producer's traceparent when it set
-// one, else one derived from the event's id (or, without one, its source
-// coordinates), so that the outputs of one event share a trace id that
-// tools can join with their own spans.
-func traceHeaders(m *kafka.Message, ev *schemas.Publish, inc string) []kafka.Header {
+// one, else (derive) one derived from the event's id (or, without one, its
+// source coordinates), so that the outputs of one event share a trace id
+// that tools can join with their own spans.
+func traceHeaders(m *kafka.Message, ev *schemas.Publish, inc string, derive bool) []kafka.Header {
 	for _, h := range m.Headers {
 		if h.Key == HeaderTraceparent {
 			return []kafka.Header{h}
 		}
 	}
-	id := ev.ID
-	if id == "" {
-		id = m.Topic + "@" + inc + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	if !derive {
+		return nil
 	}
-	return []kafka.Header{{Key: HeaderTraceparent, Value: DerivedTraceparent(id)}}
+	if ev.ID != "" {
+		return []kafka.Header{{Key: HeaderTraceparent, Value: DerivedTraceparent(ev.ID, "", 0, 0)}}
+	}
+	return []kafka.Header{{Key: HeaderTraceparent, Value: DerivedTraceparent(m.Topic, inc, m.Partition, m.Offset)}}
 }
 
 // DerivedTraceparent is the traceparent imstream gives an event whose
-// producer set none: version 00, a trace id of two FNV-1a hashes of id, a
-// span id of a third, flags 01 (sampled).
-func DerivedTraceparent(id string) []byte {
+// producer set none, from its id (id alone) or its source coordinates
+// (topic, inc, partition, offset): version 00, a trace id of two FNV-1a
+// hashes, a span id of a third, flags 01 (sampled).
+func DerivedTraceparent(id, inc string, partition int, offset int64) []byte {
 	h := func(seed byte) uint64 {
 		v := uint64(14695981039346656037)
 		v = (v ^ uint64(seed)) * 1099511628211
 		for i := 0; i < len(id); i++ {
 			v = (v ^ uint64(id[i])) * 1099511628211
+		}
+		for i := 0; i < len(inc); i++ {
+			v = (v ^ uint64(inc[i])) * 1099511628211
+		}
+		for _, x := range [2]uint64{uint64(partition), uint64(offset)} {
+			for k := 0; k < 8; k++ {
+				v = (v ^ (x >> (8 * k) & 0xff)) * 1099511628211
+			}
 		}
 		return v
 	}

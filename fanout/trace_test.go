@@ -16,17 +16,22 @@ func TestTraceHeaders(t *testing.T) {
 	set := kafka.Header{Key: HeaderTraceparent, Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}
 	m := &kafka.Message{Topic: "imr.publish", Partition: 3, Offset: 42, Headers: []kafka.Header{{Key: "format", Value: []byte("x")}, set}}
 	ev := &schemas.Publish{Header: schemas.Header{ID: "im-1:8812"}}
-	if got := traceHeaders(m, ev, "r1"); len(got) != 1 || string(got[0].Value) != string(set.Value) {
-		t.Fatalf("producer's traceparent not carried: %v", got)
+	for _, derive := range []bool{false, true} {
+		if got := traceHeaders(m, ev, "r1", derive); len(got) != 1 || string(got[0].Value) != string(set.Value) {
+			t.Fatalf("producer's traceparent not carried: %v", got)
+		}
 	}
 	m.Headers = nil
+	if got := traceHeaders(m, ev, "r1", false); got != nil {
+		t.Fatalf("fanout.traceparent producer, none set: %v, want none", got)
+	}
 	valid := regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-01$`)
-	a, b := traceHeaders(m, ev, "r1"), traceHeaders(m, ev, "r2")
+	a, b := traceHeaders(m, ev, "r1", true), traceHeaders(m, ev, "r2", true)
 	if !valid.Match(a[0].Value) || string(a[0].Value) != string(b[0].Value) || a[0].Key != HeaderTraceparent {
 		t.Fatalf("derived from the id: %s and %s", a[0].Value, b[0].Value)
 	}
 	ev.ID = ""
-	c, d := traceHeaders(m, ev, "r1"), traceHeaders(m, ev, "r2")
+	c, d := traceHeaders(m, ev, "r1", true), traceHeaders(m, ev, "r2", true)
 	if !valid.Match(c[0].Value) || string(c[0].Value) == string(d[0].Value) || string(c[0].Value) == string(a[0].Value) {
 		t.Fatalf("derived from the coordinates: %s, %s (id: %s)", c[0].Value, d[0].Value, a[0].Value)
 	}
