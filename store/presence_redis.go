@@ -354,11 +354,18 @@ func (r *RedisPresence) AppServers(ctx context.Context, appid int64, now time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("presence: app servers: %w", err)
 	}
-	need := make(map[string]int64, len(zs))
+	entries := make(map[string]int64, len(zs))
 	for _, z := range zs {
-		need[z.Member.(string)] = int64(z.Score)
+		entries[z.Member.(string)] = int64(z.Score)
 	}
-	states, err := r.servers(ctx, need, now)
+	return r.counting(ctx, entries, now)
+}
+
+// counting returns, sorted, the servers of entries (server → the epoch an
+// entry names) whose entry counts at now: the server live and the epoch
+// its current one.
+func (r *RedisPresence) counting(ctx context.Context, entries map[string]int64, now time.Time) ([]string, error) {
+	states, err := r.servers(ctx, entries, now)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +374,7 @@ func (r *RedisPresence) AppServers(ctx context.Context, appid int64, now time.Ti
 		return nil, err
 	}
 	var out []string
-	for srv, epoch := range need {
+	for srv, epoch := range entries {
 		if states[srv].valid(epoch, ms) {
 			out = append(out, srv)
 		}
@@ -382,22 +389,11 @@ func (r *RedisPresence) Room(ctx context.Context, appid, room int64, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	states, err := r.servers(ctx, neededServers(hashes), now)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := r.at(ctx, now)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
+	entries := make(map[string]int64, len(hashes[0]))
 	for srv, v := range hashes[0] {
-		if epoch, _ := parseEntry(v); states[srv].valid(epoch, ms) {
-			out = append(out, srv)
-		}
+		entries[srv], _ = parseEntry(v)
 	}
-	sort.Strings(out)
-	return out, nil
+	return r.counting(ctx, entries, now)
 }
 
 func (r *RedisPresence) hashes(ctx context.Context, n int, key func(int) string) ([]map[string]string, error) {

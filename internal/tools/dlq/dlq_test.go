@@ -11,7 +11,7 @@ func letter(code, topic string, at time.Time, own ...kafka.Header) kafka.Message
 	hs := []kafka.Header{{Key: "reason", Value: []byte(code + ": detail")}, {Key: "stage", Value: []byte("fanout")},
 		{Key: "src_topic", Value: []byte(topic)}, {Key: "src_partition", Value: []byte("3")}, {Key: "src_offset", Value: []byte("42")}}
 	return kafka.Message{Topic: "imr.dlq", Partition: 1, Offset: 7, Time: at, Key: []byte("7:1"),
-		Value: []byte(`{"v":1,"type":"publish","server":"s1","appid":7,"receiver":1,"msg":{"cmd":4,"sender":2,"receiver":1}}`),
+		Value:   []byte(`{"v":1,"type":"publish","server":"s1","appid":7,"receiver":1,"msg":{"cmd":4,"sender":2,"receiver":1}}`),
 		Headers: append(hs, own...)}
 }
 
