@@ -57,8 +57,10 @@ type partKey struct {
 	partition int
 }
 
-// partState is fair share's state of one lane partition.
+// partState is fair share's state of one lane partition. Its worker
+// holds mu while deciding a batch; the held gauge's recount reads it too.
 type partState struct {
+	mu      sync.Mutex
 	inc     string
 	next    int64 // offset after the last batch routed: a batch starting elsewhere reloads the marks
 	apps    map[int64]*appState
@@ -89,7 +91,6 @@ type fairShare struct {
 	state    map[partKey]*partState
 	drained  map[string]int64  // per stream: the drainer's drained marks
 	spillPos map[partKey]int64 // per spill partition: offset after the last batch drained
-	heldGaug map[heldKey]int   // per app and reason: partitions holding it
 }
 
 type heldKey struct {
@@ -114,41 +115,62 @@ func (fs *fairShare) setConfig(c config.FairShare) {
 // where the last batch ended (a new owner, a retry after a rebalance).
 func (fs *fairShare) part(b stage.Batch) *partState {
 	k := partKey{b.Topic, b.Partition}
-	fs.mu.Lock()
-	ps := fs.state[k]
-	fs.mu.Unlock()
 	first := b.Records[0].Offset
-	if ps != nil && ps.next == first && ps.inc == string(b.Inc) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if ps := fs.state[k]; ps != nil && ps.next == first && ps.inc == string(b.Inc) {
 		return ps
 	}
-	if ps != nil {
-		fs.unheld(ps)
-	}
-	ps = &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}}
-	fs.mu.Lock()
+	ps := &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}}
 	fs.state[k] = ps
-	fs.mu.Unlock()
 	return ps
 }
 
-// unheld removes a partition's held apps from the held gauge.
-func (fs *fairShare) unheld(ps *partState) {
-	for app, st := range ps.apps {
-		if st.reason != "" {
-			fs.setHeld(app, st.reason, -1)
+// countHeld sets the held gauge: per app and reason, the lane partitions
+// this process has held the app back on whose held events are not all
+// drained, by the marks in the store (one read for all). A partition that
+// moved to another process counts in both until it comes back; an app
+// whose backlog drained stops counting without waiting for its next event.
+func (fs *fairShare) countHeld(ctx context.Context) error {
+	type held struct {
+		app    int64
+		reason string
+		stream string
+	}
+	var hs []held
+	fs.mu.Lock()
+	parts := make([]*partState, 0, len(fs.state))
+	for _, ps := range fs.state {
+		parts = append(parts, ps)
+	}
+	fs.mu.Unlock()
+	for _, ps := range parts {
+		ps.mu.Lock()
+		for app, st := range ps.apps {
+			if st.reason != "" {
+				hs = append(hs, held{app, st.reason, st.stream})
+			}
+		}
+		ps.mu.Unlock()
+	}
+	by := map[heldKey]int{}
+	if len(hs) > 0 {
+		streams := make([]string, len(hs))
+		for i, h := range hs {
+			streams[i] = h.stream
+		}
+		hm, dm, err := fs.store.Marks(ctx, streams)
+		if err != nil {
+			return err
+		}
+		for i, h := range hs {
+			if hm[i] > dm[i] {
+				by[heldKey{h.app, h.reason}]++
+			}
 		}
 	}
-}
-
-func (fs *fairShare) setHeld(app int64, reason string, d int) {
-	fs.mu.Lock()
-	k := heldKey{app, reason}
-	fs.heldGaug[k] += d
-	if fs.heldGaug[k] <= 0 {
-		delete(fs.heldGaug, k)
-	}
-	fs.m.held(fs.heldGaug)
-	fs.mu.Unlock()
+	fs.m.held(by)
+	return nil
 }
 
 // decide returns, for each record of a lane batch, why it is held back ("":
@@ -156,6 +178,8 @@ func (fs *fairShare) setHeld(app int64, reason string, d int) {
 // first releases the apps whose held events were all drained.
 func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
 	ps := fs.part(b)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
 	cfg := fs.config()
 	// Marks to read: apps first seen on this partition, and held ones.
 	var load []int64
@@ -191,9 +215,7 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 				if cfg.Quota(app) == 0 {
 					st.reason = HeldShare
 				}
-				fs.setHeld(app, st.reason, 1)
 			case st.reason != "" && st.drained >= st.held: // all drained: route again
-				fs.setHeld(app, st.reason, -1)
 				st.reason = ""
 			}
 		}
@@ -218,9 +240,6 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 			}
 			if st.reason == "" && cfg.SaturatedAfter > 0 && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
 				st.reason = HeldShare
-			}
-			if st.reason != "" {
-				fs.setHeld(app, st.reason, 1)
 			}
 		}
 		if st.reason != "" {

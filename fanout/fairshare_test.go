@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
@@ -41,7 +42,7 @@ func frozen() (time.Time, func() time.Time, *store.MemorySpill) {
 func newFair(st store.SpillStore, now func() time.Time, cfg config.FairShare) *fairShare {
 	return &fairShare{store: st, now: now, m: newAppMetrics(cfg.TopApps, now), cfg: cfg,
 		lane: func(string) string { return "online" }, state: map[partKey]*partState{}, drained: map[string]int64{},
-		spillPos: map[partKey]int64{}, heldGaug: map[heldKey]int{}}
+		spillPos: map[partKey]int64{}}
 }
 
 func heldApps(decoded []stage.Decoded[*schemas.Publish], why []string) map[int64]int {
@@ -115,10 +116,23 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	}
 	other.done(b)
 
-	// Drained up to the held mark: app 8 is routed again.
+	// The held gauge counts the partition while app 8's held events wait,
+	// and stops once they were drained, before any new event.
+	other.m.label(8, 100) // app 8's volume: one of the top apps
+	gauge := func() float64 {
+		must(t, other.countHeld(ctx))
+		return testutil.ToFloat64(other.m.heldG.WithLabelValues("8", HeldShare))
+	}
+	if g := gauge(); g != 1 {
+		t.Fatalf("held gauge %v, want 1", g)
+	}
 	if err := st.Drain(ctx, map[string]int64{stream: 23}); err != nil {
 		t.Fatal(err)
 	}
+	if g := gauge(); g != 0 {
+		t.Fatalf("held gauge %v after the drain, want 0", g)
+	}
+	// Drained up to the held mark: app 8 is routed again.
 	b, decoded = fairBatch(25, now, 0, 8, 7, 8)
 	if why, err = other.decide(ctx, b, decoded); err != nil {
 		t.Fatal(err)
@@ -159,5 +173,12 @@ func TestFairShareQuota(t *testing.T) {
 	// An app without a quota never waits.
 	if wait, _ := fs.drainWait(ctx, map[appLane]int{{7, "online"}: 1000}); wait != 0 {
 		t.Fatalf("app without a quota waits %s", wait)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

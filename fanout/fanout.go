@@ -39,6 +39,7 @@ import (
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/plumbing/obs"
 	"github.com/imstream/imstream/internal/plumbing/stage"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -153,7 +154,7 @@ func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 	now := time.Now
 	f.fair = &fairShare{store: spill, now: now, m: f.apps, cfg: cfg.FairShare,
 		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
-		spillPos: map[partKey]int64{}, heldGaug: map[heldKey]int{}}
+		spillPos: map[partKey]int64{}}
 	f.w.Balancer.(*outputBalancer).spillTopic = k.Topics.Spill
 	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
 	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {
@@ -184,6 +185,18 @@ func (f *Fanout) SetFairShare(c config.FairShare) {
 func (f *Fanout) Run(ctx context.Context) error {
 	defer f.w.Close()
 	defer f.wb.Close()
+	if f.fair != nil {
+		gctx, stop := context.WithCancel(ctx)
+		defer stop()
+		var quiet tick.Quiet
+		go tick.Every(gctx, 5*time.Second, func() {
+			if err := f.fair.countHeld(gctx); err != nil && gctx.Err() == nil {
+				if ok, held := quiet.Allow("marks", time.Minute); ok {
+					f.log.Warn("fair share: cannot read the marks for imstream_app_held; it keeps its last value", "err", err, "repeats", held)
+				}
+			}
+		})
+	}
 	if f.drain == nil {
 		return stage.Run(ctx, f.core, f.route)
 	}
