@@ -60,7 +60,7 @@ func dlqCmd() *cobra.Command {
 // dlqFilter is the filter flags' values.
 type dlqFilter struct {
 	reason, topic string
-	since, until  time.Duration
+	since         time.Duration
 	from, to      string
 	appid         int64
 	count         int
