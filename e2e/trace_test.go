@@ -27,6 +27,7 @@ func TestTrace(t *testing.T) {
 	s := startStack(t, 1, 1)
 	ctx := context.Background()
 	s1, s2 := imServer(t, s.cfg, "s1", 1), imServer(t, s.cfg, "s2", 1)
+	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}
 	must(t, s1.Subscribe(ctx, app, 1, true))
 	must(t, s1.SubscribeRoom(ctx, app, 9))
 	testkit.Eventually(t, 60*time.Second, "user 1 online", func() bool {
@@ -45,6 +46,8 @@ func TestTrace(t *testing.T) {
 	push.MsgID = 105
 	must(t, s2.Push(ctx, app, []int64{4, 8}, push))
 	must(t, s2.PublishGroup(ctx, app, 77, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 2, Receiver: 77, Content: "g"}, meta(106)))
+	must(t, s2.PublishGroup(ctx, app, 55, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 4, Receiver: 55, Content: "group"}, meta(109)))
+	must(t, s2.PublishGroup(ctx, app, 55, schemas.Message{Cmd: schemas.CmdSyncGroupNotify, GroupID: 55, SyncKey: 1}, meta(110)))
 	wrong, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
 		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
@@ -106,6 +109,8 @@ func TestTrace(t *testing.T) {
 		{"room: the servers with subscribers", []string{"--appid", "7", "--msgid", "104", "--room", "9"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
 		{"MSG_PUSH on the bulk lane", []string{"--appid", "7", "--msgid", "105", "--uid", "4"}, "input " + bulk + ", push_job imr.push", false, true},
 		{"unknown group: nothing", []string{"--appid", "7", "--msgid", "106", "--group", "77"}, "input " + pub, true, false},
+		{"group: one push job for the offline members, sender excluded", []string{"--appid", "7", "--msgid", "109", "--group", "55"}, "input " + pub + ", push_job imr.push", false, true},
+		{"SYNC_GROUP_NOTIFY: the servers where a member is present", []string{"--appid", "7", "--msgid", "110", "--group", "55"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
 		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
