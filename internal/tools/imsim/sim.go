@@ -1,7 +1,7 @@
 // Package imsim simulates IM servers for `imstream dev` and the load
 // generator: each server embeds the ingest library, announces itself, lets
-// users connect and leave, joins rooms, sends peer, group and room messages
-// and MSG_PUSH, and consumes its own imr.deliver.<server> topic, dropping
+// users connect and leave, joins rooms, sends peer, group and room messages,
+// MSG_PUSH and now and then a broadcast, and consumes its own imr.deliver.<server> topic, dropping
 // repeats by their src coordinates. An "app backend" creates the groups.
 package imsim
 
@@ -35,7 +35,7 @@ type Options struct {
 
 // Stats are running counters of a simulation.
 type Stats struct {
-	Sent      map[string]int64 // by kind: peer, rt, group, room, push, presence
+	Sent      map[string]int64 // by kind: peer, rt, group, room, push, broadcast, presence
 	Delivered map[string]int64 // by server: distinct deliveries received
 	Repeats   int64            // deliveries dropped as repeats
 	Online    int              // users currently connected
@@ -69,7 +69,7 @@ func New(cfg config.Kafka, o Options) *Sim {
 	defaultTo(&o.Rooms, 3)
 	defaultTo(&o.Rate, 100)
 	s := &Sim{o: o, cfg: cfg, conn: kafkax.MustConn(cfg), sent: map[string]*atomic.Int64{}}
-	for _, k := range []string{"presence", "peer", "rt", "group", "room", "push"} {
+	for _, k := range []string{"presence", "peer", "rt", "group", "room", "push", "broadcast"} {
 		s.sent[k] = &atomic.Int64{}
 	}
 	return s
@@ -186,6 +186,9 @@ func (s *Sim) drive(ctx context.Context, srv *server, seed int64) {
 			var err error
 			kind := ""
 			switch n := rng.IntN(20); {
+			case rng.IntN(400) == 0: // now and then a notice to every online user of the app
+				kind = "broadcast"
+				err = srv.p.Broadcast(ctx, app, schemas.Message{Cmd: schemas.CmdSystem, Notification: `{"notice":"maintenance at 02:00"}`})
 			case n < 10:
 				kind = "peer"
 				err = srv.p.Publish(ctx, app, to, schemas.Message{Cmd: schemas.CmdIM, Flag: schemas.FlagText, Sender: sender, Receiver: to,
