@@ -186,9 +186,19 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 	seen := map[int64]bool{}
 	for _, d := range decoded {
 		app := d.Event.AppID
-		if st := ps.apps[app]; (st == nil || st.reason != "") && !seen[app] {
-			seen[app] = true
+		if seen[app] {
+			continue
+		}
+		seen[app] = true
+		if st := ps.apps[app]; st == nil || st.reason != "" {
 			load = append(load, app)
+		}
+	}
+	// Forget apps idle here (not held, nothing recent, no tokens left), so
+	// that the state stays the size of the partition's active apps.
+	for app, st := range ps.apps {
+		if !seen[app] && st.reason == "" && st.recent < 0.01 && st.tokens == 0 {
+			delete(ps.apps, app)
 		}
 	}
 	if len(load) > 0 {
