@@ -48,6 +48,7 @@ func TestTrace(t *testing.T) {
 	must(t, s2.PublishGroup(ctx, app, 77, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 2, Receiver: 77, Content: "g"}, meta(106)))
 	must(t, s2.PublishGroup(ctx, app, 55, schemas.Message{Cmd: schemas.CmdGroupIM, Sender: 4, Receiver: 55, Content: "group"}, meta(109)))
 	must(t, s2.PublishGroup(ctx, app, 55, schemas.Message{Cmd: schemas.CmdSyncGroupNotify, GroupID: 55, SyncKey: 1}, meta(110)))
+	must(t, s2.Broadcast(ctx, app, schemas.Message{Cmd: schemas.CmdSystem, Notification: "notice", MsgID: 111}))
 	wrong, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
 		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
@@ -111,6 +112,7 @@ func TestTrace(t *testing.T) {
 		{"unknown group: nothing", []string{"--appid", "7", "--msgid", "106", "--group", "77"}, "input " + pub, true, false},
 		{"group: one push job for the offline members, sender excluded", []string{"--appid", "7", "--msgid", "109", "--group", "55"}, "input " + pub + ", push_job imr.push", false, true},
 		{"SYNC_GROUP_NOTIFY: the servers where a member is present", []string{"--appid", "7", "--msgid", "110", "--group", "55"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
+		{"broadcast: one delivery per server hosting the app", []string{"--appid", "7", "--msgid", "111", "--broadcast"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
 		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

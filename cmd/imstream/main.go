@@ -48,7 +48,7 @@ var commands = []struct {
 			"and Kafka for the dead letters of the last minute. --watch repeats until interrupted.", statusFlags},
 	{"ready", "Exit 0 when the process at --admin is ready (/readyz 200), 1 otherwise: for container healthchecks", "", readyFlags},
 	{"trace", "Where is my message? Find an event by appid and msgid and follow it through every hop",
-		"Finds the publish event (--appid, --msgid, and --uid, --group or --room: the key it was sent with) in the\n" +
+		"Finds the publish event (--appid, --msgid, and --uid, --group, --room or --broadcast: the key it was sent with) in the\n" +
 			"partitions its key maps to, from an offsets-by-time lookup (--since, or --from/--to), and follows it:\n" +
 			"dead letters, fair share's spill topic, deliveries to IM servers, push jobs and whether their entries\n" +
 			"were appended. Exit 0 when found, 1 when not found in the window, 2 for bad arguments.", traceFlags},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -30,9 +31,15 @@ func traceFlags(fs *pflag.FlagSet) runFunc {
 	} {
 		vals[f.name] = fs.String(f.name, "", f.help)
 	}
+	broadcast := fs.Bool("broadcast", false, "the event is one of the app's broadcasts (publish_broadcast)")
 	asJSON := fs.Bool("json", false, "print the trace as JSON")
 	return func(ctx context.Context, cfg config.Config) error {
-		q, err := trace.QueryOf(func(k string) string { return *vals[k] }, time.Now())
+		q, err := trace.QueryOf(func(k string) string {
+			if k == "broadcast" {
+				return strconv.FormatBool(*broadcast)
+			}
+			return *vals[k]
+		}, time.Now())
 		if err == nil {
 			err = q.Check()
 		}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Handler serves GET /trace?appid=&msgid=&uid=|group=|room=&since=10m (or
+// Handler serves GET /trace?appid=&msgid=&uid=|group=|room=|broadcast=true&since=10m (or
 // from=&to=, RFC 3339) as JSON: 200 with the trace when found, 404 with it
 // when not, 400 for a bad query.
 func Handler(t *Tracer) http.Handler {
@@ -37,7 +37,7 @@ func Handler(t *Tracer) http.Handler {
 }
 
 // QueryOf reads a query from named values (a URL's query, flags): appid,
-// msgid, uid, group, room, and since (a duration before now) or from/to
+// msgid, uid, group, room or broadcast (true), and since (a duration before now) or from/to
 // (RFC 3339); without any, the last 10 minutes.
 func QueryOf(get func(string) string, now time.Time) (Query, error) {
 	var q Query
@@ -50,6 +50,13 @@ func QueryOf(get func(string) string, now time.Time) (Query, error) {
 			}
 			*p = n
 		}
+	}
+	switch get("broadcast") {
+	case "", "false", "0":
+	case "true", "1":
+		q.Broadcast = true
+	default:
+		return q, errors.Join(ErrQuery, errors.New("broadcast: want true or false"))
 	}
 	since := get("since")
 	if since == "" && get("from") == "" {

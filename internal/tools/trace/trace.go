@@ -30,10 +30,12 @@ import (
 )
 
 // Query names the event: its app and msgid, and the receiver it was keyed
-// by (one of UID, Group, Room), in a time window.
+// by (one of UID, Group, Room, or Broadcast: the app's broadcasts), in a
+// time window.
 type Query struct {
 	AppID, MsgID     int64
 	UID, Group, Room int64
+	Broadcast        bool
 	Since, Until     time.Time // Until zero: now
 }
 
@@ -48,11 +50,14 @@ func (q Query) Check() error {
 			n++
 		}
 	}
+	if q.Broadcast {
+		n++
+	}
 	switch {
 	case q.AppID <= 0 || q.MsgID == 0:
 		return fmt.Errorf("%w: appid and msgid are required", ErrQuery)
 	case n != 1:
-		return fmt.Errorf("%w: name exactly one of uid, group, room", ErrQuery)
+		return fmt.Errorf("%w: name exactly one of uid, group, room, broadcast", ErrQuery)
 	case q.Since.IsZero():
 		return fmt.Errorf("%w: a window is required (since)", ErrQuery)
 	}
@@ -92,6 +97,8 @@ func (q Query) key() (string, []string) {
 		return ingest.GroupKey(q.AppID, q.Group), []string{"online"}
 	case q.Room != 0:
 		return ingest.RoomKey(q.AppID, q.Room), []string{"online"}
+	case q.Broadcast:
+		return ingest.BroadcastKey(q.AppID), []string{"online"}
 	}
 	return ingest.UserKey(q.AppID, q.UID), []string{"online", "bulk"}
 }

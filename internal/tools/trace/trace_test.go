@@ -21,11 +21,13 @@ func TestQueryOf(t *testing.T) {
 		{"appid=7&msgid=123&group=9000&since=1h", now.Add(-time.Hour), time.Time{}, false},
 		{"appid=7&msgid=123&room=5&from=2027-01-15T08:00:00Z&to=2027-01-15T09:00:00Z",
 			time.Date(2027, 1, 15, 8, 0, 0, 0, time.UTC), time.Date(2027, 1, 15, 9, 0, 0, 0, time.UTC), false},
-		{"appid=7&msgid=123", time.Time{}, time.Time{}, true},                  // no receiver
-		{"appid=7&msgid=123&uid=1&group=2", time.Time{}, time.Time{}, true},    // two
-		{"msgid=123&uid=1", time.Time{}, time.Time{}, true},                    // no app
-		{"appid=x&msgid=123&uid=1", time.Time{}, time.Time{}, true},            // not an integer
-		{"appid=7&msgid=123&uid=1&since=soon", time.Time{}, time.Time{}, true}, // not a duration
+		{"appid=7&msgid=123", time.Time{}, time.Time{}, true},               // no receiver
+		{"appid=7&msgid=123&uid=1&group=2", time.Time{}, time.Time{}, true}, // two
+		{"appid=7&msgid=123&broadcast=true", now.Add(-10 * time.Minute), time.Time{}, false},
+		{"appid=7&msgid=123&broadcast=true&uid=1", time.Time{}, time.Time{}, true}, // two
+		{"msgid=123&uid=1", time.Time{}, time.Time{}, true},                        // no app
+		{"appid=x&msgid=123&uid=1", time.Time{}, time.Time{}, true},                // not an integer
+		{"appid=7&msgid=123&uid=1&since=soon", time.Time{}, time.Time{}, true},     // not a duration
 	} {
 		v, _ := url.ParseQuery(tc.in)
 		q, err := QueryOf(v.Get, now)
