@@ -30,9 +30,20 @@ func TestTrace(t *testing.T) {
 	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}
 	must(t, s1.Subscribe(ctx, app, 1, true))
 	must(t, s1.SubscribeRoom(ctx, app, 9))
-	testkit.Eventually(t, 60*time.Second, "user 1 online", func() bool {
-		on, _ := s.online(t, 1)
-		return on
+	s3 := imServer(t, s.cfg, "s3", 1)
+	must(t, s3.Subscribe(ctx, app, 5, true))
+	testkit.Eventually(t, 60*time.Second, "users 1 and 5 online", func() bool {
+		on1, _ := s.online(t, 1)
+		on5, _ := s.online(t, 5)
+		return on1 && on5
+	})
+	// s3 dies without server_down: user 5 is on a dead server once its lease lapsed.
+	dead, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = s3.Close(dead)
+	testkit.Eventually(t, 30*time.Second, "s3's lease to lapse", func() bool {
+		on, _ := s.online(t, 5)
+		return !on
 	})
 	im := func(to int64, flag int) schemas.Message {
 		return schemas.Message{Cmd: schemas.CmdIM, Flag: flag, Sender: 2, Receiver: to, Content: "hi"}
@@ -52,6 +63,12 @@ func TestTrace(t *testing.T) {
 	wrong, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
 		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
+	must(t, s2.Publish(ctx, app, 5, schemas.Message{Cmd: schemas.CmdRT, Sender: 2, Receiver: 5, Content: "typing"}, meta(113)))
+	big := im(4, 0)
+	big.Content = strings.Repeat("x", schemas.DefaultMaxBytes)
+	huge, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
+		Receiver: 4, MsgID: 112, Msg: big})
+	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:4"), Value: huge})
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	traced, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
 		Receiver: 1, MsgID: 108, Msg: im(1, schemas.FlagUnpersistent)})
@@ -114,6 +131,8 @@ func TestTrace(t *testing.T) {
 		{"SYNC_GROUP_NOTIFY: the servers where a member is present", []string{"--appid", "7", "--msgid", "110", "--group", "55"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
 		{"broadcast: one delivery per server hosting the app", []string{"--appid", "7", "--msgid", "111", "--broadcast"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
 		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
+		{"oversize: the input and its dead letter", []string{"--appid", "7", "--msgid", "112", "--uid", "4"}, "input " + pub + ", dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
+		{"RT to a user on a dead server: nothing, and why", []string{"--appid", "7", "--msgid", "113", "--uid", "5"}, "input " + pub, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, code := run(tc.args...)
@@ -130,8 +149,8 @@ func TestTrace(t *testing.T) {
 				if h.What == "push_job" && tc.entry && !strings.Contains(h.Detail, "; appended") {
 					t.Errorf("push job %q: want appended", h.Detail)
 				}
-				if h.What == "dead_letter" && !strings.Contains(h.Detail, "key_mismatch") {
-					t.Errorf("dead letter %q: want key_mismatch", h.Detail)
+				if h.What == "dead_letter" && !strings.Contains(h.Detail, "key_mismatch") && !strings.Contains(h.Detail, "oversize") {
+					t.Errorf("dead letter %q: want key_mismatch or oversize", h.Detail)
 				}
 			}
 		})
