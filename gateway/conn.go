@@ -478,13 +478,9 @@ func (c *conn) appendBroadcast(dst []byte, p *schemas.Publish) ([]byte, int) {
 		return dst, 0
 	}
 	c.g.m.broadcasts.Inc()
-	inner := p.Msg.Raw
-	if len(inner) == 0 {
-		inner = imr.AppendInner(nil, p.Msg)
-	}
+	inner := innerOf(p)
 	for _, uid := range users {
-		body := imr.AppendRoute(nil, imr.Route{AppID: p.AppID, Receiver: uid, MsgID: p.MsgID, DeviceID: p.DeviceID, Timestamp: p.IMRTimestamp, Inner: inner})
-		dst = imr.AppendFrame(dst, imr.Frame{Cmd: imr.CmdPublish, Body: body})
+		dst = appendRouted(dst, imr.CmdPublish, p, uid, inner)
 	}
 	return dst, len(users)
 }
@@ -500,11 +496,21 @@ func appendDelivery(dst []byte, p *schemas.Publish) []byte {
 	case schemas.TypePublishRoom:
 		cmd = imr.CmdPublishRoom
 	}
-	inner := p.Msg.Raw
-	if len(inner) == 0 { // produced by the ingest library, not by a gateway
-		inner = imr.AppendInner(nil, p.Msg)
+	return appendRouted(dst, cmd, p, p.Receiver, innerOf(p))
+}
+
+// innerOf is the inner frame of p: as the sending gateway read it, or
+// encoded from msg for an event produced by the ingest library.
+func innerOf(p *schemas.Publish) []byte {
+	if len(p.Msg.Raw) > 0 {
+		return p.Msg.Raw
 	}
-	body := imr.AppendRoute(nil, imr.Route{AppID: p.AppID, Receiver: p.Receiver, MsgID: p.MsgID,
+	return imr.AppendInner(nil, p.Msg)
+}
+
+// appendRouted appends a route frame cmd of p to receiver, with inner.
+func appendRouted(dst []byte, cmd uint8, p *schemas.Publish, receiver int64, inner []byte) []byte {
+	body := imr.AppendRoute(nil, imr.Route{AppID: p.AppID, Receiver: receiver, MsgID: p.MsgID,
 		DeviceID: p.DeviceID, Timestamp: p.IMRTimestamp, Inner: inner})
 	return imr.AppendFrame(dst, imr.Frame{Cmd: cmd, Body: body})
 }
