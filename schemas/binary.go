@@ -90,6 +90,15 @@ func appendSint(b []byte, num protowire.Number, v int64) []byte {
 	return protowire.AppendVarint(b, protowire.EncodeZigZag(v))
 }
 
+// appendOptBool appends an optional bool: present (false too) when v is
+// not nil.
+func appendOptBool(b []byte, num protowire.Number, v *bool) []byte {
+	if v == nil {
+		return b
+	}
+	return protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), protowire.EncodeBool(*v))
+}
+
 func appendBool(b []byte, num protowire.Number, v bool) []byte {
 	if !v {
 		return b
@@ -201,9 +210,7 @@ func (p *Publish) AppendBinary(b []byte) []byte {
 	b = appendNested(b, fMsg, p.Msg.appendBinary)
 	b = p.Src.appendBinary(b)
 	b = appendSint(b, fIMRTimestamp, p.IMRTimestamp)
-	if p.OnlineOnly != nil {
-		b = protowire.AppendVarint(protowire.AppendTag(b, fOnlineOnly, protowire.VarintType), protowire.EncodeBool(*p.OnlineOnly))
-	}
+	b = appendOptBool(b, fOnlineOnly, p.OnlineOnly)
 	return appendBool(b, fExclOrigin, p.ExcludeOrigin)
 }
 
@@ -221,10 +228,7 @@ func (p *Presence) AppendBinary(b []byte) []byte {
 	b = p.Header.appendBinary(b)
 	b = appendSint(b, fEpoch, p.Epoch)
 	b = appendSint(b, fUID, p.UID)
-	if p.Online != nil {
-		b = protowire.AppendTag(b, fOnline, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeBool(*p.Online))
-	}
+	b = appendOptBool(b, fOnline, p.Online)
 	return appendSint(b, fRoomID, p.RoomID)
 }
 
@@ -311,6 +315,14 @@ func sintInt(typ protowire.Type, v []byte, path string, p *int) (int, error) {
 }
 
 // boolean reads a bool field into *p.
+// optBoolean reads an optional bool into a new *bool.
+func optBoolean(typ protowire.Type, v []byte, path string, p **bool) (int, error) {
+	var on bool
+	n, err := boolean(typ, v, path, &on)
+	*p = &on
+	return n, err
+}
+
 func boolean(typ protowire.Type, v []byte, path string, p *bool) (int, error) {
 	if typ != protowire.VarintType {
 		return 0, binaryError(path, "want a varint")
@@ -407,9 +419,7 @@ func (w *wire) decodeBinary(data []byte, msg *Message) (hasMsg bool, err error) 
 		case fUID:
 			n, err = sint(typ, v, "record.uid", &w.UID)
 		case fOnline:
-			var on bool
-			n, err = boolean(typ, v, "record.online", &on)
-			w.Online = &on
+			n, err = optBoolean(typ, v, "record.online", &w.Online)
 		case fRoomID:
 			n, err = sint(typ, v, "record.room_id", &w.RoomID)
 		case fReceiver:
@@ -443,9 +453,7 @@ func (w *wire) decodeBinary(data []byte, msg *Message) (hasMsg bool, err error) 
 		case fMute:
 			n, err = boolean(typ, v, "record.mute", &w.Mute)
 		case fOnlineOnly:
-			var on bool
-			n, err = boolean(typ, v, "record.online_only", &on)
-			w.OnlineOnly = &on
+			n, err = optBoolean(typ, v, "record.online_only", &w.OnlineOnly)
 		case fExclOrigin:
 			n, err = boolean(typ, v, "record.exclude_origin", &w.ExclOrigin)
 		case fJobs:

@@ -22,9 +22,7 @@ func binaryOf(t testing.TB, w *wire) []byte {
 	b := w.Header.appendBinary(nil)
 	b = appendSint(b, fEpoch, w.Epoch)
 	b = appendSint(b, fUID, w.UID)
-	if w.Online != nil {
-		b = protowire.AppendVarint(protowire.AppendTag(b, fOnline, protowire.VarintType), protowire.EncodeBool(*w.Online))
-	}
+	b = appendOptBool(b, fOnline, w.Online)
 	b = appendSint(b, fRoomID, w.RoomID)
 	b = appendSint(b, fReceiver, w.Receiver)
 	b = appendSint(b, fMsgID, w.MsgID)
@@ -47,9 +45,7 @@ func binaryOf(t testing.TB, w *wire) []byte {
 		b = protowire.AppendBytes(protowire.AppendTag(b, fJobs, protowire.BytesType), binaryOf(t, &jw))
 	}
 	b = appendPacked(b, fMemberRange, w.MemberRange)
-	if w.OnlineOnly != nil {
-		b = protowire.AppendVarint(protowire.AppendTag(b, fOnlineOnly, protowire.VarintType), protowire.EncodeBool(*w.OnlineOnly))
-	}
+	b = appendOptBool(b, fOnlineOnly, w.OnlineOnly)
 	return appendBool(b, fExclOrigin, w.ExclOrigin)
 }
 
