@@ -521,13 +521,7 @@ func (r *RedisPresence) collectApps(ctx context.Context, now time.Time) error {
 		}
 		return iter.Err()
 	}
-	switch c := r.c.(type) {
-	case *redis.ClusterClient:
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
-	case *redis.Client:
-		return scan(ctx, c)
-	}
-	return fmt.Errorf("presence: unsupported client %T", r.c)
+	return r.eachMaster(ctx, scan)
 }
 
 // eachHash calls fn for every user hash and then every room hash (SCAN, on
@@ -548,9 +542,15 @@ func (r *RedisPresence) eachHash(ctx context.Context, fn func(ctx context.Contex
 		}
 		return nil
 	}
+	return r.eachMaster(ctx, scan)
+}
+
+// eachMaster calls scan with every master of a cluster (concurrently), or
+// with the one server.
+func (r *RedisPresence) eachMaster(ctx context.Context, scan func(ctx context.Context, c *redis.Client) error) error {
 	switch c := r.c.(type) {
 	case *redis.ClusterClient:
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+		return c.ForEachMaster(ctx, scan)
 	case *redis.Client:
 		return scan(ctx, c)
 	}
