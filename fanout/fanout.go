@@ -21,7 +21,6 @@
 package fanout
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,7 +117,7 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 		return nil, err
 	}
 	f.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
-	f.w.Balancer = &outputBalancer{pushTopic: env.Kafka.Topics.Push}
+	f.w.Balancer = &OutputBalancer{PushTopic: env.Kafka.Topics.Push}
 	f.wb = env.Conn.NewWriter(env.Kafka, "")
 	f.wb.Balancer = f.w.Balancer
 	f.jobHeaders = []kafka.Header{{Key: stage.HeaderMaxBytes, Value: []byte(strconv.Itoa(f.limit()))}}
@@ -155,7 +154,7 @@ func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 	f.fair = &fairShare{store: spill, now: now, m: f.apps, cfg: cfg.FairShare,
 		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
 		spillPos: map[partKey]int64{}}
-	f.w.Balancer.(*outputBalancer).spillTopic = k.Topics.Spill
+	f.w.Balancer.(*OutputBalancer).SpillTopic = k.Topics.Spill
 	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
 	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {
 		return nil
@@ -659,27 +658,40 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 	return out, from
 }
 
-// outputBalancer puts push jobs on imr.push partition (source partition mod
-// partitions), spill records where murmur2 puts their appid (the event's
-// key up to its first colon: one app's held events share a partition), and
-// everything else where murmur2 puts its key.
-type outputBalancer struct{ pushTopic, spillTopic string }
+// OutputBalancer is where the fanout's outputs go, for every writer of
+// them (the fanout, `imstream dlq redrive`): push jobs (key
+// "<source topic>:<source partition>") on PushPartition, spill records on
+// their app's SpillPartition (the event's key up to its first colon is its
+// appid), everything else where murmur2 puts its key. SpillTopic "": no
+// spill topic.
+type OutputBalancer struct{ PushTopic, SpillTopic string }
 
-func (o *outputBalancer) Balance(msg kafka.Message, partitions ...int) int {
-	if msg.Topic == o.spillTopic && o.spillTopic != "" {
-		k := msg.Key
-		if i := bytes.IndexByte(k, ':'); i >= 0 {
-			k = k[:i]
-		}
-		return kafkax.Partitioner.Balance(kafka.Message{Key: k}, partitions...)
-	}
-	if msg.Topic == o.pushTopic {
+// Balance implements kafka.Balancer.
+func (o *OutputBalancer) Balance(msg kafka.Message, partitions ...int) int {
+	if len(partitions) > 0 {
 		k := string(msg.Key)
-		if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil && len(partitions) > 0 {
-			return partitions[p%len(partitions)]
+		switch msg.Topic {
+		case o.SpillTopic:
+			if appid, err := strconv.ParseInt(k[:max(strings.IndexByte(k, ':'), 0)], 10, 64); err == nil && o.SpillTopic != "" {
+				return partitions[SpillPartition(appid, len(partitions))]
+			}
+		case o.PushTopic:
+			if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil {
+				return partitions[PushPartition(p, len(partitions))]
+			}
 		}
 	}
 	return kafkax.Partitioner.Balance(msg, partitions...)
+}
+
+// PushPartition is the imr.push partition, of n, of the push jobs derived
+// from source partition p: all of one source partition's on one, in order.
+func PushPartition(p, n int) int { return p % max(n, 1) }
+
+// SpillPartition is the spill topic's partition, of n, of appid's held
+// events (murmur2 of the appid): one app's on one.
+func SpillPartition(appid int64, n int) int {
+	return kafkax.PartitionFor(strconv.AppendInt(nil, appid, 10), n)
 }
 
 // drainSpill routes a batch of the spill topic: each event with the src of

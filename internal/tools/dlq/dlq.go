@@ -31,8 +31,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/fanout"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -70,7 +72,8 @@ type Letter struct {
 	SrcPartition int
 	SrcOffset    int64
 	Truncated    bool
-	AppID        int64 // 0 when the body does not decode
+	Format       string // the record's format header: "" JSON, or the binary format
+	AppID        int64  // 0 when the body does not decode
 }
 
 // Own returns the record's own headers (without the dead letter's).
@@ -111,7 +114,8 @@ func letterOf(m kafka.Message) Letter {
 			l.Truncated = v == "true"
 		}
 	}
-	if ev, err := decode(m.Value, format(l.Own())); err == nil {
+	l.Format = stage.Format(&m)
+	if ev, err := decode(m.Value, l.Format); err == nil {
 		l.AppID = ev.Head().AppID
 	}
 	return l
@@ -127,15 +131,6 @@ func decode(v []byte, format string) (schemas.Event, error) {
 		return schemas.DecodeBinary(v, maxBytes)
 	}
 	return schemas.Decode(v, maxBytes)
-}
-
-func format(hs []kafka.Header) string {
-	for _, h := range hs {
-		if h.Key == schemas.HeaderFormat {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 func (f Filter) match(l Letter) bool {
@@ -268,7 +263,7 @@ func (r *Redriver) ledgerKey() string { return r.Prefix + "dlq:redriven" }
 func (r *Redriver) Redrive(ctx context.Context, letters []Letter, o Options) (Result, error) {
 	var res Result
 	w := r.Conn.NewWriter(r.Kafka, "")
-	w.Balancer = pushBalancer{push: r.Kafka.Topics.Push}
+	w.Balancer = &fanout.OutputBalancer{PushTopic: r.Kafka.Topics.Push} // push jobs where the fanout puts them
 	defer w.Close()
 	for _, l := range letters {
 		id := l.Coordinates(r.Kafka.Topics.DLQ)
@@ -348,6 +343,7 @@ func (r *Redriver) original(ctx context.Context, l Letter) (Letter, error) {
 		}
 	}
 	l.Headers = append(hs, m.Headers...)
+	l.Format = stage.Format(&m)
 	return l, nil
 }
 
@@ -359,7 +355,7 @@ func (r *Redriver) records(l Letter, topic string, rekey bool) ([]kafka.Message,
 	}
 	key := l.Key
 	if rekey {
-		ev, err := decode(l.Value, format(hs))
+		ev, err := decode(l.Value, l.Format)
 		if err != nil {
 			return nil, fmt.Errorf("--rekey: %w", err)
 		}
@@ -377,7 +373,7 @@ func (r *Redriver) records(l Letter, topic string, rekey bool) ([]kafka.Message,
 // fanout's max_bytes among them), each with its src stream marked
 // RedriveInc.
 func (r *Redriver) pushJobs(l Letter, topic string, hs []kafka.Header) ([]kafka.Message, error) {
-	f := format(hs)
+	f := l.Format
 	ev, err := schemas.DecodeKindFormat(l.Value, maxBytes, schemas.KindPushJob, f)
 	if err != nil {
 		return nil, fmt.Errorf("push job: %w", err)
@@ -406,19 +402,4 @@ func (r *Redriver) pushJobs(l Letter, topic string, hs []kafka.Header) ([]kafka.
 		out = append(out, kafka.Message{Topic: topic, Key: l.Key, Value: v, Headers: hs})
 	}
 	return out, nil
-}
-
-// pushBalancer puts push jobs where the fanout does (source partition mod
-// partitions, from the key "<topic>:<partition>") and everything else
-// where murmur2 puts its key.
-type pushBalancer struct{ push string }
-
-func (b pushBalancer) Balance(m kafka.Message, partitions ...int) int {
-	if m.Topic == b.push {
-		k := string(m.Key)
-		if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil && len(partitions) > 0 {
-			return partitions[p%len(partitions)]
-		}
-	}
-	return kafkax.Partitioner.Balance(m, partitions...)
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/fanout"
 )
 
 func letter(code, topic string, at time.Time, own ...kafka.Header) kafka.Message {
@@ -58,7 +60,7 @@ func TestLetters(t *testing.T) {
 // TestPushBalancer: re-driven push jobs go where the fanout put them
 // (source partition mod partitions); other records where murmur2 does.
 func TestPushBalancer(t *testing.T) {
-	b := pushBalancer{push: "imr.push"}
+	b := &fanout.OutputBalancer{PushTopic: "imr.push"}
 	if p := b.Balance(kafka.Message{Topic: "imr.push", Key: []byte("imr.publish:7")}, 0, 1, 2, 3); p != 3 {
 		t.Fatalf("push job of source partition 7 on 4 partitions: %d, want 3", p)
 	}

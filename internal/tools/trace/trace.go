@@ -22,9 +22,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/fanout"
 	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/stage"
 	"github.com/imstream/imstream/pusher"
 	"github.com/imstream/imstream/schemas"
 )
@@ -184,7 +186,7 @@ func noOutput(ev *schemas.Publish) string {
 
 // match decodes m and reports whether it is q's event.
 func match(m kafka.Message, q Query) (*schemas.Publish, bool) {
-	ev, err := schemas.DecodeKindFormat(m.Value, 16<<20, schemas.KindPublish, format(m.Headers))
+	ev, err := schemas.DecodeKindFormat(m.Value, 16<<20, schemas.KindPublish, stage.Format(&m))
 	if err != nil {
 		return nil, false
 	}
@@ -192,18 +194,9 @@ func match(m kafka.Message, q Query) (*schemas.Publish, bool) {
 	return p, p.AppID == q.AppID && (p.MsgID == q.MsgID || p.Msg.MsgID == q.MsgID)
 }
 
-func format(hs []kafka.Header) string {
-	for _, h := range hs {
-		if h.Key == schemas.HeaderFormat {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
 // traced names a record's traceparent, when it has one.
 func traced(hs []kafka.Header) string {
-	if v := header(hs, "traceparent"); v != "" {
+	if v := header(hs, fanout.HeaderTraceparent); v != "" {
 		return " (traceparent " + v + ")"
 	}
 	return ""
@@ -263,10 +256,10 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 	}
 	// Held back by fair share: the spill topic, partitioned by appid.
 	if n, err := t.Conn.Partitions(ctx, t.Kafka.Topics.Spill); err == nil {
-		p := kafkax.PartitionFor([]byte(strconv.FormatInt(ev.AppID, 10)), n)
+		p := fanout.SpillPartition(ev.AppID, n)
 		err := t.scan(ctx, t.Kafka.Topics.Spill, p, from, until, func(m kafka.Message) bool {
-			if header(m.Headers, "origin_topic") == in.Topic && header(m.Headers, "origin_partition") == strconv.Itoa(in.Partition) &&
-				header(m.Headers, "origin_offset") == strconv.FormatInt(in.Offset, 10) {
+			if header(m.Headers, fanout.HeaderOriginTopic) == in.Topic && header(m.Headers, fanout.HeaderOriginPartition) == strconv.Itoa(in.Partition) &&
+				header(m.Headers, fanout.HeaderOriginOffset) == strconv.FormatInt(in.Offset, 10) {
 				out = append(out, Hop{What: "held", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
 					Detail: "held back by fair share (its app was above its quota or share); routed from here by the drainer"})
 			}
@@ -308,8 +301,8 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 	for _, a := range t.Pusher.ROMApps {
 		enc.ROMApps[a] = true
 	}
-	err = t.scan(ctx, t.Kafka.Topics.Push, in.Partition%max(n, 1), from, until, func(m kafka.Message) bool {
-		ev, err := schemas.DecodeKindFormat(m.Value, 16<<20, schemas.KindPushJob, format(m.Headers))
+	err = t.scan(ctx, t.Kafka.Topics.Push, fanout.PushPartition(in.Partition, n), from, until, func(m kafka.Message) bool {
+		ev, err := schemas.DecodeKindFormat(m.Value, 16<<20, schemas.KindPushJob, stage.Format(&m))
 		if err != nil {
 			return true
 		}
