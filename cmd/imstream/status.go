@@ -119,16 +119,9 @@ func recent(ctx context.Context, conn *kafkax.Conn, topic string, d time.Duratio
 	since := time.Now().Add(-d)
 	var total int64
 	for p := range n {
-		c, err := conn.Dialer.DialLeader(ctx, "tcp", conn.Brokers[0], topic, p)
+		from, end, err := conn.OffsetsAt(ctx, topic, p, since)
 		if err != nil {
 			return 0, err
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		from, err1 := c.ReadOffset(since)
-		end, err2 := c.ReadLastOffset()
-		c.Close()
-		if err1 != nil || err2 != nil {
-			return 0, fmt.Errorf("offsets of %s/%d: %v %v", topic, p, err1, err2)
 		}
 		if from >= 0 && end > from {
 			total += end - from

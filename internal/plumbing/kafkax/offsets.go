@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -106,4 +107,52 @@ func (c *Conn) Lag(ctx context.Context, group, topic string) (map[int]int64, err
 		lag[p] = max(e-from, 0)
 	}
 	return lag, nil
+}
+
+// OffsetsAt returns, for partition p of topic, the first offset of a
+// record written at or after t (an offsets-by-time lookup; -1 or the end
+// when there is none) and the end offset, asking p's leader; within ctx's
+// deadline, else 10 s.
+func (c *Conn) OffsetsAt(ctx context.Context, topic string, p int, t time.Time) (at, end int64, err error) {
+	conn, err := c.Dialer.DialLeader(ctx, "tcp", c.Brokers[0], topic, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	_ = conn.SetDeadline(deadline)
+	at, err1 := conn.ReadOffset(t)
+	end, err2 := conn.ReadLastOffset()
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("offsets of %s/%d: %v %v", topic, p, err1, err2)
+	}
+	return at, end, nil
+}
+
+// ReadRange calls fn for the records of partition p of topic from offset
+// from up to end, in order, until fn returns false. It joins no consumer
+// group and commits nothing; a record that does not arrive within stall is
+// an error.
+func (c *Conn) ReadRange(ctx context.Context, topic string, p int, from, end int64, stall time.Duration, fn func(kafka.Message) bool) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Dialer: c.Dialer, Topic: topic, Partition: p, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		return err
+	}
+	for next := from; next < end; {
+		rctx, cancel := context.WithTimeout(ctx, stall)
+		m, err := r.ReadMessage(rctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)
+		}
+		next = m.Offset + 1
+		if !fn(m) {
+			return nil
+		}
+	}
+	return nil
 }

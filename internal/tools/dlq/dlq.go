@@ -155,50 +155,27 @@ func Read(ctx context.Context, conn *kafkax.Conn, topic string, f Filter) ([]Let
 	for _, p := range parts {
 		from := first[p]
 		if !f.Since.IsZero() {
-			if from, err = offsetAt(ctx, conn, topic, p, f.Since); err != nil {
+			if from, _, err = conn.OffsetsAt(ctx, topic, p, f.Since); err != nil {
 				return nil, err
 			}
 		}
 		if from < 0 || from >= end[p] {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: conn.Brokers, Dialer: conn.Dialer, Topic: topic, Partition: p, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(from); err != nil {
-			r.Close()
-			return nil, err
-		}
-		for next := from; next < end[p]; {
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			m, err := r.ReadMessage(rctx)
-			cancel()
-			if err != nil {
-				r.Close()
-				return nil, fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)
-			}
-			next = m.Offset + 1
+		err := conn.ReadRange(ctx, topic, p, from, end[p], 30*time.Second, func(m kafka.Message) bool {
 			if l := letterOf(m); f.match(l) {
 				out = append(out, l)
-				if f.Count > 0 && len(out) == f.Count {
-					r.Close()
-					return out, nil
-				}
 			}
+			return f.Count == 0 || len(out) < f.Count
+		})
+		if err != nil {
+			return nil, err
 		}
-		r.Close()
+		if f.Count > 0 && len(out) == f.Count {
+			return out, nil
+		}
 	}
 	return out, nil
-}
-
-// offsetAt is the first offset of partition p written at or after t, -1
-// when there is none.
-func offsetAt(ctx context.Context, conn *kafkax.Conn, topic string, p int, t time.Time) (int64, error) {
-	c, err := conn.Dialer.DialLeader(ctx, "tcp", conn.Brokers[0], topic, p)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	return c.ReadOffset(t)
 }
 
 // Summary counts letters by reason code and source topic, most first.

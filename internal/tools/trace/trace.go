@@ -383,36 +383,18 @@ func (t *Tracer) deliverTopics(ctx context.Context) ([]string, error) {
 // until (by an offsets-by-time lookup, then until the partition's end or a
 // record after until), until fn returns false.
 func (t *Tracer) scan(ctx context.Context, topic string, partition int, since, until time.Time, fn func(kafka.Message) bool) error {
-	c, err := t.Conn.Dialer.DialLeader(ctx, "tcp", t.Conn.Brokers[0], topic, partition)
+	from, end, err := t.Conn.OffsetsAt(ctx, topic, partition, since)
 	if err != nil {
-		return fmt.Errorf("trace: %s/%d: %w", topic, partition, err)
-	}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	from, err1 := c.ReadOffset(since)
-	end, err2 := c.ReadLastOffset()
-	c.Close()
-	if err1 != nil || err2 != nil {
-		return fmt.Errorf("trace: offsets of %s/%d: %v %v", topic, partition, err1, err2)
+		return fmt.Errorf("trace: %w", err)
 	}
 	if from < 0 || from >= end {
 		return nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: t.Conn.Brokers, Dialer: t.Conn.Dialer, Topic: topic, Partition: partition, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(from); err != nil {
-		return err
-	}
-	for next := from; next < end; {
-		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		m, err := r.ReadMessage(rctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("trace: read %s/%d at %d: %w", topic, partition, next, err)
-		}
-		next = m.Offset + 1
-		if m.Time.After(until) || !fn(m) {
-			return nil
-		}
+	err = t.Conn.ReadRange(ctx, topic, partition, from, end, 20*time.Second, func(m kafka.Message) bool {
+		return !m.Time.After(until) && fn(m)
+	})
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
 	}
 	return nil
 }
