@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,15 +18,33 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// TestTrace: for each routing case, `imstream trace` finds the event and
-// names its hops — the input, the delivery to the right server, the push
-// job and its appended entry, the dead letter of a wrongly keyed record,
-// nothing (with why) for a persistent message to an online user or an
-// unknown group — at offsets that hold those records; the admin port's
-// /trace answers the same. Not found is exit status 1, a bad query 2.
+// traceOthers is how many other records TestTrace's input topic holds in
+// the window it searches.
+const traceOthers = 1_000_000
+
+// TestTrace: for each routing case, `imstream trace` finds the event among
+// a million others in the same window and names its hops — the input, the
+// delivery to the right server, the push job and its appended entry, the
+// dead letter of a wrongly keyed record, nothing (with why) for a
+// persistent message to an online user or an unknown group — at offsets
+// that hold those records, each output with the decision the fanout made
+// and the presence it read; for a peer message, the receiver's presence
+// events from the log. The admin port's /trace answers the same. Not found
+// is exit status 1, a bad query 2. (The time to an answer is measured by
+// `imstream bench --scenarios trace`, not here.)
 func TestTrace(t *testing.T) {
 	s := startStack(t, 1, 1)
 	ctx := context.Background()
+	// A million RT messages of the same app to users never present: the
+	// fanout reads each and writes nothing.
+	start := time.Now()
+	testkit.ProduceMany(t, s.cfg, traceOthers, func(i int) kafkaMessage {
+		uid := 1000 + int64(i%50_000)
+		v := fmt.Appendf(nil, `{"v":1,"type":"publish","server":"s9","appid":7,"ts":%d,"receiver":%d,"msgid":%d,"msg":{"cmd":%d,"sender":2,"receiver":%d,"content":"other"}}`,
+			time.Now().UnixMilli(), uid, 1_000_000+i, schemas.CmdRT, uid)
+		return kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte(ingest.UserKey(app, uid)), Value: v}
+	})
+	t.Logf("%d other records written in %s", traceOthers, time.Since(start).Round(time.Millisecond))
 	s1, s2 := imServer(t, s.cfg, "s1", 1), imServer(t, s.cfg, "s2", 1)
 	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}
 	must(t, s1.Subscribe(ctx, app, 1, true))
@@ -74,19 +93,25 @@ func TestTrace(t *testing.T) {
 		Receiver: 1, MsgID: 108, Msg: im(1, schemas.FlagUnpersistent)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:1"), Value: traced,
 		Headers: []kafkaHeader{{Key: "traceparent", Value: []byte(parent)}}})
-	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 5*time.Minute)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
 
 	run := func(args ...string) (trace.Result, int) {
 		t.Helper()
-		args = append([]string{"trace", "--json", "--since", "5m", "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0]}, args...)
+		args = append([]string{"trace", "--json", "--since", "10m", "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0],
+			"--presence.lease", s.cfg.Presence.Lease.String()}, args...)
 		cmd := exec.Command(s.bin, args...)
+		began := time.Now()
 		out, err := cmd.Output()
+		t.Logf("imstream %s: %s", strings.Join(args[10:], " "), time.Since(began).Round(time.Millisecond))
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
+			if code > 1 {
+				t.Logf("imstream %s: exit %d: %s", strings.Join(args, " "), code, ee.Stderr)
+			}
 		} else if err != nil {
 			t.Fatal(err)
 		}
@@ -98,41 +123,55 @@ func TestTrace(t *testing.T) {
 		}
 		return res, code
 	}
+	// held checks that each hop's offset holds a record.
+	held := func(hs []trace.Hop) {
+		for _, h := range hs {
+			if _, ok := testkit.ReadAt(t, s.cfg, h.Topic, h.Partition, h.Offset); !ok {
+				t.Errorf("hop %+v: no record at that offset", h)
+			}
+		}
+	}
 	// hops lists "what topic" per hop, and checks each offset holds a record.
 	hops := func(res trace.Result) string {
 		var out []string
 		for _, h := range res.Hops {
 			out = append(out, h.What+" "+h.Topic)
-			found := false
-			for _, m := range testkit.ReadAll(t, s.cfg, h.Topic) {
-				found = found || (m.Partition == h.Partition && m.Offset == h.Offset)
-			}
-			if !found {
-				t.Errorf("hop %+v: no record at that offset", h)
-			}
 		}
+		held(res.Hops)
+		held(res.Presence)
 		return strings.Join(out, ", ")
 	}
 	pub, bulk, deliver := s.cfg.Kafka.Topics.Publish, s.cfg.Kafka.Topics.Bulk, s.cfg.Kafka.Topics.DeliverPrefix
 	for _, tc := range []struct {
-		name  string
-		args  []string
-		hops  string
-		notes bool // the trace says why nothing was written
-		entry bool // a push job whose entry the pusher appended
+		name     string
+		args     []string
+		hops     string
+		notes    bool   // the trace says why nothing was written
+		entry    bool   // a push job whose entry the pusher appended
+		decision string // every output's imstream-decision
+		presence string // a peer message: what the log shows of its receiver
 	}{
-		{"peer online, unpersistent: delivered", []string{"--appid", "7", "--msgid", "101", "--uid", "1"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
-		{"peer offline, persistent: a push job, appended", []string{"--appid", "7", "--msgid", "102", "--uid", "4"}, "input " + pub + ", push_job imr.push", false, true},
-		{"persistent to an online user: nothing, by design", []string{"--appid", "7", "--msgid", "103", "--uid", "1"}, "input " + pub, true, false},
-		{"room: the servers with subscribers", []string{"--appid", "7", "--msgid", "104", "--room", "9"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
-		{"MSG_PUSH on the bulk lane", []string{"--appid", "7", "--msgid", "105", "--uid", "4"}, "input " + bulk + ", push_job imr.push", false, true},
-		{"unknown group: nothing", []string{"--appid", "7", "--msgid", "106", "--group", "77"}, "input " + pub, true, false},
-		{"group: one push job for the offline members, sender excluded", []string{"--appid", "7", "--msgid", "109", "--group", "55"}, "input " + pub + ", push_job imr.push", false, true},
-		{"SYNC_GROUP_NOTIFY: the servers where a member is present", []string{"--appid", "7", "--msgid", "110", "--group", "55"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
-		{"broadcast: one delivery per server hosting the app", []string{"--appid", "7", "--msgid", "111", "--broadcast"}, "input " + pub + ", delivery " + deliver + "s1", false, false},
-		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
-		{"oversize: the input and its dead letter", []string{"--appid", "7", "--msgid", "112", "--uid", "4"}, "input " + pub + ", dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false},
-		{"RT to a user on a dead server: nothing, and why", []string{"--appid", "7", "--msgid", "113", "--uid", "5"}, "input " + pub, true, false},
+		{"peer online, unpersistent: delivered", []string{"--appid", "7", "--msgid", "101", "--uid", "1"}, "input " + pub + ", delivery " + deliver + "s1", false, false,
+			"peer present=s1 online=true", "present=s1 online=true"},
+		{"peer offline, persistent: a push job, appended", []string{"--appid", "7", "--msgid", "102", "--uid", "4"}, "input " + pub + ", push_job imr.push", false, true,
+			"peer present= online=false", "present= online=false (no subscribe of uid 4"},
+		{"persistent to an online user: nothing, by design", []string{"--appid", "7", "--msgid", "103", "--uid", "1"}, "input " + pub, true, false,
+			"", "present=s1 online=true"},
+		{"room: the servers with subscribers", []string{"--appid", "7", "--msgid", "104", "--room", "9"}, "input " + pub + ", delivery " + deliver + "s1", false, false,
+			"room present=s1", ""},
+		{"MSG_PUSH on the bulk lane", []string{"--appid", "7", "--msgid", "105", "--uid", "4"}, "input " + bulk + ", push_job imr.push", false, true,
+			"push receivers=2 offline=2", ""},
+		{"unknown group: nothing", []string{"--appid", "7", "--msgid", "106", "--group", "77"}, "input " + pub, true, false, "", ""},
+		{"group: one push job for the offline members, sender excluded", []string{"--appid", "7", "--msgid", "109", "--group", "55"}, "input " + pub + ", push_job imr.push", false, true,
+			"group members=5 offline=3", ""},
+		{"SYNC_GROUP_NOTIFY: the servers where a member is present", []string{"--appid", "7", "--msgid", "110", "--group", "55"}, "input " + pub + ", delivery " + deliver + "s1", false, false,
+			"group_notify present=s1", ""},
+		{"broadcast: one delivery per server hosting the app", []string{"--appid", "7", "--msgid", "111", "--broadcast"}, "input " + pub + ", delivery " + deliver + "s1", false, false,
+			"broadcast present=s1", ""},
+		{"wrong key: a dead letter", []string{"--appid", "7", "--msgid", "107", "--uid", "4"}, "dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false, "", ""},
+		{"oversize: the input and its dead letter", []string{"--appid", "7", "--msgid", "112", "--uid", "4"}, "input " + pub + ", dead_letter " + s.cfg.Kafka.Topics.DLQ, false, false, "", ""},
+		{"RT to a user on a dead server: nothing, and why", []string{"--appid", "7", "--msgid", "113", "--uid", "5"}, "input " + pub, true, false,
+			"", "present= online=false (not counted: s3 dead"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, code := run(tc.args...)
@@ -142,8 +181,26 @@ func TestTrace(t *testing.T) {
 			if got := hops(res); got != tc.hops {
 				t.Errorf("hops %q, want %q", got, tc.hops)
 			}
-			if tc.notes != (len(res.Notes) > 0) {
+			explained := slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "no ") })
+			if tc.notes != explained {
 				t.Errorf("notes %q", res.Notes)
+			}
+			for _, h := range res.Hops[1:] {
+				if h.What != "delivery" && h.What != "push_job" {
+					continue
+				}
+				if h.Decision != tc.decision || h.PresenceAt.IsZero() {
+					t.Errorf("%s: decision %q at %s, want %q", h.What, h.Decision, h.PresenceAt, tc.decision)
+				}
+			}
+			read := slices.ContainsFunc(res.Notes, func(n string) bool {
+				return strings.Contains(n, "presence from the log") && strings.Contains(n, tc.presence)
+			})
+			if tc.presence != "" && (!read || len(res.Presence) == 0 && !strings.Contains(tc.presence, "no subscribe")) {
+				t.Errorf("presence %+v, notes %q: want %q", res.Presence, res.Notes, tc.presence)
+			}
+			if slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "the fanout read") }) {
+				t.Errorf("the log and the decision disagree: %q", res.Notes)
 			}
 			for _, h := range res.Hops {
 				if h.What == "push_job" && tc.entry && !strings.Contains(h.Detail, "; appended") {

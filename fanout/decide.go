@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"strconv"
+
 	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
@@ -34,6 +36,10 @@ type Plan struct {
 	// member-range jobs, which resolve the members offline when it writes.
 	BigGroup *store.Group
 	Skip     string // why nothing (or less) was done, for metrics: "", "unknown_group", "not_pushable"
+	// Present are the servers the decision found (the receiver's, the
+	// room's, the members', the app's, or every live one), the origin
+	// included: Deliver is Present without the origin.
+	Present []string
 }
 
 // Options are the routing switches.
@@ -61,13 +67,15 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 		if !u.Online && m.Pushable() {
 			p.Push = [][]int64{{ev.Receiver}}
 		}
+		p.Present = u.Servers
 		if !m.Persistent() {
 			p.Deliver = except(u.Servers, ev.Server)
 		}
 	case schemas.TypePublishGroup:
 		g := v.Group(ev.AppID, ev.Receiver)
 		if m.Cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll {
-			p.Deliver = except(v.LiveServers(), ev.Server)
+			p.Present = v.LiveServers()
+			p.Deliver = except(p.Present, ev.Server)
 		}
 		if g == nil {
 			p.Skip = "unknown_group"
@@ -106,13 +114,16 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 				for i := range g.Members {
 					servers = union(servers, member(i).Servers)
 				}
+				p.Present = servers
 				p.Deliver = except(servers, ev.Server)
 			}
 		}
 	case schemas.TypePublishRoom:
-		p.Deliver = except(v.Room(ev.AppID, ev.Receiver), ev.Server)
+		p.Present = v.Room(ev.AppID, ev.Receiver)
+		p.Deliver = except(p.Present, ev.Server)
 	case schemas.TypePublishBroadcast:
-		p.Deliver = v.AppServers(ev.AppID)
+		p.Present = v.AppServers(ev.AppID)
+		p.Deliver = p.Present
 		if ev.ExcludeOrigin {
 			p.Deliver = except(p.Deliver, ev.Server)
 		}
@@ -157,4 +168,80 @@ next:
 		set = append(set, s)
 	}
 	return set
+}
+
+// Decision headers, on every delivery and push job record (docs/protocol.md
+// §6): the rule the fanout applied with what it read (AppendDescribe), and the
+// presence snapshot it read — the time presence had applied the log
+// through (store.PresenceStore.JudgedAt) — so that a trace shows why
+// without asking presence again, which has changed since.
+const (
+	HeaderDecision   = "imstream-decision"
+	HeaderPresenceAt = "imstream-presence-at"
+)
+
+// AppendDescribe appends p, the plan Decide made for ev reading v, as the
+// decision header says it to dst: the rule, then what it read, as
+// key=value words.
+//
+//	peer present=s1,s2 online=true      publish: the receiver's servers and online flag
+//	group members=5 offline=3           GROUP_IM: members, offline ones (the sender excluded)
+//	group members=100000 offline=pusher a big group: the pusher resolves who is offline
+//	group unknown                       a group the group store does not know
+//	group_notify present=s1             SYNC_GROUP_NOTIFY: servers where a member is present
+//	group_notify live=s1,s2,s3          the same, sent to every live server
+//	room present=s1                     publish_room: servers with the room's subscribers
+//	broadcast present=s1,s2             publish_broadcast: servers hosting the app
+//	push receivers=2 offline=1          MSG_PUSH
+//
+// The origin server is left out of the deliveries, not of present.
+func AppendDescribe(dst []byte, ev *schemas.Publish, p Plan, v View, o Options) []byte {
+	offline := 0
+	for _, j := range p.Push {
+		offline += len(j)
+	}
+	switch ev.Type {
+	case schemas.TypePublish:
+		dst = appendServers(append(dst, "peer"...), " present=", p.Present)
+		dst = strconv.AppendBool(append(dst, " online="...), v.User(ev.AppID, ev.Receiver).Online)
+	case schemas.TypePublishGroup:
+		g := v.Group(ev.AppID, ev.Receiver)
+		switch {
+		case ev.Msg.Cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll:
+			dst = appendServers(append(dst, "group_notify"...), " live=", p.Present)
+		case ev.Msg.Cmd == schemas.CmdSyncGroupNotify:
+			dst = appendServers(append(dst, "group_notify"...), " present=", p.Present)
+		case g == nil:
+			dst = append(dst, "group unknown"...)
+		default:
+			dst = strconv.AppendInt(append(dst, "group members="...), int64(len(g.Members)), 10)
+			if p.BigGroup != nil {
+				dst = append(dst, " offline=pusher"...)
+			} else {
+				dst = strconv.AppendInt(append(dst, " offline="...), int64(offline), 10)
+			}
+		}
+	case schemas.TypePublishRoom:
+		dst = appendServers(append(dst, "room"...), " present=", p.Present)
+	case schemas.TypePublishBroadcast:
+		dst = appendServers(append(dst, "broadcast"...), " present=", p.Present)
+	case schemas.TypePush:
+		dst = strconv.AppendInt(append(dst, "push receivers="...), int64(len(ev.Receivers)), 10)
+		dst = strconv.AppendInt(append(dst, " offline="...), int64(offline), 10)
+	default:
+		dst = append(dst, ev.Type...)
+	}
+	return dst
+}
+
+// appendServers appends key and servers, comma-separated.
+func appendServers(dst []byte, key string, servers []string) []byte {
+	dst = append(dst, key...)
+	for i, s := range servers {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, s...)
+	}
+	return dst
 }

@@ -135,3 +135,46 @@ func BenchmarkDecidePeer(b *testing.B) {
 		fanout.Decide(ev, view{}, fanout.Options{})
 	}
 }
+
+// TestDescribe: the decision header names the rule and what it read, the
+// origin included in present (docs/protocol.md §6).
+func TestDescribe(t *testing.T) {
+	im := func(to int64, flag int) schemas.Message {
+		return schemas.Message{Cmd: 4, Flag: flag, Sender: 3, Receiver: to}
+	}
+	big := fanout.Options{GroupChunk: 2}
+	for _, tc := range []struct {
+		ev   *schemas.Publish
+		o    fanout.Options
+		want string
+	}{
+		{pub(schemas.TypePublish, "s3", 3, im(3, schemas.FlagUnpersistent)), fanout.Options{}, "peer present=s1,s3 online=true"},
+		{pub(schemas.TypePublish, "s1", 2, im(2, 0)), fanout.Options{}, "peer present=s2 online=false"},
+		{pub(schemas.TypePublish, "s1", 4, im(4, 0)), fanout.Options{}, "peer present= online=false"},
+		{pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 8, Sender: 3, Receiver: 55}), fanout.Options{}, "group members=4 offline=2"},
+		{pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 8, Sender: 3, Receiver: 55}), big, "group members=4 offline=pusher"},
+		{pub(schemas.TypePublishGroup, "s1", 77, schemas.Message{Cmd: 8, Sender: 3, Receiver: 77}), fanout.Options{}, "group unknown"},
+		{pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 33, GroupID: 55}), fanout.Options{}, "group_notify present=s1,s2,s3"},
+		{pub(schemas.TypePublishGroup, "s1", 55, schemas.Message{Cmd: 33, GroupID: 55}), fanout.Options{SyncGroupNotifyAll: true}, "group_notify live=s1,s2,s3,s4"},
+		{pub(schemas.TypePublishRoom, "s1", 9, schemas.Message{Cmd: 18, Sender: 3, Receiver: 9}), fanout.Options{}, "room present=s1,s2"},
+		{pub(schemas.TypePublishBroadcast, "s1", 0, schemas.Message{Cmd: 5}), fanout.Options{}, "broadcast present=s1,s2,s3"},
+		{&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePush, Server: "s1", AppID: 7}, Receivers: []int64{1, 4, 2}, Msg: im(1, 0)}, fanout.Options{}, "push receivers=3 offline=2"},
+	} {
+		p := fanout.Decide(tc.ev, view{}, tc.o)
+		if got := string(fanout.AppendDescribe(nil, tc.ev, p, view{}, tc.o)); got != tc.want {
+			t.Errorf("%s %+v: %q, want %q", tc.ev.Type, tc.ev.Msg, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkDescribePeer is the decision header's cost on the commonest
+// event (docs: BENCHMARKS.md "Trace and its headers").
+func BenchmarkDescribePeer(b *testing.B) {
+	ev := pub(schemas.TypePublish, "s3", 3, schemas.Message{Cmd: 4, Flag: schemas.FlagUnpersistent, Sender: 1, Receiver: 3})
+	p := fanout.Decide(ev, view{}, fanout.Options{})
+	b.ReportAllocs()
+	var buf []byte
+	for i := 0; i < b.N; i++ {
+		buf = fanout.AppendDescribe(buf[:0], ev, p, view{}, fanout.Options{})
+	}
+}

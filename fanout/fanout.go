@@ -312,6 +312,13 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	delivers, jobs := 0, 0
 	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders, binary: f.env.Kafka.Binary()}
 	spec := jobSpec{limit: f.limit(), chunk: f.opts.GroupChunk, binary: f.env.Kafka.Binary()}
+	presenceAt := kafka.Header{Key: HeaderPresenceAt, Value: strconv.AppendInt(nil, view.at.UnixMilli(), 10)}
+	pj.headers = append(pj.headers[:len(pj.headers):len(pj.headers)], presenceAt)
+	// The decisions' bytes and the deliveries' headers are cut from one
+	// buffer each per batch (a slice cut before a buffer grows keeps the
+	// old array), not allocated per event.
+	texts := make([]byte, 0, 48*len(decoded))
+	headers := make([]kafka.Header, 0, 3*len(decoded))
 	for i, d := range decoded {
 		ev, m := d.Event, src[i].m
 		if src[i].held {
@@ -329,11 +336,18 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonOversize, Reason: err.Error()})
 			continue
 		}
-		var trace []kafka.Header // only for outputs that carry it: deliveries, push jobs written alone
-		if len(plan.Deliver) > 0 || (len(js) > 0 && !pj.together) {
+		var trace []kafka.Header
+		decision := kafka.Header{Key: HeaderDecision}
+		if len(plan.Deliver) > 0 || len(js) > 0 {
 			trace = traceHeaders(m, ev, src[i].inc, f.cfg.Traceparent == "derived")
+			n := len(texts)
+			texts = AppendDescribe(texts, ev, plan, view, f.opts)
+			decision.Value = texts[n:len(texts):len(texts)]
 		}
 		if len(plan.Deliver) > 0 {
+			n := len(headers)
+			headers = append(append(headers, trace...), decision, presenceAt)
+			hs := headers[n:len(headers):len(headers)]
 			value := deliverRecord(ev, m, src[i].inc)
 			input := []int{i}
 			for _, server := range plan.Deliver {
@@ -341,13 +355,13 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 				if !f.known(topic) {
 					newTopics[topic] = f.env.Kafka.DeliverPartitions
 				}
-				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value, Headers: trace})
+				out = append(out, kafka.Message{Topic: topic, Key: m.Key, Value: value, Headers: hs})
 				from = append(from, input)
 			}
 			delivers += len(plan.Deliver)
 		}
 		for _, j := range js {
-			pj.add(&ev.Header, j, i, trace)
+			pj.add(&ev.Header, j, i, trace, decision)
 		}
 		jobs += len(js)
 	}
@@ -599,19 +613,24 @@ type jobRecords struct {
 	topic    string
 	together bool
 	limit    int
-	headers  []kafka.Header // on every record: the limit they were written under, the format
+	headers  []kafka.Header // on every record: the limit they were written under, the format, the presence read
 	binary   bool           // the jobs are in the binary format
 	jobs     []kafka.Message
+	decision []kafka.Header    // each job's HeaderDecision: a push_jobs record carries its jobs', in job order
+	hbuf     []kafka.Header    // the jobs' headers are cut from it
 	first    []*schemas.Header // each job's event header: a push_jobs record takes its first job's
 	input    []int             // each job's input index
 }
 
-func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace []kafka.Header) {
+// add adds job, derived from input, the event with header h, with its
+// trace and decision headers (a push_jobs record of several jobs carries
+// r.headers and their decisions).
+func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace []kafka.Header, decision kafka.Header) {
 	job.Topic = r.topic
-	job.Headers = r.headers
-	if len(trace) > 0 && !r.together { // a push_jobs record, of several jobs, carries r.headers only
-		job.Headers = append(r.headers[:len(r.headers):len(r.headers)], trace...)
-	}
+	n := len(r.hbuf)
+	r.hbuf = append(append(append(r.hbuf, r.headers...), trace...), decision)
+	job.Headers = r.hbuf[n:len(r.hbuf):len(r.hbuf)]
+	r.decision = append(r.decision, decision)
 	r.jobs = append(r.jobs, job)
 	r.first = append(r.first, h)
 	r.input = append(r.input, input)
@@ -650,7 +669,8 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 			} else {
 				buf = schemas.AppendPushJobs(buf, *r.first[i], vals)
 			}
-			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers, Value: buf})
+			hs := append(r.headers[:len(r.headers):len(r.headers)], r.decision[i:j]...)
+			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: hs, Value: buf})
 		}
 		from = append(from, r.input[i:j:j]) // an input with several jobs is named more than once
 		i = j

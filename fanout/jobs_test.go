@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func testJobRecords(t *testing.T, binary bool) {
 	build := func(together bool, limit int, keys ...string) []kafka.Message {
 		r := jobRecords{topic: "imr.push", together: together, limit: limit, binary: binary}
 		for i, k := range keys {
-			r.add(h, job(k, i), i, nil)
+			r.add(h, job(k, i), i, nil, kafka.Header{Key: HeaderDecision, Value: []byte(strconv.Itoa(i))})
 		}
 		recs, from := r.records(nil, nil)
 		if len(from) != len(recs) {
@@ -57,6 +58,16 @@ func testJobRecords(t *testing.T, binary bool) {
 		}
 		next := 0
 		for i, inputs := range from { // the jobs' inputs, in order
+			var decisions []int // a record carries its jobs' decisions, in job order
+			for _, hd := range recs[i].Headers {
+				if hd.Key == HeaderDecision {
+					n, _ := strconv.Atoi(string(hd.Value))
+					decisions = append(decisions, n)
+				}
+			}
+			if !slices.Equal(decisions, inputs) {
+				t.Fatalf("record %d of inputs %v carries the decisions of %v", i, inputs, decisions)
+			}
 			for _, in := range inputs {
 				if in != next {
 					t.Fatalf("record %d derives from inputs %v, want %d next", i, inputs, next)

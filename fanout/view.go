@@ -18,6 +18,7 @@ type batchView struct {
 	groups  map[appUser]*store.Group
 	members map[appUser][]store.UserPresence // a group's members' presence, in member order
 	live    []string
+	at      time.Time // when the presence read judged leases (store.PresenceStore.JudgedAt)
 }
 
 func (v *batchView) User(appid, uid int64) store.UserPresence { return v.users[appUser{appid, uid}] }
@@ -40,6 +41,11 @@ func (v *batchView) Members(appid, gid int64) []store.UserPresence {
 func load(ctx context.Context, evs []*schemas.Publish, ps store.PresenceStore, gs store.GroupStore, o Options, now time.Time) (*batchView, error) {
 	l := &loader{ps: ps, gs: gs, o: o, now: now, want: map[int64]map[int64]struct{}{}, v: &batchView{users: map[appUser]store.UserPresence{},
 		rooms: map[appUser][]string{}, apps: map[int64][]string{}, groups: map[appUser]*store.Group{}, members: map[appUser][]store.UserPresence{}}}
+	at, err := ps.JudgedAt(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	l.v.at = at
 	for _, ev := range evs {
 		if err := l.add(ctx, ev); err != nil {
 			return nil, err

@@ -60,6 +60,13 @@ func (o *observedPresence) LiveServers(ctx context.Context, now time.Time) ([]st
 	return r, err
 }
 
+// JudgedAt forwards to the store unobserved: it reads a cache the
+// store refreshes at most every second (that read is a "users", "room" or
+// "app_servers" call's first step).
+func (o *observedPresence) JudgedAt(ctx context.Context, now time.Time) (time.Time, error) {
+	return o.s.JudgedAt(ctx, now)
+}
+
 // Progress forwards to the store when it is a ProgressRecorder.
 func (o *observedPresence) Progress(ctx context.Context, process string, through, now time.Time) error {
 	p, ok := o.s.(ProgressRecorder)

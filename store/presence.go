@@ -39,6 +39,11 @@ type PresenceStore interface {
 	// its epoch changes or its lease lapses): a broadcast to it reaches no
 	// one.
 	AppServers(ctx context.Context, appid int64, now time.Time) ([]string, error)
+	// JudgedAt returns the time the read methods judge leases at when
+	// called at now: min(now, how far presence has applied the log). It
+	// names the presence snapshot a decision read (the fanout writes it
+	// on its outputs, docs/protocol.md §6).
+	JudgedAt(ctx context.Context, now time.Time) (time.Time, error)
 }
 
 // ProgressRecorder is implemented by stores whose leases follow the

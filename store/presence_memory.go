@@ -48,6 +48,13 @@ func (m *MemoryPresence) Progress(ctx context.Context, process string, through, 
 	return ctx.Err()
 }
 
+// JudgedAt implements PresenceStore.
+func (m *MemoryPresence) JudgedAt(ctx context.Context, now time.Time) (time.Time, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return time.UnixMilli(m.at(now)), ctx.Err()
+}
+
 // at is when leases are judged (judgedAt); m.mu is held.
 func (m *MemoryPresence) at(now time.Time) int64 {
 	entries := make([]progressEntry, 0, len(m.prog))

@@ -133,6 +133,12 @@ func parseProgress(v string) (progressEntry, bool) {
 	return progressEntry{through, written}, ok && err1 == nil && err2 == nil
 }
 
+// JudgedAt implements PresenceStore.
+func (r *RedisPresence) JudgedAt(ctx context.Context, now time.Time) (time.Time, error) {
+	ms, err := r.at(ctx, now)
+	return time.UnixMilli(ms), err
+}
+
 // at returns when leases are judged at now (judgedAt), reading the
 // processes' progress at most every refresh.
 func (r *RedisPresence) at(ctx context.Context, now time.Time) (int64, error) {

@@ -27,7 +27,7 @@ func traceFlags(fs *pflag.FlagSet) runFunc {
 	for _, f := range []struct{ name, help string }{
 		{"appid", "the event's app (required)"}, {"msgid", "the event's msgid (required)"},
 		{"uid", "the receiver it was sent to (a peer message or MSG_PUSH's first receiver)"}, {"group", "the group it was sent to"}, {"room", "the room it was sent to"},
-		{"since", "look this far back (default 10m)"}, {"from", "look from this time (RFC 3339) instead"}, {"to", "look until this time (RFC 3339; default now)"},
+		{"since", "look this far back (default 10m)"}, {"presence-lookback", "how far before a peer message its receiver's presence events are read (default 1h)"}, {"from", "look from this time (RFC 3339) instead"}, {"to", "look until this time (RFC 3339; default now)"},
 	} {
 		vals[f.name] = fs.String(f.name, "", f.help)
 	}
@@ -60,7 +60,7 @@ func runTrace(ctx context.Context, cfg config.Config, q trace.Query, asJSON bool
 		return err
 	}
 	defer rc.Close()
-	t := &trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix}
+	t := &trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix, Lease: cfg.Presence.Lease}
 	res, err := t.Trace(ctx, q)
 	if err != nil {
 		return err
@@ -89,6 +89,15 @@ func printTrace(out io.Writer, res trace.Result) {
 			at += fmt.Sprintf(" +%s", h.Time.Sub(t0).Round(time.Millisecond))
 		}
 		fmt.Fprintf(out, "%-22s %-12s %s/%d@%d  %s\n", at, h.What, h.Topic, h.Partition, h.Offset, h.Detail)
+		if h.Decision != "" {
+			fmt.Fprintf(out, "%-22s %-12s %s (presence as applied through %s)\n", "", "decided", h.Decision, h.PresenceAt.UTC().Format("15:04:05.000"))
+		}
+	}
+	if len(res.Presence) > 0 {
+		fmt.Fprintln(out, "the receiver's presence in the log:")
+	}
+	for _, h := range res.Presence {
+		fmt.Fprintf(out, "%-22s %-12s %s/%d@%d  %s\n", h.Time.UTC().Format("15:04:05.000"), h.What, h.Topic, h.Partition, h.Offset, h.Detail)
 	}
 	for _, n := range res.Notes {
 		fmt.Fprintln(out, "note: "+n)

@@ -36,7 +36,7 @@ func (b *Bench) Trace(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	tr := &trace.Tracer{Conn: b.conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: b.rc, Prefix: cfg.Redis.KeyPrefix}
+	tr := &trace.Tracer{Conn: b.conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: b.rc, Prefix: cfg.Redis.KeyPrefix, Lease: cfg.Presence.Lease}
 	m := b.meter()
 	start := time.Now()
 	res, err := tr.Trace(ctx, trace.Query{AppID: app, MsgID: target, UID: 42, Since: since})

@@ -82,6 +82,40 @@ func ReadAll(t testing.TB, cfg config.Config, topic string) []kafka.Message {
 	return out
 }
 
+// ReadAt returns the record of topic at partition p, offset off, and
+// whether there is one (the test fails when the broker does not answer).
+func ReadAt(t testing.TB, cfg config.Config, topic string, p int, off int64) (kafka.Message, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ends, err := EndOffsets(ctx, cfg, topic)
+	cancel()
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	if off < 0 || off >= ends[p] {
+		return kafka.Message{}, false
+	}
+	for attempt := 1; ; attempt++ {
+		ms, err := readPartition(cfg, topic, p, off, off+1)
+		if err == nil || len(ms) > 0 {
+			return firstAt(ms, off)
+		}
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return kafka.Message{}, false
+		}
+		if attempt == 3 {
+			t.Fatalf("read %s/%d@%d: %v", topic, p, off, err)
+		}
+	}
+}
+
+func firstAt(ms []kafka.Message, off int64) (kafka.Message, bool) {
+	if len(ms) == 0 || ms[0].Offset != off {
+		return kafka.Message{}, false
+	}
+	return ms[0], true
+}
+
 // readPartition reads partition p of topic from offset from (or
 // kafka.FirstOffset) up to end, and returns what it read when it stops
 // making progress for 20 s.

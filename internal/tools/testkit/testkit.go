@@ -93,6 +93,20 @@ func Produce(t testing.TB, cfg config.Config, msgs ...kafka.Message) {
 	}
 }
 
+// ProduceMany writes n records, the i-th made by rec(i), in chunks of
+// 10 000 (without holding all of them), and fails the test on error.
+func ProduceMany(t testing.TB, cfg config.Config, n int, rec func(i int) kafka.Message) {
+	t.Helper()
+	chunk := make([]kafka.Message, 0, 10_000)
+	for i := 0; i < n; i++ {
+		chunk = append(chunk, rec(i))
+		if len(chunk) == cap(chunk) || i == n-1 {
+			Produce(t, cfg, chunk...)
+			chunk = chunk[:0]
+		}
+	}
+}
+
 // Eventually polls cond every 50ms until it returns true or d passes.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -58,6 +58,13 @@ func QueryOf(get func(string) string, now time.Time) (Query, error) {
 	default:
 		return q, errors.Join(ErrQuery, errors.New("broadcast: want true or false"))
 	}
+	if v := get("presence-lookback"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return q, errors.Join(ErrQuery, errors.New("presence-lookback: want a positive duration such as 1h"))
+		}
+		q.Lookback = d
+	}
 	since := get("since")
 	if since == "" && get("from") == "" {
 		since = "10m"

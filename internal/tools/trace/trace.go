@@ -39,7 +39,14 @@ type Query struct {
 	UID, Group, Room int64
 	Broadcast        bool
 	Since, Until     time.Time // Until zero: now
+	// Lookback is how far before the event the receiver's presence is
+	// read from the log (a peer message; 0: DefaultLookback).
+	Lookback time.Duration
 }
+
+// DefaultLookback is how far back a trace reads a receiver's presence
+// events: a subscription older than that is not seen (the trace says so).
+const DefaultLookback = time.Hour
 
 // ErrQuery is a query that cannot be answered as asked.
 var ErrQuery = errors.New("trace: bad query")
@@ -74,6 +81,12 @@ type Hop struct {
 	Offset    int64     `json:"offset"`
 	Time      time.Time `json:"time"`
 	Detail    string    `json:"detail"`
+	// Decision is a delivery's or push job's imstream-decision header:
+	// the rule the fanout applied and what it read (docs/protocol.md §6).
+	Decision string `json:"decision,omitempty"`
+	// PresenceAt is its imstream-presence-at header: presence as applied
+	// through this time is what the decision read.
+	PresenceAt time.Time `json:"presence_at,omitzero"`
 }
 
 // Result is a trace.
@@ -81,7 +94,13 @@ type Result struct {
 	Found bool             `json:"found"`
 	Event *schemas.Publish `json:"event,omitempty"`
 	Hops  []Hop            `json:"hops"`
-	Notes []string         `json:"notes,omitempty"`
+	// Presence is, for a peer message, the receiver's presence read from
+	// imr.presence as of the decision (its presence_at, else the event's
+	// time): the receiver's last event on each server and those servers'
+	// last event, so a decision — or why there was no output — can be
+	// checked against the log.
+	Presence []Hop    `json:"presence,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
 }
 
 // Tracer traces events on one deployment.
@@ -91,6 +110,7 @@ type Tracer struct {
 	Pusher config.Pusher
 	Redis  redis.UniversalClient // nil: push entries are not checked
 	Prefix string                // redis.key_prefix
+	Lease  time.Duration         // presence.lease (0: 30 s)
 }
 
 func (q Query) key() (string, []string) {
@@ -167,6 +187,28 @@ func (t *Tracer) Trace(ctx context.Context, q Query) (Result, error) {
 		res.Notes = append(res.Notes, noOutput(res.Event))
 	}
 	slices.SortStableFunc(res.Hops[1:], func(a, b Hop) int { return a.Time.Compare(b.Time) })
+	if res.Event.Type == schemas.TypePublish && len(dead) == 0 {
+		at, from := in.Time, "the event's time (no output records the presence the fanout read)"
+		for _, h := range outs {
+			if !h.PresenceAt.IsZero() {
+				at, from = h.PresenceAt, "the presence the fanout read (imstream-presence-at)"
+				break
+			}
+		}
+		pres, note, err := t.presence(ctx, res.Event, at, q.Lookback)
+		if err != nil {
+			return res, err
+		}
+		res.Presence = pres
+		res.Notes = append(res.Notes, fmt.Sprintf("presence from the log as of %s, %s: %s", at.UTC().Format("15:04:05.000"), from, note))
+		read, _, _ := strings.Cut(note, " (")
+		for _, h := range outs {
+			if d, ok := strings.CutPrefix(h.Decision, "peer "); ok && d != read {
+				res.Notes = append(res.Notes, fmt.Sprintf("the fanout read %q, the log here %q: events of the receiver or its servers ordered differently in the log than in time, or older than the lookback", d, read))
+				break
+			}
+		}
+	}
 	return res, nil
 }
 
@@ -200,6 +242,26 @@ func traced(hs []kafka.Header) string {
 		return " (traceparent " + v + ")"
 	}
 	return ""
+}
+
+// decided sets h's decision from the record's headers: the i-th
+// imstream-decision (a push_jobs record carries one per job, in job
+// order) and imstream-presence-at.
+func decided(h Hop, hs []kafka.Header, i int) Hop {
+	for _, x := range hs {
+		switch x.Key {
+		case fanout.HeaderDecision:
+			if i == 0 {
+				h.Decision = string(x.Value)
+			}
+			i--
+		case fanout.HeaderPresenceAt:
+			if ms, err := strconv.ParseInt(string(x.Value), 10, 64); err == nil {
+				h.PresenceAt = time.UnixMilli(ms)
+			}
+		}
+	}
+	return h
 }
 
 func header(hs []kafka.Header, k string) string {
@@ -283,8 +345,8 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 		err = t.scan(ctx, topic, p, from, until, func(m kafka.Message) bool {
 			d, err := schemas.DecodeKind(m.Value, 16<<20, schemas.KindPublish)
 			if err == nil && isSrc(d.(*schemas.Publish).Src) {
-				out = append(out, Hop{What: "delivery", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix) + traced(m.Headers)})
+				out = append(out, decided(Hop{What: "delivery", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
+					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix) + traced(m.Headers)}, m.Headers, 0))
 			}
 			return true
 		})
@@ -313,12 +375,12 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 		case *schemas.PushJobs:
 			jobs = e.Jobs
 		}
-		for _, j := range jobs {
+		for i, j := range jobs {
 			if !isSrc(j.Src) {
 				continue
 			}
-			out = append(out, Hop{What: "push_job", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-				Detail: t.entries(ctx, enc, j) + traced(m.Headers)})
+			out = append(out, decided(Hop{What: "push_job", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
+				Detail: t.entries(ctx, enc, j) + traced(m.Headers)}, m.Headers, i))
 		}
 		return true
 	})

@@ -73,7 +73,7 @@ func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 			_ = e.Redis.Close()
 			return nil, err
 		}
-		srv.Mux.Handle("/trace", trace.Handler(&trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix}))
+		srv.Mux.Handle("/trace", trace.Handler(&trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix, Lease: cfg.Presence.Lease}))
 		if cfg.Admin.Pprof {
 			srv.Mux.HandleFunc("/debug/pprof/", pprof.Index)
 			srv.Mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
