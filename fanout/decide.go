@@ -194,6 +194,9 @@ const (
 //	broadcast present=s1,s2             publish_broadcast: servers hosting the app
 //	push receivers=2 offline=1          MSG_PUSH
 //
+// A list of more than describedServers servers names the first ones and
+// counts the rest: present=s1,s2,s3,s4,s5,s6,s7,s8,+12.
+//
 // The origin server is left out of the deliveries, not of present.
 func AppendDescribe(dst []byte, ev *schemas.Publish, p Plan, v View, o Options) []byte {
 	offline := 0
@@ -234,12 +237,20 @@ func AppendDescribe(dst []byte, ev *schemas.Publish, p Plan, v View, o Options) 
 	return dst
 }
 
+// describedServers is how many servers a decision header names; more are
+// counted ("s1,…,s8,+992"): a broadcast's header is on each of its
+// deliveries, and a deployment may have a thousand servers.
+const describedServers = 8
+
 // appendServers appends key and servers, comma-separated.
 func appendServers(dst []byte, key string, servers []string) []byte {
 	dst = append(dst, key...)
 	for i, s := range servers {
 		if i > 0 {
 			dst = append(dst, ',')
+		}
+		if i == describedServers {
+			return strconv.AppendInt(append(dst, '+'), int64(len(servers)-i), 10)
 		}
 		dst = append(dst, s...)
 	}

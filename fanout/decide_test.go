@@ -2,6 +2,7 @@ package fanout_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/imstream/imstream/fanout"
@@ -159,8 +160,15 @@ func TestDescribe(t *testing.T) {
 		{pub(schemas.TypePublishRoom, "s1", 9, schemas.Message{Cmd: 18, Sender: 3, Receiver: 9}), fanout.Options{}, "room present=s1,s2"},
 		{pub(schemas.TypePublishBroadcast, "s1", 0, schemas.Message{Cmd: 5}), fanout.Options{}, "broadcast present=s1,s2,s3"},
 		{&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePush, Server: "s1", AppID: 7}, Receivers: []int64{1, 4, 2}, Msg: im(1, 0)}, fanout.Options{}, "push receivers=3 offline=2"},
+		{pub(schemas.TypePublishBroadcast, "s1", 0, schemas.Message{Cmd: 5}), fanout.Options{}, "broadcast present=a0,a1,a2,a3,a4,a5,a6,a7,+12"},
 	} {
 		p := fanout.Decide(tc.ev, view{}, tc.o)
+		if strings.HasSuffix(tc.want, "+12") { // a deployment of 20 servers
+			p.Present = nil
+			for i := range 20 {
+				p.Present = append(p.Present, fmt.Sprintf("a%d", i))
+			}
+		}
 		if got := string(fanout.AppendDescribe(nil, tc.ev, p, view{}, tc.o)); got != tc.want {
 			t.Errorf("%s %+v: %q, want %q", tc.ev.Type, tc.ev.Msg, got, tc.want)
 		}

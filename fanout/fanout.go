@@ -616,20 +616,22 @@ type jobRecords struct {
 	headers  []kafka.Header // on every record: the limit they were written under, the format, the presence read
 	binary   bool           // the jobs are in the binary format
 	jobs     []kafka.Message
-	decision []kafka.Header    // each job's HeaderDecision: a push_jobs record carries its jobs', in job order
-	hbuf     []kafka.Header    // the jobs' headers are cut from it
+	trace    [][]kafka.Header // each job's trace headers and HeaderDecision, for a job written alone
+	decision []kafka.Header
+	hbuf     []kafka.Header    // lone jobs' headers are cut from it
 	first    []*schemas.Header // each job's event header: a push_jobs record takes its first job's
 	input    []int             // each job's input index
 }
 
 // add adds job, derived from input, the event with header h, with its
-// trace and decision headers (a push_jobs record of several jobs carries
-// r.headers and their decisions).
+// trace and decision headers: a record of the job alone carries r.headers
+// and them, a push_jobs record of several jobs r.headers only (a header
+// per job would grow the record past its size limit and cost the pusher
+// as much again to read; its jobs' receivers are the offline ones their
+// decisions found).
 func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace []kafka.Header, decision kafka.Header) {
 	job.Topic = r.topic
-	n := len(r.hbuf)
-	r.hbuf = append(append(append(r.hbuf, r.headers...), trace...), decision)
-	job.Headers = r.hbuf[n:len(r.hbuf):len(r.hbuf)]
+	r.trace = append(r.trace, trace)
 	r.decision = append(r.decision, decision)
 	r.jobs = append(r.jobs, job)
 	r.first = append(r.first, h)
@@ -640,8 +642,8 @@ func (r *jobRecords) add(h *schemas.Header, job kafka.Message, input int, trace 
 // from.
 func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message, [][]int) {
 	if !r.together {
-		for i, j := range r.jobs {
-			out, from = append(out, j), append(from, r.input[i:i+1:i+1])
+		for i := range r.jobs {
+			out, from = append(out, r.alone(i)), append(from, r.input[i:i+1:i+1])
 		}
 		return out, from
 	}
@@ -657,7 +659,7 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 			j++
 		}
 		if j == i+1 {
-			out = append(out, r.jobs[i])
+			out = append(out, r.alone(i))
 		} else {
 			vals := make([][]byte, 0, j-i)
 			for _, m := range r.jobs[i:j] {
@@ -669,13 +671,21 @@ func (r *jobRecords) records(out []kafka.Message, from [][]int) ([]kafka.Message
 			} else {
 				buf = schemas.AppendPushJobs(buf, *r.first[i], vals)
 			}
-			hs := append(r.headers[:len(r.headers):len(r.headers)], r.decision[i:j]...)
-			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: hs, Value: buf})
+			out = append(out, kafka.Message{Topic: r.topic, Key: r.jobs[i].Key, Headers: r.headers, Value: buf})
 		}
 		from = append(from, r.input[i:j:j]) // an input with several jobs is named more than once
 		i = j
 	}
 	return out, from
+}
+
+// alone is job i as a record of its own, with its headers.
+func (r *jobRecords) alone(i int) kafka.Message {
+	n := len(r.hbuf)
+	r.hbuf = append(append(append(r.hbuf, r.headers...), r.trace[i]...), r.decision[i])
+	j := r.jobs[i]
+	j.Headers = r.hbuf[n:len(r.hbuf):len(r.hbuf)]
+	return j
 }
 
 // OutputBalancer is where the fanout's outputs go, for every writer of

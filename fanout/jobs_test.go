@@ -58,14 +58,14 @@ func testJobRecords(t *testing.T, binary bool) {
 		}
 		next := 0
 		for i, inputs := range from { // the jobs' inputs, in order
-			var decisions []int // a record carries its jobs' decisions, in job order
+			var decisions []int // a job alone carries its decision; a push_jobs record none
 			for _, hd := range recs[i].Headers {
 				if hd.Key == HeaderDecision {
 					n, _ := strconv.Atoi(string(hd.Value))
 					decisions = append(decisions, n)
 				}
 			}
-			if !slices.Equal(decisions, inputs) {
+			if len(inputs) > 1 && len(decisions) > 0 || len(inputs) == 1 && !slices.Equal(decisions, inputs) {
 				t.Fatalf("record %d of inputs %v carries the decisions of %v", i, inputs, decisions)
 			}
 			for _, in := range inputs {
