@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -83,6 +84,93 @@ func TestDLQRedrive(t *testing.T) {
 	}
 	if len(seen) != n+1 {
 		t.Errorf("%d receivers have entries, want %d", len(seen), n+1)
+	}
+	for r, c := range seen {
+		if c != 1 {
+			t.Errorf("receiver %d: %d entries, want 1", r, c)
+		}
+	}
+}
+
+// beforePushJobs is the last commit whose pusher reads only push_job
+// records: the release before push_jobs records.
+const beforePushJobs = "f1ad65edb998646c1a40a0fbb24a36c5b44f3fde"
+
+// TestDLQRedriveOlderPusher: the upgrade-order mistake docs/topics.md
+// warns about, with a real older release: fanouts of this release (JSON
+// records, batch_push_jobs on) beside a pusher built from the release
+// before push_jobs records. That pusher dead-letters every push_jobs
+// record (unknown_type) and appends the lone push_job records. Once the
+// pusher is upgraded, `imstream dlq redrive` restores every entry exactly
+// once; running it again adds nothing.
+func TestDLQRedriveOlderPusher(t *testing.T) {
+	old := testkit.ReleaseBinary(t, "..", beforePushJobs)
+	s := startStack(t, 1, 1, "--kafka.internal_format", "json")
+	ctx := context.Background()
+	s.procs["pusher"].Stop()
+	older, _ := testkit.StartOnFreePort(t, old, func(addr string) []string {
+		return []string{"pusher", "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0], "--admin.listen", addr}
+	})
+	// 400 MSG_PUSH events in one write, to a receiver each: the fanout
+	// reads them in batches and writes most jobs as push_jobs records.
+	const n = 400
+	var recs []kafkaMessage
+	for i := range n {
+		uid := int64(1_000_000_000_000_000_000 + i)
+		ev, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePush, Server: "s1", AppID: app, TS: time.Now().UnixMilli()},
+			Receivers: []int64{uid}, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: uid, Content: "notice"}})
+		recs = append(recs, kafkaMessage{Topic: s.cfg.Kafka.Topics.Bulk, Key: []byte(fmt.Sprintf("%d:%d", app, uid)), Value: ev})
+	}
+	testkit.Produce(t, s.cfg, recs...)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	conn, err := kafkax.NewConn(s.cfg.Kafka)
+	must(t, err)
+	letters, err := dlq.Read(ctx, conn, s.cfg.Kafka.Topics.DLQ, dlq.Filter{Topic: s.cfg.Kafka.Topics.Push})
+	must(t, err)
+	if len(letters) == 0 {
+		t.Fatal("the older pusher dead-lettered nothing: no push_jobs record was written")
+	}
+	for _, l := range letters {
+		if l.Code != schemas.ReasonUnknownType {
+			t.Fatalf("dead letter %+v: want unknown_type", l)
+		}
+	}
+	rc := testkit.RedisClient(t, s.cfg.Redis.Addrs[0])
+	before := rc.LLen(ctx, "push_queue").Val()
+	t.Logf("the older pusher: %d push_jobs records dead-lettered, %d lone jobs appended", len(letters), before)
+
+	// The pusher is upgraded; then the dead letters are re-driven.
+	older.Stop()
+	s.start("pusher")
+	cli := func(args ...string) string {
+		t.Helper()
+		args = append(args, "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0])
+		out, err := exec.Command(s.bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("imstream %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := cli("dlq", "redrive", "--topic", s.cfg.Kafka.Topics.Push); !strings.Contains(out, fmt.Sprintf("%d of %d selected", len(letters), len(letters))) {
+		t.Fatalf("dlq redrive:\n%s", out)
+	}
+	testkit.Eventually(t, 60*time.Second, "every entry in its list", func() bool { return rc.LLen(ctx, "push_queue").Val() >= n })
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	if out := cli("dlq", "redrive", "--topic", s.cfg.Kafka.Topics.Push); strings.Contains(out, "msg=re-driven") {
+		t.Fatalf("a second dlq redrive re-drove again:\n%s", out)
+	}
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	seen := map[int64]int{}
+	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		var entry struct {
+			Receiver int64 `json:"receiver"`
+		}
+		must(t, json.Unmarshal([]byte(e), &entry))
+		seen[entry.Receiver]++
+	}
+	if len(seen) != n {
+		t.Errorf("%d receivers have entries, want %d", len(seen), n)
 	}
 	for r, c := range seen {
 		if c != 1 {

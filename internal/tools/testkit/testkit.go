@@ -142,3 +142,26 @@ func Binary(t testing.TB, moduleRoot string) string {
 	}
 	return binPath
 }
+
+// ReleaseBinary builds imstream as it was at commit rev of the repository
+// at moduleRoot (git archive, then go build: the repository is left as it
+// is), for tests of upgrade mistakes against a real older release. A
+// checkout without that history (a source archive, a shallow clone) skips
+// the test, saying so.
+func ReleaseBinary(t testing.TB, moduleRoot, rev string) string {
+	t.Helper()
+	if out, err := exec.Command("git", "-C", moduleRoot, "cat-file", "-e", rev+"^{commit}").CombinedOutput(); err != nil {
+		t.Skipf("SKIPPED: commit %s is not in this checkout (a shallow clone or a source archive): %v %s", rev, err, out)
+	}
+	dir := t.TempDir()
+	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", moduleRoot, rev, dir)
+	if out, err := archive.CombinedOutput(); err != nil {
+		t.Fatalf("git archive %s: %v\n%s", rev, err, out)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/imstream", "./cmd/imstream")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build at %s: %v\n%s", rev, err, out)
+	}
+	return dir + "/imstream"
+}
