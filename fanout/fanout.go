@@ -305,8 +305,8 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	if err != nil {
 		return nil, err
 	}
-	var out []kafka.Message
-	var from [][]int // the inputs (indexes in evs) each record of out derives from
+	var out, spill []kafka.Message // spill: held events, written beside out, not before it
+	var from, spillFrom [][]int    // the inputs (indexes in decoded) each record derives from
 	var rejected []stage.Rejected
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
@@ -322,8 +322,8 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	for i, d := range decoded {
 		ev, m := d.Event, src[i].m
 		if src[i].held {
-			out = append(out, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
-			from = append(from, []int{i})
+			spill = append(spill, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
+			spillFrom = append(spillFrom, []int{i})
 			continue
 		}
 		plan := Decide(ev, view, f.opts)
@@ -380,8 +380,27 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			f.log.Info("created deliver topics", "topics", created)
 		}
 	}
+	// The held events go to the spill topic in a write of their own, at the
+	// same time: the deliveries and push jobs are done (and their delay
+	// measured) when they are written, not when a flood's held events are.
+	var spillRefused map[int]error
+	spillErr := make(chan error, 1)
+	if len(spill) > 0 {
+		go func() {
+			var err error
+			spillRefused, err = kafkax.WriteRefusing(ctx, w, spill...)
+			spillErr <- err
+		}()
+	} else {
+		spillErr <- nil
+	}
 	start := time.Now()
-	refused, err := kafkax.WriteRefusing(ctx, w, out...)
+	var refused map[int]error
+	if len(out) > 0 {
+		refused, err = kafkax.WriteRefusing(ctx, w, out...)
+	}
+	done := time.Now()
+	err = errors.Join(err, <-spillErr)
 	if err != nil {
 		if kafkax.UnknownTopic(err) {
 			// A deliver topic went away (deleted, or a cluster that lost its
@@ -392,8 +411,8 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 		}
 		return nil, err
 	}
-	done := time.Now()
 	rejected = append(rejected, f.refusedInputs(decoded, out, from, refused)...)
+	rejected = append(rejected, f.refusedInputs(decoded, spill, spillFrom, spillRefused)...)
 	f.env.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
