@@ -19,6 +19,10 @@ const (
 	noisyApp   = 8    // floods peer messages to offline users
 	noisyQuota = 1000 // its quota, events/s on the online lane
 	quietRate  = 200  // app (7): RT to an online user, events/s
+	// burstQuota is app 8's quota on the bulk lane in the MSG_PUSH burst
+	// phase: a quarter of what this machine's offline path does, so the
+	// burst drains in seconds per 100 000 events.
+	burstQuota = 50_000
 )
 
 // Noisy: fair share under a flood. App 7 sends RT to an online user at
@@ -39,6 +43,7 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	for _, mode := range []noisyMode{
 		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota},
 		{backlog: b.o.Events, fair: true}, {backlog: b.o.Events},
+		{backlog: b.o.Events, bulk: true, fair: true}, {backlog: b.o.Events, bulk: true},
 	} {
 		r, err := b.noisyPhase(ctx, d, mode)
 		if err != nil {
@@ -90,10 +95,12 @@ func (b *Bench) Noisy(ctx context.Context) error {
 
 // noisyMode is what app 8 does beside app 7: flood events/s for the
 // phase's length, over a quota of noisyQuota; or a backlog of that many
-// events written at once, without a quota (fair share's share alone).
+// events written at once, without a quota (fair share's share alone); or
+// (bulk) that backlog as MSG_PUSH on the bulk lane, over a quota of
+// burstQuota.
 type noisyMode struct {
 	flood, backlog int
-	fair           bool
+	bulk, fair     bool
 }
 
 // noisyPhase runs app 7 at quietRate for d beside app 8 doing mode, on
@@ -104,6 +111,8 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	switch {
 	case flood > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, for %s", quietRate, flood, d)
+	case mode.bulk:
+		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s beside app 8's burst of %d MSG_PUSH on the bulk lane (quota %d/s)", quietRate, d, mode.backlog, burstQuota)
 	case mode.backlog > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota; saturated_after 250ms)", quietRate, d, mode.backlog)
 	}
@@ -115,7 +124,10 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	if flood > 0 {
 		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
 	}
-	if mode.backlog > 0 {
+	switch {
+	case mode.bulk:
+		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): burstQuota}
+	case mode.backlog > 0:
 		cfg.Fanout.FairShare.SaturatedAfter = 250 * time.Millisecond // holding by share
 	}
 	var out Result
@@ -141,7 +153,12 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	w := b.conn.NewWriter(cfg.Kafka, t.Publish)
 	defer w.Close()
 	m := b.meter()
-	if mode.backlog > 0 {
+	switch {
+	case mode.bulk:
+		if err := b.produce(ctx, t.Bulk, mode.backlog, noisyPush); err != nil {
+			return out, err
+		}
+	case mode.backlog > 0:
 		if err := b.produce(ctx, t.Publish, mode.backlog, noisyRecord); err != nil {
 			return out, err
 		}
@@ -154,7 +171,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	routedA := sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "routed"}) +
 		sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "drained"})
 	out = Result{Scenario: name, Events: sentQ}
-	if flood > 0 {
+	if flood > 0 || mode.bulk {
 		out.Baseline = "app 7 alone"
 	}
 	// App 7's deliveries, all of them.
@@ -183,8 +200,20 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
 				sentA, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
 		}
+		if mode.bulk && fair {
+			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while app 7 ran (quota %d/s: %.2fx), all in push lists %.1f s after app 7 began, %d lost",
+				sentA, routedA/took, burstQuota, routedA/took/burstQuota, time.Since(start).Seconds(), sentA-int(got))
+		}
 	}
 	return out, nil
+}
+
+// noisyPush is app 8's i-th MSG_PUSH to an offline user.
+func noisyPush(i int) kafka.Message {
+	r := offline(i)
+	v, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePush, Server: "origin", AppID: noisyApp, TS: time.Now().UnixMilli()},
+		Receivers: []int64{r}, Msg: schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: r, Content: "burst " + strconv.Itoa(i)}})
+	return kafka.Message{Key: []byte(ingest.UserKey(noisyApp, r)), Value: v}
 }
 
 // noisyRecord is app 8's i-th peer message to an offline user.
