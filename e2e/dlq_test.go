@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/dlq"
 	"github.com/imstream/imstream/internal/tools/testkit"
@@ -47,15 +49,7 @@ func TestDLQRedrive(t *testing.T) {
 	// The pusher is fixed; then the dead letters are re-driven.
 	low.Stop()
 	s.start("pusher")
-	cli := func(args ...string) string {
-		t.Helper()
-		args = append(args, "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0])
-		out, err := exec.Command(s.bin, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("imstream %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := func(args ...string) string { return s.cli(t, args...) }
 	if out := cli("dlq", "list"); !strings.Contains(out, "oversize") || !strings.Contains(out, s.cfg.Kafka.Topics.Push) {
 		t.Fatalf("dlq list does not name the oversize push jobs:\n%s", out)
 	}
@@ -74,22 +68,7 @@ func TestDLQRedrive(t *testing.T) {
 		t.Fatalf("a second dlq redrive:\n%s", out)
 	}
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
-	seen := map[int64]int{}
-	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
-		var entry struct {
-			Receiver int64 `json:"receiver"`
-		}
-		must(t, json.Unmarshal([]byte(e), &entry))
-		seen[entry.Receiver]++
-	}
-	if len(seen) != n+1 {
-		t.Errorf("%d receivers have entries, want %d", len(seen), n+1)
-	}
-	for r, c := range seen {
-		if c != 1 {
-			t.Errorf("receiver %d: %d entries, want 1", r, c)
-		}
-	}
+	onceEach(t, rc, n+1)
 }
 
 // beforePushJobs is the last commit whose pusher reads only push_job
@@ -143,15 +122,7 @@ func TestDLQRedriveOlderPusher(t *testing.T) {
 	// The pusher is upgraded; then the dead letters are re-driven.
 	older.Stop()
 	s.start("pusher")
-	cli := func(args ...string) string {
-		t.Helper()
-		args = append(args, "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0])
-		out, err := exec.Command(s.bin, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("imstream %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := func(args ...string) string { return s.cli(t, args...) }
 	if out := cli("dlq", "redrive", "--topic", s.cfg.Kafka.Topics.Push); !strings.Contains(out, fmt.Sprintf("%d of %d selected", len(letters), len(letters))) {
 		t.Fatalf("dlq redrive:\n%s", out)
 	}
@@ -161,8 +132,26 @@ func TestDLQRedriveOlderPusher(t *testing.T) {
 		t.Fatalf("a second dlq redrive re-drove again:\n%s", out)
 	}
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 60*time.Second)
+	onceEach(t, rc, n)
+}
+
+// cli runs `imstream args...` against the stack and returns its output,
+// failing the test when it exits non-zero.
+func (s *stack) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	args = append(args, "--kafka.brokers", s.cfg.Kafka.Brokers[0], "--redis.addrs", s.cfg.Redis.Addrs[0])
+	out, err := exec.Command(s.bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("imstream %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// onceEach checks that push_queue holds one entry for each of n receivers.
+func onceEach(t *testing.T, rc *redis.Client, n int) {
+	t.Helper()
 	seen := map[int64]int{}
-	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+	for _, e := range rc.LRange(context.Background(), "push_queue", 0, -1).Val() {
 		var entry struct {
 			Receiver int64 `json:"receiver"`
 		}

@@ -73,11 +73,18 @@ type appState struct {
 	loaded  bool
 	stream  string // store.SpillStream
 	recent  float64
-	reason  string // HeldQuota or HeldShare while held, else ""
-	held    int64  // the held mark: highest source offset spilled
-	drained int64  // the drained mark, as last read
-	tokens  int    // quota tokens taken from the shared bucket and not yet spent
+	reason  string    // HeldQuota or HeldShare while held, else ""
+	held    int64     // the held mark: highest source offset spilled
+	drained int64     // the drained mark, as last read
+	tokens  int       // quota tokens taken from the shared bucket and not yet spent
+	checked time.Time // when the marks were last read
 }
+
+// recheck is how often the marks of an app held on a partition are read
+// again to see whether its held events were all drained: not every batch
+// (a round trip in each batch's way), at the cost of holding it up to this
+// much longer than needed.
+const recheck = 200 * time.Millisecond
 
 // fairShare is the fanout's fair share and quotas.
 type fairShare struct {
@@ -173,15 +180,24 @@ func (fs *fairShare) countHeld(ctx context.Context) error {
 	return nil
 }
 
-// decide returns, for each record of a lane batch, why it is held back ("":
-// route it now), after raising the held marks of the apps it holds. It
-// first releases the apps whose held events were all drained.
-func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
+// decideAsync returns, for each record of a lane batch, why it is held
+// back ("": route it now), and raises the held marks of the apps it holds.
+// It first releases the apps whose held events were all drained.
+//
+// The held marks are raised in the background: held, when not nil, waits
+// for that and says whether it failed. The batch's outputs need not wait
+// for it (its commit must): a crash between the spill write and the marks
+// leaves either a held mark with nothing spilled, re-spilled by the
+// partition's next owner, or spilled events without a mark, routed by the
+// next owner and again by the drainer, whose repeat the sinks drop.
+func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, func() error, error) {
 	ps := fs.part(b)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	cfg := fs.config()
-	// Marks to read: apps first seen on this partition, and held ones.
+	// Marks to read: apps first seen on this partition, and held ones
+	// not checked for recheck.
+	now := fs.now()
 	var load []int64
 	seen := map[int64]bool{}
 	for _, d := range decoded {
@@ -190,7 +206,7 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 			continue
 		}
 		seen[app] = true
-		if st := ps.apps[app]; st == nil || st.reason != "" {
+		if st := ps.apps[app]; st == nil || st.reason != "" && now.Sub(st.checked) >= recheck {
 			load = append(load, app)
 		}
 	}
@@ -208,7 +224,7 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 		}
 		held, drained, err := fs.store.Marks(ctx, streams)
 		if err != nil {
-			return nil, fmt.Errorf("fair share: read marks: %w", err)
+			return nil, nil, fmt.Errorf("fair share: read marks: %w", err)
 		}
 		for i, app := range load {
 			st := ps.apps[app]
@@ -216,7 +232,7 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 				st = &appState{stream: streams[i], held: -1}
 				ps.apps[app] = st
 			}
-			st.loaded = true
+			st.loaded, st.checked = true, now
 			st.held = max(st.held, held[i])
 			st.drained = drained[i]
 			switch {
@@ -232,9 +248,8 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 	}
 	grants, err := fs.take(ctx, b.Topic, ps, decoded, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	now := fs.now()
 	why := make([]string, len(decoded))
 	raised := map[string]int64{}
 	for i, d := range decoded {
@@ -258,12 +273,26 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 			raised[st.stream] = st.held
 		}
 	}
-	if len(raised) > 0 {
-		if err := fs.store.Hold(ctx, raised); err != nil {
-			return nil, fmt.Errorf("fair share: raise held marks: %w", err)
-		}
+	if len(raised) == 0 {
+		return why, nil, nil
 	}
-	return why, nil
+	held := make(chan error, 1)
+	go func() { held <- fs.store.Hold(ctx, raised) }()
+	return why, func() error {
+		if err := <-held; err != nil {
+			return fmt.Errorf("fair share: raise held marks: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// decide is decideAsync with the held marks raised when it returns.
+func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
+	why, held, err := fs.decideAsync(ctx, b, decoded)
+	if err == nil && held != nil {
+		err = held()
+	}
+	return why, err
 }
 
 // take asks the quota buckets for the events of each app with a quota that

@@ -132,7 +132,9 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	if g := gauge(); g != 0 {
 		t.Fatalf("held gauge %v after the drain, want 0", g)
 	}
-	// Drained up to the held mark: app 8 is routed again.
+	// Drained up to the held mark: app 8 is routed again once its marks
+	// are read again, recheck after the last read.
+	other.now = func() time.Time { return now.Add(recheck) }
 	b, decoded = fairBatch(25, now, 0, 8, 7, 8)
 	if why, err = other.decide(ctx, b, decoded); err != nil {
 		t.Fatal(err)
@@ -180,5 +182,36 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpillPartition: one app's held events of one source partition share
+// a spill partition (their order is kept); a flooding app's, held on 12
+// source partitions, spread over 12 spill partitions; the balancer puts a
+// spill record where SpillPartition says, from its key and
+// origin_partition header.
+func TestSpillPartition(t *testing.T) {
+	const n = 12
+	used := map[int]bool{}
+	for p := range n {
+		used[SpillPartition(8, p, n)] = true
+	}
+	if len(used) != n {
+		t.Errorf("app 8 held on %d source partitions uses %d spill partitions, want %d", n, len(used), n)
+	}
+	parts := make([]int, n)
+	for i := range parts {
+		parts[i] = i
+	}
+	b := &OutputBalancer{PushTopic: "imr.push", SpillTopic: "imr.publish.spill"}
+	for p := range n {
+		src := &kafka.Message{Topic: "imr.publish", Partition: p, Offset: 42, Key: []byte("8:1001")}
+		rec := spillRecord("imr.publish.spill", src, "r1")
+		if got, want := b.Balance(rec, parts...), SpillPartition(8, p, n); got != want {
+			t.Errorf("source partition %d: balanced to %d, want %d", p, got, want)
+		}
+		if again := b.Balance(spillRecord("imr.publish.spill", src, "r1"), parts...); again != b.Balance(rec, parts...) {
+			t.Errorf("source partition %d: balanced differently twice", p)
+		}
 	}
 }

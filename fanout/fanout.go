@@ -161,7 +161,11 @@ func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 	}
 	env := f.env
 	drain, err := stage.Declare(&env, stage.Declaration{Name: Stage,
-		Input: stage.Input{Group: cfg.Group + "-spill", Topics: []string{k.Topics.Spill}, Kind: schemas.KindPublish, MaxBatch: min(cfg.BatchSize, 100), Prepare: true}})
+		Input: stage.Input{Group: cfg.Group + "-spill", Topics: []string{k.Topics.Spill}, Kind: schemas.KindPublish, MaxBatch: min(cfg.BatchSize, 100), Prepare: true,
+			// The drainer routes at the held apps' quotas: reading further
+			// ahead only holds memory (and the collector's time) for a
+			// backlog that waits in the topic as well.
+			QueueSize: 4 * min(cfg.BatchSize, 100)}})
 	if err != nil {
 		return err
 	}
@@ -231,10 +235,15 @@ func (f *Fanout) writer(topic string) *kafka.Writer {
 // back by fair share, to the spill topic.
 func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
 	var why []string
+	held := func() error { return nil }
 	if f.fair != nil {
+		var wait func() error
 		var err error
-		if why, err = f.fair.decide(ctx, b, decoded); err != nil {
+		if why, wait, err = f.fair.decideAsync(ctx, b, decoded); err != nil {
 			return nil, err
+		}
+		if wait != nil {
+			held = wait
 		}
 	}
 	src := make([]routed, len(decoded))
@@ -245,7 +254,7 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 		}
 	}
 	rejected, err := f.routeEvents(ctx, f.writer(b.Topic), decoded, src)
-	if err != nil {
+	if err = errors.Join(err, held()); err != nil { // the held marks are raised before the batch is done
 		return nil, err
 	}
 	if f.fair != nil {
@@ -710,9 +719,9 @@ func (r *jobRecords) alone(i int) kafka.Message {
 // OutputBalancer is where the fanout's outputs go, for every writer of
 // them (the fanout, `imstream dlq redrive`): push jobs (key
 // "<source topic>:<source partition>") on PushPartition, spill records on
-// their app's SpillPartition (the event's key up to its first colon is its
-// appid), everything else where murmur2 puts its key. SpillTopic "": no
-// spill topic.
+// their SpillPartition (the event's key up to its first colon is its
+// appid; the origin_partition header its source partition), everything
+// else where murmur2 puts its key. SpillTopic "": no spill topic.
 type OutputBalancer struct{ PushTopic, SpillTopic string }
 
 // Balance implements kafka.Balancer.
@@ -722,7 +731,13 @@ func (o *OutputBalancer) Balance(msg kafka.Message, partitions ...int) int {
 		switch msg.Topic {
 		case o.SpillTopic:
 			if appid, err := strconv.ParseInt(k[:max(strings.IndexByte(k, ':'), 0)], 10, 64); err == nil && o.SpillTopic != "" {
-				return partitions[SpillPartition(appid, len(partitions))]
+				p := 0
+				for _, h := range msg.Headers {
+					if h.Key == HeaderOriginPartition {
+						p, _ = strconv.Atoi(string(h.Value))
+					}
+				}
+				return partitions[SpillPartition(appid, p, len(partitions))]
 			}
 		case o.PushTopic:
 			if p, err := strconv.Atoi(k[strings.LastIndexByte(k, ':')+1:]); err == nil {
@@ -737,10 +752,16 @@ func (o *OutputBalancer) Balance(msg kafka.Message, partitions ...int) int {
 // from source partition p: all of one source partition's on one, in order.
 func PushPartition(p, n int) int { return p % max(n, 1) }
 
-// SpillPartition is the spill topic's partition, of n, of appid's held
-// events (murmur2 of the appid): one app's on one.
-func SpillPartition(appid int64, n int) int {
-	return kafkax.PartitionFor(strconv.AppendInt(nil, appid, 10), n)
+// SpillPartition is the spill topic's partition, of n, of appid's events
+// held back from source partition p: murmur2 of the appid, plus p, modulo
+// n. One app's held events of one source partition share a partition, in
+// order; a flooding app's, held on many source partitions, spread over as
+// many spill partitions, whose writes go in parallel (a writer has one
+// write in flight per partition: one spill partition per app made every
+// source partition's batch wait for the others' spill writes).
+func SpillPartition(appid int64, p, n int) int {
+	n = max(n, 1)
+	return (kafkax.PartitionFor(strconv.AppendInt(nil, appid, 10), n) + p%n) % n
 }
 
 // drainSpill routes a batch of the spill topic: each event with the src of

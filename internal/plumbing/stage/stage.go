@@ -178,7 +178,11 @@ type Input struct {
 	Kind     schemas.Kind
 	MaxBatch int
 	MaxWait  time.Duration // longest time spent filling a batch while input keeps arriving
-	Log      *slog.Logger  // default the stage's
+	// QueueSize, when > 0, is the records buffered per partition instead
+	// of consumer.queue_size (a consumer paced by something else than its
+	// input, such as a quota, need not read ahead of it).
+	QueueSize int
+	Log       *slog.Logger // default the stage's
 	// Transient marks a consumer that lives for a connection (the
 	// gateway's deliver consumers): when it ends, its topics' series are
 	// deleted, so servers that are gone leave no metrics behind.
@@ -210,7 +214,11 @@ func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Appl
 		}
 		return c.dlq.Send(ctx, append(rejected, more...))
 	})
-	err := e.Conn.Consume(ctx, consumerConfig(e.Consumer, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, hooks(e.Metrics, c.name)), h)
+	cc := e.Consumer
+	if in.QueueSize > 0 {
+		cc.QueueSize = in.QueueSize
+	}
+	err := e.Conn.Consume(ctx, consumerConfig(cc, in.Group, in.Topics, in.MaxBatch, in.MaxWait, log, hooks(e.Metrics, c.name)), h)
 	if in.Transient {
 		forget(e.Metrics, c.name, in.Topics)
 	}

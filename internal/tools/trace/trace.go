@@ -318,7 +318,7 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 	}
 	// Held back by fair share: the spill topic, partitioned by appid.
 	if n, err := t.Conn.Partitions(ctx, t.Kafka.Topics.Spill); err == nil {
-		p := fanout.SpillPartition(ev.AppID, n)
+		p := fanout.SpillPartition(ev.AppID, in.Partition, n)
 		err := t.scan(ctx, t.Kafka.Topics.Spill, p, from, until, func(m kafka.Message) bool {
 			if header(m.Headers, fanout.HeaderOriginTopic) == in.Topic && header(m.Headers, fanout.HeaderOriginPartition) == strconv.Itoa(in.Partition) &&
 				header(m.Headers, fanout.HeaderOriginOffset) == strconv.FormatInt(in.Offset, 10) {
