@@ -286,15 +286,6 @@ func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []s
 	}, nil
 }
 
-// decide is decideAsync with the held marks raised when it returns.
-func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
-	why, held, err := fs.decideAsync(ctx, b, decoded)
-	if err == nil && held != nil {
-		err = held()
-	}
-	return why, err
-}
-
 // take asks the quota buckets for the events of each app with a quota that
 // the batch would route now, and returns what each was granted.
 func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, decoded []stage.Decoded[*schemas.Publish], cfg config.FairShare) (map[int64]int, error) {

@@ -215,3 +215,12 @@ func TestSpillPartition(t *testing.T) {
 		}
 	}
 }
+
+// decide is decideAsync with the held marks raised when it returns.
+func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
+	why, held, err := fs.decideAsync(ctx, b, decoded)
+	if err == nil && held != nil {
+		err = held()
+	}
+	return why, err
+}

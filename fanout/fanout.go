@@ -756,9 +756,8 @@ func PushPartition(p, n int) int { return p % max(n, 1) }
 // held back from source partition p: murmur2 of the appid, plus p, modulo
 // n. One app's held events of one source partition share a partition, in
 // order; a flooding app's, held on many source partitions, spread over as
-// many spill partitions, whose writes go in parallel (a writer has one
-// write in flight per partition: one spill partition per app made every
-// source partition's batch wait for the others' spill writes).
+// many spill partitions: their writes go in parallel (a kafka-go writer
+// has one write in flight per partition) and several drainers share them.
 func SpillPartition(appid int64, p, n int) int {
 	n = max(n, 1)
 	return (kafkax.PartitionFor(strconv.AppendInt(nil, appid, 10), n) + p%n) % n

@@ -244,17 +244,13 @@ func traced(hs []kafka.Header) string {
 	return ""
 }
 
-// decided sets h's decision from the record's headers: the i-th
-// imstream-decision (a push_jobs record carries one per job, in job
-// order) and imstream-presence-at.
-func decided(h Hop, hs []kafka.Header, i int) Hop {
+// decided sets h's decision from the record's headers: imstream-decision
+// (a push_jobs record of several jobs has none) and imstream-presence-at.
+func decided(h Hop, hs []kafka.Header) Hop {
 	for _, x := range hs {
 		switch x.Key {
 		case fanout.HeaderDecision:
-			if i == 0 {
-				h.Decision = string(x.Value)
-			}
-			i--
+			h.Decision = string(x.Value)
 		case fanout.HeaderPresenceAt:
 			if ms, err := strconv.ParseInt(string(x.Value), 10, 64); err == nil {
 				h.PresenceAt = time.UnixMilli(ms)
@@ -346,7 +342,7 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 			d, err := schemas.DecodeKind(m.Value, 16<<20, schemas.KindPublish)
 			if err == nil && isSrc(d.(*schemas.Publish).Src) {
 				out = append(out, decided(Hop{What: "delivery", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix) + traced(m.Headers)}, m.Headers, 0))
+					Detail: "to IM server " + strings.TrimPrefix(topic, t.Kafka.Topics.DeliverPrefix) + traced(m.Headers)}, m.Headers))
 			}
 			return true
 		})
@@ -375,12 +371,12 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 		case *schemas.PushJobs:
 			jobs = e.Jobs
 		}
-		for i, j := range jobs {
+		for _, j := range jobs {
 			if !isSrc(j.Src) {
 				continue
 			}
 			out = append(out, decided(Hop{What: "push_job", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-				Detail: t.entries(ctx, enc, j) + traced(m.Headers)}, m.Headers, i))
+				Detail: t.entries(ctx, enc, j) + traced(m.Headers)}, m.Headers))
 		}
 		return true
 	})
