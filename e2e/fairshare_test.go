@@ -101,6 +101,12 @@ func fairShareFlood(t *testing.T, lane string) {
 	if held == 0 || drained != held || routed+drained != flood {
 		t.Errorf("app %d: routed %v, held %v, drained %v; want held > 0, drained = held, routed + drained = %d", noisy, routed, held, drained, flood)
 	}
+	// Fair share's Redis calls are observed like the stores'.
+	for _, op := range []string{"spill_hold", "spill_drain", "spill_marks", "quota_take"} {
+		if n := metric(t, s.fanout, fmt.Sprintf(`imstream_redis_call_duration_seconds_count{op="%s",stage="fanout"}`, op)); n == 0 {
+			t.Errorf("imstream_redis_call_duration_seconds{op=%q}: no call observed", op)
+		}
+	}
 	// The quota is a ceiling the shared token bucket keeps whatever the
 	// machine's speed: one burst (1 s of quota), then the quota's rate.
 	if least := time.Duration(float64(flood-quota) / quota * float64(time.Second)); took < least {

@@ -112,3 +112,40 @@ func (o *observedGroups) Group(ctx context.Context, appid, gid int64) (*Group, e
 	o.obs("group", time.Since(start), err)
 	return g, err
 }
+
+// ObserveSpill returns s with every call reported to obs: ops spill_hold,
+// spill_drain, spill_marks and quota_take.
+func ObserveSpill(s SpillStore, obs Observer) SpillStore { return &observedSpill{s: s, obs: obs} }
+
+type observedSpill struct {
+	s   SpillStore
+	obs Observer
+}
+
+func (o *observedSpill) Hold(ctx context.Context, held map[string]int64) error {
+	start := time.Now()
+	err := o.s.Hold(ctx, held)
+	o.obs("spill_hold", time.Since(start), err)
+	return err
+}
+
+func (o *observedSpill) Drain(ctx context.Context, drained map[string]int64) error {
+	start := time.Now()
+	err := o.s.Drain(ctx, drained)
+	o.obs("spill_drain", time.Since(start), err)
+	return err
+}
+
+func (o *observedSpill) Marks(ctx context.Context, streams []string) (held, drained []int64, err error) {
+	start := time.Now()
+	held, drained, err = o.s.Marks(ctx, streams)
+	o.obs("spill_marks", time.Since(start), err)
+	return held, drained, err
+}
+
+func (o *observedSpill) Take(ctx context.Context, reqs []QuotaTake) ([]QuotaGrant, error) {
+	start := time.Now()
+	g, err := o.s.Take(ctx, reqs)
+	o.obs("quota_take", time.Since(start), err)
+	return g, err
+}

@@ -97,10 +97,13 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			e.ready(groups.Stage)
 			runs = append(runs, p.Run, g.Run)
 		case "fanout":
+			var spill store.SpillStore = store.NewRedisSpill(e.Redis, e.Cfg.Redis.KeyPrefix)
+			if e.Cfg.Fanout.FairShare.Enabled { // fair share's calls: observed only where they are made
+				spill = store.ObserveSpill(spill, e.observe(fanout.Stage, "spill_hold", "spill_drain", "spill_marks", "quota_take"))
+			}
 			f, err := fanout.New(e.Cfg.Fanout, e.StageEnv(),
 				store.ObservePresence(e.PresenceStore(), e.observe(fanout.Stage, "users", "room", "live_servers")),
-				store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")),
-				store.NewRedisSpill(e.Redis, e.Cfg.Redis.KeyPrefix))
+				store.ObserveGroups(e.GroupStore(), e.observe(fanout.Stage, "group")), spill)
 			if err != nil {
 				return nil, err
 			}
