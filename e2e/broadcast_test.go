@@ -56,13 +56,7 @@ func TestBroadcast(t *testing.T) {
 	})
 
 	// s4 stops without server_down: once its lease lapsed it is sent nothing.
-	dead, cancel := context.WithCancel(ctx)
-	cancel()
-	_ = s4.Close(dead)
-	testkit.Eventually(t, 30*time.Second, "s4's lease to lapse", func() bool {
-		on, _ := s.online(t, 31)
-		return !on
-	})
+	s.crash(t, s4, "s4", 31)
 	must(t, s1.BroadcastWith(ctx, app, notice("banner"), ingest.BroadcastOptions{ExcludeOrigin: true, AllConnected: true}))
 	must(t, s1.Broadcast(ctx, app, notice("last")))
 	testkit.Eventually(t, 60*time.Second, "the last broadcast delivered", func() bool {

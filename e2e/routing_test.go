@@ -126,6 +126,26 @@ func imServer(t *testing.T, cfg config.Config, id string, epoch int64) *ingest.P
 	return p
 }
 
+// closeSilently stops IM servers as a crash does: without server_down.
+func closeSilently(ps ...*ingest.Producer) {
+	dead, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, p := range ps {
+		_ = p.Close(dead)
+	}
+}
+
+// crash stops IM server name (p) without server_down and waits until uid,
+// present only there, is no longer online: the server's lease lapsed.
+func (s *stack) crash(t *testing.T, p *ingest.Producer, name string, uid int64) {
+	t.Helper()
+	closeSilently(p)
+	testkit.Eventually(t, 30*time.Second, name+"'s lease to lapse", func() bool {
+		on, _ := s.online(t, uid)
+		return !on
+	})
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -173,10 +193,7 @@ func runScenarioWith(t *testing.T, presences int, fanouts [][]string) result {
 	})
 
 	// s3 dies without server_down; s4 restarts with a new epoch.
-	dead, cancel := context.WithCancel(ctx)
-	cancel()
-	_ = s3.Close(dead)
-	_ = s4.Close(dead)
+	closeSilently(s3, s4)
 	s4b := imServer(t, cfg, "s4", 2)
 	must(t, s4b.Subscribe(ctx, app, 7, true))
 	testkit.Eventually(t, 30*time.Second, "s3's lease to run out and s4's new epoch", func() bool {

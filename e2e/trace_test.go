@@ -57,13 +57,7 @@ func TestTrace(t *testing.T) {
 		return on1 && on5
 	})
 	// s3 dies without server_down: user 5 is on a dead server once its lease lapsed.
-	dead, cancel := context.WithCancel(ctx)
-	cancel()
-	_ = s3.Close(dead)
-	testkit.Eventually(t, 30*time.Second, "s3's lease to lapse", func() bool {
-		on, _ := s.online(t, 5)
-		return !on
-	})
+	s.crash(t, s3, "s3", 5)
 	im := func(to int64, flag int) schemas.Message {
 		return schemas.Message{Cmd: schemas.CmdIM, Flag: flag, Sender: 2, Receiver: to, Content: "hi"}
 	}

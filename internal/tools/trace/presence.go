@@ -83,7 +83,7 @@ func (t *Tracer) presence(ctx context.Context, ev *schemas.Publish, at time.Time
 			continue
 		}
 		hops = append(hops, u.hop(fmt.Sprintf("uid %d on server %s, online=%v, epoch %d", ev.Receiver, s, u.p.IsOnline(), u.p.Epoch)))
-		srv, why, err := t.serverAt(ctx, s, u.p.Epoch, at, lease)
+		srv, why, err := t.serverAt(ctx, n, s, u.p.Epoch, at, lease)
 		if err != nil {
 			return nil, "", err
 		}
@@ -106,15 +106,12 @@ func (t *Tracer) presence(ctx context.Context, ev *schemas.Publish, at time.Time
 }
 
 // serverAt finds server s's last server event within two leases before
-// at and judges a subscription of s's epoch by it: "live", or why not.
-func (t *Tracer) serverAt(ctx context.Context, s string, epoch int64, at time.Time, lease time.Duration) (presenceRecord, string, error) {
+// at (in imr.presence, of n partitions) and judges a subscription of s's
+// epoch by it: "live", or why not.
+func (t *Tracer) serverAt(ctx context.Context, n int, s string, epoch int64, at time.Time, lease time.Duration) (presenceRecord, string, error) {
 	key := ingest.ServerKey(s)
-	n, err := t.Conn.Partitions(ctx, t.Kafka.Topics.Presence)
-	if err != nil {
-		return presenceRecord{}, "", err
-	}
 	var last presenceRecord
-	err = t.scan(ctx, t.Kafka.Topics.Presence, kafkax.PartitionFor([]byte(key), n), at.Add(-2*lease), at, func(m kafka.Message) bool {
+	err := t.scan(ctx, t.Kafka.Topics.Presence, kafkax.PartitionFor([]byte(key), n), at.Add(-2*lease), at, func(m kafka.Message) bool {
 		if p, ok := presenceOf(m, key); ok && p.Server == s && (p.Type == schemas.TypeServerUp || p.Type == schemas.TypeHeartbeat || p.Type == schemas.TypeServerDown) {
 			last = presenceRecord{m, p}
 		}
