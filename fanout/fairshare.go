@@ -33,8 +33,9 @@ import (
 // there, at most at the app's quota, with the src of its source record —
 // so the sinks drop its repeats exactly as if it had been routed at once.
 //
-// Before writing held events the fanout raises the app's held mark (the
-// highest source offset it may have spilled) in the SpillStore; the drainer
+// Beside writing held events the fanout raises the app's held mark (the
+// highest source offset it may have spilled) in the SpillStore, both off
+// the batch's way (spiller) and before the batch is committed; the drainer
 // sets the drained mark after its outputs are acknowledged. A partition's
 // new owner reads both marks and keeps holding while held > drained.
 
@@ -66,11 +67,12 @@ type partState struct {
 	apps    map[int64]*appState
 	total   float64 // recent records, decayed by half every second
 	decayed time.Time
+	spill   *spiller   // writes the held events and raises their marks, in order
+	reading *marksRead // held apps' marks being read again, or nil
 }
 
 // appState is one app's state on one lane partition.
 type appState struct {
-	loaded  bool
 	stream  string // store.SpillStream
 	recent  float64
 	reason  string    // HeldQuota or HeldShare while held, else ""
@@ -78,11 +80,16 @@ type appState struct {
 	drained int64     // the drained mark, as last read
 	tokens  int       // quota tokens taken from the shared bucket and not yet spent
 	checked time.Time // when the marks were last read
+	// caughtUp: a read in the background found every event held before
+	// it drained; the next batch of the app reads the marks again, to
+	// release it.
+	caughtUp bool
 }
 
 // recheck is how often the marks of an app held on a partition are read
-// again to see whether its held events were all drained: not every batch
-// (a round trip in each batch's way), at the cost of holding it up to this
+// again to see whether its held events were all drained: not every batch,
+// and in the background (a batch never waits for that read; the first
+// batch after it applies it), at the cost of holding the app up to this
 // much longer than needed.
 const recheck = 200 * time.Millisecond
 
@@ -128,7 +135,7 @@ func (fs *fairShare) part(b stage.Batch) *partState {
 	if ps := fs.state[k]; ps != nil && ps.next == first && ps.inc == string(b.Inc) {
 		return ps
 	}
-	ps := &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}}
+	ps := &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
 	fs.state[k] = ps
 	return ps
 }
@@ -180,25 +187,44 @@ func (fs *fairShare) countHeld(ctx context.Context) error {
 	return nil
 }
 
-// decideAsync returns, for each record of a lane batch, why it is held
-// back ("": route it now), and raises the held marks of the apps it holds.
-// It first releases the apps whose held events were all drained.
+// decide returns, for each record of a lane batch, why it is held back
+// ("": route it now), and the held marks the held ones raise (nil when
+// none is held), to raise with their spill through the partition's
+// spiller. It first releases the apps whose held events were all drained.
 //
-// The held marks are raised in the background: held, when not nil, waits
-// for that and says whether it failed. The batch's outputs need not wait
-// for it (its commit must): a crash between the spill write and the marks
-// leaves either a held mark with nothing spilled, re-spilled by the
-// partition's next owner, or spilled events without a mark, routed by the
-// next owner and again by the drainer, whose repeat the sinks drop.
-func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, func() error, error) {
+// A crash between the spill write and the marks loses nothing: it leaves
+// either a held mark with nothing spilled, re-spilled by the partition's
+// next owner, or spilled events without a mark, routed by the next owner
+// and again by the drainer, whose repeat the sinks drop.
+func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, map[string]int64, error) {
 	ps := fs.part(b)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	cfg := fs.config()
-	// Marks to read: apps first seen on this partition, and held ones
-	// not checked for recheck.
+	// The marks read in the background, if back: an app whose held events
+	// were all drained as of that read may be released, after a read now
+	// (it may have held more since).
 	now := fs.now()
-	var load []int64
+	if r := ps.reading; r != nil {
+		select {
+		case <-r.done:
+			ps.reading = nil
+			if r.err == nil { // else read again at the next recheck (the failure is in the Redis call metrics)
+				for i, app := range r.apps {
+					if st := ps.apps[app]; st != nil && st.reason != "" && r.drained[i] >= r.heldAt[i] {
+						st.caughtUp = true
+					}
+				}
+			}
+		default:
+		}
+	}
+	// Marks to read now: apps first seen on this partition (an earlier
+	// owner may have held them) and held ones that caught up. Held ones
+	// not checked for recheck are read in the background, unless a read
+	// is still under way: a batch waits for a read only when it may
+	// release an app.
+	var load, stale []int64
 	seen := map[int64]bool{}
 	for _, d := range decoded {
 		app := d.Event.AppID
@@ -206,8 +232,12 @@ func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []s
 			continue
 		}
 		seen[app] = true
-		if st := ps.apps[app]; st == nil || st.reason != "" && now.Sub(st.checked) >= recheck {
+		switch st := ps.apps[app]; {
+		case st == nil || st.caughtUp:
 			load = append(load, app)
+		case st.reason != "" && now.Sub(st.checked) >= recheck && ps.reading == nil:
+			stale = append(stale, app)
+			st.checked = now
 		}
 	}
 	// Forget apps idle here (not held, nothing recent, no tokens left), so
@@ -232,19 +262,21 @@ func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []s
 				st = &appState{stream: streams[i], held: -1}
 				ps.apps[app] = st
 			}
-			st.loaded, st.checked = true, now
-			st.held = max(st.held, held[i])
-			st.drained = drained[i]
-			switch {
-			case st.reason == "" && st.held > st.drained: // held by an earlier owner
-				st.reason = HeldQuota
-				if cfg.Quota(app) == 0 {
-					st.reason = HeldShare
-				}
-			case st.reason != "" && st.drained >= st.held: // all drained: route again
-				st.reason = ""
-			}
+			st.checked, st.caughtUp = now, false
+			st.marks(held[i], drained[i], cfg.Quota(app))
 		}
+	}
+	if len(stale) > 0 {
+		r := &marksRead{apps: stale, heldAt: make([]int64, len(stale)), done: make(chan struct{})}
+		streams := make([]string, len(stale))
+		for i, app := range stale {
+			streams[i], r.heldAt[i] = ps.apps[app].stream, ps.apps[app].held
+		}
+		ps.reading = r
+		go func() {
+			defer close(r.done)
+			r.held, r.drained, r.err = fs.store.Marks(ctx, streams)
+		}()
 	}
 	grants, err := fs.take(ctx, b.Topic, ps, decoded, cfg)
 	if err != nil {
@@ -276,14 +308,7 @@ func (fs *fairShare) decideAsync(ctx context.Context, b stage.Batch, decoded []s
 	if len(raised) == 0 {
 		return why, nil, nil
 	}
-	held := make(chan error, 1)
-	go func() { held <- fs.store.Hold(ctx, raised) }()
-	return why, func() error {
-		if err := <-held; err != nil {
-			return fmt.Errorf("fair share: raise held marks: %w", err)
-		}
-		return nil
-	}, nil
+	return why, raised, nil
 }
 
 // take asks the quota buckets for the events of each app with a quota that
@@ -335,19 +360,47 @@ func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, deco
 	return grants, nil
 }
 
+// marks applies the marks read for the app (its quota: quota): an app
+// held by an earlier owner is held, a held app whose held events were all
+// drained is released.
+func (st *appState) marks(held, drained int64, quota int) {
+	st.held = max(st.held, held)
+	st.drained = drained
+	switch {
+	case st.reason == "" && st.held > st.drained: // held by an earlier owner
+		st.reason = HeldQuota
+		if quota == 0 {
+			st.reason = HeldShare
+		}
+	case st.reason != "" && st.drained >= st.held: // all drained: route again
+		st.reason = ""
+	}
+}
+
+// marksRead is a read of held apps' marks under way in the background.
+type marksRead struct {
+	apps          []int64
+	heldAt        []int64 // their held marks when the read began
+	done          chan struct{}
+	held, drained []int64
+	err           error
+}
+
 // quotaTake is the request for n tokens of app's quota on lane.
 func quotaTake(app int64, lane string, n int, cfg config.FairShare) store.QuotaTake {
 	rate := float64(cfg.Quota(app))
 	return store.QuotaTake{Bucket: store.QuotaBucket(app, lane), Rate: rate, Depth: math.Max(1, rate*cfg.Burst.Seconds()), N: n}
 }
 
-// done records that b was routed.
-func (fs *fairShare) done(b stage.Batch) {
+// done records that b was routed, and returns its partition's spiller.
+func (fs *fairShare) done(b stage.Batch) *spiller {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if ps := fs.state[partKey{b.Topic, b.Partition}]; ps != nil {
 		ps.next = b.Records[len(b.Records)-1].Offset + 1
+		return ps.spill
 	}
+	return nil
 }
 
 // count adds one record of st's app to the partition's recent counts,

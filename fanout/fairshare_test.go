@@ -71,7 +71,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	// Keeping up: nothing is held whatever the mix.
 	apps := []int64{8, 8, 8, 8, 7, 8, 8, 8, 8, 8}
 	b, decoded := fairBatch(0, now, 0, apps...)
-	why, err := fs.decide(ctx, b, decoded)
+	why, err := fs.decideHeld(ctx, b, decoded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 
 	// Saturated: app 8 is held from its first record on.
 	b, decoded = fairBatch(10, now, time.Second, apps...)
-	if why, err = fs.decide(ctx, b, decoded); err != nil {
+	if why, err = fs.decideHeld(ctx, b, decoded); err != nil {
 		t.Fatal(err)
 	}
 	if h := heldApps(decoded, why); h[7] != 0 || h[8] != 9 {
@@ -97,7 +97,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 
 	// No longer saturated, but not drained: app 8 stays held (its order).
 	b, decoded = fairBatch(20, now, 0, 8, 7, 8)
-	if why, err = fs.decide(ctx, b, decoded); err != nil {
+	if why, err = fs.decideHeld(ctx, b, decoded); err != nil {
 		t.Fatal(err)
 	}
 	if h := heldApps(decoded, why); h[8] != 2 || h[7] != 0 {
@@ -108,7 +108,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	// A new owner of the partition (another process) holds it too.
 	other := newFair(st, clock, cfg)
 	b, decoded = fairBatch(23, now, 0, 8, 7)
-	if why, err = other.decide(ctx, b, decoded); err != nil {
+	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
 		t.Fatal(err)
 	}
 	if h := heldApps(decoded, why); h[8] != 1 || h[7] != 0 {
@@ -132,11 +132,29 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	if g := gauge(); g != 0 {
 		t.Fatalf("held gauge %v after the drain, want 0", g)
 	}
-	// Drained up to the held mark: app 8 is routed again once its marks
-	// are read again, recheck after the last read.
+	// Drained up to the held mark: recheck after the last read, the next
+	// batch reads the marks in the background and still holds app 8.
 	other.now = func() time.Time { return now.Add(recheck) }
 	b, decoded = fairBatch(25, now, 0, 8, 7, 8)
-	if why, err = other.decide(ctx, b, decoded); err != nil {
+	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if h := heldApps(decoded, why); h[8] != 2 || h[7] != 0 {
+		t.Fatalf("held %v while the marks are read in the background, want both of app 8", h)
+	}
+	other.done(b)
+	ps := other.state[partKey{b.Topic, b.Partition}]
+	if ps.reading == nil {
+		t.Fatal("no read of the held app's marks under way after recheck")
+	}
+	<-ps.reading.done
+	// The drainer catches up with those two as well; the next batch finds
+	// the read caught up, reads the marks again at once, and routes app 8.
+	if err := st.Drain(ctx, map[string]int64{stream: 27}); err != nil {
+		t.Fatal(err)
+	}
+	b, decoded = fairBatch(28, now, 0, 8, 7, 8)
+	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
 		t.Fatal(err)
 	}
 	if h := heldApps(decoded, why); len(h) != 0 {
@@ -158,7 +176,7 @@ func TestFairShareQuota(t *testing.T) {
 		apps[i] = 8
 	}
 	b, decoded := fairBatch(0, now, 0, apps...)
-	why, err := fs.decide(ctx, b, decoded)
+	why, err := fs.decideHeld(ctx, b, decoded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +234,11 @@ func TestSpillPartition(t *testing.T) {
 	}
 }
 
-// decide is decideAsync with the held marks raised when it returns.
-func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
-	why, held, err := fs.decideAsync(ctx, b, decoded)
-	if err == nil && held != nil {
-		err = held()
+// decideHeld is decide with the held marks raised when it returns.
+func (fs *fairShare) decideHeld(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
+	why, raised, err := fs.decide(ctx, b, decoded)
+	if err == nil && raised != nil {
+		err = fs.store.Hold(ctx, raised)
 	}
 	return why, err
 }

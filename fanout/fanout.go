@@ -232,18 +232,16 @@ func (f *Fanout) writer(topic string) *kafka.Writer {
 }
 
 // route routes a batch of publish events of a lane: each now, or, held
-// back by fair share, to the spill topic.
+// back by fair share, to the spill topic. The held ones are written, and
+// their marks raised, by the partition's spiller after the batch is
+// routed: the next batch need not wait for them, its commit does.
 func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
 	var why []string
-	held := func() error { return nil }
+	var raised map[string]int64
 	if f.fair != nil {
-		var wait func() error
 		var err error
-		if why, wait, err = f.fair.decideAsync(ctx, b, decoded); err != nil {
+		if why, raised, err = f.fair.decide(ctx, b, decoded); err != nil {
 			return nil, err
-		}
-		if wait != nil {
-			held = wait
 		}
 	}
 	src := make([]routed, len(decoded))
@@ -253,15 +251,41 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 			src[i].held = true
 		}
 	}
-	rejected, err := f.routeEvents(ctx, f.writer(b.Topic), decoded, src)
-	if err = errors.Join(err, held()); err != nil { // the held marks are raised before the batch is done
+	w := f.writer(b.Topic)
+	rejected, spill, err := f.routeEvents(ctx, w, decoded, src)
+	if err != nil {
 		return nil, err
 	}
-	if f.fair != nil {
-		f.fair.done(b)
-		f.countApps(b.Topic, decoded, src, time.Now())
+	if f.fair == nil {
+		return rejected, nil
+	}
+	sp := f.fair.done(b)
+	f.countApps(b.Topic, decoded, src, time.Now())
+	if len(spill.recs) == 0 && len(raised) == 0 {
+		return rejected, nil
+	}
+	job := sp.submit(ctx, w, spill.recs, raised)
+	spilled := func() error {
+		refused, err := job.wait()
+		if err != nil {
+			return err
+		}
+		return f.core.Reject(ctx, f.refusedInputs(decoded, spill.recs, spill.from, refused))
+	}
+	if !b.Later(spilled) { // not from the consume loop: wait here
+		if err := spilled(); err != nil {
+			sp.clear() // nothing in flight: the retry writes it again
+			return nil, err
+		}
 	}
 	return rejected, nil
+}
+
+// spillRecords are a batch's held events as spill records, with the input
+// (index in the batch) each came from.
+type spillRecords struct {
+	recs []kafka.Message
+	from [][]int
 }
 
 // routed is how routeEvents takes one event: src, the record whose
@@ -301,8 +325,9 @@ func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publis
 }
 
 // routeEvents decides and writes the outputs of decoded (src: how each is
-// taken) in one produce call through w.
-func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []stage.Decoded[*schemas.Publish], src []routed) ([]stage.Rejected, error) {
+// taken) in one produce call through w, and returns the held ones' spill
+// records, not written.
+func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []stage.Decoded[*schemas.Publish], src []routed) ([]stage.Rejected, spillRecords, error) {
 	evs := make([]*schemas.Publish, 0, len(decoded))
 	for i, d := range decoded {
 		if !src[i].held {
@@ -310,15 +335,17 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 		}
 	}
 	now := time.Now()
+	var spill spillRecords
 	view, err := load(ctx, evs, f.presence, f.groups, f.opts, now)
 	if err != nil {
-		return nil, err
+		return nil, spill, err
 	}
-	var out, spill []kafka.Message // spill: held events, written beside out, not before it
-	var from, spillFrom [][]int    // the inputs (indexes in decoded) each record derives from
+	var out []kafka.Message
+	var from [][]int // the inputs (indexes in decoded) each record derives from
 	var rejected []stage.Rejected
 	newTopics := map[string]int{}
 	delivers, jobs := 0, 0
+	var deliveredTS []int64 // ts of the events delivered
 	pj := jobRecords{topic: f.env.Kafka.Topics.Push, together: f.cfg.BatchPushJobs, limit: f.limit(), headers: f.jobHeaders, binary: f.env.Kafka.Binary()}
 	spec := jobSpec{limit: f.limit(), chunk: f.opts.GroupChunk, binary: f.env.Kafka.Binary()}
 	presenceAt := kafka.Header{Key: HeaderPresenceAt, Value: strconv.AppendInt(nil, view.at.UnixMilli(), 10)}
@@ -331,8 +358,8 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	for i, d := range decoded {
 		ev, m := d.Event, src[i].m
 		if src[i].held {
-			spill = append(spill, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
-			spillFrom = append(spillFrom, []int{i})
+			spill.recs = append(spill.recs, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
+			spill.from = append(spill.from, []int{i})
 			continue
 		}
 		plan := Decide(ev, view, f.opts)
@@ -368,6 +395,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 				from = append(from, input)
 			}
 			delivers += len(plan.Deliver)
+			deliveredTS = append(deliveredTS, ev.TS)
 		}
 		for _, j := range js {
 			pj.add(&ev.Header, j, i, trace, decision)
@@ -378,7 +406,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	if len(newTopics) > 0 {
 		created, err := f.env.Conn.CreateTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics)
 		if err != nil {
-			return nil, err
+			return nil, spill, err
 		}
 		f.mu.Lock()
 		for t := range newTopics {
@@ -389,27 +417,12 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			f.log.Info("created deliver topics", "topics", created)
 		}
 	}
-	// The held events go to the spill topic in a write of their own, at the
-	// same time: the deliveries and push jobs are done (and their delay
-	// measured) when they are written, not when a flood's held events are.
-	var spillRefused map[int]error
-	spillErr := make(chan error, 1)
-	if len(spill) > 0 {
-		go func() {
-			var err error
-			spillRefused, err = kafkax.WriteRefusing(ctx, w, spill...)
-			spillErr <- err
-		}()
-	} else {
-		spillErr <- nil
-	}
 	start := time.Now()
 	var refused map[int]error
 	if len(out) > 0 {
 		refused, err = kafkax.WriteRefusing(ctx, w, out...)
 	}
 	done := time.Now()
-	err = errors.Join(err, <-spillErr)
 	if err != nil {
 		if kafkax.UnknownTopic(err) {
 			// A deliver topic went away (deleted, or a cluster that lost its
@@ -418,20 +431,19 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			clear(f.topics)
 			f.mu.Unlock()
 		}
-		return nil, err
+		return nil, spill, err
 	}
 	rejected = append(rejected, f.refusedInputs(decoded, out, from, refused)...)
-	rejected = append(rejected, f.refusedInputs(decoded, spill, spillFrom, spillRefused)...)
 	f.env.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
 	f.outputs.WithLabelValues("deliver").Add(float64(delivers))
 	f.outputs.WithLabelValues("push_job").Add(float64(jobs))
-	if delivers > 0 {
+	if len(deliveredTS) > 0 { // the events delivered, not the batch's others (push jobs only)
 		e2e := f.env.Metrics.E2EFor("deliver_topic")
-		for _, ev := range evs {
-			e2e.Observe(ev.TS, done)
+		for _, ts := range deliveredTS {
+			e2e.Observe(ts, done)
 		}
 	}
-	return rejected, nil
+	return rejected, spill, nil
 }
 
 // ReasonOutputRefused dead-letters an input one of whose outputs the
@@ -817,7 +829,7 @@ func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch, decoded []stage.
 	if len(keep) == 0 {
 		return rejected, nil
 	}
-	more, err := f.routeEvents(ctx, f.wb, keep, src)
+	more, _, err := f.routeEvents(ctx, f.wb, keep, src) // drained events are not held again
 	if err != nil {
 		return nil, err
 	}

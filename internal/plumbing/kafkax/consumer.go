@@ -2,9 +2,11 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -19,7 +21,33 @@ type Batch struct {
 	// by source offset keep their positions per incarnation.
 	Inc     Incarnation
 	Records []kafka.Message
+
+	later *[]func() error // the consume loop's: what Later was given
 }
+
+// Later leaves wait to finish b after HandleBatch returned nil: the loop
+// hands the next batches over meanwhile (up to maxLater batches ahead), and
+// commits past b only once wait returned nil, and every earlier batch's
+// did. wait is called once, from another goroutine. When it fails, the
+// loop lets the waits of the batches handed over since then end (none of
+// them is committed) and reads the partition again from b's first record,
+// as it retries a batch whose HandleBatch failed; so what wait finishes
+// must be idempotent, and when it writes in order, it must not start b's
+// writes before the earlier batches' succeeded (a handler chains them).
+//
+// It reports false when b did not come from the consume loop; the handler
+// must then wait itself.
+func (b Batch) Later(wait func() error) bool {
+	if b.later == nil {
+		return false
+	}
+	*b.later = append(*b.later, wait)
+	return true
+}
+
+// maxLater is how many batches of a partition the loop hands over while
+// earlier ones still wait (Batch.Later).
+const maxLater = 16
 
 // Handler processes batches. HandleBatch is called for one partition at a
 // time (different partitions concurrently); returning nil means every
@@ -159,32 +187,77 @@ type partitionWorker struct {
 }
 
 func (p *partitionWorker) run(ctx context.Context) {
-	f := newFetcher(p.conn, p.cfg, p.log, p.topic, p.partition)
-	f.commits = p.commits
+	f := p.fetcher()
 	if !f.init(ctx, p.cfg.Group, p.offset) {
 		return
 	}
+	at := p.offset
+	st := &stall{backoff: p.cfg.RetryMin}
+	defer st.clear(p)
+	for {
+		r, again := p.consume(ctx, f, at, st)
+		if !again {
+			return
+		}
+		// What a batch left to finish later failed: read the partition
+		// again from that batch, after a back-off.
+		backoff := st.failed(p, r.err)
+		p.log.Warn("batch failed after it was handed over; reading the partition again from it", "topic", p.topic, "partition", p.partition,
+			"first_offset", r.first, "backoff", backoff, "err", r.err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		f = p.fetcher()
+		f.inc, f.lastOff, f.lastFP = r.inc, r.prevOff, r.prevFP
+		at = r.first
+	}
+}
+
+func (p *partitionWorker) fetcher() *fetcher {
+	f := newFetcher(p.conn, p.cfg, p.log, p.topic, p.partition)
+	f.commits = p.commits
+	return f
+}
+
+// consume reads the partition from offset at and hands its batches over
+// until ctx ends (false) or a batch's later part failed (true, with where
+// to read again).
+func (p *partitionWorker) consume(ctx context.Context, f *fetcher, at int64, st *stall) (rewind, bool) {
+	// The record before the next batch, for the log check of a read
+	// again (read before the fetcher runs: it moves them).
+	prevInc, prevOff, prevFP := f.inc, f.lastOff, f.lastFP
+	fctx, stopFetch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		f.run(ctx, p.offset)
+		f.run(fctx, at)
 	}()
-	defer wg.Wait()
+	c := newCompleter(p, st)
+	go c.run()
+	defer func() {
+		c.close() // every wait handed over has ended: nothing is in flight
+		stopFetch()
+		wg.Wait()
+	}()
 	maxBatch := max(p.cfg.MaxBatch, 1)
 	var rest []kafka.Message // records of the last chunk not yet handled
 	inc := Legacy            // incarnation of rest
 	for {
 		if len(rest) == 0 {
 			select {
-			case c, ok := <-f.out:
+			case ch, ok := <-f.out:
 				if !ok {
-					return
+					return rewind{}, false
 				}
-				f.taken(len(c.recs))
-				rest, inc = c.recs, c.inc
+				f.taken(len(ch.recs))
+				rest, inc = ch.recs, ch.inc
+			case <-c.failed:
+				return c.rewind, true
 			case <-ctx.Done():
-				return
+				return rewind{}, false
 			}
 		}
 		next := Legacy // set when rest is of a new incarnation
@@ -197,18 +270,18 @@ func (p *partitionWorker) run(ctx context.Context) {
 		// when nothing is waiting, flush at once (milliseconds at low load).
 		for len(rest) == 0 && len(recs) < maxBatch && time.Now().Before(deadline) {
 			select {
-			case c, ok := <-f.out:
+			case ch, ok := <-f.out:
 				if !ok {
 					break fill
 				}
-				f.taken(len(c.recs))
-				if c.inc != inc { // a new incarnation: its own batches
-					rest, next = c.recs, c.inc
+				f.taken(len(ch.recs))
+				if ch.inc != inc { // a new incarnation: its own batches
+					rest, next = ch.recs, ch.inc
 					break fill
 				}
-				n := min(len(c.recs), maxBatch-len(recs))
-				recs = append(recs, c.recs[:n]...)
-				rest = c.recs[n:]
+				n := min(len(ch.recs), maxBatch-len(recs))
+				recs = append(recs, ch.recs[:n]...)
+				rest = ch.recs[n:]
 			default:
 				break fill
 			}
@@ -216,19 +289,37 @@ func (p *partitionWorker) run(ctx context.Context) {
 		if p.cfg.Hooks.Fetched != nil {
 			p.cfg.Hooks.Fetched(p.topic, p.partition, len(recs))
 		}
-		if !p.handle(ctx, inc, recs) {
-			return
+		if inc != prevInc { // a new incarnation: nothing before it to check
+			prevInc, prevOff, prevFP = inc, -1, ""
 		}
+		switch p.handle(ctx, inc, recs, c, prevOff, prevFP) {
+		case stopped:
+			return rewind{}, false
+		case rewinding:
+			return c.rewind, true
+		}
+		last := &recs[len(recs)-1]
+		prevOff, prevFP = last.Offset, fingerprint(last)
 		if next != Legacy {
 			inc, next = next, Legacy
 		}
 	}
 }
 
-// handle runs the handler until it succeeds or ctx ends, then hands the
-// next offset to the committer.
-func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []kafka.Message) bool {
-	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs}
+// How handle ended.
+const (
+	handled = iota
+	stopped
+	rewinding // an earlier batch's later part failed
+)
+
+// handle runs the handler until it succeeds, ctx ends or an earlier
+// batch's later part failed, then hands the batch to the committer,
+// through c when it or an earlier batch left something to finish later.
+// prevOff and prevFP are the record before the batch (-1: unknown).
+func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []kafka.Message, c *completer, prevOff int64, prevFP string) int {
+	var waits []func() error
+	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs, later: &waits}
 	backoff := p.cfg.RetryMin
 	var failedSince time.Time
 	if p.cfg.Hooks.Unstalled != nil {
@@ -239,6 +330,7 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 		}()
 	}
 	for {
+		waits = waits[:0] // a failed attempt's are not waited for
 		start := time.Now()
 		err := p.h.HandleBatch(ctx, b)
 		if err == nil {
@@ -248,7 +340,7 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 			break
 		}
 		if ctx.Err() != nil {
-			return false
+			return stopped
 		}
 		if p.cfg.Hooks.Retry != nil {
 			p.cfg.Hooks.Retry(p.topic, err)
@@ -263,11 +355,151 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 			"first_offset", recs[0].Offset, "records", len(recs), "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
-			return false
+			return stopped
+		case <-c.failed:
+			return rewinding
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, p.cfg.RetryMax)
 	}
-	p.commits.done(p.topic, p.partition, inc, &recs[len(recs)-1])
-	return true
+	last := &recs[len(recs)-1]
+	if len(waits) == 0 && c.idle() {
+		p.commits.done(p.topic, p.partition, inc, last)
+		return handled
+	}
+	return c.add(ctx, laterBatch{inc: inc, first: recs[0].Offset, last: last, waits: waits, prevOff: prevOff, prevFP: prevFP})
+}
+
+// laterBatch is a handled batch waiting for what it left to finish later
+// (or for an earlier batch's) before it is committed.
+type laterBatch struct {
+	inc     Incarnation
+	first   int64
+	last    *kafka.Message
+	waits   []func() error
+	prevOff int64 // the record before first, for the log check of a read again
+	prevFP  string
+}
+
+// rewind is where to read a partition again after a batch's later part
+// failed.
+type rewind struct {
+	inc     Incarnation
+	first   int64
+	prevOff int64
+	prevFP  string
+	err     error
+}
+
+// completer waits, in order, for what handed-over batches left to finish
+// later, and commits each batch once it and every earlier one finished.
+// After the first failure it commits nothing more, and only waits for the
+// rest to end.
+type completer struct {
+	p       *partitionWorker
+	st      *stall
+	queue   chan laterBatch
+	pending atomic.Int32  // batches added and not yet finished
+	failed  chan struct{} // closed at the first failure, rewind set before
+	rewind  rewind
+	done    chan struct{}
+}
+
+func newCompleter(p *partitionWorker, st *stall) *completer {
+	return &completer{p: p, st: st, queue: make(chan laterBatch, maxLater), failed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// idle reports whether every batch added has finished.
+func (c *completer) idle() bool { return c.pending.Load() == 0 }
+
+// add queues b, waiting while maxLater batches are queued; it reports
+// stopped when ctx ended first, rewinding when a batch failed first.
+func (c *completer) add(ctx context.Context, b laterBatch) int {
+	c.pending.Add(1)
+	select {
+	case c.queue <- b:
+		return handled
+	case <-ctx.Done():
+		c.pending.Add(-1)
+		return stopped
+	case <-c.failed:
+		c.pending.Add(-1)
+		return rewinding
+	}
+}
+
+func (c *completer) run() {
+	defer close(c.done)
+	p := c.p
+	failed := false
+	for b := range c.queue {
+		var err error
+		for _, w := range b.waits {
+			err = errors.Join(err, w())
+		}
+		switch {
+		case failed: // read again: nothing after the failure is committed
+		case err != nil:
+			failed = true
+			c.rewind = rewind{inc: b.inc, first: b.first, prevOff: b.prevOff, prevFP: b.prevFP, err: err}
+			close(c.failed)
+		default:
+			p.commits.done(p.topic, p.partition, b.inc, b.last)
+			c.st.ok(p)
+		}
+		c.pending.Add(-1)
+	}
+}
+
+// close waits until every batch added has finished.
+func (c *completer) close() {
+	close(c.queue)
+	<-c.done
+}
+
+// stall is a partition's failures of later parts: the back-off before
+// reading again, and since when it has failed.
+type stall struct {
+	mu      sync.Mutex
+	since   time.Time
+	backoff time.Duration
+}
+
+// failed records a failure and returns the back-off before reading again.
+func (s *stall) failed(p *partitionWorker, err error) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.since.IsZero() {
+		s.since = time.Now()
+	}
+	if p.cfg.Hooks.Retry != nil {
+		p.cfg.Hooks.Retry(p.topic, err)
+	}
+	if p.cfg.Hooks.Stalled != nil {
+		p.cfg.Hooks.Stalled(p.topic, p.partition, s.since, err)
+	}
+	b := s.backoff
+	s.backoff = min(2*s.backoff, p.cfg.RetryMax)
+	return b
+}
+
+// ok records a batch committed: a stall, if any, is over.
+func (s *stall) ok(p *partitionWorker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.since.IsZero() {
+		s.since, s.backoff = time.Time{}, p.cfg.RetryMin
+		if p.cfg.Hooks.Unstalled != nil {
+			p.cfg.Hooks.Unstalled(p.topic, p.partition)
+		}
+	}
+}
+
+// clear ends a stall when the partition is given up.
+func (s *stall) clear(p *partitionWorker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.since.IsZero() && p.cfg.Hooks.Unstalled != nil {
+		p.cfg.Hooks.Unstalled(p.topic, p.partition)
+	}
 }

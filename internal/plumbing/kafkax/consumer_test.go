@@ -250,3 +250,155 @@ func TestOffsetsSeeTopicsCreatedElsewhere(t *testing.T) {
 		t.Fatalf("partitions of a topic that does not exist: %v, want unknown topic", err)
 	}
 }
+
+// laterSink is a handler that leaves each batch's write to a sink to
+// finish later (Batch.Later), chained per partition as the fanout chains
+// its spill writes, and fails some of those writes: the sink drops what it
+// already holds by offset, as the real sinks drop repeats by source offset.
+type laterSink struct {
+	mu      sync.Mutex
+	got     map[int][]string      // partition → values applied, in order
+	applied map[int]int64         // partition → next offset the sink expects
+	last    map[int]*write        // partition → the last write started
+	next    map[int]int64         // partition → offset expected in the next batch
+	fails   map[[2]int64]bool     // partition, offset → a write of the batch holding it has failed
+	failed  map[int]int64         // partition → first offset of the batch whose write failed last
+	gate    map[int]chan struct{} // partition → closed when its second batch is handed over
+	rewound int                   // batches that started where a failed write's batch did
+	bad     []string
+}
+
+type write struct {
+	done chan struct{}
+	err  error
+}
+
+func (s *laterSink) HandleBatch(_ context.Context, b kafkax.Batch) error {
+	p, first := b.Partition, b.Records[0].Offset
+	s.mu.Lock()
+	if want, ok := s.next[p]; ok && first != want {
+		if f, ok := s.failed[p]; ok && first == f {
+			s.rewound++
+			delete(s.failed, p)
+			if w := s.last[p]; w != nil {
+				select {
+				case <-w.done:
+				default:
+					s.bad = append(s.bad, fmt.Sprintf("partition %d read again while a write was still in flight", p))
+				}
+			}
+			s.last[p] = nil // every write ended: a new chain
+		} else {
+			s.bad = append(s.bad, fmt.Sprintf("partition %d: batch at %d, want %d", p, first, want))
+		}
+	}
+	// The first batch's write waits for the second batch to be handed
+	// over: the loop must not wait for it before going on.
+	gate, firstBatch := s.gate[p], false
+	if gate == nil {
+		gate, firstBatch = make(chan struct{}), true
+		s.gate[p] = gate
+	} else if _, ok := s.next[p]; ok && first == s.next[p] {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}
+	s.next[p] = b.Records[len(b.Records)-1].Offset + 1
+	// The first write of the batches holding offsets 100 and 300 of each
+	// partition fails.
+	var fail [][2]int64
+	for _, at := range []int64{100, 300} {
+		if k := [2]int64{int64(p), at}; first <= at && at <= b.Records[len(b.Records)-1].Offset && !s.fails[k] {
+			fail = append(fail, k)
+		}
+	}
+	prev, cur := s.last[p], &write{done: make(chan struct{})}
+	s.last[p] = cur
+	s.mu.Unlock()
+	recs := b.Records
+	go func() {
+		defer close(cur.done)
+		if firstBatch {
+			<-gate
+		}
+		if prev != nil {
+			if <-prev.done; prev.err != nil {
+				cur.err = fmt.Errorf("an earlier write failed: %w", prev.err)
+				return
+			}
+		}
+		time.Sleep(time.Millisecond) // a round trip
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(fail) > 0 {
+			for _, k := range fail {
+				s.fails[k] = true
+			}
+			cur.err = errors.New("injected write failure")
+			if _, ok := s.failed[p]; !ok {
+				s.failed[p] = first
+			}
+			return
+		}
+		for _, m := range recs {
+			if m.Offset >= s.applied[p] {
+				s.got[p] = append(s.got[p], string(m.Value))
+				s.applied[p] = m.Offset + 1
+			}
+		}
+	}()
+	if !b.Later(func() error { <-cur.done; return cur.err }) {
+		s.mu.Lock()
+		s.bad = append(s.bad, "a batch of the consume loop did not take Later")
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// A handler may leave a batch's writes to finish later: the loop hands
+// the next batches over meanwhile, commits only what finished, and when a
+// write fails it reads the partition again from that write's batch, after
+// every write in flight ended — nothing is lost, nothing applied twice,
+// order kept, and the commits reach the end.
+func TestConsumeLater(t *testing.T) {
+	k := testkit.Kafka(t, embedded.KafkaOptions{})
+	cfg := testkit.Config(k.Addr, "127.0.0.1:1")
+	const topic, group = "later", "later-test"
+	produceNumbered(t, cfg, topic, 0, 20000)
+
+	conn := kafkax.MustConn(cfg.Kafka)
+	s := &laterSink{got: map[int][]string{}, applied: map[int]int64{}, last: map[int]*write{}, next: map[int]int64{},
+		fails: map[[2]int64]bool{}, failed: map[int]int64{}, gate: map[int]chan struct{}{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- conn.Consume(ctx, consumerConfig(group, topic, 50, 150), s) }()
+	testkit.WaitCaughtUp(t, cfg, group, topic, 60*time.Second)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Consume did not return after its context ended")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.bad {
+		t.Error(b)
+	}
+	if want := 2 * cfg.Kafka.Partitions; s.rewound != want {
+		t.Errorf("%d batches read again after their write failed, want %d (two per partition)", s.rewound, want)
+	}
+	want := map[int][]string{}
+	for _, m := range testkit.ReadAll(t, cfg, topic) {
+		want[m.Partition] = append(want[m.Partition], string(m.Value))
+	}
+	for p, w := range want {
+		if fmt.Sprint(s.got[p]) != fmt.Sprint(w) {
+			t.Errorf("partition %d: the sink holds %d records, want the %d produced, in order", p, len(s.got[p]), len(w))
+		}
+	}
+}

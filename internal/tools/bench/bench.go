@@ -74,7 +74,11 @@ type Result struct {
 	// per present user, per queued push entry).
 	RedisBytesPer float64 `json:"redis_bytes_per_event,omitempty"`
 	Lost          int     `json:"lost"`
-	Note          string  `json:"note,omitempty"`
+	// ProduceP99 is, in the noisy scenario, the p99 produce latency of
+	// app 7's own records (ts to acknowledged): the part of its delay
+	// spent before any router code runs.
+	ProduceP99 float64 `json:"produce_p99_seconds,omitempty"`
+	Note       string  `json:"note,omitempty"`
 }
 
 // Bench runs scenarios against one Kafka and one Redis.
