@@ -396,11 +396,13 @@ func quotaTake(app int64, lane string, n int, cfg config.FairShare) store.QuotaT
 func (fs *fairShare) done(b stage.Batch) *spiller {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if ps := fs.state[partKey{b.Topic, b.Partition}]; ps != nil {
-		ps.next = b.Records[len(b.Records)-1].Offset + 1
-		return ps.spill
+	ps := fs.state[partKey{b.Topic, b.Partition}]
+	if ps == nil { // decide made it; kept for safety
+		ps = &partState{inc: string(b.Inc), apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
+		fs.state[partKey{b.Topic, b.Partition}] = ps
 	}
-	return nil
+	ps.next = b.Records[len(b.Records)-1].Offset + 1
+	return ps.spill
 }
 
 // count adds one record of st's app to the partition's recent counts,

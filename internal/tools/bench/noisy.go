@@ -39,7 +39,7 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	}
 	b.add(alone)
 	for _, mode := range []noisyMode{
-		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota},
+		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota}, {flood: 10 * noisyQuota, elsewhere: true},
 		{backlog: b.o.Events, fair: true}, {backlog: b.o.Events},
 		{backlog: b.o.Events, bulk: true, fair: true}, {backlog: b.o.Events, bulk: true},
 	} {
@@ -100,9 +100,14 @@ func (b *Bench) Noisy(ctx context.Context) error {
 // (bulk) that backlog as MSG_PUSH on the bulk lane, over a quota that
 // drains it in twice the phase's length (burstQuota), so that the rate app
 // 8 is routed at while app 7 runs shows whether it is held to its quota.
+//
+// elsewhere: the flood goes to a topic no stage reads, so that app 7's
+// delay shows what the flood costs it through the broker and the machine
+// alone, before any router: the floor of what fair share can reach on the
+// machine the bench runs on.
 type noisyMode struct {
-	flood, backlog int
-	bulk, fair     bool
+	flood, backlog        int
+	bulk, fair, elsewhere bool
 }
 
 // noisyPhase runs app 7 at quietRate for d beside app 8 doing mode, on
@@ -112,6 +117,8 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	burstQuota := max(1000, int(float64(mode.backlog)/(2*d.Seconds())))
 	name := fmt.Sprintf("noisy: app 7 RT at %d/s alone for %s (fair share on)", quietRate, d)
 	switch {
+	case mode.elsewhere:
+		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 writes %d/s to a topic nothing reads, for %s (the broker's and machine's share)", quietRate, flood, d)
 	case flood > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, for %s", quietRate, flood, d)
 	case mode.bulk:
@@ -119,7 +126,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	case mode.backlog > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota; saturated_after 250ms)", quietRate, d, mode.backlog)
 	}
-	if !fair {
+	if !fair && !mode.elsewhere {
 		name += ", fair share off"
 	}
 	cfg := b.scenario(name)
@@ -157,7 +164,14 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	// do: one producer for both would put app 7's records in the same
 	// produce requests as the flood's, a queue in the load generator that
 	// no router can shorten.
-	w, wa := b.conn.NewWriter(cfg.Kafka, t.Publish), b.conn.NewWriter(cfg.Kafka, t.Publish)
+	floodTo := t.Publish
+	if mode.elsewhere {
+		floodTo = t.Publish + ".elsewhere"
+		if err := b.conn.EnsureTopics(ctx, 1, map[string]int{floodTo: cfg.Kafka.Partitions}); err != nil {
+			return out, err
+		}
+	}
+	w, wa := b.conn.NewWriter(cfg.Kafka, t.Publish), b.conn.NewWriter(cfg.Kafka, floodTo)
 	defer w.Close()
 	defer wa.Close()
 	m := b.meter()
@@ -174,6 +188,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	start := time.Now()
 	sentQ, sentA, produced := b.steady(ctx, w, wa, d, quietRate, flood)
 	sentA += mode.backlog
+	if mode.elsewhere {
+		sentA = 0 // nothing of app 8's is routed
+	}
 	took := time.Since(start).Seconds()
 	mfs, _ := env.Registry.Gather()
 	routedA := sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "routed"}) +
