@@ -22,6 +22,12 @@ type failingHold struct {
 	fail bool
 }
 
+func (f *failingHold) failing(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = on
+}
+
 func (f *failingHold) Hold(ctx context.Context, held map[string]int64) error {
 	f.mu.Lock()
 	fail := f.fail
@@ -77,16 +83,12 @@ func TestSpillerKeepsOrderAndStopsAfterAFailure(t *testing.T) {
 
 	// A failed step: it and every spill after it fail, nothing more is
 	// written or raised, until clear.
-	st.mu.Lock()
-	st.fail = true
-	st.mu.Unlock()
+	st.failing(true)
 	failed := sp.submit(ctx, w, []kafka.Message{rec(100)}, map[string]int64{"s": 100})
 	if _, err := failed.wait(); err == nil {
 		t.Fatal("a spill whose marks were not raised succeeded")
 	}
-	st.mu.Lock()
-	st.fail = false
-	st.mu.Unlock()
+	st.failing(false)
 	after := sp.submit(ctx, w, []kafka.Message{rec(101)}, map[string]int64{"s": 101})
 	if _, err := after.wait(); err == nil {
 		t.Fatal("a spill after a failed one was written")

@@ -28,9 +28,11 @@ type Batch struct {
 // Later leaves wait to finish b after HandleBatch returned nil: the loop
 // hands the next batches over meanwhile (up to maxLater batches ahead), and
 // commits past b only once wait returned nil, and every earlier batch's
-// did. wait is called once, from another goroutine. When it fails, the
-// loop lets the waits of the batches handed over since then end (none of
-// them is committed) and reads the partition again from b's first record,
+// did. wait is called once, from another goroutine (also when
+// HandleBatch then fails: that attempt's waits end before the retry). When
+// it fails, the loop lets the waits of the batches handed over since then
+// end (none of them is committed) and reads the partition again from b's
+// first record,
 // as it retries a batch whose HandleBatch failed; so what wait finishes
 // must be idempotent, and when it writes in order, it must not start b's
 // writes before the earlier batches' succeeded (a handler chains them).
@@ -330,7 +332,6 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 		}()
 	}
 	for {
-		waits = waits[:0] // a failed attempt's are not waited for
 		start := time.Now()
 		err := p.h.HandleBatch(ctx, b)
 		if err == nil {
@@ -339,6 +340,10 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 			}
 			break
 		}
+		for _, w := range waits { // a failed attempt's: ended, not counted
+			_ = w()
+		}
+		waits = waits[:0]
 		if ctx.Err() != nil {
 			return stopped
 		}
@@ -413,19 +418,23 @@ func newCompleter(p *partitionWorker, st *stall) *completer {
 func (c *completer) idle() bool { return c.pending.Load() == 0 }
 
 // add queues b, waiting while maxLater batches are queued; it reports
-// stopped when ctx ended first, rewinding when a batch failed first.
+// stopped when ctx ended first, rewinding when a batch failed first (b's
+// waits have then ended too, uncommitted: nothing is left in flight).
 func (c *completer) add(ctx context.Context, b laterBatch) int {
 	c.pending.Add(1)
+	end := stopped
 	select {
 	case c.queue <- b:
 		return handled
 	case <-ctx.Done():
-		c.pending.Add(-1)
-		return stopped
 	case <-c.failed:
-		c.pending.Add(-1)
-		return rewinding
+		end = rewinding
 	}
+	c.pending.Add(-1)
+	for _, w := range b.waits {
+		_ = w()
+	}
+	return end
 }
 
 func (c *completer) run() {

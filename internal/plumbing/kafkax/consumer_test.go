@@ -85,6 +85,21 @@ func produceNumbered(t *testing.T, cfg config.Config, topic string, from, n int)
 	testkit.Produce(t, cfg, msgs...)
 }
 
+// stopConsume ends a Consume that reports on done and checks that it
+// returned, without an error.
+func stopConsume(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Consume did not return after its context ended")
+	}
+}
+
 // checkDelivered asserts every partition's values are exactly what was
 // produced to it, in order.
 func checkDelivered(t *testing.T, cfg config.Config, topic string, r *recorder) {
@@ -135,15 +150,7 @@ func TestConsumeInOrderWithRetriesAndResume(t *testing.T) {
 	// Records produced while the group runs arrive too.
 	produceNumbered(t, cfg, topic, 20000, 3000)
 	testkit.WaitCaughtUp(t, cfg, group, topic, 60*time.Second)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Consume did not return after its context ended")
-	}
+	stopConsume(t, cancel, done)
 	if n := r.count(); n != 23000 {
 		t.Fatalf("%d records delivered, want 23000", n)
 	}
@@ -264,8 +271,11 @@ type laterSink struct {
 	fails   map[[2]int64]bool     // partition, offset → a write of the batch holding it has failed
 	failed  map[int]int64         // partition → first offset of the batch whose write failed last
 	gate    map[int]chan struct{} // partition → closed when its second batch is handed over
-	rewound int                   // batches that started where a failed write's batch did
-	bad     []string
+	// partition → the attempt that failed after leaving a wait, and
+	// whether that wait ended
+	attemptFailed, attemptWaited map[int]bool
+	rewound                      int // batches that started where a failed write's batch did
+	bad                          []string
 }
 
 type write struct {
@@ -276,6 +286,22 @@ type write struct {
 func (s *laterSink) HandleBatch(_ context.Context, b kafkax.Batch) error {
 	p, first := b.Partition, b.Records[0].Offset
 	s.mu.Lock()
+	// The first attempt of the batch holding offset 200 leaves a wait,
+	// then fails: the loop must let that wait end before the retry.
+	if last := b.Records[len(b.Records)-1].Offset; first <= 200 && 200 <= last && !s.attemptFailed[p] {
+		s.attemptFailed[p] = true
+		s.mu.Unlock()
+		b.Later(func() error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.attemptWaited[p] = true
+			return nil
+		})
+		return errors.New("injected handler failure")
+	}
+	if s.attemptFailed[p] && !s.attemptWaited[p] {
+		s.bad = append(s.bad, fmt.Sprintf("partition %d: the failed attempt's wait did not end before the retry", p))
+	}
 	if want, ok := s.next[p]; ok && first != want {
 		if f, ok := s.failed[p]; ok && first == f {
 			s.rewound++
@@ -370,24 +396,22 @@ func TestConsumeLater(t *testing.T) {
 
 	conn := kafkax.MustConn(cfg.Kafka)
 	s := &laterSink{got: map[int][]string{}, applied: map[int]int64{}, last: map[int]*write{}, next: map[int]int64{},
-		fails: map[[2]int64]bool{}, failed: map[int]int64{}, gate: map[int]chan struct{}{}}
+		fails: map[[2]int64]bool{}, failed: map[int]int64{}, gate: map[int]chan struct{}{},
+		attemptFailed: map[int]bool{}, attemptWaited: map[int]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- conn.Consume(ctx, consumerConfig(group, topic, 50, 150), s) }()
 	testkit.WaitCaughtUp(t, cfg, group, topic, 60*time.Second)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Consume did not return after its context ended")
-	}
+	stopConsume(t, cancel, done)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range s.bad {
 		t.Error(b)
+	}
+	for p := range cfg.Kafka.Partitions {
+		if !s.attemptWaited[p] {
+			t.Errorf("partition %d: the wait of the attempt that failed was never called", p)
+		}
 	}
 	if want := 2 * cfg.Kafka.Partitions; s.rewound != want {
 		t.Errorf("%d batches read again after their write failed, want %d (two per partition)", s.rewound, want)
