@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -566,13 +565,7 @@ type appMetrics struct {
 	events *prometheus.CounterVec   // {app, lane, path}
 	delay  *prometheus.HistogramVec // {app, lane}
 	heldG  *prometheus.GaugeVec     // {app, reason}
-
-	mu     sync.Mutex
-	top    int
-	volume map[int64]float64 // decayed by half at each ranking
-	named  map[int64]bool
-	ranked time.Time
-	now    func() time.Time
+	top    *obs.TopApps
 }
 
 func newAppMetrics(top int, now func() time.Time) *appMetrics {
@@ -584,8 +577,8 @@ func newAppMetrics(top int, now func() time.Time) *appMetrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"app", "lane"}),
 		heldG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "imstream_app_held",
 			Help: "Lane partitions of this process holding an app back, by app (top apps, the rest as other) and reason (quota, share)."}, []string{"app", "reason"}),
-		top: top, volume: map[int64]float64{}, named: map[int64]bool{}, now: now,
 	}
+	a.top = obs.NewTopApps(top, now, a.events, a.delay, a.heldG)
 	a.zero()
 	return a
 }
@@ -595,66 +588,17 @@ func newAppMetrics(top int, now func() time.Time) *appMetrics {
 func (a *appMetrics) zero() {
 	for _, lane := range []string{"online", "bulk"} {
 		for _, path := range []string{"routed", "held", "drained"} {
-			a.events.WithLabelValues("other", lane, path)
+			a.events.WithLabelValues(obs.Other, lane, path)
 		}
-		a.delay.WithLabelValues("other", lane)
+		a.delay.WithLabelValues(obs.Other, lane)
 	}
 	for _, r := range []string{HeldQuota, HeldShare} {
-		a.heldG.WithLabelValues("other", r)
+		a.heldG.WithLabelValues(obs.Other, r)
 	}
 }
 
-// label is app's label value: its id while among the top apps, else other.
-// The ranking is redone every 10 s; an app that leaves the top has its
-// series deleted.
-func (a *appMetrics) label(app int64, n int) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.volume[app] += float64(n)
-	if now := a.now(); now.Sub(a.ranked) >= 10*time.Second || (len(a.named) < a.top && !a.named[app]) {
-		a.rank(now)
-	}
-	if a.named[app] {
-		return strconv.FormatInt(app, 10)
-	}
-	return "other"
-}
-
-func (a *appMetrics) rank(now time.Time) {
-	apps := make([]int64, 0, len(a.volume))
-	for app, v := range a.volume {
-		if v < 0.5 {
-			delete(a.volume, app)
-			continue
-		}
-		apps = append(apps, app)
-	}
-	sort.Slice(apps, func(i, j int) bool {
-		if a.volume[apps[i]] != a.volume[apps[j]] {
-			return a.volume[apps[i]] > a.volume[apps[j]]
-		}
-		return apps[i] < apps[j]
-	})
-	named := map[int64]bool{}
-	for _, app := range apps[:min(a.top, len(apps))] {
-		named[app] = true
-	}
-	for app := range a.named {
-		if !named[app] {
-			l := prometheus.Labels{"app": strconv.FormatInt(app, 10)}
-			a.events.DeletePartialMatch(l)
-			a.delay.DeletePartialMatch(l)
-			a.heldG.DeletePartialMatch(l)
-		}
-	}
-	a.named = named
-	if now.Sub(a.ranked) >= 10*time.Second {
-		for app := range a.volume {
-			a.volume[app] /= 2
-		}
-		a.ranked = now
-	}
-}
+// label is app's label value (obs.TopApps).
+func (a *appMetrics) label(app int64, n int) string { return a.top.Label(app, n) }
 
 // routed counts events of one app and lane by path, with their delays
 // (ts in unix ms; 0 for none).

@@ -64,7 +64,7 @@ func TestBroadcastGuard(t *testing.T) {
 // 50 000 subscribed users of one connection (1M users over 20 servers).
 func BenchmarkBroadcastExpansion(b *testing.B) {
 	cfg := config.Default()
-	g, err := New(cfg.Gateway, testkit.StageEnv(cfg))
+	g, err := New(cfg.Gateway, cfg.Fanout.FairShare, testkit.StageEnv(cfg))
 	if err != nil {
 		b.Fatal(err)
 	}

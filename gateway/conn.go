@@ -34,6 +34,7 @@ type conn struct {
 	enc    *ingest.Encoder
 	out    chan kafka.Message // the online lane's queue
 	bulk   *queue             // the bulk lane's, started at the first push
+	hold   *holding           // events held by quota (gateway.quotas), or nil
 	pctx   context.Context    // the producers' life: the connection's and 30 s after
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +138,9 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	c := &conn{g: g, nc: nc, epoch: g.nextEpoch(),
 		out: make(chan kafka.Message, g.cfg.QueueSize), done: make(chan struct{}), seen: ingest.NewRepeats()}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	if g.limit != nil {
+		c.hold = newHolding(c, g.cfg.Quotas.MaxHeld)
+	}
 	defer close(c.done)
 	defer c.close()
 	t := g.env.Kafka.Topics
@@ -179,6 +183,9 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	// forever, not even when Kafka is down and its queue is full.
 	giveUp := time.AfterFunc(g.giveUp, stopProducing)
 	defer giveUp.Stop()
+	if c.hold != nil {
+		c.hold.end() // what it held is queued now, before server_down
+	}
 	// server_down goes last, after every event read from this connection.
 	c.g.queued.Add(1)
 	select {
@@ -304,7 +311,7 @@ func (c *conn) read(nr io.Reader) error {
 			return err
 		}
 		frames.WithLabelValues(strconv.Itoa(int(f.Cmd))).Inc()
-		rec, err := c.event(f)
+		rec, app, err := c.event(f)
 		var u unroutable
 		switch {
 		case errors.As(err, &u):
@@ -314,21 +321,35 @@ func (c *conn) read(nr io.Reader) error {
 			c.g.m.bad.WithLabelValues("body").Inc()
 			return err
 		}
-		if rec.Topic != "" && !c.send(rec) {
+		if rec.Topic == "" {
+			continue
+		}
+		if c.hold != nil && app.ok {
+			k := laneKey{app.id, c.g.env.Kafka.Topics.IsBulkLane(rec.Topic)}
+			if !c.hold.send(k, rec.Message(), c.lane(rec)) {
+				return nil
+			}
+		} else if !c.send(rec) {
 			return nil
 		}
 	}
+}
+
+// appOf is the app of a publish or push event (ok), which quotas apply to.
+type appOf struct {
+	id int64
+	ok bool
 }
 
 // unroutable is an inner message that cannot be routed: dead-lettered, and
 // the connection stays.
 type unroutable struct{ error }
 
-// event converts a frame. A malformed route body is an error (the
-// connection closes); an inner message that cannot be routed is an
-// unroutable error (dead-lettered; the connection stays). A zero Record
-// means there is nothing to produce.
-func (c *conn) event(f imr.Frame) (ingest.Record, error) {
+// event converts a frame, and names the app of a publish or push. A
+// malformed route body is an error (the connection closes); an inner
+// message that cannot be routed is an unroutable error (dead-lettered; the
+// connection stays). A zero Record means there is nothing to produce.
+func (c *conn) event(f imr.Frame) (ingest.Record, appOf, error) {
 	e := c.enc
 	switch f.Cmd {
 	case imr.CmdSubscribe:
@@ -336,49 +357,50 @@ func (c *conn) event(f imr.Frame) (ingest.Record, error) {
 		if err == nil {
 			c.subscribed(s.AppID, s.UID, true, s.Online != 0)
 		}
-		return e.Subscribe(s.AppID, s.UID, s.Online != 0), err
+		return e.Subscribe(s.AppID, s.UID, s.Online != 0), appOf{}, err
 	case imr.CmdUnsubscribe:
 		id, err := imr.ParseID(f.Body)
 		if err == nil {
 			c.subscribed(id.AppID, id.ID, false, false)
 		}
-		return e.Unsubscribe(id.AppID, id.ID), err
+		return e.Unsubscribe(id.AppID, id.ID), appOf{}, err
 	case imr.CmdSubscribeRoom:
 		id, err := imr.ParseID(f.Body)
-		return e.SubscribeRoom(id.AppID, id.ID), err
+		return e.SubscribeRoom(id.AppID, id.ID), appOf{}, err
 	case imr.CmdUnsubscribeRoom:
 		id, err := imr.ParseID(f.Body)
-		return e.UnsubscribeRoom(id.AppID, id.ID), err
+		return e.UnsubscribeRoom(id.AppID, id.ID), appOf{}, err
 	case imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom:
 		rt, err := imr.ParseRoute(f.Body)
 		m, err := inner(rt.Inner, err)
 		if err != nil {
-			return ingest.Record{}, err
+			return ingest.Record{}, appOf{}, err
 		}
+		app := appOf{rt.AppID, true}
 		meta := ingest.Meta{MsgID: rt.MsgID, DeviceID: rt.DeviceID, IMRTimestamp: rt.Timestamp}
 		switch f.Cmd {
 		case imr.CmdPublishGroup:
-			return e.PublishGroup(rt.AppID, rt.Receiver, m, meta), nil
+			return e.PublishGroup(rt.AppID, rt.Receiver, m, meta), app, nil
 		case imr.CmdPublishRoom:
-			return e.PublishRoom(rt.AppID, rt.Receiver, m, meta), nil
+			return e.PublishRoom(rt.AppID, rt.Receiver, m, meta), app, nil
 		}
-		return e.Publish(rt.AppID, rt.Receiver, m, meta), nil
+		return e.Publish(rt.AppID, rt.Receiver, m, meta), app, nil
 	case imr.CmdPush:
 		p, err := imr.ParsePush(f.Body)
 		m, err := inner(p.Inner, err)
 		if err != nil {
-			return ingest.Record{}, err
+			return ingest.Record{}, appOf{}, err
 		}
 		if len(p.Receivers) == 0 {
-			return ingest.Record{}, nil // nothing to push (imr does nothing either)
+			return ingest.Record{}, appOf{}, nil // nothing to push (imr does nothing either)
 		}
 		m.Raw = nil // a push is never forwarded: its frame would only cost bytes and base64 on every hop
-		return e.Push(p.AppID, p.Receivers, m), nil
+		return e.Push(p.AppID, p.Receivers, m), appOf{p.AppID, true}, nil
 	}
 	if len(f.Body) > 0 { // imr fails to parse an unknown command with a body, and closes
-		return ingest.Record{}, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
+		return ingest.Record{}, appOf{}, errors.Join(imr.ErrFrame, errors.New("unknown command "+strconv.Itoa(int(f.Cmd))))
 	}
-	return ingest.Record{}, nil // imr logs and ignores an empty unknown command
+	return ingest.Record{}, appOf{}, nil // imr logs and ignores an empty unknown command
 }
 
 // inner parses the inner message of a route body that parsed with err: a

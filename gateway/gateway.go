@@ -9,7 +9,9 @@
 // when it closes. Frames 130/131/136/137 become presence events, 132/135/138
 // and 134 publish events with the inner frame kept in msg.raw; they are
 // produced in order, in batches, by one producer per connection, and a full
-// queue stops reading the socket (TCP backpressure, never a drop). The
+// queue stops reading the socket (TCP backpressure, never a drop); with
+// gateway.quotas an app over its quota is held in memory, in order, and the
+// rest of the connection goes on (quota.go). The
 // connection's imr.deliver.<server> topic is consumed (consumer group
 // <gateway.group>-<server>) and written back as 132/135/138 frames with the
 // inner frame byte-for-byte; offsets are committed only after the frames
@@ -27,6 +29,10 @@
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
 //	imstream_gateway_broadcasts_total{result}    broadcasts expanded into frames (written) or refused (gateway.max_broadcast_users)
 //	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed, tls_handshake)
+//	imstream_gateway_quota_held_total{app,lane}  events that waited for their app's quota (gateway.quotas; quota.go)
+//	imstream_gateway_quota_holding               events held by quota now
+//	imstream_gateway_quota_paused_total          connections' reading stopped at gateway.quotas.max_held
+//	imstream_gateway_quota_flushed_total         held events queued without waiting, their connection having ended
 package gateway
 
 import (
@@ -76,6 +82,8 @@ type Gateway struct {
 	giveUp    time.Duration  // how long a closed connection keeps producing its last events
 	allow     []netip.Prefix // gateway.allow_cidrs; empty: any source
 	refusals  tick.Quiet     // refusal's lines
+	limit     *limiter       // gateway.quotas: nil when off
+	qm        *quotaMetrics
 }
 
 type metrics struct {
@@ -89,9 +97,10 @@ type metrics struct {
 	refused                       *prometheus.CounterVec
 }
 
-// New builds the gateway from its section and the process's env; Run
+// New builds the gateway from its section, the quotas it applies with
+// gateway.quotas.enabled (fanout.fair_share's), and the process's env; Run
 // starts it.
-func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
+func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, error) {
 	core, err := stage.Declare(&env, stage.Declaration{Name: Stage}) // its inputs are per connection (conn.go)
 	if err != nil {
 		return nil, err
@@ -117,12 +126,27 @@ func New(cfg config.Gateway, env stage.Env) (*Gateway, error) {
 	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
 		return nil, err
 	}
+	g.qm = newQuotaMetrics(quotas.TopApps) // exported (at 0) with quotas off too, as the fanout's per-app series
+	if err := env.Register(g.qm.collectors()...); err != nil {
+		return nil, err
+	}
+	if cfg.Quotas.Enabled {
+		g.limit = newLimiter(quotas, cfg.Quotas.Scale, time.Now)
+	}
 	g.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
 	g.wb = env.Conn.NewWriter(env.Kafka, "")
 	g.core = core
 	env.Metrics.Known(env.Metrics.Skipped, Stage, "produce_failed")
 	env.Metrics.KnownSinks("im_server")
 	return g, nil
+}
+
+// SetQuotas replaces the quotas the gateway applies (a reload); without
+// gateway.quotas.enabled it does nothing.
+func (g *Gateway) SetQuotas(quotas config.FairShare) {
+	if g.limit != nil {
+		g.limit.setConfig(quotas)
+	}
 }
 
 // Addr returns the listening address once Run has bound it.

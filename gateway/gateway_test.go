@@ -28,7 +28,7 @@ func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	g, err := New(cfg.Gateway, testkit.StageEnv(cfg))
+	g, err := New(cfg.Gateway, cfg.Fanout.FairShare, testkit.StageEnv(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestEvent(t *testing.T) {
 		{"unknown command with a body", imr.Frame{Cmd: 99, Body: []byte{1}}, "", "", "close"},
 		{"unknown command without a body", imr.Frame{Cmd: 99}, "", "", ""},
 	} {
-		rec, err := c.event(tc.f)
+		rec, _, err := c.event(tc.f)
 		var u unroutable
 		switch {
 		case tc.err == "unroutable" && !errors.As(err, &u):
@@ -125,7 +125,7 @@ func TestBackpressure(t *testing.T) {
 	cfg.Kafka.Brokers = []string{k.Addr}
 	cfg.Gateway.QueueSize = queue
 	cfg.Gateway.HeartbeatInterval = time.Hour
-	g, err := New(cfg.Gateway, testkit.StageEnvOn(cfg))
+	g, err := New(cfg.Gateway, cfg.Fanout.FairShare, testkit.StageEnvOn(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

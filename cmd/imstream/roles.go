@@ -33,7 +33,7 @@ func runRoles(ctx context.Context, cfg config.Config, roles []string) error {
 			return err
 		}
 		env.Log.Info("starting", "roles", roles, "brokers", cfg.Kafka.Brokers, "redis", cfg.Redis.Addrs)
-		if reload, ok := ctx.Value(reloadKey{}).(func() (config.Config, error)); ok && env.Fanout != nil {
+		if reload, ok := ctx.Value(reloadKey{}).(func() (config.Config, error)); ok && (env.Fanout != nil || env.Gateway != nil) {
 			stop := reloadOnHUP(ctx, env, reload)
 			defer stop()
 		}
@@ -50,7 +50,8 @@ func runRoles(ctx context.Context, cfg config.Config, roles []string) error {
 type reloadKey struct{}
 
 // reloadOnHUP reads the configuration again on each SIGHUP and applies what
-// can change without a restart: fair share's quotas and weights. Other
+// can change without a restart: fair share's quotas and weights (the
+// fanout's, and the quotas a gateway applies). Other
 // changes are logged and wait for a restart. It returns a function that
 // stops it.
 func reloadOnHUP(ctx context.Context, env *role.Env, reload func() (config.Config, error)) func() {
@@ -72,10 +73,18 @@ func reloadOnHUP(ctx context.Context, env *role.Env, reload func() (config.Confi
 				continue
 			}
 			fs := cfg.Fanout.FairShare
-			env.Fanout.SetFairShare(fs)
+			if env.Fanout != nil {
+				env.Fanout.SetFairShare(fs)
+			}
+			if env.Gateway != nil {
+				env.Gateway.SetQuotas(fs)
+			}
 			env.Log.Info("SIGHUP: fair share reloaded", "quotas", fs.Quotas, "default_quota", fs.DefaultQuota, "weights", fs.Weights)
-			if !fs.Enabled && env.Cfg.Fanout.FairShare.Enabled || fs.Enabled && !env.Cfg.Fanout.FairShare.Enabled {
+			if env.Fanout != nil && fs.Enabled != env.Cfg.Fanout.FairShare.Enabled {
 				env.Log.Warn("SIGHUP: fanout.fair_share.enabled changes only with a restart")
+			}
+			if env.Gateway != nil && cfg.Gateway.Quotas != env.Cfg.Gateway.Quotas {
+				env.Log.Warn("SIGHUP: gateway.quotas changes only with a restart (the quotas it applies are fanout.fair_share's, reloaded)")
 			}
 		}
 	}()

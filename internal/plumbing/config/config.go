@@ -336,6 +336,26 @@ type Gateway struct {
 	// (for IM servers behind a TLS sidecar), with client certificates when
 	// tls.client_ca_file is set.
 	TLS ServerTLS `mapstructure:"tls"`
+	// Quotas, when enabled, hold each app's publish and push events to
+	// its quota before Kafka (docs/lanes.md, "Quotas at the gateway").
+	Quotas GatewayQuotas `mapstructure:"quotas"`
+}
+
+// GatewayQuotas applies fanout.fair_share's quotas (quotas, default_quota,
+// burst; read again on SIGHUP) in the gateway, per process: an event over
+// its app's quota waits in the gateway's memory, in order behind the app's
+// earlier ones, and the rest of the connection goes on.
+type GatewayQuotas struct {
+	Enabled bool `mapstructure:"enabled"` // default false
+	// Scale is the share of each quota one gateway process passes (e.g.
+	// 0.5 with two gateways an app's IM servers spread over evenly).
+	// Default 1: each gateway passes the whole quota; the fanout still
+	// holds the app to it across the deployment.
+	Scale float64 `mapstructure:"scale"`
+	// MaxHeld bounds the events held on one connection: at that many the
+	// gateway stops reading the connection until one is released (TCP
+	// backpressure on the whole IM server). Default 100000.
+	MaxHeld int `mapstructure:"max_held"`
 }
 
 // AllowedPrefixes parses AllowCIDRs (validated).
@@ -426,7 +446,7 @@ func Default() Config {
 		Gateway: Gateway{
 			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
 			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000, MaxBroadcastUsers: 100000,
-			AllowCIDRs: []string{},
+			AllowCIDRs: []string{}, Quotas: GatewayQuotas{Scale: 1, MaxHeld: 100000},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9100", KafkaDownAfter: 15 * time.Second, RedisDownAfter: 5 * time.Second, StuckAfter: time.Minute},
 		Log:   Log{Format: "text", Level: "info"},
@@ -692,6 +712,12 @@ func (g Gateway) validate(bad badKey) {
 	}
 	if g.HeartbeatInterval <= 0 {
 		bad("gateway.heartbeat_interval", "must be > 0 (and well below the presence role's presence.lease)")
+	}
+	if g.Quotas.Scale <= 0 {
+		bad("gateway.quotas.scale", "must be > 0, got %g", g.Quotas.Scale)
+	}
+	if g.Quotas.MaxHeld < 1 {
+		bad("gateway.quotas.max_held", "must be >= 1, got %d", g.Quotas.MaxHeld)
 	}
 	if g.QueueSize < 1 {
 		bad("gateway.queue_size", "must be >= 1, got %d", g.QueueSize)

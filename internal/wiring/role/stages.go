@@ -111,7 +111,7 @@ func (e *Env) Stages(roles ...string) ([]func(context.Context) error, error) {
 			e.ready(fanout.Stage)
 			runs = append(runs, f.Run)
 		case "gateway":
-			gw, err := gateway.New(e.Cfg.Gateway, e.StageEnv())
+			gw, err := gateway.New(e.Cfg.Gateway, e.Cfg.Fanout.FairShare, e.StageEnv())
 			if err != nil {
 				return nil, err
 			}
