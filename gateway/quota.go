@@ -73,13 +73,6 @@ func (l *limiter) setConfig(cfg config.FairShare) {
 	l.cfg = cfg
 }
 
-// limited reports whether app has a quota.
-func (l *limiter) limited(app int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.cfg.Quota(app) > 0
-}
-
 // take takes up to n tokens of k's quota and returns how many it got, and
 // when it got fewer, how long until the next one is there. An app without
 // a quota gets all n.

@@ -12,7 +12,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/tools/loadgen"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -40,6 +42,7 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	b.add(alone)
 	for _, mode := range []noisyMode{
 		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota}, {flood: 10 * noisyQuota, elsewhere: true},
+		{flood: 10 * noisyQuota, gateway: true},
 		{backlog: b.o.Events, fair: true}, {backlog: b.o.Events},
 		{backlog: b.o.Events, bulk: true, fair: true}, {backlog: b.o.Events, bulk: true},
 	} {
@@ -105,9 +108,14 @@ func (b *Bench) Noisy(ctx context.Context) error {
 // delay shows what the flood costs it through the broker and the machine
 // alone, before any router: the floor of what fair share can reach on the
 // machine the bench runs on.
+//
+// gateway: the flood comes over an imr-protocol connection to a gateway
+// that holds app 8 to its quota before Kafka (gateway.quotas; the
+// fanout's fair share off); once app 7 has run, the quota is raised (as an
+// operator would, by SIGHUP) so that what the gateway held drains.
 type noisyMode struct {
-	flood, backlog        int
-	bulk, fair, elsewhere bool
+	flood, backlog                 int
+	bulk, fair, elsewhere, gateway bool
 }
 
 // noisyPhase runs app 7 at quietRate for d beside app 8 doing mode, on
@@ -119,6 +127,8 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	switch {
 	case mode.elsewhere:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 writes %d/s to a topic nothing reads, for %s (the broker's and machine's share)", quietRate, flood, d)
+	case mode.gateway:
+		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, through a gateway holding it to its quota before Kafka, for %s", quietRate, flood, d)
 	case flood > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 sends %d/s, 10x its quota, for %s", quietRate, flood, d)
 	case mode.bulk:
@@ -126,11 +136,17 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	case mode.backlog > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota; saturated_after 250ms)", quietRate, d, mode.backlog)
 	}
-	if !fair && !mode.elsewhere {
+	if !fair && !mode.elsewhere && !mode.gateway {
 		name += ", fair share off"
 	}
 	cfg := b.scenario(name)
 	cfg.Fanout.FairShare.Enabled = fair
+	roles := []string{"fanout", "pusher"}
+	if mode.gateway {
+		cfg.Gateway.Quotas.Enabled = true
+		cfg.Gateway.Listen = "127.0.0.1:0"
+		roles = append(roles, "gateway")
+	}
 	if flood > 0 {
 		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
 	}
@@ -152,7 +168,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		t.Spill: cfg.Kafka.Partitions, t.DeliverPrefix + "s0": cfg.Kafka.DeliverPartitions}); err != nil {
 		return out, err
 	}
-	env, stop, err := b.start(ctx, cfg, "fanout", "pusher")
+	env, stop, err := b.start(ctx, cfg, roles...)
 	if err != nil {
 		return out, err
 	}
@@ -174,6 +190,17 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	w, wa := b.conn.NewWriter(cfg.Kafka, t.Publish), b.conn.NewWriter(cfg.Kafka, floodTo)
 	defer w.Close()
 	defer wa.Close()
+	var gw *loadgen.Client
+	if mode.gateway {
+		addr, err := env.Gateway.Addr(ctx)
+		if err != nil {
+			return out, err
+		}
+		if gw, err = dialRetry(ctx, addr, "127.0.0.3"); err != nil {
+			return out, err
+		}
+		defer gw.Close()
+	}
 	m := b.meter()
 	switch {
 	case mode.bulk:
@@ -186,17 +213,35 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		}
 	}
 	start := time.Now()
+	viaGateway := make(chan int, 1)
+	if mode.gateway {
+		rate := flood
+		go func() { viaGateway <- floodGateway(ctx, gw, d, rate) }()
+		flood = 0 // not through wa
+	}
 	sentQ, sentA, produced := b.steady(ctx, w, wa, d, quietRate, flood)
 	sentA += mode.backlog
 	if mode.elsewhere {
 		sentA = 0 // nothing of app 8's is routed
 	}
 	took := time.Since(start).Seconds()
+	var gwNote string
+	if mode.gateway {
+		passed := b.count(ctx, t.Publish) - sentQ // app 8's records the gateway let into Kafka while app 7 ran
+		sentA = <-viaGateway
+		gmf, _ := env.Registry.Gather()
+		gwNote = fmt.Sprintf("app 8: %d sent to the gateway, %d passed it while app 7 ran: %.0f/s (quota %d/s: %.2fx), %.0f held, the connection paused %.0f times; ",
+			sentA, passed, float64(passed)/took, noisyQuota, float64(passed)/took/noisyQuota,
+			sumCounter(gmf, "imstream_gateway_quota_held_total", nil), sumCounter(gmf, "imstream_gateway_quota_paused_total", nil))
+		q := cfg.Fanout.FairShare
+		q.Quotas = map[string]int{strconv.Itoa(noisyApp): 1_000_000}
+		env.Gateway.SetQuotas(q) // the operator's SIGHUP: what it held drains now
+	}
 	mfs, _ := env.Registry.Gather()
 	routedA := sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "routed"}) +
 		sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "drained"})
 	out = Result{Scenario: name, Events: sentQ}
-	if flood > 0 || mode.bulk {
+	if flood > 0 || mode.bulk || mode.gateway {
 		out.Baseline = "app 7 alone"
 	}
 	// App 7's deliveries, all of them.
@@ -248,6 +293,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		if flood > 0 {
 			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
 				sentA, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
+		}
+		if mode.gateway {
+			out.Note = gwNote + fmt.Sprintf("%d lost after the quota was raised and it drained", sentA-int(got))
 		}
 		if mode.bulk && fair {
 			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while app 7 ran (quota %d/s: %.2fx, with its burst of 1 s), all in push lists %.1f s after app 7 began, %d lost",
@@ -323,6 +371,30 @@ func (b *Bench) steady(ctx context.Context, w, wa *kafka.Writer, d time.Duration
 		}
 	}
 	return seq, fseq, produced
+}
+
+// floodGateway sends app 8's peer messages to offline users over c at rate
+// for d, paced by the clock, and returns how many it sent. A gateway that
+// stops reading the connection (gateway.quotas.max_held) blocks it: then
+// it sends less.
+func floodGateway(ctx context.Context, c *loadgen.Client, d time.Duration, rate int) int {
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < d && ctx.Err() == nil {
+		due := int(time.Since(start).Seconds() * float64(rate))
+		for ; sent < due; sent++ {
+			r := offline(sent)
+			m := schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: r, Content: "flood " + strconv.Itoa(sent)}
+			if c.Send(imr.CmdPublish, imr.AppendRoute(nil, imr.Route{AppID: noisyApp, Receiver: r, Inner: imr.AppendInner(nil, m)})) != nil {
+				return sent
+			}
+		}
+		if c.Flush() != nil {
+			return sent
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return sent
 }
 
 // produceTimes are the produce latencies of app 7's records: from their
