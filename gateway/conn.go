@@ -139,7 +139,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 		out: make(chan kafka.Message, g.cfg.QueueSize), done: make(chan struct{}), seen: ingest.NewRepeats()}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	if g.limit != nil {
-		c.hold = newHolding(c, g.cfg.Quotas.MaxHeld)
+		c.hold = newHolding(c)
 	}
 	defer close(c.done)
 	defer c.close()

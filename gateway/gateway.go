@@ -31,7 +31,7 @@
 //	imstream_gateway_refused_connections_total{reason}  connections closed before their session (max_connections, handshake_timeout, not_allowed, tls_handshake)
 //	imstream_gateway_quota_held_total{app,lane}  events that waited for their app's quota (gateway.quotas; quota.go)
 //	imstream_gateway_quota_holding               events held by quota now
-//	imstream_gateway_quota_paused_total          connections' reading stopped at gateway.quotas.max_held
+//	imstream_gateway_quota_paused_total          connections' reading stopped at gateway.quotas.max_held held in the gateway
 //	imstream_gateway_quota_flushed_total         held events queued without waiting, their connection having ended
 package gateway
 
@@ -83,6 +83,7 @@ type Gateway struct {
 	allow     []netip.Prefix // gateway.allow_cidrs; empty: any source
 	refusals  tick.Quiet     // refusal's lines
 	limit     *limiter       // gateway.quotas: nil when off
+	held      *budget        // events held by quota, all connections (gateway.quotas.max_held)
 	qm        *quotaMetrics
 }
 
@@ -132,6 +133,7 @@ func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, 
 	}
 	if cfg.Quotas.Enabled {
 		g.limit = newLimiter(quotas, cfg.Quotas.Scale, time.Now)
+		g.held = &budget{max: cfg.Quotas.MaxHeld}
 	}
 	g.w = kafkax.NoLinger(env.Conn.NewWriter(env.Kafka, ""))
 	g.wb = env.Conn.NewWriter(env.Kafka, "")

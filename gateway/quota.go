@@ -22,9 +22,12 @@ import (
 // flood through this gateway never reaches the brokers faster than its
 // app's quota, and nothing is dropped:
 //
-//   - at gateway.quotas.max_held events held on one connection the gateway
-//     stops reading it until one is released (TCP backpressure, as with a
-//     full queue: the whole IM server waits, counted);
+//   - at gateway.quotas.max_held events held in the gateway (all
+//     connections together: a bound on its memory) a connection that would
+//     hold one more is not read until one is released (TCP backpressure,
+//     as with a full queue: that whole IM server waits, counted); a
+//     connection whose apps are within their quotas holds nothing and is
+//     never stopped by it;
 //   - a connection that ends queues what it held at once, without waiting
 //     for tokens (the fanout's quota still applies), before server_down.
 //
@@ -141,7 +144,7 @@ func newQuotaMetrics(top int) *quotaMetrics {
 			"Events that waited in the gateway for their app's quota, by app (the top apps by events held, the rest as other) and lane.", "app", "lane"),
 		holding: obs.Gauge("imstream_gateway_quota_holding", "Events held by quota in this gateway now, on all connections."),
 		paused: obs.Counter("imstream_gateway_quota_paused_total",
-			"Times a connection's reading stopped because gateway.quotas.max_held events were held on it."),
+			"Times a connection's reading stopped because gateway.quotas.max_held events were held in the gateway."),
 		flushed: obs.Counter("imstream_gateway_quota_flushed_total",
 			"Held events queued for Kafka without waiting for their quota because their connection ended."),
 	}
@@ -156,15 +159,61 @@ func (m *quotaMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.held, m.holding, m.paused, m.flushed}
 }
 
+// budget bounds the events held in the gateway, all connections together.
+type budget struct {
+	mu   sync.Mutex
+	n    int
+	max  int
+	room chan struct{} // closed when n drops below max while a reader waits
+}
+
+// take counts one more event held, waiting while max are (until done:
+// then it counts it beyond max); paused is called when it begins to wait.
+func (b *budget) take(done <-chan struct{}, paused func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n >= b.max {
+		paused()
+	}
+	for b.n >= b.max {
+		select {
+		case <-done:
+			b.n++
+			return
+		default:
+		}
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
+		room := b.room
+		b.mu.Unlock()
+		select {
+		case <-room:
+		case <-done:
+		}
+		b.mu.Lock()
+	}
+	b.n++
+}
+
+// give returns n events' room.
+func (b *budget) give(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n -= n
+	if b.room != nil && b.n < b.max {
+		close(b.room)
+		b.room = nil
+	}
+}
+
 // holding is one connection's events held by quota.
 type holding struct {
-	c   *conn
-	max int
+	c *conn
 
 	mu      sync.Mutex
 	queues  map[laneKey]*heldQueue
 	n       int           // events held
-	room    chan struct{} // closed when n drops below max while the reader waits
 	wake    chan struct{} // a new queue, or the end: the releaser looks again
 	closing bool          // the connection ended: release everything now
 	started bool
@@ -177,38 +226,23 @@ type heldQueue struct {
 	out  chan kafka.Message // the lane's queue
 }
 
-func newHolding(c *conn, max int) *holding {
-	return &holding{c: c, max: max, queues: map[laneKey]*heldQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newHolding(c *conn) *holding {
+	return &holding{c: c, queues: map[laneKey]*heldQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // send queues m (an event of k) for Kafka, or holds it: while the app has
 // held events of that lane on this connection, or no token of its quota.
-// It blocks while the connection holds max events (until the connection
-// ends: then m is held beyond max, to be flushed with the rest), and
+// To hold it, it waits while the gateway holds max_held events (until the
+// connection ends: then m is held beyond, to be flushed with the rest). It
 // returns false when the connection ended while m waited for a full queue
 // (m is then counted lost, as by send).
 func (h *holding) send(k laneKey, m kafka.Message, out chan kafka.Message) bool {
 	c := h.c
 	c.g.queued.Add(1)
 	h.mu.Lock()
-	if h.n >= h.max {
-		c.g.qm.paused.Inc()
-		for h.n >= h.max && c.ctx.Err() == nil {
-			if h.room == nil {
-				h.room = make(chan struct{})
-			}
-			room := h.room
-			h.mu.Unlock()
-			select {
-			case <-room:
-			case <-c.ctx.Done():
-			}
-			h.mu.Lock()
-		}
-	}
 	q := h.queues[k]
+	h.mu.Unlock() // only this goroutine adds events; the releaser may empty q meanwhile
 	if q == nil {
-		h.mu.Unlock() // only this goroutine adds events: none of k can be held meanwhile
 		if got, _ := c.g.limit.take(k, 1); got == 1 {
 			select {
 			case out <- m:
@@ -219,7 +253,10 @@ func (h *holding) send(k laneKey, m kafka.Message, out chan kafka.Message) bool 
 				return false
 			}
 		}
-		h.mu.Lock()
+	}
+	c.g.held.take(c.ctx.Done(), c.g.qm.paused.Inc)
+	h.mu.Lock()
+	if q = h.queues[k]; q == nil { // none, or all its events released meanwhile
 		q = &heldQueue{out: out}
 		h.queues[k] = q
 		if !h.started {
@@ -301,11 +338,8 @@ func (h *holding) release() {
 				delete(h.queues, b.k)
 			}
 			h.n -= len(b.msgs)
-			if h.room != nil && h.n < h.max {
-				close(h.room)
-				h.room = nil
-			}
 			h.mu.Unlock()
+			h.c.g.held.give(len(b.msgs))
 			h.c.g.qm.holding.Sub(float64(len(b.msgs)))
 		}
 		if len(ready) > 0 {
@@ -345,6 +379,7 @@ func (h *holding) queue(msgs []kafka.Message, out chan kafka.Message, flushed bo
 			n := held - i // the first i of msgs are the producer's now
 			h.queues, h.n = map[laneKey]*heldQueue{}, 0
 			h.mu.Unlock()
+			h.c.g.held.give(held)
 			h.c.g.queued.Add(-int64(n))
 			h.c.g.qm.holding.Sub(float64(held))
 			h.c.lost(n, "held events not queued: Kafka unreachable and the queue full until the give-up time", h.c.pctx.Err())

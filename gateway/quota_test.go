@@ -218,9 +218,10 @@ func TestQuotaHolds(t *testing.T) {
 }
 
 // TestQuotaMaxHeld: at gateway.quotas.max_held held events the gateway
-// stops reading the connection (the IM server's writes block) instead of
-// holding more; when the connection ends, what it held goes to Kafka at
-// once, in order, counted as flushed, before server_down.
+// stops reading the connection that would hold more (the IM server's
+// writes block) while another connection, within its quotas, goes on;
+// when the connection ends, what it held goes to Kafka at once, in order,
+// counted as flushed, before server_down.
 func TestQuotaMaxHeld(t *testing.T) {
 	const maxHeld, n = 10, 200
 	g, cfg, _, im, stop := quotaGateway(t, maxHeld)
@@ -243,11 +244,32 @@ func TestQuotaMaxHeld(t *testing.T) {
 	if h := testutil.ToFloat64(g.qm.holding); h != maxHeld || w >= n {
 		t.Fatalf("paused with %v held and %d of %d frames written, want %d held and the writer blocked", h, w, n, maxHeld)
 	}
+	// Another IM server, whose app has no quota, holds nothing: it is read
+	// and produced meanwhile.
+	other, server2 := net.Pipe()
+	ended2 := make(chan struct{})
+	go func() { defer close(ended2); g.session(context.Background(), server2, server2) }()
+	for i := int64(1); i <= 20; i++ {
+		if _, err := other.Write(publishFrame(8, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 30*time.Second, "the other connection's events in Kafka", func() bool { return inOrder(published(t, cfg, 8), 20) })
+	_ = other.Close()
+	select {
+	case <-ended2:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the other session did not end")
+	}
+	if p := testutil.ToFloat64(g.qm.paused); p != 1 {
+		t.Errorf("paused %v times, want once: the first connection only", p)
+	}
+
 	// The clock never moves: only the connection's end releases them.
 	_ = im.Close()
 	stop()
 	got := published(t, cfg, 7)
-	read := testutil.ToFloat64(g.m.frames.WithLabelValues(strconv.Itoa(int(imr.CmdPublish))))
+	read := testutil.ToFloat64(g.m.frames.WithLabelValues(strconv.Itoa(int(imr.CmdPublish)))) - 20 // app 7's: the other connection sent 20
 	if !inOrder(got, int(read)) || len(got) < 5+maxHeld {
 		t.Errorf("after the end: %d of app 7's events in Kafka of %v read (%v), want all read, in order", len(got), read, got)
 	}

@@ -352,9 +352,10 @@ type GatewayQuotas struct {
 	// Default 1: each gateway passes the whole quota; the fanout still
 	// holds the app to it across the deployment.
 	Scale float64 `mapstructure:"scale"`
-	// MaxHeld bounds the events held on one connection: at that many the
-	// gateway stops reading the connection until one is released (TCP
-	// backpressure on the whole IM server). Default 100000.
+	// MaxHeld bounds the events held in the gateway, all connections
+	// together: at that many, a connection that would hold one more is not
+	// read until one is released (TCP backpressure on that IM server).
+	// Default 100000.
 	MaxHeld int `mapstructure:"max_held"`
 }
 
