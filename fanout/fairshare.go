@@ -78,6 +78,7 @@ type appState struct {
 	held    int64     // the held mark: highest source offset spilled
 	drained int64     // the drained mark, as last read
 	tokens  int       // quota tokens taken from the shared bucket and not yet spent
+	grant   int       // while a batch is decided: its events the app may route now, or -1 for no limit
 	checked time.Time // when the marks were last read
 	// caughtUp: a read in the background found every event held before
 	// it drained; the next batch of the app reads the marks again, to
@@ -281,19 +282,26 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 	if err != nil {
 		return nil, nil, err
 	}
+	for app := range seen { // the grants kept with each app's state: one look-up per event below
+		st := ps.apps[app]
+		st.grant = -1
+		if g, ok := grants[app]; ok {
+			st.grant = g
+		}
+	}
+	ps.decay(now)
 	why := make([]string, len(decoded))
 	raised := map[string]int64{}
 	for i, d := range decoded {
 		app, m := d.Event.AppID, d.Msg
 		st := ps.apps[app]
-		ps.count(st, now)
+		st.recent++
+		ps.total++
 		if st.reason == "" {
-			if g, ok := grants[app]; ok {
-				if g == 0 {
-					st.reason = HeldQuota
-				}
-				grants[app] = g - 1
+			if st.grant == 0 {
+				st.reason = HeldQuota
 			}
+			st.grant--
 			if st.reason == "" && cfg.SaturatedAfter > 0 && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
 				st.reason = HeldShare
 			}
@@ -313,17 +321,21 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 // take asks the quota buckets for the events of each app with a quota that
 // the batch would route now, and returns what each was granted.
 func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, decoded []stage.Decoded[*schemas.Publish], cfg config.FairShare) (map[int64]int, error) {
-	want := map[int64]int{}
+	want := map[int64]int{} // -1: nothing asked (held, or no quota)
 	var apps []int64
 	for _, d := range decoded {
 		app := d.Event.AppID
-		if ps.apps[app].reason != "" || cfg.Quota(app) == 0 {
+		n, ok := want[app]
+		switch {
+		case !ok && (ps.apps[app].reason != "" || cfg.Quota(app) == 0): // looked up once per app and batch
+			want[app] = -1
+			continue
+		case !ok:
+			apps = append(apps, app)
+		case n < 0:
 			continue
 		}
-		if _, ok := want[app]; !ok {
-			apps = append(apps, app)
-		}
-		want[app]++
+		want[app] = n + 1
 	}
 	if len(apps) == 0 {
 		return nil, nil
@@ -404,9 +416,9 @@ func (fs *fairShare) done(b stage.Batch) *spiller {
 	return ps.spill
 }
 
-// count adds one record of st's app to the partition's recent counts,
-// halved every second.
-func (ps *partState) count(st *appState, now time.Time) {
+// decay halves the partition's recent counts for each second since they
+// were last halved (once per batch; each record adds one to its app's).
+func (ps *partState) decay(now time.Time) {
 	if d := now.Sub(ps.decayed).Seconds(); d >= 1 || ps.decayed.IsZero() {
 		f := math.Pow(0.5, math.Min(d, 64))
 		if ps.decayed.IsZero() {
@@ -419,8 +431,6 @@ func (ps *partState) count(st *appState, now time.Time) {
 		}
 		ps.decayed = now
 	}
-	st.recent++
-	ps.total++
 }
 
 // overShare reports whether app sent more than its weighted share of the

@@ -60,8 +60,10 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	}
 
 	// The cost when every app is within its quota: off and on alternately,
-	// the best of three of each (one run swings by 15 % on this machine).
-	n := b.o.Events
+	// the best of three of each (one run swings by 15 % on this machine),
+	// of at least a million events each (a run of 200 000 takes a second,
+	// and its start-up swings it as much).
+	n := max(b.o.Events, 1_000_000)
 	gen := func(i int) kafka.Message {
 		return kafka.Message{Key: []byte(ingest.UserKey(app, offline(i))), Value: pushEvent(i, "bench")}
 	}
