@@ -303,24 +303,39 @@ type routed struct {
 func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publish], src []routed, now time.Time) {
 	type key struct {
 		app        int64
-		lane, path string
+		bulk, path uint8 // path: routed, held, drained
 	}
-	ts := map[key][]int64{}
-	var order []key
+	paths := [...]string{"routed", "held", "drained"}
+	drained := uint8(0)
+	if topic == f.env.Kafka.Topics.Spill {
+		drained = 2
+	}
+	type group struct {
+		app  int64
+		lane string
+		path string
+		ts   []int64
+	}
+	idx := map[key]int{}
+	var groups []group
 	for i, d := range decoded {
-		k := key{d.Event.AppID, f.lane(src[i].m.Topic), "routed"}
+		k := key{app: d.Event.AppID, path: drained}
 		if src[i].held {
-			k.path = "held"
-		} else if topic == f.env.Kafka.Topics.Spill {
-			k.path = "drained"
+			k.path = 1
 		}
-		if _, ok := ts[k]; !ok {
-			order = append(order, k)
+		if f.env.Kafka.Topics.IsBulkLane(src[i].m.Topic) {
+			k.bulk = 1
 		}
-		ts[k] = append(ts[k], d.Event.TS)
+		j, ok := idx[k]
+		if !ok {
+			j = len(groups)
+			idx[k] = j
+			groups = append(groups, group{app: k.app, lane: f.lane(src[i].m.Topic), path: paths[k.path]})
+		}
+		groups[j].ts = append(groups[j].ts, d.Event.TS)
 	}
-	for _, k := range order {
-		f.fair.m.routed(k.app, k.lane, k.path, ts[k], now)
+	for _, g := range groups {
+		f.fair.m.routed(g.app, g.lane, g.path, g.ts, now)
 	}
 }
 
