@@ -29,12 +29,17 @@ type Sample struct {
 	Users    float64                       // users with presence (max)
 	Apps     map[string]float64            // "app path" → publish events (fair share's per-app series, summed)
 	Held     map[string]float64            // app → lane partitions holding it back (summed)
+	// GatewayHeld: app → events held by quota in the gateways (counter,
+	// summed); GatewayHolding: events held there now.
+	GatewayHeld    map[string]float64
+	GatewayHolding float64
 }
 
 // FromFamilies merges the metric families of several processes.
 func FromFamilies(at time.Time, processes ...[]*dto.MetricFamily) Sample {
 	s := Sample{At: at, Consumed: map[string]float64{}, Rejected: map[string]float64{}, Lag: map[string]float64{},
-		E2E: map[string]map[float64]uint64{}, Servers: -1, Users: -1, Apps: map[string]float64{}, Held: map[string]float64{}}
+		E2E: map[string]map[float64]uint64{}, Servers: -1, Users: -1, Apps: map[string]float64{}, Held: map[string]float64{},
+		GatewayHeld: map[string]float64{}}
 	lag := map[string]float64{} // group topic partition → max
 	for _, mfs := range processes {
 		for _, mf := range mfs {
@@ -66,6 +71,10 @@ func FromFamilies(at time.Time, processes ...[]*dto.MetricFamily) Sample {
 					if v := m.GetGauge().GetValue(); v > 0 {
 						s.Held[l["app"]] += v
 					}
+				case "imstream_gateway_quota_held_total":
+					s.GatewayHeld[l["app"]] += m.GetCounter().GetValue()
+				case "imstream_gateway_quota_holding":
+					s.GatewayHolding += m.GetGauge().GetValue()
 				case "imstream_presence_live_servers":
 					s.Servers = math.Max(s.Servers, m.GetGauge().GetValue())
 				case "imstream_presence_users":
@@ -166,6 +175,9 @@ func Lines(prev, cur Sample) []string {
 	if apps := topApps(prev, cur, dt); apps != "" {
 		out = append(out, "apps    "+apps)
 	}
+	if held := gatewayHeld(prev, cur, dt); held != "" {
+		out = append(out, "gateway "+held)
+	}
 	return out
 }
 
@@ -197,6 +209,32 @@ func topApps(prev, cur Sample, dt float64) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// gatewayHeld describes the apps the gateways held at their quotas over
+// the interval (events per second held, busiest first) and what they hold
+// now; "" when they held nothing.
+func gatewayHeld(prev, cur Sample, dt float64) string {
+	rate := map[string]float64{}
+	for app, v := range cur.GatewayHeld {
+		if r := math.Max(v-prev.GatewayHeld[app], 0) / dt; r >= 0.5 {
+			rate[app] = r
+		}
+	}
+	if len(rate) == 0 && cur.GatewayHolding == 0 {
+		return ""
+	}
+	apps := sortedKeys(rate)
+	sort.SliceStable(apps, func(i, j int) bool { return rate[apps[i]] > rate[apps[j]] })
+	var parts []string
+	for _, app := range apps[:min(len(apps), 5)] {
+		parts = append(parts, fmt.Sprintf("%s %.0f/s", app, rate[app]))
+	}
+	list := strings.Join(parts, ", ")
+	if list == "" {
+		list = "-"
+	}
+	return fmt.Sprintf("held at quota: %s; %.0f held now", list, cur.GatewayHolding)
 }
 
 // quantile estimates the q-quantile of the events between two cumulative

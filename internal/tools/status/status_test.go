@@ -105,4 +105,34 @@ imstream_app_held{app="other",reason="quota"} 0
 	if !strings.Contains(got, want) {
 		t.Errorf("missing %q in\n%s", want, got)
 	}
+	if strings.Contains(got, "gateway") {
+		t.Errorf("a gateway line without gateway quotas:\n%s", got)
+	}
+}
+
+// TestGatewayHeld: the apps the gateways held at their quotas over the
+// interval, busiest first, summed over lanes and gateways, and what they
+// hold now.
+func TestGatewayHeld(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	prev := sample(t, t0, `# TYPE imstream_gateway_quota_held_total counter
+imstream_gateway_quota_held_total{app="8",lane="online"} 1000
+imstream_gateway_quota_held_total{app="9",lane="online"} 0
+imstream_gateway_quota_held_total{app="other",lane="online"} 0
+`)
+	cur := sample(t, t0.Add(10*time.Second), `# TYPE imstream_gateway_quota_held_total counter
+imstream_gateway_quota_held_total{app="8",lane="online"} 61000
+imstream_gateway_quota_held_total{app="8",lane="bulk"} 30000
+imstream_gateway_quota_held_total{app="9",lane="online"} 2000
+imstream_gateway_quota_held_total{app="other",lane="online"} 0
+# TYPE imstream_gateway_quota_holding gauge
+imstream_gateway_quota_holding 12345
+`, `# TYPE imstream_gateway_quota_held_total counter
+imstream_gateway_quota_held_total{app="9",lane="online"} 3000
+`)
+	got := strings.Join(Lines(prev, cur), "\n")
+	want := "gateway held at quota: 8 9000/s, 9 500/s; 12345 held now"
+	if !strings.Contains(got, want) {
+		t.Errorf("missing %q in\n%s", want, got)
+	}
 }
