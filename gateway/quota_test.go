@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/internal/plumbing/config"
@@ -89,8 +91,11 @@ func TestLimiter(t *testing.T) {
 
 // quotaGateway is a gateway applying quotas (app 7: 100/s, a burst of
 // 5) on a clock the test moves, on a broker with one partition per
-// topic, and an IM server connected to it over a pipe.
-func quotaGateway(t *testing.T, maxHeld int) (*Gateway, config.Config, *fakeClock, net.Conn, func()) {
+// topic, and an IM server connected to it over a pipe. kafkaDown: the
+// broker refuses every produce, the queues hold 6 events (app 7's burst
+// fits, what it holds does not) and a closed connection gives up after
+// half a second.
+func quotaGateway(t *testing.T, maxHeld int, kafkaDown bool) (*Gateway, config.Config, *fakeClock, net.Conn, func()) {
 	t.Helper()
 	k := testkit.Kafka(t, embedded.KafkaOptions{})
 	cfg := config.Default()
@@ -99,6 +104,9 @@ func quotaGateway(t *testing.T, maxHeld int) (*Gateway, config.Config, *fakeCloc
 	cfg.Gateway.Quotas = config.GatewayQuotas{Enabled: true, Scale: 1, MaxHeld: maxHeld}
 	cfg.Fanout.FairShare.Quotas = map[string]int{"7": 100}
 	cfg.Fanout.FairShare.Burst = 50 * time.Millisecond
+	if kafkaDown {
+		cfg.Gateway.QueueSize = 6
+	}
 	g, err := New(cfg.Gateway, cfg.Fanout.FairShare, testkit.StageEnvOn(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +116,14 @@ func quotaGateway(t *testing.T, maxHeld int) (*Gateway, config.Config, *fakeCloc
 	if err := kafkax.MustConn(cfg.Kafka).EnsureTopics(context.Background(), 1, map[string]int{
 		cfg.Kafka.Topics.Presence: 1, cfg.Kafka.Topics.Publish: 1, cfg.Kafka.Topics.Bulk: 1}); err != nil {
 		t.Fatal(err)
+	}
+	if kafkaDown {
+		g.giveUp = 500 * time.Millisecond
+		cl := k.Cluster()
+		cl.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cl.KeepControl()
+			return nil, errors.New("produce refused by the test"), true
+		})
 	}
 	client, server := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -169,7 +185,7 @@ func inOrder(ids []int64, n int) bool {
 // connection go to Kafka at once; when its tokens come, the held events
 // follow, in order, none lost.
 func TestQuotaHolds(t *testing.T) {
-	g, cfg, clock, im, stop := quotaGateway(t, 100_000)
+	g, cfg, clock, im, stop := quotaGateway(t, 100_000, false)
 	const n = 60
 	go func() {
 		for i := int64(1); i <= n; i++ {
@@ -224,7 +240,7 @@ func TestQuotaHolds(t *testing.T) {
 // counted as flushed, before server_down.
 func TestQuotaMaxHeld(t *testing.T) {
 	const maxHeld, n = 10, 200
-	g, cfg, _, im, stop := quotaGateway(t, maxHeld)
+	g, cfg, _, im, stop := quotaGateway(t, maxHeld, false)
 	var mu sync.Mutex
 	written := 0
 	go func() {
@@ -285,5 +301,31 @@ func TestQuotaMaxHeld(t *testing.T) {
 	pres := testkit.ReadAll(t, cfg, cfg.Kafka.Topics.Presence)
 	if ev, err := decode(pres[len(pres)-1], schemas.KindPresence); err != nil || ev.(*schemas.Presence).Type != schemas.TypeServerDown {
 		t.Errorf("the last presence event is %v (%v), want server_down", ev, err)
+	}
+}
+
+// TestQuotaKafkaDown: Kafka refuses every write while an app is held and
+// its connection ends. The held events are flushed toward queues that
+// never drain; once the give-up time has run out every event read is
+// counted lost — the held ones, the queued ones, server_up and
+// server_down — and nothing stays counted as queued or held.
+func TestQuotaKafkaDown(t *testing.T) {
+	const n = 20
+	g, _, _, im, stop := quotaGateway(t, 100_000, true)
+	go func() {
+		for i := int64(1); i <= n; i++ {
+			if _, err := im.Write(publishFrame(7, i)); err != nil {
+				return
+			}
+		}
+	}()
+	testkit.Eventually(t, 30*time.Second, "app 7's excess held", func() bool { return testutil.ToFloat64(g.qm.holding) == n-5 })
+	stop()
+	lost := testutil.ToFloat64(g.env.Metrics.Skipped.WithLabelValues(Stage, "produce_failed"))
+	if lost != n+2 {
+		t.Errorf("%v events counted lost, want every event read: %d and server_up and server_down", lost, n)
+	}
+	if q, h := g.Queued(), testutil.ToFloat64(g.qm.holding); q != 0 || h != 0 {
+		t.Errorf("queued %d, holding %v after the session ended", q, h)
 	}
 }
