@@ -135,9 +135,15 @@ func (fs *fairShare) part(b stage.Batch) *partState {
 	if ps := fs.state[k]; ps != nil && ps.next == first && ps.inc == string(b.Inc) {
 		return ps
 	}
-	ps := &partState{inc: string(b.Inc), next: first, apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
+	ps := fs.newPart(b, first)
 	fs.state[k] = ps
 	return ps
+}
+
+// newPart is a partition's state from scratch, for b's incarnation, the
+// next batch starting at next.
+func (fs *fairShare) newPart(b stage.Batch, next int64) *partState {
+	return &partState{inc: string(b.Inc), next: next, apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
 }
 
 // countHeld sets the held gauge: per app and reason, the lane partitions
@@ -407,10 +413,11 @@ func quotaTake(app int64, lane string, n int, cfg config.FairShare) store.QuotaT
 func (fs *fairShare) done(b stage.Batch) *spiller {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	ps := fs.state[partKey{b.Topic, b.Partition}]
+	k := partKey{b.Topic, b.Partition}
+	ps := fs.state[k]
 	if ps == nil { // decide made it; kept for safety
-		ps = &partState{inc: string(b.Inc), apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
-		fs.state[partKey{b.Topic, b.Partition}] = ps
+		ps = fs.newPart(b, 0)
+		fs.state[k] = ps
 	}
 	ps.next = b.Records[len(b.Records)-1].Offset + 1
 	return ps.spill

@@ -305,7 +305,7 @@ func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publis
 		app        int64
 		bulk, path uint8 // path: routed, held, drained
 	}
-	paths := [...]string{"routed", "held", "drained"}
+	paths, lanes := [...]string{"routed", "held", "drained"}, [...]string{"online", "bulk"} // as f.lane names them
 	drained := uint8(0)
 	if topic == f.env.Kafka.Topics.Spill {
 		drained = 2
@@ -330,7 +330,7 @@ func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publis
 		if !ok {
 			j = len(groups)
 			idx[k] = j
-			groups = append(groups, group{app: k.app, lane: f.lane(src[i].m.Topic), path: paths[k.path]})
+			groups = append(groups, group{app: k.app, lane: lanes[k.bulk], path: paths[k.path]})
 		}
 		groups[j].ts = append(groups[j].ts, d.Event.TS)
 	}

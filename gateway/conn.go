@@ -326,7 +326,7 @@ func (c *conn) read(nr io.Reader) error {
 		}
 		if c.hold != nil && app.ok {
 			k := laneKey{app.id, c.g.env.Kafka.Topics.IsBulkLane(rec.Topic)}
-			if !c.hold.send(k, rec.Message(), c.lane(rec)) {
+			if !c.hold.send(k, rec) {
 				return nil
 			}
 		} else if !c.send(rec) {

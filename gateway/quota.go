@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/ingest"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/obs"
 )
@@ -230,30 +231,23 @@ func newHolding(c *conn) *holding {
 	return &holding{c: c, queues: map[laneKey]*heldQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// send queues m (an event of k) for Kafka, or holds it: while the app has
-// held events of that lane on this connection, or no token of its quota.
-// To hold it, it waits while the gateway holds max_held events (until the
-// connection ends: then m is held beyond, to be flushed with the rest). It
-// returns false when the connection ended while m waited for a full queue
-// (m is then counted lost, as by send).
-func (h *holding) send(k laneKey, m kafka.Message, out chan kafka.Message) bool {
+// send queues r (an event of k) for Kafka as conn.send does, or holds it:
+// while the app has held events of that lane on this connection, or no
+// token of its quota. To hold it, it waits while the gateway holds
+// max_held events (until the connection ends: then r is held beyond, to
+// be flushed with the rest). It returns false as conn.send does.
+func (h *holding) send(k laneKey, r ingest.Record) bool {
 	c := h.c
-	c.g.queued.Add(1)
 	h.mu.Lock()
 	q := h.queues[k]
 	h.mu.Unlock() // only this goroutine adds events; the releaser may empty q meanwhile
 	if q == nil {
 		if got, _ := c.g.limit.take(k, 1); got == 1 {
-			select {
-			case out <- m:
-				return true
-			case <-c.ctx.Done():
-				c.g.queued.Add(-1)
-				c.lost(1, "an event read from the IM server not queued: the gateway stopped while the queue was full", c.ctx.Err())
-				return false
-			}
+			return c.send(r)
 		}
 	}
+	out, m := c.lane(r), r.Message()
+	c.g.queued.Add(1)
 	c.g.held.take(c.ctx.Done(), c.g.qm.paused.Inc)
 	h.mu.Lock()
 	if q = h.queues[k]; q == nil { // none, or all its events released meanwhile

@@ -203,7 +203,7 @@ func (p *partitionWorker) run(ctx context.Context) {
 		}
 		// What a batch left to finish later failed: read the partition
 		// again from that batch, after a back-off.
-		backoff := st.failed(p, r.err)
+		backoff := st.failed(p, r.err, time.Now())
 		p.log.Warn("batch failed after it was handed over; reading the partition again from it", "topic", p.topic, "partition", p.partition,
 			"first_offset", r.first, "backoff", backoff, "err", r.err)
 		select {
@@ -322,15 +322,8 @@ const (
 func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []kafka.Message, c *completer, prevOff int64, prevFP string) int {
 	var waits []func() error
 	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs, later: &waits}
-	backoff := p.cfg.RetryMin
-	var failedSince time.Time
-	if p.cfg.Hooks.Unstalled != nil {
-		defer func() {
-			if !failedSince.IsZero() {
-				p.cfg.Hooks.Unstalled(p.topic, p.partition)
-			}
-		}()
-	}
+	st := &stall{backoff: p.cfg.RetryMin} // this batch's failures
+	defer st.clear(p)
 	for {
 		start := time.Now()
 		err := p.h.HandleBatch(ctx, b)
@@ -347,15 +340,7 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 		if ctx.Err() != nil {
 			return stopped
 		}
-		if p.cfg.Hooks.Retry != nil {
-			p.cfg.Hooks.Retry(p.topic, err)
-		}
-		if failedSince.IsZero() {
-			failedSince = start
-		}
-		if p.cfg.Hooks.Stalled != nil {
-			p.cfg.Hooks.Stalled(p.topic, p.partition, failedSince, err)
-		}
+		backoff := st.failed(p, err, start)
 		p.log.Warn("batch failed; retrying", "topic", p.topic, "partition", p.partition,
 			"first_offset", recs[0].Offset, "records", len(recs), "backoff", backoff, "err", err)
 		select {
@@ -365,7 +350,6 @@ func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []ka
 			return rewinding
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, p.cfg.RetryMax)
 	}
 	last := &recs[len(recs)-1]
 	if len(waits) == 0 && c.idle() {
@@ -466,20 +450,22 @@ func (c *completer) close() {
 	<-c.done
 }
 
-// stall is a partition's failures of later parts: the back-off before
-// reading again, and since when it has failed.
+// stall is a run of failures — of one batch's HandleBatch, or of a
+// partition's later parts: the back-off before trying again, and since
+// when it has failed.
 type stall struct {
 	mu      sync.Mutex
 	since   time.Time
 	backoff time.Duration
 }
 
-// failed records a failure and returns the back-off before reading again.
-func (s *stall) failed(p *partitionWorker, err error) time.Duration {
+// failed records a failure of an attempt begun at (the stall's start, if
+// it is the first) and returns the back-off before trying again.
+func (s *stall) failed(p *partitionWorker, err error, at time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.since.IsZero() {
-		s.since = time.Now()
+		s.since = at
 	}
 	if p.cfg.Hooks.Retry != nil {
 		p.cfg.Hooks.Retry(p.topic, err)
@@ -504,7 +490,8 @@ func (s *stall) ok(p *partitionWorker) {
 	}
 }
 
-// clear ends a stall when the partition is given up.
+// clear ends a stall, if any: the batch succeeded or was given up, or
+// the partition was.
 func (s *stall) clear(p *partitionWorker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
