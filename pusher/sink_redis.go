@@ -15,14 +15,20 @@ import (
 
 // appendLua (append_above_watermark.lua) appends the entries above the watermark and raises it, in one
 // atomic step. KEYS[1] list, KEYS[2] watermark; ARGV[1] the first and
-// ARGV[2] the last position, ARGV[3] every entry's position as one
-// comma-separated string, ARGV[4..] the entries. Positions never decrease
+// ARGV[2] the last position, ARGV[3] the watermark the call follows ("" for
+// a stream's first call in a pipeline, else the previous call's last
+// position), ARGV[4] every entry's position as one comma-separated string,
+// ARGV[5..] the entries. Positions never decrease
 // (groupByStream), so the entries above the watermark are a suffix: the
 // script compares the last and the first position and reads the others only
 // on a partial replay; a common batch is one RPUSH per 1000 entries and no
 // per-entry Lua work (Redis turns every ARGV into a Lua string, so the
-// positions travel as one). It returns the number of entries appended.
-// Positions are exact up to 2^53 (source offsets below 2^37).
+// positions travel as one). It returns the number of entries appended, or
+// -1 without touching anything when the watermark is below ARGV[3]: the
+// previous call of the pipeline was refused (Redis at maxmemory, a
+// failover), and raising the watermark past its entries would make the
+// retry skip them as repeats. Positions are exact up to 2^53 (source
+// offsets below 2^37).
 //
 //go:embed append_above_watermark.lua
 var appendScript string
@@ -110,8 +116,9 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 		for _, i := range streams {
 			k := order[i]
 			calls[i] = calls[i][:0]
+			after := ""
 			for _, es := range scriptRuns(by[k]) {
-				args := make([]any, 3, 3+len(es))
+				args := make([]any, 4, 4+len(es))
 				pos := make([]byte, 0, 16*len(es))
 				for j, e := range es {
 					if j > 0 {
@@ -120,7 +127,8 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 					pos = strconv.AppendInt(pos, e.Pos, 10)
 					args = append(args, e.Data)
 				}
-				args[0], args[1], args[2] = es[0].Pos, es[len(es)-1].Pos, pos
+				args[0], args[1], args[2], args[3] = es[0].Pos, es[len(es)-1].Pos, after, pos
+				after = strconv.FormatInt(es[len(es)-1].Pos, 10)
 				calls[i] = append(calls[i], call{es, appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)})
 			}
 		}
@@ -146,6 +154,9 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 			n, err := c.cmd.Int()
 			if err != nil {
 				return fmt.Errorf("pusher: rpush %s: %w", order[i].list, err)
+			}
+			if n < 0 { // an earlier call of the stream was refused (and Exec said so): not reached
+				return fmt.Errorf("pusher: rpush %s: positions %d..%d not written: an earlier part was refused", order[i].list, c.es[0].Pos, c.es[len(c.es)-1].Pos)
 			}
 			for _, e := range c.es[len(c.es)-min(n, len(c.es)):] { // the script appended the last n
 				e.Written = true
