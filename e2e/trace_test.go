@@ -30,7 +30,8 @@ const traceOthers = 1_000_000
 // that hold those records, each output with the decision the fanout made
 // and the presence it read; for a peer message, the receiver's presence
 // events from the log. The admin port's /trace answers the same. Not found
-// is exit status 1, a bad query 2. (The time to an answer is measured by
+// is exit status 1, a bad query 2, a read that gave up before a
+// partition's end 3 (with what it did not read). (The time to an answer is measured by
 // `imstream bench --scenarios trace`, not here.)
 func TestTrace(t *testing.T) {
 	s := startStack(t, 1, 1)
@@ -217,11 +218,22 @@ func TestTrace(t *testing.T) {
 	if _, code := run("--appid", "7", "--msgid", "101"); code != 2 {
 		t.Errorf("no receiver: exit %d, want 2", code)
 	}
+	// A read that gives up (a timeout no record can meet) says what it did
+	// not read, and exits 3: the answer may be missing what it holds.
+	res, code := run("--appid", "7", "--msgid", "102", "--uid", "4", "--read-timeout", "1ns")
+	if code != 3 || len(res.Unread) == 0 {
+		t.Errorf("read timeout 1ns: exit %d, unread %+v; want exit 3 and the reads not finished", code, res.Unread)
+	}
+	for _, u := range res.Unread {
+		if u.Next < u.From || u.Next >= u.End {
+			t.Errorf("unread %+v: want From <= Next < End", u)
+		}
+	}
 	// The admin port answers the same.
 	resp, err := http.Get(fmt.Sprintf("http://%s/trace?appid=7&msgid=101&uid=1&since=5m", s.fanout[0]))
 	must(t, err)
 	defer resp.Body.Close()
-	var res trace.Result
+	res = trace.Result{}
 	must(t, json.NewDecoder(resp.Body).Decode(&res))
 	if resp.StatusCode != 200 || len(res.Hops) != 2 || res.Hops[1].What != "delivery" {
 		t.Errorf("/trace: %d %+v", resp.StatusCode, res)

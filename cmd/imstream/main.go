@@ -29,6 +29,14 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
+// exitCode ends the command with an exit status of its own.
+type exitCode struct {
+	error
+	code int
+}
+
+func (e exitCode) Unwrap() error { return e.error }
+
 var commands = []struct {
 	name, short, long string
 	flags             func(*pflag.FlagSet) runFunc
@@ -113,5 +121,9 @@ func main() {
 		os.Exit(2)
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", c.CommandPath(), err)
+	var ec exitCode
+	if errors.As(err, &ec) {
+		os.Exit(ec.code)
+	}
 	os.Exit(1)
 }

@@ -21,6 +21,10 @@ import (
 // errNotFound ends a trace that found nothing: exit status 1.
 var errNotFound = errors.New("not found in the window")
 
+// errIncomplete ends a trace that gave up reading a partition before its
+// end (found or not): exit status 3.
+var errIncomplete = exitCode{errors.New("incomplete: a partition read gave up before its end (see unread; raise --read-timeout)"), 3}
+
 // traceFlags declares trace's flags and returns its run.
 func traceFlags(fs *pflag.FlagSet) runFunc {
 	vals := map[string]*string{}
@@ -33,6 +37,7 @@ func traceFlags(fs *pflag.FlagSet) runFunc {
 	}
 	broadcast := fs.Bool("broadcast", false, "the event is one of the app's broadcasts (publish_broadcast)")
 	asJSON := fs.Bool("json", false, "print the trace as JSON")
+	readTimeout := fs.Duration("read-timeout", trace.DefaultReadTimeout, "give up on a partition when its next record does not arrive within this (exit status 3, what was not read listed)")
 	return func(ctx context.Context, cfg config.Config) error {
 		q, err := trace.QueryOf(func(k string) string {
 			if k == "broadcast" {
@@ -46,11 +51,11 @@ func traceFlags(fs *pflag.FlagSet) runFunc {
 		if err != nil {
 			return usageError{err}
 		}
-		return runTrace(ctx, cfg, q, *asJSON, os.Stdout)
+		return runTrace(ctx, cfg, q, *readTimeout, *asJSON, os.Stdout)
 	}
 }
 
-func runTrace(ctx context.Context, cfg config.Config, q trace.Query, asJSON bool, out io.Writer) error {
+func runTrace(ctx context.Context, cfg config.Config, q trace.Query, readTimeout time.Duration, asJSON bool, out io.Writer) error {
 	conn, err := kafkax.NewConn(cfg.Kafka)
 	if err != nil {
 		return err
@@ -60,7 +65,7 @@ func runTrace(ctx context.Context, cfg config.Config, q trace.Query, asJSON bool
 		return err
 	}
 	defer rc.Close()
-	t := &trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix, Lease: cfg.Presence.Lease}
+	t := &trace.Tracer{Conn: conn, Kafka: cfg.Kafka, Pusher: cfg.Pusher, Redis: rc, Prefix: cfg.Redis.KeyPrefix, Lease: cfg.Presence.Lease, ReadTimeout: readTimeout}
 	res, err := t.Trace(ctx, q)
 	if err != nil {
 		return err
@@ -71,7 +76,10 @@ func runTrace(ctx context.Context, cfg config.Config, q trace.Query, asJSON bool
 	} else {
 		printTrace(out, res)
 	}
-	if !res.Found {
+	switch {
+	case len(res.Unread) > 0:
+		return errIncomplete
+	case !res.Found:
 		return errNotFound
 	}
 	return nil
@@ -101,5 +109,8 @@ func printTrace(out io.Writer, res trace.Result) {
 	}
 	for _, n := range res.Notes {
 		fmt.Fprintln(out, "note: "+n)
+	}
+	for _, u := range res.Unread {
+		fmt.Fprintf(out, "unread: %s/%d offsets [%d, %d): read [%d, %d), then gave up\n", u.Topic, u.Partition, u.Next, u.End, u.From, u.Next)
 	}
 }

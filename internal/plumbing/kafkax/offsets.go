@@ -135,7 +135,7 @@ func (c *Conn) OffsetsAt(ctx context.Context, topic string, p int, t time.Time) 
 // ReadRange calls fn for the records of partition p of topic from offset
 // from up to end, in order, until fn returns false. It joins no consumer
 // group and commits nothing; a record that does not arrive within stall is
-// an error. It fetches 1 MiB at a time (a record larger than that still
+// an error, a *Stalled that says how far the read came. It fetches 1 MiB at a time (a record larger than that still
 // comes whole: brokers return at least one batch): a busy or slow broker
 // answered 16 MiB fetches too late for kafka-go's fetch deadline, and the
 // read never started.
@@ -148,7 +148,11 @@ func (c *Conn) ReadRange(ctx context.Context, topic string, p int, from, end int
 	for next := from; next < end; {
 		rctx, cancel := context.WithTimeout(ctx, stall)
 		m, err := r.ReadMessage(rctx)
+		stalled := rctx.Err() != nil && ctx.Err() == nil
 		cancel()
+		if err != nil && stalled {
+			return &Stalled{Topic: topic, Partition: p, From: from, Next: next, End: end, After: stall}
+		}
 		if err != nil {
 			return fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)
 		}
@@ -158,4 +162,18 @@ func (c *Conn) ReadRange(ctx context.Context, topic string, p int, from, end int
 		}
 	}
 	return nil
+}
+
+// Stalled is a ReadRange that gave up: no record arrived within After. It
+// read [From, Next) of [From, End).
+type Stalled struct {
+	Topic           string
+	Partition       int
+	From, Next, End int64
+	After           time.Duration
+}
+
+func (e *Stalled) Error() string {
+	return fmt.Sprintf("read %s/%d: no record within %s at offset %d (read %d of %d records, [%d, %d))",
+		e.Topic, e.Partition, e.After, e.Next, e.Next-e.From, e.End-e.From, e.From, e.End)
 }

@@ -10,7 +10,8 @@ import (
 
 // Handler serves GET /trace?appid=&msgid=&uid=|group=|room=|broadcast=true&since=10m (or
 // from=&to=, RFC 3339) as JSON: 200 with the trace when found, 404 with it
-// when not, 400 for a bad query.
+// when not, 504 with it when not found and a partition read gave up before
+// its end (its unread field), 400 for a bad query.
 func Handler(t *Tracer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q, err := QueryOf(r.URL.Query().Get, time.Now())
@@ -29,7 +30,10 @@ func Handler(t *Tracer) http.Handler {
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
 		}
-		if !res.Found {
+		switch {
+		case !res.Found && len(res.Unread) > 0: // not found in what was read: unknown
+			w.WriteHeader(http.StatusGatewayTimeout)
+		case !res.Found:
 			w.WriteHeader(http.StatusNotFound)
 		}
 		_ = json.NewEncoder(w).Encode(res)

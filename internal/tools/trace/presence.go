@@ -39,7 +39,7 @@ func (r presenceRecord) ts() time.Time {
 // on, that server's last server event within two leases before at. The
 // note says what the log shows, in the words of the decision header
 // ("present=s1 online=true"), and which subscriptions did not count.
-func (t *Tracer) presence(ctx context.Context, ev *schemas.Publish, at time.Time, lookback time.Duration) ([]Hop, string, error) {
+func (t *tracing) presence(ctx context.Context, ev *schemas.Publish, at time.Time, lookback time.Duration) ([]Hop, string, error) {
 	if lookback <= 0 {
 		lookback = DefaultLookback
 	}
@@ -108,7 +108,7 @@ func (t *Tracer) presence(ctx context.Context, ev *schemas.Publish, at time.Time
 // serverAt finds server s's last server event within two leases before
 // at (in imr.presence, of n partitions) and judges a subscription of s's
 // epoch by it: "live", or why not.
-func (t *Tracer) serverAt(ctx context.Context, n int, s string, epoch int64, at time.Time, lease time.Duration) (presenceRecord, string, error) {
+func (t *tracing) serverAt(ctx context.Context, n int, s string, epoch int64, at time.Time, lease time.Duration) (presenceRecord, string, error) {
 	key := ingest.ServerKey(s)
 	var last presenceRecord
 	err := t.scan(ctx, t.Kafka.Topics.Presence, kafkax.PartitionFor([]byte(key), n), at.Add(-2*lease), at, func(m kafka.Message) bool {

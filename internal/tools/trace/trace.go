@@ -101,6 +101,19 @@ type Result struct {
 	// checked against the log.
 	Presence []Hop    `json:"presence,omitempty"`
 	Notes    []string `json:"notes,omitempty"`
+	// Unread are the partition reads that gave up before their end: what
+	// they did not read was not searched.
+	Unread []Unread `json:"unread,omitempty"`
+}
+
+// Unread is a partition read that gave up: it read offsets [From, Next) of
+// [From, End), then no record came within the read timeout.
+type Unread struct {
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	From      int64  `json:"from"`
+	Next      int64  `json:"next"`
+	End       int64  `json:"end"`
 }
 
 // Tracer traces events on one deployment.
@@ -111,6 +124,9 @@ type Tracer struct {
 	Redis  redis.UniversalClient // nil: push entries are not checked
 	Prefix string                // redis.key_prefix
 	Lease  time.Duration         // presence.lease (0: 30 s)
+	// ReadTimeout is how long a read waits for a partition's next record
+	// before giving up on the rest of it (0: DefaultReadTimeout).
+	ReadTimeout time.Duration
 }
 
 func (q Query) key() (string, []string) {
@@ -125,8 +141,37 @@ func (q Query) key() (string, []string) {
 	return ingest.UserKey(q.AppID, q.UID), []string{"online", "bulk"}
 }
 
-// Trace finds q's event and follows it.
+// DefaultReadTimeout is how long a trace waits for the next record of a
+// partition it reads before it gives up on the rest of that partition.
+const DefaultReadTimeout = 20 * time.Second
+
+// Trace finds q's event and follows it. A partition whose next record did
+// not arrive within ReadTimeout is left unread from there: the trace goes
+// on with the others and Result.Unread says what it did not read.
 func (t *Tracer) Trace(ctx context.Context, q Query) (Result, error) {
+	s := &tracing{Tracer: t}
+	res, err := s.trace(ctx, q)
+	res.Unread = s.unread
+	if len(s.unread) > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("incomplete: %d partition reads gave up (no record within %s; --read-timeout): the trace may miss what they hold", len(s.unread), s.readTimeout()))
+	}
+	return res, err
+}
+
+// tracing is one trace: the tracer and the reads it gave up.
+type tracing struct {
+	*Tracer
+	unread []Unread
+}
+
+func (t *Tracer) readTimeout() time.Duration {
+	if t.ReadTimeout > 0 {
+		return t.ReadTimeout
+	}
+	return DefaultReadTimeout
+}
+
+func (t *tracing) trace(ctx context.Context, q Query) (Result, error) {
 	if err := q.Check(); err != nil {
 		return Result{}, err
 	}
@@ -271,7 +316,7 @@ func header(hs []kafka.Header, k string) string {
 
 // deadLetters are the dead letters of q's event: of the input (in, when
 // found) by its coordinates, else any that decodes as q's event.
-func (t *Tracer) deadLetters(ctx context.Context, q Query, in kafka.Message) ([]Hop, error) {
+func (t *tracing) deadLetters(ctx context.Context, q Query, in kafka.Message) ([]Hop, error) {
 	var out []Hop
 	n, err := t.Conn.Partitions(ctx, t.Kafka.Topics.DLQ)
 	if err != nil {
@@ -305,7 +350,7 @@ func (t *Tracer) deadLetters(ctx context.Context, q Query, in kafka.Message) ([]
 
 // outputs are the records the fanout derived from in: in the spill topic
 // (held back), the deliver topics and imr.push.
-func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publish, until time.Time) ([]Hop, error) {
+func (t *tracing) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publish, until time.Time) ([]Hop, error) {
 	var out []Hop
 	from := in.Time.Add(-time.Second) // producers' clocks
 	until = until.Add(time.Hour)      // outputs come after
@@ -385,7 +430,7 @@ func (t *Tracer) outputs(ctx context.Context, in kafka.Message, ev *schemas.Publ
 
 // entries describes a push job's entries: their lists, and whether the
 // pusher's watermark shows them appended.
-func (t *Tracer) entries(ctx context.Context, enc pusher.Encoder, j *schemas.PushJob) string {
+func (t *tracing) entries(ctx context.Context, enc pusher.Encoder, j *schemas.PushJob) string {
 	who := fmt.Sprintf("%d receivers", len(j.Receivers))
 	if len(j.MemberRange) == 2 {
 		who = fmt.Sprintf("group %d members in [%d, %d)", j.Msg.Receiver, j.MemberRange[0], j.MemberRange[1])
@@ -422,7 +467,7 @@ func (t *Tracer) entries(ctx context.Context, enc pusher.Encoder, j *schemas.Pus
 }
 
 // deliverTopics lists the deliver topics.
-func (t *Tracer) deliverTopics(ctx context.Context) ([]string, error) {
+func (t *tracing) deliverTopics(ctx context.Context) ([]string, error) {
 	resp, err := t.Conn.Client().Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("trace: list topics: %w", err)
@@ -439,8 +484,9 @@ func (t *Tracer) deliverTopics(ctx context.Context) ([]string, error) {
 
 // scan calls fn for the records of topic/partition written from since to
 // until (by an offsets-by-time lookup, then until the partition's end or a
-// record after until), until fn returns false.
-func (t *Tracer) scan(ctx context.Context, topic string, partition int, since, until time.Time, fn func(kafka.Message) bool) error {
+// record after until), until fn returns false. A read that stalls is
+// recorded in t.unread, not an error.
+func (t *tracing) scan(ctx context.Context, topic string, partition int, since, until time.Time, fn func(kafka.Message) bool) error {
 	from, end, err := t.Conn.OffsetsAt(ctx, topic, partition, since)
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
@@ -448,9 +494,13 @@ func (t *Tracer) scan(ctx context.Context, topic string, partition int, since, u
 	if from < 0 || from >= end {
 		return nil
 	}
-	err = t.Conn.ReadRange(ctx, topic, partition, from, end, 20*time.Second, func(m kafka.Message) bool {
+	err = t.Conn.ReadRange(ctx, topic, partition, from, end, t.readTimeout(), func(m kafka.Message) bool {
 		return !m.Time.After(until) && fn(m)
 	})
+	if st := (*kafkax.Stalled)(nil); errors.As(err, &st) {
+		t.unread = append(t.unread, Unread{Topic: topic, Partition: partition, From: st.From, Next: st.Next, End: st.End})
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
