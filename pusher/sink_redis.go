@@ -155,7 +155,10 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 			if err != nil {
 				return fmt.Errorf("pusher: rpush %s: %w", order[i].list, err)
 			}
-			if n < 0 { // an earlier call of the stream was refused (and Exec said so): not reached
+			// An earlier call of the stream had not taken effect when this one
+			// ran: refused (then Exec failed too), or run later, as a Cluster
+			// client does with a call it resends after a redirection.
+			if n < 0 {
 				return fmt.Errorf("pusher: rpush %s: positions %d..%d not written: an earlier part was refused", order[i].list, c.es[0].Pos, c.es[len(c.es)-1].Pos)
 			}
 			for _, e := range c.es[len(c.es)-min(n, len(c.es)):] { // the script appended the last n
