@@ -48,6 +48,7 @@ const (
 	fMemberRange  = 23
 	fOnlineOnly   = 24
 	fExclOrigin   = 25
+	fRoute        = 26
 )
 
 // Field numbers of message Message.
@@ -211,7 +212,8 @@ func (p *Publish) AppendBinary(b []byte) []byte {
 	b = p.Src.appendBinary(b)
 	b = appendSint(b, fIMRTimestamp, p.IMRTimestamp)
 	b = appendOptBool(b, fOnlineOnly, p.OnlineOnly)
-	return appendBool(b, fExclOrigin, p.ExcludeOrigin)
+	b = appendBool(b, fExclOrigin, p.ExcludeOrigin)
+	return appendStr(b, fRoute, p.Route)
 }
 
 // AppendBinary appends the job in the binary format.
@@ -456,6 +458,8 @@ func (w *wire) decodeBinary(data []byte, msg *Message) (hasMsg bool, err error) 
 			n, err = optBoolean(typ, v, "record.online_only", &w.OnlineOnly)
 		case fExclOrigin:
 			n, err = boolean(typ, v, "record.exclude_origin", &w.ExclOrigin)
+		case fRoute:
+			n, err = str(typ, v, "record.route", &w.Route, true)
 		case fJobs:
 			var b []byte
 			if b, n, err = bytesField(typ, v, "record.jobs"); err == nil {

@@ -46,7 +46,8 @@ func binaryOf(t testing.TB, w *wire) []byte {
 	}
 	b = appendPacked(b, fMemberRange, w.MemberRange)
 	b = appendOptBool(b, fOnlineOnly, w.OnlineOnly)
-	return appendBool(b, fExclOrigin, w.ExclOrigin)
+	b = appendBool(b, fExclOrigin, w.ExclOrigin)
+	return appendStr(b, fRoute, w.Route)
 }
 
 // TestBinaryMeansJSON: every example record, valid or not, put in the

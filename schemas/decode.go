@@ -26,6 +26,7 @@ type wire struct {
 	Msg         *Message          `json:"msg"`
 	Src         *Source           `json:"src"`
 	IMRTS       int64             `json:"imr_timestamp"`
+	Route       string            `json:"route"`
 	GroupID     int64             `json:"group_id"`
 	Super       bool              `json:"super"`
 	Members     []int64           `json:"members"`
@@ -264,7 +265,8 @@ func (w *wire) presence() (Event, error) {
 
 func (w *wire) publish(msg *Message) (Event, error) {
 	c := checker{t: string(w.Type)}
-	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS}
+	p := &Publish{Header: w.Header, Receiver: w.Receiver, MsgID: w.MsgID, DeviceID: w.DeviceID, Src: w.Src, IMRTimestamp: w.IMRTS, Route: w.Route}
+	c.valid("route", w.Route == "" || w.Route == RouteIMR && w.Type != TypePublishBroadcast, `must be absent or "imr" (not on publish_broadcast)`)
 	switch w.Type {
 	case TypePush:
 		c.receivers(w.Receivers)
@@ -274,7 +276,11 @@ func (w *wire) publish(msg *Message) (Event, error) {
 	default:
 		c.positive("receiver", w.Receiver)
 	}
-	c.msg(msg)
+	if w.Route == RouteIMR && w.Type != TypePush {
+		c.opaque(msg) // forwarded as it is: any inner command
+	} else {
+		c.msg(msg)
+	}
 	c.source(w.Src)
 	if c.err == nil {
 		p.Msg = *msg
@@ -381,6 +387,21 @@ func (c *checker) msg(m *Message) {
 		c.err = required(c.t + ".msg")
 	default:
 		c.err = m.validate(c.t)
+	}
+}
+
+// opaque: the inner message is required with its frame (raw), which is
+// forwarded as it is whatever its command; the decoded fields are not
+// checked.
+func (c *checker) opaque(m *Message) {
+	switch {
+	case c.err != nil:
+	case m == nil:
+		c.err = required(c.t + ".msg")
+	case len(m.Raw) == 0:
+		c.err = required(c.t + ".msg.raw")
+	case m.Cmd < 0 || m.Cmd > 0xff || m.Flag < 0 || m.Flag > 0xff:
+		c.err = fieldErr(c.t+".msg", ReasonInvalid, "cmd and flag must be 0..255")
 	}
 }
 

@@ -102,6 +102,8 @@ func TestInvalidExamples(t *testing.T) {
 		"push_jobs.empty.json":                      "push_jobs.jobs: must not be empty",
 		"push_jobs.rt_job.json":                     "push_jobs.jobs[1].push_job.msg.cmd: cmd 17 has no push list",
 		"publish.broadcast_online_only_string.json": "publish_broadcast.online_only: want boolean, got string",
+		"publish.imr_no_raw.json":                   "publish.msg.raw: required",
+		"publish.route_unknown.json":                `publish.route: must be absent or "imr" (not on publish_broadcast)`,
 	}
 	sch := compileSchemas(t)
 	files, _ := filepath.Glob("v1/examples/invalid/*.json")

@@ -58,6 +58,9 @@ func (p *Publish) AppendJSON(b []byte) []byte {
 	b = p.Msg.appendJSON(append(b, `,"msg":`...))
 	b = p.Src.appendJSON(b)
 	b = appendField(b, "imr_timestamp", p.IMRTimestamp, true)
+	if p.Route != "" {
+		b = AppendString(append(b, `,"route":`...), p.Route)
+	}
 	return append(b, '}')
 }
 

@@ -523,7 +523,7 @@ func seen(mask *uint64, bit uint) bool {
 var (
 	wireKeys = newKeys("v", "type", "server", "appid", "ts", "id", "epoch", "uid", "online", "room_id", "receiver",
 		"msgid", "device_id", "receivers", "msg", "src", "imr_timestamp", "group_id", "super", "members", "mute", "jobs", "member_range",
-		"online_only", "exclude_origin")
+		"online_only", "exclude_origin", "route")
 	messageKeys = newKeys("cmd", "flag", "version", "seq", "sender", "receiver", "timestamp", "msgid", "content",
 		"notification", "customer_appid", "customer_id", "store_id", "seller_id", "sync_key", "group_id",
 		"sender_appid", "receiver_appid", "raw")
@@ -585,7 +585,7 @@ func (w *wire) decodeFast(data []byte, msg *Message) (ok, hasMsg bool) {
 	s := &scanner{b: data}
 	mask, ok := s.fields(wireKeys, &w.V, &w.Type, (*name)(&w.Server), &w.AppID, &w.TS, &w.ID, &w.Epoch,
 		&w.UID, &w.Online, &w.RoomID, &w.Receiver, &w.MsgID, &w.DeviceID, &w.Receivers, msg, &w.Src, &w.IMRTS,
-		&w.GroupID, &w.Super, &w.Members, &w.Mute, &w.Jobs, &w.MemberRange, &w.OnlineOnly, &w.ExclOrigin)
+		&w.GroupID, &w.Super, &w.Members, &w.Mute, &w.Jobs, &w.MemberRange, &w.OnlineOnly, &w.ExclOrigin, (*name)(&w.Route))
 	s.ws()
 	ok = ok && s.i == len(s.b)
 	return ok, ok && mask&(1<<wireMsg) != 0

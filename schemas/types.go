@@ -172,7 +172,17 @@ type Publish struct {
 	// IMRTimestamp is imr's route timestamp (ns) of an event that came
 	// through the gateway, echoed back on delivery.
 	IMRTimestamp int64 `json:"imr_timestamp,omitempty"`
+	// Route names the rules the event is routed by: "" those of
+	// docs/protocol.md §4; RouteIMR those of im_service's router (what
+	// the gateway writes by default): publish, publish_group and
+	// publish_room are forwarded as they are and never pushed, push
+	// follows imr's MSG_PUSH.
+	Route string `json:"route,omitempty"`
 }
+
+// RouteIMR is Publish.Route for events routed by im_service's router's
+// rules (docs/protocol.md §4).
+const RouteIMR = "imr"
 
 // OnlineUsersOnly reports whether a broadcast goes only to online users
 // (online_only, absent: true).
