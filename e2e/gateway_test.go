@@ -140,9 +140,18 @@ func frameSet(fs []imr.Frame) []string {
 
 // TestGatewayRouting: two IM servers speaking imr's protocol; every
 // routing rule observed as frames (byte-for-byte what imr would send) on
-// the right connection, or entries in the push lists.
+// the right connection, or entries in the push lists — under im_service's
+// router's rules (gateway.rules imr, the default: PUBLISH* forwarded as
+// they are and never pushed, pushes only from MSG_PUSH) and under
+// docs/protocol.md §4's (gateway.rules imstream).
 func TestGatewayRouting(t *testing.T) {
-	s, gw, run := gatewayStack(t)
+	for _, rules := range []string{"imr", "imstream"} {
+		t.Run(rules, func(t *testing.T) { gatewayRouting(t, rules) })
+	}
+}
+
+func gatewayRouting(t *testing.T, rules string) {
+	s, gw, run := gatewayStack(t, "--gateway.rules", rules)
 	p := run()
 	a, b := twoServers(t, gw)
 	testkit.Produce(t, s.cfg, groupEvents(s.cfg)...) // 55 = {1,2,3,4,8}, 66 = {2,4}
@@ -165,6 +174,7 @@ func TestGatewayRouting(t *testing.T) {
 		return inner(schemas.Message{Cmd: 4, Version: 2, Flag: flag, Seq: 7, Sender: 1, Receiver: to, Timestamp: 100, MsgID: 3, Content: content})
 	}
 	up := schemas.FlagUnpersistent
+	asIMR := rules == "imr"
 	var wantA, wantB [][]byte // bodies each connection must receive, with their route cmd
 	sendA := func(cmd uint8, body []byte, toB bool) {
 		must(t, a.Send(cmd, body))
@@ -172,18 +182,32 @@ func TestGatewayRouting(t *testing.T) {
 			wantB = append(wantB, imr.AppendFrame(nil, imr.Frame{Cmd: cmd, Body: body}))
 		}
 	}
-	sendA(imr.CmdPublish, route(app, 3, 1, im(3, 0, "persistent-online")), false)
+	sendA(imr.CmdPublish, route(app, 3, 1, im(3, 0, "persistent-online")), asIMR)
 	sendA(imr.CmdPublish, route(app, 4, 2, im(4, 0, "persistent-offline")), false)
 	sendA(imr.CmdPublish, route(app, 3, 3, im(3, up, "unpersistent-online")), true)
 	sendA(imr.CmdPublish, route(app, 2, 4, im(2, up, "unpersistent-present-offline")), true)
 	sendA(imr.CmdPublish, route(app, 1, 5, inner(schemas.Message{Cmd: 17, Sender: 9, Receiver: 1, Content: "rt-to-origin-only"})), false)
 	sendA(imr.CmdPublish, route(app, 3, 6, inner(schemas.Message{Cmd: 17, Sender: 1, Receiver: 3, Content: "rt"})), true)
-	sendA(imr.CmdPublishGroup, route(app, 55, 7, inner(schemas.Message{Cmd: 8, Version: 2, Sender: 1, Receiver: 55, Content: "group"})), false)
+	sendA(imr.CmdPublishGroup, route(app, 55, 7, inner(schemas.Message{Cmd: 8, Version: 2, Sender: 1, Receiver: 55, Content: "group"})), asIMR)
 	sendA(imr.CmdPublishGroup, route(app, 66, 8, inner(schemas.Message{Cmd: 33, GroupID: 66, SyncKey: 5})), true)
 	sendA(imr.CmdPublishRoom, route(app, 9, 9, inner(schemas.Message{Cmd: 20, Sender: 1, Receiver: 9, Content: "room"})), true)
 	sendA(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{1, 4, 8}, Inner: im(4, 0, "msg-push")}), false)
 	sendA(imr.CmdPublish, route(app, 4, 10, inner(schemas.Message{Cmd: 21, Notification: "system"})), false)
 	sendA(imr.CmdPublish, route(app, 4, 11, inner(schemas.Message{Cmd: 64, SenderAppID: 3, Sender: 30, ReceiverAppID: app, Receiver: 4, Timestamp: 100, Content: "v2"})), false)
+	publishes, pushes := 12, 1
+	if asIMR {
+		// What an im_service IM server sends since 2019: a MSG_PUSH beside
+		// each PUBLISH whose receivers may be offline; and any inner
+		// command, forwarded as it is (MSG_NOTIFICATION, 36).
+		sendA(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{2, 4, 8},
+			Inner: inner(schemas.Message{Cmd: 8, Version: 2, Sender: 1, Receiver: 55, Content: "group-push"})}), false)
+		sendA(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{4}, Inner: inner(schemas.Message{Cmd: 21, Notification: "system-push"})}), false)
+		sendA(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{4},
+			Inner: inner(schemas.Message{Cmd: 64, SenderAppID: 3, Sender: 30, ReceiverAppID: app, Receiver: 4, Timestamp: 100, Content: "v2-push"})}), false)
+		sendA(imr.CmdPublish, route(app, 3, 13, imr.AppendFrame(nil, imr.Frame{Cmd: 36, Version: 1, Body: []byte(`{"notification":"n"}`)})), true)
+		sendA(imr.CmdPublishGroup, route(app, 77, 14, imr.AppendFrame(nil, imr.Frame{Cmd: 36, Version: 1, Body: []byte(`{"group":"n"}`)})), true)
+		publishes, pushes = 14, 4
+	}
 	body := route(app, 1, 12, inner(schemas.Message{Cmd: 17, Sender: 3, Receiver: 1, Content: "rt-b-to-a"}))
 	must(t, b.Send(imr.CmdPublish, body))
 	wantA = append(wantA, imr.AppendFrame(nil, imr.Frame{Cmd: imr.CmdPublish, Body: body}))
@@ -203,7 +227,7 @@ func TestGatewayRouting(t *testing.T) {
 		return n
 	}
 	testkit.Eventually(t, 30*time.Second, "publish events produced, the push on the bulk lane", func() bool {
-		return count(s.cfg.Kafka.Topics.Publish) >= 12 && count(s.cfg.Kafka.Topics.Bulk) >= 1
+		return count(s.cfg.Kafka.Topics.Publish) >= publishes && count(s.cfg.Kafka.Topics.Bulk) >= pushes
 	})
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
@@ -231,6 +255,17 @@ func TestGatewayRouting(t *testing.T) {
 		"system_push_queue":      {`{"appid":7,"content":"system","receiver":4}`},
 		"customer_push_queue_v2": {`{"appid":7,"content":"v2","receiver":4,"receiver_appid":7,"sender":30,"sender_appid":3}`},
 	}
+	if asIMR { // imr's push service: entries from MSG_PUSH only
+		lists = map[string][]string{
+			"push_queue":             {`{"appid":7,"content":"msg-push","receiver":4,"sender":1}`},
+			"group_push_queue":       {`{"appid":7,"content":"group-push","group_id":55,"receivers":[2,4,8],"sender":1}`},
+			"system_push_queue":      {`{"appid":7,"content":"system-push","receiver":4}`},
+			"customer_push_queue_v2": {`{"appid":7,"content":"v2-push","receiver":4,"receiver_appid":7,"sender":30,"sender_appid":3}`},
+		}
+	}
+	if dead := testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ); len(dead) > 0 {
+		t.Errorf("%d dead letters, the first %s", len(dead), dead[0].Value)
+	}
 	for l, want := range lists {
 		got := rc.LRange(context.Background(), l, 0, -1).Val()
 		sort.Strings(got)
@@ -256,7 +291,7 @@ func TestGatewayRouting(t *testing.T) {
 }
 
 // TestGatewayBadFrame: a malformed frame closes only that connection, with
-// a metric; an unroutable inner message is dead-lettered and the
+// a metric; a push of an unroutable inner message is dead-lettered and the
 // connection stays.
 func TestGatewayBadFrame(t *testing.T) {
 	s, gw, run := gatewayStack(t)
@@ -266,8 +301,9 @@ func TestGatewayBadFrame(t *testing.T) {
 	defer cancel()
 	good := s.connectUser(ctx, gw, "127.0.0.2", 1)
 
-	// An unknown inner command: dead-lettered, connection kept.
-	must(t, good.Send(imr.CmdPublish, route(app, 1, 1, imr.AppendFrame(nil, imr.Frame{Cmd: 99}))))
+	// A MSG_PUSH of an unknown inner command: dead-lettered, connection
+	// kept. (A PUBLISH of it is forwarded as it is, as imr does.)
+	must(t, good.Send(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{1}, Inner: imr.AppendFrame(nil, imr.Frame{Cmd: 99})})))
 	must(t, good.Flush())
 	testkit.Eventually(t, 20*time.Second, "dead letter", func() bool {
 		return len(testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.DLQ)) == 1
@@ -322,14 +358,18 @@ func TestGatewayKill(t *testing.T) {
 	const n = 300
 	for i := 0; i < n; i++ {
 		must(t, a.Send(imr.CmdPublish, route(app, 3, int64(i), inner(schemas.Message{Cmd: 17, Sender: 1, Receiver: 3, Content: fmt.Sprintf("rt-%d", i)}))))
-		must(t, a.Send(imr.CmdPublish, route(app, 4, int64(i), inner(schemas.Message{Cmd: 4, Version: 2, Sender: 1, Receiver: 4, Content: fmt.Sprintf("m-%d", i)}))))
+		// an offline receiver: as an im_service IM server does, a MSG_PUSH
+		must(t, a.Send(imr.CmdPush, imr.AppendPush(nil, imr.Push{AppID: app, Receivers: []int64{4},
+			Inner: inner(schemas.Message{Cmd: 4, Version: 2, Sender: 1, Receiver: 4, Content: fmt.Sprintf("m-%d", i)})})))
 	}
 	must(t, a.Flush())
 	testkit.Eventually(t, 30*time.Second, "everything accepted by the gateway", func() bool {
 		c := 0
-		for _, m := range testkit.ReadAll(t, s.cfg, s.cfg.Kafka.Topics.Publish) {
-			if producedBy(m, "imr-127.0.0.2") {
-				c++
+		for _, topic := range []string{s.cfg.Kafka.Topics.Publish, s.cfg.Kafka.Topics.Bulk} {
+			for _, m := range testkit.ReadAll(t, s.cfg, topic) {
+				if producedBy(m, "imr-127.0.0.2") {
+					c++
+				}
 			}
 		}
 		return c >= 2*n
@@ -340,6 +380,7 @@ func TestGatewayKill(t *testing.T) {
 	// backlog must reach B once it has reconnected to a new gateway.
 	fanout.Signal(syscall.SIGCONT)
 	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 60*time.Second)
+	testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Bulk, 60*time.Second)
 	run()
 	seen := map[string]int{}
 	deadline := time.After(90 * time.Second)

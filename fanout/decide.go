@@ -59,6 +59,9 @@ func (o Options) Big(g *store.Group) bool { return o.GroupChunk > 0 && len(g.Mem
 // Decide applies docs/protocol.md §4 (im_service's HandlePublish, HandlePublishGroup,
 // HandlePublishRoom and MSG_PUSH) to one event.
 func Decide(ev *schemas.Publish, v View, o Options) Plan {
+	if ev.Route == schemas.RouteIMR {
+		return decideIMR(ev, v)
+	}
 	var p Plan
 	m := &ev.Msg
 	switch ev.Type {
@@ -145,6 +148,53 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 	return p
 }
 
+// decideIMR applies im_service's router's rules (router/server.go at
+// im_service 365d982; docs/protocol.md §4, route "imr"): a publish goes to
+// the servers where the receiver is present, a group publish to every
+// live server, a room publish to the servers with the room — never back
+// to the origin, never pushed, whatever the inner command. A push writes,
+// when a receiver is offline, what imr's push service does: GROUP_IM one
+// group entry for the offline receivers, IM and CUSTOMER_V2 one entry for
+// the message's receiver, SYSTEM one for the first offline receiver;
+// nothing for other commands.
+func decideIMR(ev *schemas.Publish, v View) Plan {
+	var p Plan
+	m := &ev.Msg
+	switch ev.Type {
+	case schemas.TypePublish:
+		p.Present = v.User(ev.AppID, ev.Receiver).Servers
+	case schemas.TypePublishGroup:
+		p.Present = v.LiveServers()
+	case schemas.TypePublishRoom:
+		p.Present = v.Room(ev.AppID, ev.Receiver)
+	case schemas.TypePush:
+		switch m.Cmd {
+		case schemas.CmdIM, schemas.CmdGroupIM, schemas.CmdSystem, schemas.CmdCustomerV2:
+		default:
+			p.Skip = "not_pushable"
+			return p
+		}
+		var off []int64
+		for _, uid := range ev.Receivers {
+			if !v.User(ev.AppID, uid).Online {
+				off = append(off, uid)
+			}
+		}
+		switch {
+		case len(off) == 0:
+		case m.Cmd == schemas.CmdGroupIM:
+			p.Push = [][]int64{off}
+		case m.Cmd == schemas.CmdSystem:
+			p.Push = [][]int64{off[:1]}
+		default:
+			p.Push = [][]int64{{m.Receiver}}
+		}
+		return p
+	}
+	p.Deliver = except(p.Present, ev.Server)
+	return p
+}
+
 // except returns servers without origin (servers is not modified).
 func except(servers []string, origin string) []string {
 	var out []string
@@ -193,6 +243,8 @@ const (
 //	room present=s1                     publish_room: servers with the room's subscribers
 //	broadcast present=s1,s2             publish_broadcast: servers hosting the app
 //	push receivers=2 offline=1          MSG_PUSH
+//	group live=s1,s2 route=imr          an event routed by imr's rules (route "imr") says so last;
+//	                                    its publish_group goes to every live server
 //
 // A list of more than describedServers servers names the first ones and
 // counts the rest: present=s1,s2,s3,s4,s5,s6,s7,s8,+12.
@@ -210,6 +262,8 @@ func AppendDescribe(dst []byte, ev *schemas.Publish, p Plan, v View, o Options) 
 	case schemas.TypePublishGroup:
 		g := v.Group(ev.AppID, ev.Receiver)
 		switch {
+		case ev.Route == schemas.RouteIMR:
+			dst = appendServers(append(dst, "group"...), " live=", p.Present)
 		case ev.Msg.Cmd == schemas.CmdSyncGroupNotify && o.SyncGroupNotifyAll:
 			dst = appendServers(append(dst, "group_notify"...), " live=", p.Present)
 		case ev.Msg.Cmd == schemas.CmdSyncGroupNotify:
@@ -233,6 +287,9 @@ func AppendDescribe(dst []byte, ev *schemas.Publish, p Plan, v View, o Options) 
 		dst = strconv.AppendInt(append(dst, " offline="...), int64(offline), 10)
 	default:
 		dst = append(dst, ev.Type...)
+	}
+	if ev.Route != "" {
+		dst = append(append(dst, " route="...), ev.Route...)
 	}
 	return dst
 }

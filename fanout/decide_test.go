@@ -107,6 +107,26 @@ func TestDecide(t *testing.T) {
 		tc{"group of GroupChunk members is not big", pub(schemas.TypePublishGroup, "s1", 55, gim), fanout.Options{GroupChunk: 4}, "deliver=[] push=[[2 4]] skip="},
 		tc{"big group sync notify: still servers with members", pub(schemas.TypePublishGroup, "s1", 55, sync), big, "deliver=[s2 s3] push=[] skip="},
 	)
+	// route "imr": im_service's router at HEAD — forwarded, never pushed;
+	// pushes only from MSG_PUSH, with imr's command set and entries.
+	imr := func(ev *schemas.Publish) *schemas.Publish { ev.Route = schemas.RouteIMR; return ev }
+	notification := schemas.Message{Cmd: 36, Raw: []byte{0, 0, 0, 0, 0, 0, 36, 1, 0, 0, 0, 0}}
+	tests = append(tests,
+		tc{"imr: persistent peer IM to an online user: forwarded", imr(pub(schemas.TypePublish, "s3", 1, im(0))), fanout.Options{}, "deliver=[s1] push=[] skip="},
+		tc{"imr: persistent peer IM to an offline user: nothing (the IM server sends MSG_PUSH)", imr(pub(schemas.TypePublish, "s3", 4, im(0))), fanout.Options{}, "deliver=[] push=[] skip="},
+		tc{"imr: present with online=false: forwarded, not pushed", imr(pub(schemas.TypePublish, "s1", 2, im(0))), fanout.Options{}, "deliver=[s2] push=[] skip="},
+		tc{"imr: to the sender's other devices, not back to the origin", imr(pub(schemas.TypePublish, "s1", 3, im(0))), fanout.Options{}, "deliver=[s3] push=[] skip="},
+		tc{"imr: any inner command (MSG_NOTIFICATION 36)", imr(pub(schemas.TypePublish, "s2", 3, notification)), fanout.Options{}, "deliver=[s1 s3] push=[] skip="},
+		tc{"imr: group IM: every live server but the origin, no push", imr(pub(schemas.TypePublishGroup, "s1", 55, gim)), fanout.Options{}, "deliver=[s2 s3 s4] push=[] skip="},
+		tc{"imr: a group no store knows: the same", imr(pub(schemas.TypePublishGroup, "s2", 56, gim)), fanout.Options{}, "deliver=[s1 s3 s4] push=[] skip="},
+		tc{"imr: room", imr(pub(schemas.TypePublishRoom, "s1", 9, schemas.Message{Cmd: 20, Sender: 1, Receiver: 9})), fanout.Options{}, "deliver=[s2] push=[] skip="},
+		tc{"imr: MSG_PUSH IM: one entry for the message's receiver", imr(push([]int64{4}, schemas.Message{Cmd: 4, Sender: 3, Receiver: 4})), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		tc{"imr: MSG_PUSH IM, receiver online: nothing", imr(push([]int64{1}, im(0))), fanout.Options{}, "deliver=[] push=[] skip="},
+		tc{"imr: MSG_PUSH GROUP_IM: the offline receivers", imr(push([]int64{1, 2, 4}, gim)), fanout.Options{}, "deliver=[] push=[[2 4]] skip="},
+		tc{"imr: MSG_PUSH SYSTEM: the first offline receiver", imr(push([]int64{1, 2, 4}, schemas.Message{Cmd: 21, Notification: "n"})), fanout.Options{}, "deliver=[] push=[[2]] skip="},
+		tc{"imr: MSG_PUSH CUSTOMER_V2", imr(push([]int64{4}, schemas.Message{Cmd: 64, SenderAppID: 1, Sender: 1, ReceiverAppID: 7, Receiver: 4})), fanout.Options{}, "deliver=[] push=[[4]] skip="},
+		tc{"imr: MSG_PUSH CUSTOMER (24): imr pushes nothing", imr(push([]int64{4}, schemas.Message{Cmd: 24, CustomerAppID: 1, CustomerID: 2})), fanout.Options{}, "deliver=[] push=[] skip=not_pushable"},
+	)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := fanout.Decide(tt.ev, view{}, tt.opts)
@@ -161,6 +181,10 @@ func TestDescribe(t *testing.T) {
 		{pub(schemas.TypePublishBroadcast, "s1", 0, schemas.Message{Cmd: 5}), fanout.Options{}, "broadcast present=s1,s2,s3"},
 		{&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePush, Server: "s1", AppID: 7}, Receivers: []int64{1, 4, 2}, Msg: im(1, 0)}, fanout.Options{}, "push receivers=3 offline=2"},
 		{pub(schemas.TypePublishBroadcast, "s1", 0, schemas.Message{Cmd: 5}), fanout.Options{}, "broadcast present=a0,a1,a2,a3,a4,a5,a6,a7,+12"},
+		{&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublishGroup, Server: "s1", AppID: 7}, Receiver: 77, Route: schemas.RouteIMR,
+			Msg: schemas.Message{Cmd: 8, Sender: 3, Receiver: 77}}, fanout.Options{}, "group live=s1,s2,s3,s4 route=imr"},
+		{&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s3", AppID: 7}, Receiver: 2, Route: schemas.RouteIMR,
+			Msg: im(2, 0)}, fanout.Options{}, "peer present=s2 online=false route=imr"},
 	} {
 		p := fanout.Decide(tc.ev, view{}, tc.o)
 		if strings.HasSuffix(tc.want, "+12") { // a deployment of 20 servers

@@ -101,6 +101,10 @@ func (l *loader) add(ctx context.Context, ev *schemas.Publish) error {
 	case schemas.TypePush:
 		l.addUsers(ev.AppID, ev.Receivers...)
 	case schemas.TypePublishGroup:
+		if ev.Route == schemas.RouteIMR { // every live server: no group
+			l.needLive = true
+			return nil
+		}
 		return l.addGroup(ctx, ev)
 	case schemas.TypePublishRoom:
 		k := appUser{ev.AppID, ev.Receiver}

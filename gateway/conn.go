@@ -146,6 +146,9 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	t := g.env.Kafka.Topics
 	g.claim(c, g.serverID(nc.RemoteAddr()))
 	c.enc = ingest.NewEncoder(c.id, c.epoch, ingest.Topics{Presence: t.Presence, Publish: t.Publish, Bulk: t.Bulk})
+	if c.g.cfg.Rules == "imr" {
+		c.enc.Route(schemas.RouteIMR)
+	}
 	if c.g.env.Kafka.Binary() {
 		c.enc.Binary()
 	}
@@ -373,6 +376,12 @@ func (c *conn) event(f imr.Frame) (ingest.Record, appOf, error) {
 	case imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom:
 		rt, err := imr.ParseRoute(f.Body)
 		m, err := inner(rt.Inner, err)
+		var u unroutable
+		if errors.As(err, &u) && c.g.cfg.Rules == "imr" && len(rt.Inner) > 0 {
+			// imr forwards what it does not understand: so do we, as it is.
+			m, err = imr.OpaqueInner(rt.Inner), nil
+			c.g.m.opaque.WithLabelValues(strconv.Itoa(int(f.Cmd))).Inc()
+		}
 		if err != nil {
 			return ingest.Record{}, appOf{}, err
 		}

@@ -7,7 +7,8 @@
 // IP are live — or IP and port; see gateway.server_id), a new epoch per
 // connection, server_up at connect, heartbeats while connected, server_down
 // when it closes. Frames 130/131/136/137 become presence events, 132/135/138
-// and 134 publish events with the inner frame kept in msg.raw; they are
+// and 134 publish events with the inner frame kept in msg.raw, routed by
+// im_service's router's rules (route "imr"; gateway.rules); they are
 // produced in order, in batches, by one producer per connection, and a full
 // queue stops reading the socket (TCP backpressure, never a drop); with
 // gateway.quotas an app over its quota is held in memory, in order, and the
@@ -17,13 +18,16 @@
 // inner frame byte-for-byte; offsets are committed only after the frames
 // were written to the socket, repeats (same src) are dropped, and a slow IM
 // server only slows its own consumer. A malformed frame closes that
-// connection with a log line and a metric; an inner message that cannot be
-// routed goes to the dead-letter topic. Several gateways can run at once.
+// connection with a log line and a metric; an inner message of a 132/135/138
+// the gateway cannot decode is forwarded as it is (as imr does; counted),
+// one of a 134 — or of any route frame with gateway.rules imstream — goes
+// to the dead-letter topic. Several gateways can run at once.
 //
 // Metrics (besides the shared ones, stage="gateway"):
 //
 //	imstream_gateway_connections                 connected IM servers
 //	imstream_gateway_frames_total{cmd}           frames read, by route command
+//	imstream_gateway_opaque_frames_total{cmd}    route frames forwarded with an inner message not decoded
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
@@ -52,6 +56,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/plumbing/obs"
@@ -90,6 +95,7 @@ type Gateway struct {
 type metrics struct {
 	conns     prometheus.Gauge
 	frames    *prometheus.CounterVec
+	opaque    *prometheus.CounterVec
 	bad       *prometheus.CounterVec
 	delivered prometheus.Counter
 	repeats   prometheus.Counter
@@ -109,9 +115,11 @@ func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, 
 	g := &Gateway{cfg: cfg, env: env, log: env.Logger.With("stage", Stage), conns: map[string]*conn{}, ready: make(chan struct{}), giveUp: 30 * time.Second,
 		allow: cfg.AllowedPrefixes(),
 		m: metrics{
-			conns:     obs.Gauge("imstream_gateway_connections", "IM servers connected to this gateway."),
-			frames:    obs.CounterVec("imstream_gateway_frames_total", "Frames read from IM servers, by route command.", "cmd"),
-			bad:       obs.CounterVec("imstream_gateway_bad_frames_total", "Connections closed because of a malformed frame, by reason.", "reason"),
+			conns:  obs.Gauge("imstream_gateway_connections", "IM servers connected to this gateway."),
+			frames: obs.CounterVec("imstream_gateway_frames_total", "Frames read from IM servers, by route command.", "cmd"),
+			bad:    obs.CounterVec("imstream_gateway_bad_frames_total", "Connections closed because of a malformed frame, by reason.", "reason"),
+			opaque: obs.CounterVec("imstream_gateway_opaque_frames_total",
+				"Route frames whose inner message the gateway could not decode (an unknown command, a body it does not parse), forwarded as they are (gateway.rules imr), by route command.", "cmd"),
 			delivered: obs.Counter("imstream_gateway_delivered_frames_total", "Frames written back to IM servers."),
 			repeats: obs.Counter("imstream_gateway_repeats_total",
 				"Deliveries dropped because their src was already delivered on this connection."),
@@ -124,7 +132,10 @@ func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, 
 	bc := obs.CounterVec("imstream_gateway_broadcasts_total",
 		"Broadcasts a gateway expanded into one frame per subscribed user of the app (written), or did not write because the connection had more such users than gateway.max_broadcast_users (refused).", "result")
 	g.m.broadcasts, g.m.broadcastsRefused = bc.WithLabelValues("written"), bc.WithLabelValues("refused")
-	if err := env.Register(g.m.conns, g.m.frames, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
+	for _, c := range []int{imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom} {
+		g.m.opaque.WithLabelValues(strconv.Itoa(c))
+	}
+	if err := env.Register(g.m.conns, g.m.frames, g.m.opaque, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
 		return nil, err
 	}
 	g.qm = newQuotaMetrics(quotas.TopApps) // exported (at 0) with quotas off too, as the fanout's per-app series

@@ -35,34 +35,65 @@ func newTestGateway(t *testing.T, mutate func(*config.Config)) *Gateway {
 	return g
 }
 
-// TestEvent: each route command becomes its event on its lane; an inner
-// message that cannot be routed is unroutable (dead-lettered, the
-// connection stays); a route body that does not parse, or an unknown
-// command with a body, closes the connection; an empty unknown command and
-// a push without receivers produce nothing.
+// TestEvent: each route command becomes its event on its lane; with
+// gateway.rules imr (the default) the publish events say route "imr" and an
+// inner message the gateway cannot decode is forwarded as it is, as imr
+// does, while with imstream it is unroutable (dead-lettered, the
+// connection stays), as is a push's under both; a route body that does not
+// parse, or an unknown command with a body, closes the connection; an empty
+// unknown command and a push without receivers produce nothing.
 func TestEvent(t *testing.T) {
-	g := newTestGateway(t, nil)
+	for _, rules := range []string{"imr", "imstream"} {
+		t.Run(rules, func(t *testing.T) { testEvent(t, rules) })
+	}
+}
+
+func testEvent(t *testing.T, rules string) {
+	g := newTestGateway(t, func(c *config.Config) { c.Gateway.Rules = rules })
 	k := g.env.Kafka.Topics
 	c := &conn{g: g, id: "imr-10.0.0.1", enc: ingest.NewEncoder("imr-10.0.0.1", 1, ingest.Topics{Presence: k.Presence, Publish: k.Publish, Bulk: k.Bulk})}
+	routed := ""
+	if rules == "imr" {
+		c.enc.Route(schemas.RouteIMR)
+		routed = `"route":"imr"`
+	}
 	im := imr.AppendInner(nil, schemas.Message{Cmd: schemas.CmdIM, Version: 2, Sender: 1, Receiver: 2, Content: "hi"})
 	route := imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: im})
-	for _, tc := range []struct {
+	notification := imr.AppendFrame(nil, imr.Frame{Cmd: 36, Version: 1, Body: []byte(`{"n":1}`)}) // MSG_NOTIFICATION
+	// what an inner message the gateway cannot decode becomes: with imr's
+	// rules a publish with it as raw, else nothing (dead-lettered)
+	opaque := func(topic, typ string) (string, string, string) {
+		if rules == "imr" {
+			return topic, typ, ""
+		}
+		return "", "", "unroutable"
+	}
+	type tc struct {
 		name  string
 		f     imr.Frame
 		topic string
 		typ   string
 		err   string // "" none, "unroutable", "close"
-	}{
+	}
+	cases := []tc{
 		{"subscribe", imr.Frame{Cmd: imr.CmdSubscribe, Body: imr.AppendSubscribe(nil, imr.Subscribe{AppID: 7, UID: 2, Online: 1})}, k.Presence, `"type":"subscribe"`, ""},
 		{"publish", imr.Frame{Cmd: imr.CmdPublish, Body: route}, k.Publish, `"type":"publish"`, ""},
 		{"publish_group", imr.Frame{Cmd: imr.CmdPublishGroup, Body: route}, k.Publish, `"type":"publish_group"`, ""},
 		{"push goes to the bulk lane, without raw", imr.Frame{Cmd: imr.CmdPush, Body: imr.AppendPush(nil, imr.Push{AppID: 7, Receivers: []int64{2, 3}, Inner: im})}, k.Bulk, `"receivers":[2,3]`, ""},
 		{"push without receivers", imr.Frame{Cmd: imr.CmdPush, Body: imr.AppendPush(nil, imr.Push{AppID: 7, Inner: im})}, "", "", ""},
-		{"unroutable inner", imr.Frame{Cmd: imr.CmdPublish, Body: imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: []byte{0, 0, 0, 9, 1}})}, "", "", "unroutable"},
+		{"push of an inner message that does not parse", imr.Frame{Cmd: imr.CmdPush, Body: imr.AppendPush(nil, imr.Push{AppID: 7, Receivers: []int64{2}, Inner: notification})}, "", "", "unroutable"},
 		{"truncated route body", imr.Frame{Cmd: imr.CmdPublish, Body: route[:10]}, "", "", "close"},
 		{"unknown command with a body", imr.Frame{Cmd: 99, Body: []byte{1}}, "", "", "close"},
 		{"unknown command without a body", imr.Frame{Cmd: 99}, "", "", ""},
-	} {
+	}
+	add := func(name string, f imr.Frame, typ string) {
+		topic, typ, err := opaque(k.Publish, typ)
+		cases = append(cases, tc{name, f, topic, typ, err})
+	}
+	add("inner message too short", imr.Frame{Cmd: imr.CmdPublish, Body: imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: []byte{0, 0, 0, 9, 1}})}, `"raw":"AAAACQE="`)
+	add("MSG_NOTIFICATION (36) to a peer", imr.Frame{Cmd: imr.CmdPublish, Body: imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 2, Inner: notification})}, `"cmd":36`)
+	add("MSG_NOTIFICATION (36) to a group", imr.Frame{Cmd: imr.CmdPublishGroup, Body: imr.AppendRoute(nil, imr.Route{AppID: 7, Receiver: 9, Inner: notification})}, `"type":"publish_group"`)
+	for _, tc := range cases {
 		rec, _, err := c.event(tc.f)
 		var u unroutable
 		switch {
@@ -78,6 +109,14 @@ func TestEvent(t *testing.T) {
 		}
 		if tc.topic == k.Bulk && strings.Contains(string(rec.Value), `"raw"`) {
 			t.Errorf("%s: a push carries msg.raw: %s", tc.name, rec.Value)
+		}
+		if tc.topic != "" && tc.topic != k.Presence && !strings.Contains(string(rec.Value), routed) {
+			t.Errorf("%s: %s, want %s", tc.name, rec.Value, routed)
+		}
+		if tc.topic == k.Publish {
+			if _, err := schemas.Decode(rec.Value, 0); err != nil {
+				t.Errorf("%s: the event does not decode: %v", tc.name, err)
+			}
 		}
 	}
 }

@@ -44,6 +44,7 @@ type Encoder struct {
 	topics Topics
 	seq    atomic.Uint64
 	binary bool
+	route  string
 }
 
 // NewEncoder returns an encoder for server at epoch. An empty Bulk puts
@@ -60,6 +61,15 @@ func NewEncoder(server string, epoch int64, t Topics) *Encoder {
 // choice (kafka.internal_format). Call it before e is used. It returns e.
 func (e *Encoder) Binary() *Encoder {
 	e.binary = true
+	return e
+}
+
+// Route makes e's publish, publish_group, publish_room and push events name
+// the rules they are routed by (docs/protocol.md §4): schemas.RouteIMR,
+// im_service's router's, is what the gateway writes by default. Call it
+// before e is used. It returns e.
+func (e *Encoder) Route(route string) *Encoder {
+	e.route = route
 	return e
 }
 
@@ -127,7 +137,7 @@ type Meta struct {
 
 func (e *Encoder) publish(t schemas.Type, appid, receiver int64, key string, msg schemas.Message, meta Meta) Record {
 	ev := schemas.Publish{Header: e.header(t, appid), Receiver: receiver,
-		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg}
+		MsgID: meta.MsgID, DeviceID: meta.DeviceID, IMRTimestamp: meta.IMRTimestamp, Msg: msg, Route: e.route}
 	return e.record(e.topics.Publish, key, &ev)
 }
 
@@ -159,6 +169,6 @@ func (e *Encoder) Broadcast(appid int64, msg schemas.Message, o BroadcastOptions
 // Push asks for offline pushes to whichever receivers are offline (MSG_PUSH),
 // on the bulk lane; keyed by the first receiver. receivers must not be empty.
 func (e *Encoder) Push(appid int64, receivers []int64, msg schemas.Message) Record {
-	ev := schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg}
+	ev := schemas.Publish{Header: e.header(schemas.TypePush, appid), Receivers: receivers, Msg: msg, Route: e.route}
 	return e.record(e.topics.Bulk, UserKey(appid, receivers[0]), &ev)
 }

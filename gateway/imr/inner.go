@@ -68,6 +68,18 @@ func ParseInner(inner []byte) (schemas.Message, error) {
 	return m, nil
 }
 
+// OpaqueInner is an inner frame that ParseInner refuses, as a message to
+// forward as it is (gateway.rules imr, as imr does): its header's fields
+// when it has a header, and the frame in Raw.
+func OpaqueInner(inner []byte) schemas.Message {
+	m := schemas.Message{Raw: inner}
+	if len(inner) >= HeaderSize {
+		m.Seq = int64(int32(binary.BigEndian.Uint32(inner[4:8])))
+		m.Cmd, m.Version, m.Flag = int(inner[8]), int(inner[9]), int(inner[10])
+	}
+	return m
+}
+
 // AppendInner encodes a message as an inner frame (for load generators and
 // tests; the gateway forwards Raw untouched).
 func AppendInner(dst []byte, m schemas.Message) []byte {

@@ -314,9 +314,17 @@ type Pusher struct {
 
 // Gateway configures the IMR-compatible gateway.
 type Gateway struct {
-	Listen            string        `mapstructure:"listen"`             // default 127.0.0.1:4444: where im_service IM servers connect (their route_addrs)
-	ServerID          string        `mapstructure:"server_id"`          // default ip: ids by remote IP ("ip": imr-<ip>, then imr-<ip>-2, … for more live connections from it), or per connection ("ip_port")
-	IDPrefix          string        `mapstructure:"id_prefix"`          // default "imr-": prefix of the server ids the gateway assigns
+	Listen   string `mapstructure:"listen"`    // default 127.0.0.1:4444: where im_service IM servers connect (their route_addrs)
+	ServerID string `mapstructure:"server_id"` // default ip: ids by remote IP ("ip": imr-<ip>, then imr-<ip>-2, … for more live connections from it), or per connection ("ip_port")
+	IDPrefix string `mapstructure:"id_prefix"` // default "imr-": prefix of the server ids the gateway assigns
+	// Rules are the routing rules of the events the gateway writes
+	// (docs/gateway.md): "imr" (default), those of im_service's router
+	// since 2019 — PUBLISH, PUBLISH_GROUP and PUBLISH_ROOM forwarded as
+	// they are, any inner command, never pushed; pushes only from
+	// MSG_PUSH — or "imstream", docs/protocol.md §4 (pushes for the
+	// offline receivers of PUBLISH and PUBLISH_GROUP, group members from
+	// imr.groups), for IM servers older than im_service's 2019 MSG_PUSH.
+	Rules             string        `mapstructure:"rules"`
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // default 5s: heartbeats for each connected IM server
 	QueueSize         int           `mapstructure:"queue_size"`         // default 10000: frames per connection waiting to be produced
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 30s: an IM server that does not read for this long is disconnected
@@ -445,7 +453,7 @@ func Default() Config {
 			SystemPush:    true,
 		},
 		Gateway: Gateway{
-			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", HeartbeatInterval: 5 * time.Second,
+			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", Rules: "imr", HeartbeatInterval: 5 * time.Second,
 			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000, MaxBroadcastUsers: 100000,
 			AllowCIDRs: []string{}, Quotas: GatewayQuotas{Scale: 1, MaxHeld: 100000},
 		},
@@ -691,6 +699,9 @@ func (p Pusher) validate(bad badKey) {
 }
 
 func (g Gateway) validate(bad badKey) {
+	if g.Rules != "imr" && g.Rules != "imstream" {
+		bad("gateway.rules", "must be imr or imstream, got %q", g.Rules)
+	}
 	if g.ServerID != "ip" && g.ServerID != "ip_port" {
 		bad("gateway.server_id", "must be ip or ip_port, got %q", g.ServerID)
 	}

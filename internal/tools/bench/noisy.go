@@ -147,6 +147,10 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	if mode.gateway {
 		cfg.Gateway.Quotas.Enabled = true
 		cfg.Gateway.Listen = "127.0.0.1:0"
+		// The flood is PUBLISH frames of persistent messages to offline
+		// users, pushed by docs/protocol.md §4's rules (imr's would push
+		// only a MSG_PUSH beside each): its entries are what lands.
+		cfg.Gateway.Rules = "imstream"
 		roles = append(roles, "gateway")
 	}
 	if flood > 0 {
