@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 STATICCHECK := v0.8.2
 LDFLAGS := -X github.com/imstream/imstream/internal/plumbing/obs.Version=$(VERSION)
 
-.PHONY: all help run test unit build bench bench-imr gobench lint tools fuzz chaos chaos-ci clean
+.PHONY: all help run test unit build bench bench-imr imservice gobench lint tools fuzz chaos chaos-ci clean
 
 all: build
 
@@ -51,6 +51,13 @@ bench: tools
 bench-imr: tools
 	@if [ -z "$(IMSERVICE)" ]; then echo "set IMSERVICE=/path/to/im_service (a checkout of github.com/GoBelieveIO/im_service)"; exit 2; fi
 	scripts/vs-imr.sh "$(IMSERVICE)" --json bench-imr.json
+
+## imservice: im_service itself (im, ims, imr, MariaDB, its tests) routed by imr and by imstream, push lists compared (IMSERVICE=path to a checkout; GATEWAYS=2 for two routers; RUNS=n)
+GATEWAYS ?= 1
+RUNS ?= 1
+imservice: tools
+	@if [ -z "$(IMSERVICE)" ]; then echo "set IMSERVICE=/path/to/im_service (a checkout of github.com/GoBelieveIO/im_service)"; exit 2; fi
+	scripts/imservice/run.sh "$(IMSERVICE)" --gateways $(GATEWAYS) --runs $(RUNS)
 
 ## gobench: Go benchmarks of the hot paths
 gobench: tools

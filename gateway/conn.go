@@ -170,8 +170,15 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	go func() { defer wg.Done(); c.heartbeat() }()
 	go func() { defer wg.Done(); c.deliver(log) }()
 
+	// The gateway stopping (SIGTERM) ends the connection: its last events
+	// and server_down are produced within shutdown.grace, and the IM server
+	// reconnects (to this gateway again, or another in its route_addrs).
+	stopping := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	defer stopping()
 	err := c.read(r)
 	switch {
+	case ctx.Err() != nil:
+		log.Info("gateway stopping: connection closed")
 	case err == nil || errors.Is(err, io.EOF) || c.ctx.Err() != nil:
 		log.Info("IM server disconnected")
 	case errors.Is(err, imr.ErrFrame):
@@ -464,7 +471,7 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 	}
 	fresh, handed := c.seen.Filter(b.Partition, batch)
 	var buf []byte
-	frames := 0
+	frames, others := 0, 0
 	for _, d := range fresh {
 		if d.Type == schemas.TypePublishBroadcast {
 			var n int
@@ -472,9 +479,14 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 			frames += n
 			continue
 		}
+		if !c.g.ours(d.Receiver) {
+			others++
+			continue
+		}
 		buf = appendDelivery(buf, d.Publish)
 		frames++
 	}
+	c.g.m.others.Add(float64(others))
 	if len(buf) > 0 {
 		c.wmu.Lock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
@@ -510,10 +522,16 @@ func (c *conn) appendBroadcast(dst []byte, p *schemas.Publish) ([]byte, int) {
 	}
 	c.g.m.broadcasts.Inc()
 	inner := innerOf(p)
+	n := 0
 	for _, uid := range users {
+		if !c.g.ours(uid) { // the user's router writes it
+			c.g.m.others.Inc()
+			continue
+		}
 		dst = appendRouted(dst, imr.CmdPublish, p, uid, inner)
+		n++
 	}
-	return dst, len(users)
+	return dst, n
 }
 
 // appendDelivery encodes a deliver record as the frame imr would have

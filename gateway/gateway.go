@@ -28,6 +28,7 @@
 //	imstream_gateway_connections                 connected IM servers
 //	imstream_gateway_frames_total{cmd}           frames read, by route command
 //	imstream_gateway_opaque_frames_total{cmd}    route frames forwarded with an inner message not decoded
+//	imstream_gateway_other_router_deliveries_total  deliveries left to the gateway of their receiver's router (gateway.routers)
 //	imstream_gateway_bad_frames_total{reason}    connections closed for a malformed frame
 //	imstream_gateway_delivered_frames_total      frames written back to IM servers
 //	imstream_gateway_repeats_total               deliveries dropped as repeats
@@ -96,6 +97,7 @@ type metrics struct {
 	conns     prometheus.Gauge
 	frames    *prometheus.CounterVec
 	opaque    *prometheus.CounterVec
+	others    prometheus.Counter
 	bad       *prometheus.CounterVec
 	delivered prometheus.Counter
 	repeats   prometheus.Counter
@@ -118,6 +120,8 @@ func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, 
 			conns:  obs.Gauge("imstream_gateway_connections", "IM servers connected to this gateway."),
 			frames: obs.CounterVec("imstream_gateway_frames_total", "Frames read from IM servers, by route command.", "cmd"),
 			bad:    obs.CounterVec("imstream_gateway_bad_frames_total", "Connections closed because of a malformed frame, by reason.", "reason"),
+			others: obs.Counter("imstream_gateway_other_router_deliveries_total",
+				"Deliveries (frames of a broadcast) not written because their receiver, room or group is another router's (gateway.routers): that gateway writes them to the same IM server."),
 			opaque: obs.CounterVec("imstream_gateway_opaque_frames_total",
 				"Route frames whose inner message the gateway could not decode (an unknown command, a body it does not parse), forwarded as they are (gateway.rules imr), by route command.", "cmd"),
 			delivered: obs.Counter("imstream_gateway_delivered_frames_total", "Frames written back to IM servers."),
@@ -135,7 +139,7 @@ func New(cfg config.Gateway, quotas config.FairShare, env stage.Env) (*Gateway, 
 	for _, c := range []int{imr.CmdPublish, imr.CmdPublishGroup, imr.CmdPublishRoom} {
 		g.m.opaque.WithLabelValues(strconv.Itoa(c))
 	}
-	if err := env.Register(g.m.conns, g.m.frames, g.m.opaque, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
+	if err := env.Register(g.m.conns, g.m.frames, g.m.opaque, g.m.others, g.m.bad, g.m.delivered, g.m.repeats, g.m.refused, bc); err != nil {
 		return nil, err
 	}
 	g.qm = newQuotaMetrics(quotas.TopApps) // exported (at 0) with quotas off too, as the fanout's per-app series
@@ -266,6 +270,9 @@ func (g *Gateway) serverID(addr net.Addr) string {
 		host = addr.String()
 	}
 	id := g.cfg.IDPrefix + host
+	if g.cfg.Routers > 1 { // each gateway its own servers: one IM server is one server per gateway
+		id = g.cfg.IDPrefix + "g" + strconv.Itoa(g.cfg.RouterIndex) + "-" + host
+	}
 	if g.cfg.ServerID == "ip_port" {
 		id += "_" + port
 	}
@@ -275,6 +282,16 @@ func (g *Gateway) serverID(addr net.Addr) string {
 		}
 		return '_'
 	}, id)
+}
+
+// ours reports whether deliveries keyed by id (a receiver, room or group)
+// are this gateway's to write: always with one router; with
+// gateway.routers N, those with id % N == gateway.router_index — the
+// router an im_service IM server sends them to (im_service server/app.go
+// GetChannel, GetRoomChannel, GetGroupChannel).
+func (g *Gateway) ours(id int64) bool {
+	n := int64(g.cfg.Routers)
+	return n <= 1 || (id%n+n)%n == int64(g.cfg.RouterIndex)
 }
 
 // Queued returns how many events read from IM servers are not in Kafka yet.

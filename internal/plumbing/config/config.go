@@ -324,7 +324,18 @@ type Gateway struct {
 	// MSG_PUSH — or "imstream", docs/protocol.md §4 (pushes for the
 	// offline receivers of PUBLISH and PUBLISH_GROUP, group members from
 	// imr.groups), for IM servers older than im_service's 2019 MSG_PUSH.
-	Rules             string        `mapstructure:"rules"`
+	Rules string `mapstructure:"rules"`
+	// Routers is how many addresses the IM servers' route_addrs list
+	// (default 1), and RouterIndex this gateway's place among them (from
+	// 0, in route_addrs order, which must be the same on every IM server).
+	// An im_service IM server connects to every router and sends a
+	// message for uid (room, group) to router uid % N only; with Routers
+	// > 1 each gateway names its connections apart (<id_prefix>g<index>-
+	// <ip>) and writes a delivery to its IM server only when the
+	// receiver, room or group is its own (id % Routers == RouterIndex),
+	// so that N gateways serve each IM server once (docs/gateway.md).
+	Routers           int           `mapstructure:"routers"`
+	RouterIndex       int           `mapstructure:"router_index"`
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"` // default 5s: heartbeats for each connected IM server
 	QueueSize         int           `mapstructure:"queue_size"`         // default 10000: frames per connection waiting to be produced
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`      // default 30s: an IM server that does not read for this long is disconnected
@@ -453,7 +464,7 @@ func Default() Config {
 			SystemPush:    true,
 		},
 		Gateway: Gateway{
-			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", Rules: "imr", HeartbeatInterval: 5 * time.Second,
+			Listen: "127.0.0.1:4444", ServerID: "ip", IDPrefix: "imr-", Rules: "imr", Routers: 1, HeartbeatInterval: 5 * time.Second,
 			QueueSize: 10000, WriteTimeout: 30 * time.Second, Group: "imstream-gateway", MaxConnections: 1000, MaxBroadcastUsers: 100000,
 			AllowCIDRs: []string{}, Quotas: GatewayQuotas{Scale: 1, MaxHeld: 100000},
 		},
@@ -699,6 +710,9 @@ func (p Pusher) validate(bad badKey) {
 }
 
 func (g Gateway) validate(bad badKey) {
+	if g.Routers < 1 || g.RouterIndex < 0 || g.RouterIndex >= g.Routers {
+		bad("gateway.router_index", "must be 0..gateway.routers-1 (routers %d), got %d", g.Routers, g.RouterIndex)
+	}
 	if g.Rules != "imr" && g.Rules != "imstream" {
 		bad("gateway.rules", "must be imr or imstream, got %q", g.Rules)
 	}
