@@ -78,6 +78,7 @@ func TestTrace(t *testing.T) {
 		Receiver: 4, MsgID: 107, Msg: im(4, 0)})
 	testkit.Produce(t, s.cfg, kafkaMessage{Topic: s.cfg.Kafka.Topics.Publish, Key: []byte("7:999"), Value: wrong})
 	must(t, s2.Publish(ctx, app, 5, schemas.Message{Cmd: schemas.CmdRT, Sender: 2, Receiver: 5, Content: "typing"}, meta(113)))
+	must(t, s2.Publish(ctx, app, 1, schemas.Message{Cmd: schemas.CmdRT, Sender: 3, Receiver: 1, Content: "rt without a msgid"}, ingest.Meta{}))
 	big := im(4, 0)
 	big.Content = strings.Repeat("x", schemas.DefaultMaxBytes)
 	huge, _ := json.Marshal(&schemas.Publish{Header: schemas.Header{V: 1, Type: schemas.TypePublish, Server: "s2", AppID: app, TS: time.Now().UnixMilli()},
@@ -217,6 +218,14 @@ func TestTrace(t *testing.T) {
 	}
 	if _, code := run("--appid", "7", "--msgid", "101"); code != 2 {
 		t.Errorf("no receiver: exit %d, want 2", code)
+	}
+	// A message without a msgid (RT, room messages): by its content and sender.
+	if res, code := run("--appid", "7", "--uid", "1", "--content", "without a msgid", "--sender", "3"); code != 0 || len(res.Hops) != 2 ||
+		res.Hops[1].What != "delivery" || res.Event.Msg.Content != "rt without a msgid" {
+		t.Errorf("by content and sender: exit %d, %+v", code, res)
+	}
+	if _, code := run("--appid", "7", "--uid", "1", "--content", "without a msgid", "--sender", "4"); code != 1 {
+		t.Errorf("by content and another sender: exit %d, want 1", code)
 	}
 	// A read that gives up (a timeout no record can meet) says what it did
 	// not read, and exits 3: the answer may be missing what it holds.

@@ -29,7 +29,8 @@ var errIncomplete = exitCode{errors.New("incomplete: a partition read gave up be
 func traceFlags(fs *pflag.FlagSet) runFunc {
 	vals := map[string]*string{}
 	for _, f := range []struct{ name, help string }{
-		{"appid", "the event's app (required)"}, {"msgid", "the event's msgid (required)"},
+		{"appid", "the event's app (required)"}, {"msgid", "the event's msgid (or name it by --sender and/or --content)"},
+		{"sender", "the inner message's sender (for messages without a msgid: RT, room messages)"}, {"content", "text found in the message's content, notification or raw inner frame"},
 		{"uid", "the receiver it was sent to (a peer message or MSG_PUSH's first receiver)"}, {"group", "the group it was sent to"}, {"room", "the room it was sent to"},
 		{"since", "look this far back (default 10m)"}, {"presence-lookback", "how far before a peer message its receiver's presence events are read (default 1h)"}, {"from", "look from this time (RFC 3339) instead"}, {"to", "look until this time (RFC 3339; default now)"},
 	} {

@@ -45,7 +45,8 @@ func Handler(t *Tracer) http.Handler {
 // (RFC 3339); without any, the last 10 minutes.
 func QueryOf(get func(string) string, now time.Time) (Query, error) {
 	var q Query
-	ints := map[string]*int64{"appid": &q.AppID, "msgid": &q.MsgID, "uid": &q.UID, "group": &q.Group, "room": &q.Room}
+	ints := map[string]*int64{"appid": &q.AppID, "msgid": &q.MsgID, "uid": &q.UID, "group": &q.Group, "room": &q.Room, "sender": &q.Sender}
+	q.Content = get("content")
 	for name, p := range ints {
 		if v := get(name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)

@@ -11,6 +11,7 @@
 package trace
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,11 +32,16 @@ import (
 	"github.com/imstream/imstream/schemas"
 )
 
-// Query names the event: its app and msgid, and the receiver it was keyed
-// by (one of UID, Group, Room, or Broadcast: the app's broadcasts), in a
-// time window.
+// Query names the event: its app and the receiver it was keyed by (one of
+// UID, Group, Room, or Broadcast: the app's broadcasts), in a time window,
+// and what tells it from the others there: its msgid, or — for messages
+// without one (RT, room messages, notifications carry msgid 0) — its
+// sender and a piece of its content; the first event that matches all the
+// given ones is traced.
 type Query struct {
 	AppID, MsgID     int64
+	Sender           int64  // the inner message's sender
+	Content          string // found in the message's content or notification, or in its raw inner frame
 	UID, Group, Room int64
 	Broadcast        bool
 	Since, Until     time.Time // Until zero: now
@@ -63,8 +69,10 @@ func (q Query) Check() error {
 		n++
 	}
 	switch {
-	case q.AppID <= 0 || q.MsgID == 0:
-		return fmt.Errorf("%w: appid and msgid are required", ErrQuery)
+	case q.AppID <= 0:
+		return fmt.Errorf("%w: appid is required", ErrQuery)
+	case q.MsgID == 0 && q.Sender == 0 && q.Content == "":
+		return fmt.Errorf("%w: name the event by msgid, or by sender and/or content (messages without a msgid)", ErrQuery)
 	case n != 1:
 		return fmt.Errorf("%w: name exactly one of uid, group, room, broadcast", ErrQuery)
 	case q.Since.IsZero():
@@ -127,6 +135,21 @@ type Tracer struct {
 	// ReadTimeout is how long a read waits for a partition's next record
 	// before giving up on the rest of it (0: DefaultReadTimeout).
 	ReadTimeout time.Duration
+}
+
+// what names the event as the query does.
+func (q Query) what() string {
+	var w []string
+	if q.MsgID != 0 {
+		w = append(w, fmt.Sprintf("msgid %d", q.MsgID))
+	}
+	if q.Sender != 0 {
+		w = append(w, fmt.Sprintf("sender %d", q.Sender))
+	}
+	if q.Content != "" {
+		w = append(w, fmt.Sprintf("content containing %q", q.Content))
+	}
+	return strings.Join(w, " and ")
 }
 
 func (q Query) key() (string, []string) {
@@ -215,8 +238,8 @@ func (t *tracing) trace(ctx context.Context, q Query) (Result, error) {
 		res.Hops = dead
 		res.Found = len(dead) > 0
 		if !res.Found {
-			res.Notes = append(res.Notes, fmt.Sprintf("no publish event of app %d with msgid %d keyed %q between %s and %s, and no dead letter of it",
-				q.AppID, q.MsgID, key, q.Since.UTC().Format(time.RFC3339), q.Until.UTC().Format(time.RFC3339)))
+			res.Notes = append(res.Notes, fmt.Sprintf("no publish event of app %d with %s keyed %q between %s and %s, and no dead letter of it",
+				q.AppID, q.what(), key, q.Since.UTC().Format(time.RFC3339), q.Until.UTC().Format(time.RFC3339)))
 		}
 		return res, nil
 	}
@@ -278,7 +301,11 @@ func match(m kafka.Message, q Query) (*schemas.Publish, bool) {
 		return nil, false
 	}
 	p := ev.(*schemas.Publish)
-	return p, p.AppID == q.AppID && (p.MsgID == q.MsgID || p.Msg.MsgID == q.MsgID)
+	msg := &p.Msg
+	return p, p.AppID == q.AppID && (q.MsgID == 0 || p.MsgID == q.MsgID || msg.MsgID == q.MsgID) &&
+		(q.Sender == 0 || msg.Sender == q.Sender) &&
+		(q.Content == "" || strings.Contains(msg.Content, q.Content) || strings.Contains(msg.Notification, q.Content) ||
+			bytes.Contains(msg.Raw, []byte(q.Content)))
 }
 
 // traced names a record's traceparent, when it has one.

@@ -21,8 +21,11 @@ func TestQueryOf(t *testing.T) {
 		{"appid=7&msgid=123&group=9000&since=1h", now.Add(-time.Hour), time.Time{}, false},
 		{"appid=7&msgid=123&room=5&from=2027-01-15T08:00:00Z&to=2027-01-15T09:00:00Z",
 			time.Date(2027, 1, 15, 8, 0, 0, 0, time.UTC), time.Date(2027, 1, 15, 9, 0, 0, 0, time.UTC), false},
-		{"appid=7&msgid=123", time.Time{}, time.Time{}, true},               // no receiver
-		{"appid=7&msgid=123&uid=1&group=2", time.Time{}, time.Time{}, true}, // two
+		{"appid=7&msgid=123", time.Time{}, time.Time{}, true},                            // no receiver
+		{"appid=7&uid=1&content=typing", now.Add(-10 * time.Minute), time.Time{}, false}, // no msgid: by content
+		{"appid=7&uid=1&sender=2", now.Add(-10 * time.Minute), time.Time{}, false},       // or by sender
+		{"appid=7&uid=1", time.Time{}, time.Time{}, true},                                // nothing names the event
+		{"appid=7&msgid=123&uid=1&group=2", time.Time{}, time.Time{}, true},              // two
 		{"appid=7&msgid=123&broadcast=true", now.Add(-10 * time.Minute), time.Time{}, false},
 		{"appid=7&msgid=123&broadcast=true&uid=1", time.Time{}, time.Time{}, true}, // two
 		{"msgid=123&uid=1", time.Time{}, time.Time{}, true},                        // no app
