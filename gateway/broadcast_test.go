@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -42,17 +43,24 @@ func TestBroadcastGuard(t *testing.T) {
 			out = append(out, rt.Receiver)
 		}
 	}
-	b, n := c.appendBroadcast(nil, p)
+	b, n, _ := c.appendBroadcast(nil, p)
 	if got := uids(b); n != 2 || len(got) != 2 || got[0] != 1 || got[1] != 3 {
 		t.Fatalf("online only: %d frames to %v, want 2 to [1 3]", n, got)
 	}
 	all := false
 	p.OnlineOnly = &all
-	if b, n = c.appendBroadcast(nil, p); n != 3 || len(uids(b)) != 3 {
+	if b, n, _ = c.appendBroadcast(nil, p); n != 3 || len(uids(b)) != 3 {
 		t.Fatalf("all connected: %d frames, want 3", n)
 	}
+	// With two routers this gateway (router 1) writes only its own users'
+	// frames (uid % 2 == 1); the other gateway writes the rest.
+	c.g.cfg.Routers, c.g.cfg.RouterIndex = 2, 1
+	if b, n, others := c.appendBroadcast(nil, p); n != 2 || others != 1 || fmt.Sprint(uids(b)) != "[1 3]" {
+		t.Fatalf("router 1 of 2: %d frames to %v, %d left; want 2 to [1 3], 1 left", n, uids(b), others)
+	}
+	c.g.cfg.Routers, c.g.cfg.RouterIndex = 1, 0
 	c.subscribed(7, 6, true, false)
-	if b, n = c.appendBroadcast(nil, p); n != 0 || len(b) != 0 {
+	if b, n, _ = c.appendBroadcast(nil, p); n != 0 || len(b) != 0 {
 		t.Fatalf("over the limit: %d frames written, want none", n)
 	}
 	if v := testutil.ToFloat64(g.m.broadcastsRefused); v != 1 {
@@ -78,7 +86,7 @@ func BenchmarkBroadcastExpansion(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var n int
-		buf, n = c.appendBroadcast(buf[:0], p)
+		buf, n, _ = c.appendBroadcast(buf[:0], p)
 		if n != 50_000 {
 			b.Fatal(n)
 		}

@@ -471,12 +471,16 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 	}
 	fresh, handed := c.seen.Filter(b.Partition, batch)
 	var buf []byte
+	var written []int64 // the ts of the deliveries written (frames of them)
 	frames, others := 0, 0
 	for _, d := range fresh {
 		if d.Type == schemas.TypePublishBroadcast {
-			var n int
-			buf, n = c.appendBroadcast(buf, d.Publish)
-			frames += n
+			var n, o int
+			buf, n, o = c.appendBroadcast(buf, d.Publish)
+			frames, others = frames+n, others+o
+			if n > 0 {
+				written = append(written, d.TS)
+			}
 			continue
 		}
 		if !c.g.ours(d.Receiver) {
@@ -485,8 +489,8 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 		}
 		buf = appendDelivery(buf, d.Publish)
 		frames++
+		written = append(written, d.TS)
 	}
-	c.g.m.others.Add(float64(others))
 	if len(buf) > 0 {
 		c.wmu.Lock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
@@ -500,38 +504,38 @@ func (c *conn) handleDeliveries(_ context.Context, b stage.Batch, decoded []stag
 	handed()
 	c.g.m.repeats.Add(float64(len(batch) - len(fresh)))
 	c.g.m.delivered.Add(float64(frames))
+	c.g.m.others.Add(float64(others))
 	e2e, now := c.g.env.Metrics.E2EFor("im_server"), time.Now()
-	for _, d := range fresh {
-		e2e.Observe(d.TS, now)
+	for _, ts := range written {
+		e2e.Observe(ts, now)
 	}
 	return nil, nil
 }
 
 // appendBroadcast appends a broadcast as one publish frame per subscribed
-// user of its app (online ones only unless online_only is false), each as
-// a peer message to that user, and returns how many; beyond
-// gateway.max_broadcast_users it appends nothing and counts and logs the
-// refusal.
-func (c *conn) appendBroadcast(dst []byte, p *schemas.Publish) ([]byte, int) {
+// user of its app (online ones only unless online_only is false) whose
+// router this gateway is (gateway.routers), each as a peer message to that
+// user, and returns how many frames it appended and how many users it left
+// to their routers' gateways; beyond gateway.max_broadcast_users it
+// appends nothing and counts and logs the refusal.
+func (c *conn) appendBroadcast(dst []byte, p *schemas.Publish) ([]byte, int, int) {
 	users, ok := c.audience(p.AppID, p.OnlineUsersOnly(), c.g.cfg.MaxBroadcastUsers)
 	if !ok {
 		c.g.m.broadcastsRefused.Inc()
 		c.g.log.Warn("broadcast refused: more subscribed users of its app than gateway.max_broadcast_users on this connection",
 			"server", c.id, "appid", p.AppID, "max", c.g.cfg.MaxBroadcastUsers, "src", p.Src)
-		return dst, 0
+		return dst, 0, 0
 	}
 	c.g.m.broadcasts.Inc()
 	inner := innerOf(p)
 	n := 0
 	for _, uid := range users {
-		if !c.g.ours(uid) { // the user's router writes it
-			c.g.m.others.Inc()
-			continue
+		if c.g.ours(uid) {
+			dst = appendRouted(dst, imr.CmdPublish, p, uid, inner)
+			n++
 		}
-		dst = appendRouted(dst, imr.CmdPublish, p, uid, inner)
-		n++
 	}
-	return dst, n
+	return dst, n, len(users) - n
 }
 
 // appendDelivery encodes a deliver record as the frame imr would have

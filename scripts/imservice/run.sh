@@ -3,7 +3,7 @@
 # once by imstream (gateway + roles), with its own tests and a cross-server
 # suite; the push lists of both runs compared entry for entry.
 #
-#   scripts/imservice/run.sh /path/to/im_service [--gateways N] [--runs K]
+#   scripts/imservice/run.sh /path/to/im_service [--gateways N] [--runs K] [--restart]
 #
 # What it does, all under one temporary directory (nothing of im_service
 # enters this repository):
@@ -20,6 +20,10 @@
 #     test_peer's TestTimeout, which waits 6 minutes for the idle timeout)
 #     and scripts/imservice/suite.py's cross-server suite; the push lists
 #     are kept;
+#   - with --restart, the last router (imr, or gateway) is stopped and
+#     started again on its address between the two (the IM servers
+#     reconnect and replay their subscriptions, as after any router
+#     restart) — with --gateways 2, a restart of one of two;
 #   - prints a table and exits non-zero when a test that passed with imr
 #     failed with imstream, or the push lists differ.
 # Needs: go, redis-server, mariadb-server, /usr/bin/python3 with redis and
@@ -35,10 +39,12 @@ src=$(cd "$1" && pwd)
 shift
 gateways=1
 runs=1
+restart=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--gateways) gateways=$2; shift 2 ;;
 	--runs) runs=$2; shift 2 ;;
+	--restart) restart=1; shift ;;
 	*) echo "unknown flag $1" >&2; exit 2 ;;
 	esac
 done
@@ -126,27 +132,32 @@ run_once() {
 	rport=$(free_port)
 	local routes=() i
 	for i in $(seq 0 $((gateways - 1))); do routes+=("127.0.0.1:$(free_port)"); done
+	local last_cmd=() # how the last router runs, for --restart
 	if [ "$router" = imr ]; then
 		redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
 		pids+=($!)
 		wait_port "127.0.0.1:$rport" redis
 		for i in "${!routes[@]}"; do
 			printf 'listen="%s"\n\n[redis]\naddress="127.0.0.1:%s"\npassword=""\ndb=0\n\n[log]\nlevel="warn"\n' "${routes[$i]}" "$rport" >"$dir/imr$i.cfg"
-			"$tmp/bin/imr" "$dir/imr$i.cfg" >"$dir/imr$i.log" 2>&1 &
+			last_cmd=("$tmp/bin/imr" "$dir/imr$i.cfg")
+			"${last_cmd[@]}" >>"$dir/imr$i.log" 2>&1 &
 			pids+=($!)
 		done
 	else
 		local kport admin
 		kport=$(free_port)
 		admin=$(free_port)
+		local gwflags=(--gateway.routers "$gateways" --gateway.router_index)
+		# dev runs the broker, Redis, the roles and router 0
 		"$tmp/bin/imstream" dev --rate 0 --kafka-port "$kport" --redis-port "$rport" --gateway.listen "${routes[0]}" \
-			--admin.listen "127.0.0.1:$admin" --presence.lease 10s --log.level warn >"$dir/imstream-dev.log" 2>&1 &
+			--admin.listen "127.0.0.1:$admin" --presence.lease 10s --log.level warn "${gwflags[@]}" 0 >"$dir/imstream-dev.log" 2>&1 &
 		pids+=($!)
 		wait_port "127.0.0.1:$rport" "imstream dev's redis"
 		wait_port "127.0.0.1:$kport" "imstream dev's kafka"
 		for i in $(seq 1 $((gateways - 1))); do
-			"$tmp/bin/imstream" gateway --kafka.brokers "127.0.0.1:$kport" --redis.addrs "127.0.0.1:$rport" --gateway.listen "${routes[$i]}" \
-				--admin.listen "127.0.0.1:$(free_port)" --presence.lease 10s --log.level warn >"$dir/gateway$i.log" 2>&1 &
+			last_cmd=("$tmp/bin/imstream" gateway --kafka.brokers "127.0.0.1:$kport" --redis.addrs "127.0.0.1:$rport" --gateway.listen "${routes[$i]}"
+				--admin.listen "127.0.0.1:$(free_port)" --presence.lease 10s --log.level warn "${gwflags[@]}" "$i")
+			"${last_cmd[@]}" >>"$dir/gateway$i.log" 2>&1 &
 			pids+=($!)
 		done
 	fi
@@ -194,8 +205,22 @@ EOF
 	sed -i "s/^REDIS_PORT = .*/REDIS_PORT = $rport/" "$dir/tests/config.py"
 	echo "-- $router, round $round: im_service's tests"
 	(cd "$dir/tests" && $py "$repo/scripts/imservice/suite.py" own --out "$dir/own.json") || true
+	if [ $restart = 1 ]; then
+		local victim=${pids[$((${#pids[@]} - 4))]} # the last router: started before ims and the two im servers
+		if [ ${#last_cmd[@]} -eq 0 ]; then
+			echo "--restart: nothing to restart (dev's gateway is the only one; use --gateways 2)" >&2
+		else
+			echo "-- $router, round $round: restarting router ${last_cmd[*]: -1}"
+			kill -TERM "$victim"
+			wait "$victim" 2>/dev/null || true
+			"${last_cmd[@]}" >>"$dir/restarted.log" 2>&1 &
+			pids+=($!)
+			wait_port "${routes[-1]}" "$router again"
+			sleep 5 # the IM servers reconnect (im_service retries every few seconds) and replay
+		fi
+	fi
 	echo "-- $router, round $round: the cross-server suite"
-	(cd "$dir/tests" && $py "$repo/scripts/imservice/suite.py" cross --redis-port "$rport" --out "$dir/cross.json") || true
+	(cd "$dir/tests" && $py "$repo/scripts/imservice/suite.py" cross --redis-port "$rport" --routers "$gateways" --out "$dir/cross.json") || true
 	stop_all
 }
 

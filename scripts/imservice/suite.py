@@ -6,7 +6,7 @@
                                  test_room, test_group and test_customer but
                                  TestTimeout, each in its own process with a
                                  time limit
-  suite.py cross --redis-port P --out F
+  suite.py cross --redis-port P [--routers N] --out F
                                  the cross-server suite: sender on im server
                                  1 (port 23000), receiver on im server 2
                                  (24000) or offline; exact contents; the
@@ -144,7 +144,7 @@ def send_and_ack(sock, seq, cmd, m):
     raise Exception("no ACK for cmd %d" % cmd)
 
 
-def cross(redis_port, out):
+def cross(redis_port, routers, out):
     import redis
     import rpc
     from protocol import (IMMessage, RTMessage, CustomerMessageV2, MSG_IM, MSG_GROUP_IM, MSG_RT, MSG_ROOM_IM, MSG_NOTIFICATION,
@@ -214,7 +214,14 @@ def cross(redis_port, out):
         return {"list": "push_queue", "appid": APP, "content": content, "receiver": to, "sender": S}
 
     def group(gid, content, offline):
-        return {"list": "group_push_queue", "appid": APP, "content": content, "group_id": gid, "receivers": offline, "sender": S}
+        """The group entries of a message: one per router that had an
+        offline member (an IM server sends each router the members of
+        its own, uid % routers)."""
+        parts = {}
+        for uid in offline:
+            parts.setdefault(uid % routers, []).append(uid)
+        return [{"list": "group_push_queue", "appid": APP, "content": content, "group_id": gid, "receivers": sorted(p), "sender": S}
+                for p in parts.values()]
 
     case("peer IM to an online receiver on im 2", im(R, "peer-online"), MSG_IM, "peer-online", r2, [])
     case("peer IM to an offline receiver", im(OFF, "peer-offline"), None, None, None, [peer(OFF, "peer-offline")])
@@ -223,9 +230,9 @@ def cross(redis_port, out):
     time.sleep(1)
     case("room IM to a receiver on im 2", rt(7001, "room-online", MSG_ROOM_IM), MSG_ROOM_IM, "room-online", r2, [])
     case("group IM (normal group)", im(3112, "group-normal", MSG_GROUP_IM), MSG_GROUP_IM, "group-normal", r2,
-         [group(3112, "group-normal", [OFF, 104])])
+         group(3112, "group-normal", [OFF, 104]))
     case("group IM (super group)", im(3113, "group-super", MSG_GROUP_IM), MSG_GROUP_IM, "group-super", r2,
-         [group(3113, "group-super", [OFF, 104])])
+         group(3113, "group-super", [OFF, 104]))
 
     def http(fn, *args):
         def send():
@@ -244,7 +251,7 @@ def cross(redis_port, out):
     case("HTTP system message to an offline receiver", http(rpc.post_system_message, APP, OFF, "system-offline"), None, None, None,
          [{"list": "system_push_queue", "appid": APP, "content": "system-offline", "receiver": OFF}])
     case("HTTP group message (normal group)", http(rpc.post_group_message, APP, S, 3112, "http-group"), MSG_GROUP_IM, "http-group", r2,
-         [group(3112, "http-group", [OFF, 104])])
+         group(3112, "http-group", [OFF, 104]))
 
     def v2(to, content):
         m = CustomerMessageV2()
@@ -309,7 +316,7 @@ def main():
         own(opts["--out"])
     elif args[0] == "cross":
         sys.path.insert(0, ".")
-        cross(int(opts["--redis-port"]), opts["--out"])
+        cross(int(opts["--redis-port"]), int(opts.get("--routers", "1")), opts["--out"])
     elif args[0] == "compare":
         compare(args[1:])
     else:
