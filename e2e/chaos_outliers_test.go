@@ -67,16 +67,7 @@ func init() {
 		}},
 		fault{"Redis full (maxmemory, noeviction) for longer than a lease; RT sent after the lease arrives", func(c *chaos) time.Duration {
 			ctx := context.Background()
-			used, err := c.rc.Info(ctx, "memory").Result()
-			if err != nil {
-				c.t.Fatal(err)
-			}
-			mem := int64(0)
-			for _, l := range strings.Split(used, "\r\n") {
-				if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-					mem, _ = strconv.ParseInt(v, 10, 64)
-				}
-			}
+			mem := testkit.UsedMemory(c.t, c.rc)
 			must(c.t, c.rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
 			must(c.t, c.rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(mem/2, 10)).Err())
 			if err := c.rc.Set(ctx, "imstream-chaos-probe", "x", 0).Err(); err == nil || !strings.Contains(err.Error(), "OOM") {

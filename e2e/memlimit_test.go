@@ -49,7 +49,7 @@ func (c *chaos) memoryLimit(busy int) time.Duration {
 	stopBusy := busyLoops(c.t, busy)
 	defer stopBusy()
 	must(c.t, c.rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
-	must(c.t, c.rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(usedMemory(c.t, c.rc)+8<<20, 10)).Err())
+	must(c.t, c.rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(testkit.UsedMemory(c.t, c.rc)+8<<20, 10)).Err())
 	refusals, crossings := crossLimit(c.t, c.rc, time.Duration(envInt("CHAOS_MEMLIMIT_SECONDS", 15))*time.Second)
 	must(c.t, c.rc.ConfigSet(ctx, "maxmemory", "0").Err())
 	c.t.Logf("memory limit: %d ballast writes refused, the limit crossed %d times", refusals, crossings)
@@ -97,22 +97,6 @@ func crossLimit(t *testing.T, rc *redis.Client, d time.Duration) (refusals, cros
 		}
 	}
 	return refusals, crossings
-}
-
-func usedMemory(t testing.TB, rc *redis.Client) int64 {
-	t.Helper()
-	info, err := rc.Info(context.Background(), "memory").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	t.Fatal("no used_memory in INFO memory")
-	return 0
 }
 
 // busyLoops starts n shell processes that spin on a core each, and returns
@@ -176,7 +160,7 @@ func pushAtMemoryLimit(t *testing.T, n int, hold time.Duration, busy int) {
 	})
 	// Room for about a third of the entries.
 	must(t, rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
-	must(t, rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(usedMemory(t, rc)+int64(n)*100, 10)).Err())
+	must(t, rc.ConfigSet(ctx, "maxmemory", strconv.FormatInt(testkit.UsedMemory(t, rc)+int64(n)*100, 10)).Err())
 
 	enc := ingest.NewEncoder("im-1", 1, ingest.Topics{Presence: cfg.Kafka.Topics.Presence, Publish: cfg.Kafka.Topics.Publish, Bulk: cfg.Kafka.Topics.Bulk})
 	pad := strings.Repeat("p", 190)

@@ -135,12 +135,7 @@ func Decide(ev *schemas.Publish, v View, o Options) Plan {
 			p.Skip = "not_pushable"
 			return p
 		}
-		var off []int64
-		for _, uid := range ev.Receivers {
-			if !v.User(ev.AppID, uid).Online {
-				off = append(off, uid)
-			}
-		}
+		off := offline(v, ev.AppID, ev.Receivers)
 		if len(off) > 0 {
 			p.Push = [][]int64{off} // GROUP_IM: one group entry; others: an entry per receiver
 		}
@@ -174,12 +169,7 @@ func decideIMR(ev *schemas.Publish, v View) Plan {
 			p.Skip = "not_pushable"
 			return p
 		}
-		var off []int64
-		for _, uid := range ev.Receivers {
-			if !v.User(ev.AppID, uid).Online {
-				off = append(off, uid)
-			}
-		}
+		off := offline(v, ev.AppID, ev.Receivers)
 		switch {
 		case len(off) == 0:
 		case m.Cmd == schemas.CmdGroupIM:
@@ -193,6 +183,17 @@ func decideIMR(ev *schemas.Publish, v View) Plan {
 	}
 	p.Deliver = except(p.Present, ev.Server)
 	return p
+}
+
+// offline returns the uids of appid that are not online.
+func offline(v View, appid int64, uids []int64) []int64 {
+	var off []int64
+	for _, uid := range uids {
+		if !v.User(appid, uid).Online {
+			off = append(off, uid)
+		}
+	}
+	return off
 }
 
 // except returns servers without origin (servers is not modified).

@@ -127,7 +127,7 @@ func TestRedisSinkPartialPipeline(t *testing.T) {
 				if err := rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
 					t.Fatal(err)
 				}
-				if err := rc.ConfigSet(ctx, "maxmemory", fmt.Sprint(memory(t, rc)-4<<20)).Err(); err != nil {
+				if err := rc.ConfigSet(ctx, "maxmemory", fmt.Sprint(testkit.UsedMemory(t, rc)-4<<20)).Err(); err != nil {
 					t.Fatal(err)
 				}
 				hook.free, hook.after = "ballast", 0
@@ -169,18 +169,4 @@ func TestRedisSinkPartialPipeline(t *testing.T) {
 			}
 		})
 	}
-}
-
-func memory(t *testing.T, rc *redis.Client) int64 {
-	t.Helper()
-	info := rc.Info(context.Background(), "memory").Val()
-	for _, l := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-			var n int64
-			fmt.Sscan(v, &n)
-			return n
-		}
-	}
-	t.Fatal("no used_memory in INFO memory")
-	return 0
 }

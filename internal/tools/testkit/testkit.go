@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +69,26 @@ func RedisClient(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// UsedMemory is Redis's used_memory (INFO memory), in bytes.
+func UsedMemory(t testing.TB, rc redis.Cmdable) int64 {
+	t.Helper()
+	info, err := rc.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("used_memory %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no used_memory in INFO memory")
+	return 0
 }
 
 // Produce writes records (Topic set on each) and fails the test on error.
