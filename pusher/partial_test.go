@@ -3,82 +3,14 @@ package pusher_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/pusher"
 )
-
-// strike acts on the next pipeline that holds at least calls EVALSHA
-// calls, once: refuse makes it fail the call of that index without sending
-// it (what a failover or a moved slot does to one call of a pipeline);
-// free sends a DEL of that key right after the call of that index (used
-// memory falls under maxmemory between two calls, as at a real memory
-// limit).
-type strike struct {
-	mu     sync.Mutex
-	calls  int
-	refuse int
-	free   string
-	after  int
-	done   bool
-}
-
-func (s *strike) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (s *strike) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (s *strike) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		s.mu.Lock()
-		armed := !s.done && evalShas(cmds) >= s.calls
-		s.done = s.done || armed
-		s.mu.Unlock()
-		if !armed {
-			return next(ctx, cmds)
-		}
-		var sent []redis.Cmder
-		var refused error
-		call := 0
-		for _, c := range cmds {
-			if c.Name() != "evalsha" {
-				sent = append(sent, c)
-				continue
-			}
-			if call == s.refuse {
-				refused = errors.New("LOADING Redis is loading the dataset in memory") // refused, not sent
-				c.SetErr(refused)
-			} else {
-				sent = append(sent, c)
-			}
-			if call == s.after && s.free != "" {
-				sent = append(sent, redis.NewIntCmd(ctx, "del", s.free))
-			}
-			call++
-		}
-		err := next(ctx, sent)
-		if err == nil {
-			err = refused
-		}
-		return err
-	}
-}
-
-func evalShas(cmds []redis.Cmder) int {
-	n := 0
-	for _, c := range cmds {
-		if c.Name() == "evalsha" {
-			n++
-		}
-	}
-	return n
-}
 
 // TestRedisSinkPartialPipeline: one list and source partition whose
 // entries take three script calls in one pipeline, with one call refused
@@ -110,7 +42,7 @@ func TestRedisSinkPartialPipeline(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := testkit.Redis(t, embedded.RedisOptions{})
 			ctx := context.Background()
-			hook := &strike{calls: 3, refuse: tc.refuse, after: -1}
+			hook := &testkit.Strike{Calls: 3, Refuse: tc.refuse, After: -1}
 			rc := testkit.RedisClient(t, r.Addr)
 			rc.AddHook(hook)
 			s := &pusher.RedisSink{Client: rc, Prefix: "imstream:"}
@@ -130,7 +62,7 @@ func TestRedisSinkPartialPipeline(t *testing.T) {
 				if err := rc.ConfigSet(ctx, "maxmemory", fmt.Sprint(testkit.UsedMemory(t, rc)-4<<20)).Err(); err != nil {
 					t.Fatal(err)
 				}
-				hook.free, hook.after = "ballast", 0
+				hook.Free, hook.After = "ballast", 0
 			}
 			err := s.Append(ctx, entries())
 			if err == nil {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
@@ -85,6 +87,75 @@ func TestUsersBy(t *testing.T) {
 		got, err := store.UsersBy(ctx, s, 7, uids, now, n)
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("n=%d: %v (%v), want %v", n, got, err, want)
+		}
+	}
+}
+
+// TestRedisPresencePartialPipeline: presence writes have no watermark a
+// later call could raise past a refused one: each script only moves its
+// keys' epochs forward, and a failed batch is applied again whole, in
+// order. So when Redis refuses one call of Apply's pipeline and accepts
+// the next (a failover, a write refused at maxmemory), the retry ends in
+// the state one clean Apply gives — here 1 200 subscriptions and
+// unsubscriptions over three calls, the middle one refused.
+func TestRedisPresencePartialPipeline(t *testing.T) {
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	ctx := context.Background()
+	now := time.Now()
+	online := true
+	ev := func(typ schemas.Type, uid int64) *schemas.Presence {
+		p := &schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "s1", AppID: 7}, Epoch: 1, UID: uid}
+		if typ == schemas.TypeSubscribe {
+			p.Online = &online
+		}
+		return p
+	}
+	evs := []*schemas.Presence{{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "s1", AppID: 7, TS: now.UnixMilli()}, Epoch: 1}}
+	for uid := int64(1); uid <= 600; uid++ { // users 1..600 subscribe, 1..590 leave: 591..600 stay
+		evs = append(evs, ev(schemas.TypeSubscribe, uid))
+	}
+	for uid := int64(1); uid <= 590; uid++ {
+		evs = append(evs, ev(schemas.TypeUnsubscribe, uid))
+	}
+	uids := make([]int64, 600)
+	for i := range uids {
+		uids[i] = int64(i + 1)
+	}
+	state := func(rc *redis.Client) []bool {
+		ps := store.NewRedisPresence(rc, "imstream:", storetest.Lease, 0)
+		us, err := ps.Users(ctx, 7, uids, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]bool, len(us))
+		for i, u := range us {
+			out[i] = u.Online
+		}
+		return out
+	}
+	clean := testkit.RedisClient(t, r.Addr)
+	if err := store.NewRedisPresence(clean, "clean:", storetest.Lease, 0).Apply(ctx, evs, now); err != nil {
+		t.Fatal(err)
+	}
+	struck := testkit.RedisClient(t, r.Addr)
+	hook := &testkit.Strike{Calls: 3, Refuse: 2, After: -1} // server_up, then two calls of up to 500 events, …
+	struck.AddHook(hook)
+	ps := store.NewRedisPresence(struck, "imstream:", storetest.Lease, 0)
+	if err := ps.Apply(ctx, evs, now); err == nil || !hook.Struck() {
+		t.Fatalf("Apply with a call refused: %v (struck %v), want an error", err, hook.Struck())
+	}
+	if err := ps.Apply(ctx, evs, now); err != nil { // the batch's retry
+		t.Fatal(err)
+	}
+	want := store.NewRedisPresence(clean, "clean:", storetest.Lease, 0)
+	wus, err := want.Users(ctx, 7, uids, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := state(struck)
+	for i, u := range wus {
+		if got[i] != u.Online || u.Online != (uids[i] > 590) {
+			t.Fatalf("user %d: online %v after the retry, %v after one clean Apply (want %v)", uids[i], got[i], u.Online, uids[i] > 590)
 		}
 	}
 }
