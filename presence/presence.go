@@ -14,6 +14,7 @@
 //	imstream_presence_collected_total      stale entries removed by the collector
 //	imstream_presence_users                users with an entry, as of the last collection pass
 //	imstream_presence_rooms                rooms with an entry, as of the last collection pass
+//	imstream_presence_counted_timestamp_seconds  when those two were counted (unix s)
 //	imstream_presence_live_servers         IM servers whose lease runs (at scrape time; the last value read while Redis fails)
 //	imstream_presence_live_servers_errors_total  scrapes at which they could not be read
 //	imstream_presence_behind_seconds       how far behind now this process has applied presence
@@ -47,6 +48,7 @@ type Presence struct {
 	core      *stage.Core
 	events    *prometheus.CounterVec
 	collected prometheus.Counter
+	counted   prometheus.Gauge
 	users     prometheus.Gauge
 	rooms     prometheus.Gauge
 	behind    prometheus.Gauge
@@ -67,6 +69,8 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 			"Presence events applied to the store, by type.", "type"),
 		collected: obs.Counter("imstream_presence_collected_total", "Stale presence entries removed by the collector."),
 		users:     obs.Gauge("imstream_presence_users", "Users with a presence entry, as of the last collection pass."),
+		counted: obs.Gauge("imstream_presence_counted_timestamp_seconds",
+			"When imstream_presence_users and imstream_presence_rooms were counted (the last collection pass), in unix seconds; 0 before the first."),
 		rooms:     obs.Gauge("imstream_presence_rooms", "Rooms with a presence entry, as of the last collection pass."),
 		behind: obs.Gauge("imstream_presence_behind_seconds",
 			"How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags."),
@@ -87,7 +91,7 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 		}
 		return last
 	})
-	if err := env.Register(p.events, p.collected, p.users, p.rooms, p.behind, live, liveErrs); err != nil {
+	if err := env.Register(p.events, p.collected, p.counted, p.users, p.rooms, p.behind, live, liveErrs); err != nil {
 		return nil, err
 	}
 	p.core = core
@@ -155,6 +159,7 @@ func (p *Presence) collect(ctx context.Context, c store.Collector) {
 		}
 		p.users.Set(float64(st.Users))
 		p.rooms.Set(float64(st.Rooms))
+		p.counted.Set(float64(start.Unix()))
 		if st.Removed > 0 {
 			p.log.Info("collected stale presence entries", "removed", st.Removed, "users", st.Users, "rooms", st.Rooms, "took", time.Since(start))
 		}

@@ -27,6 +27,7 @@ type Sample struct {
 	E2E      map[string]map[float64]uint64 // sink → upper bound → cumulative count (sum over processes)
 	Servers  float64                       // live IM servers (max over processes; -1 unknown)
 	Users    float64                       // users with presence (max)
+	UsersAt  float64                       // when Users was counted, unix s (the newest; 0 unknown)
 	Apps     map[string]float64            // "app path" → publish events (fair share's per-app series, summed)
 	Held     map[string]float64            // app → lane partitions holding it back (summed)
 	// GatewayHeld: app → events held by quota in the gateways (counter,
@@ -79,6 +80,8 @@ func FromFamilies(at time.Time, processes ...[]*dto.MetricFamily) Sample {
 					s.Servers = math.Max(s.Servers, m.GetGauge().GetValue())
 				case "imstream_presence_users":
 					s.Users = math.Max(s.Users, m.GetGauge().GetValue())
+				case "imstream_presence_counted_timestamp_seconds":
+					s.UsersAt = math.Max(s.UsersAt, m.GetGauge().GetValue())
 				}
 			}
 		}
@@ -167,7 +170,12 @@ func Lines(prev, cur Sample) []string {
 		pres = append(pres, fmt.Sprintf("%.0f live IM servers", cur.Servers))
 	}
 	if cur.Users >= 0 {
-		pres = append(pres, fmt.Sprintf("%.0f users with presence", cur.Users))
+		// The count is a collection pass's (presence.gc_interval): say when.
+		ago := ""
+		if cur.UsersAt > 0 {
+			ago = fmt.Sprintf(" (counted %s ago)", max(cur.At.Sub(time.Unix(int64(cur.UsersAt), 0)), 0).Round(time.Second))
+		}
+		pres = append(pres, fmt.Sprintf("%.0f users with presence%s", cur.Users, ago))
 	}
 	if len(pres) > 0 {
 		out = append(out, "presence "+strings.Join(pres, ", "))

@@ -41,6 +41,10 @@ imstream_e2e_latency_seconds_sum{sink="im_server"} 1
 imstream_e2e_latency_seconds_count{sink="im_server"} {T}
 # TYPE imstream_presence_live_servers gauge
 imstream_presence_live_servers 3
+# TYPE imstream_presence_users gauge
+imstream_presence_users 73
+# TYPE imstream_presence_counted_timestamp_seconds gauge
+imstream_presence_counted_timestamp_seconds 970
 `)
 }
 
@@ -59,7 +63,7 @@ func TestLines(t *testing.T) {
 		"rates   fanout 1000/s (3 dead letters)",
 		"lag     imstream-fanout/imr.publish 500, drains in ~10s",
 		"e2e p99 im_server 49.6 ms (100 events)",
-		"presence 3 live IM servers",
+		"presence 3 live IM servers, 73 users with presence (counted 40s ago)",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)
