@@ -35,7 +35,7 @@ type conn struct {
 	out    chan kafka.Message // the online lane's queue
 	bulk   *queue             // the bulk lane's, started at the first push
 	hold   *holding           // events held by quota (gateway.quotas), or nil
-	pctx   context.Context    // the producers' life: the connection's and 30 s after
+	pctx   context.Context    // the producers' life: the connection's and Gateway.giveUp after
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -268,8 +268,8 @@ func (c *conn) send(r ingest.Record) bool {
 
 // produce writes the records queued on q with w, in order, in batches of
 // what is waiting, until q is closed; it retries failed writes and drops
-// nothing while pctx lives (the connection's life and 30 s after it closed,
-// so server_down and the last events get out).
+// nothing while pctx lives (the connection's life and Gateway.giveUp after
+// it closed, so server_down and the last events get out).
 func (c *conn) produce(pctx context.Context, q chan kafka.Message, w *kafka.Writer) {
 	batch := make([]kafka.Message, 0, 1000)
 	for m := range q {

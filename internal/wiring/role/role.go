@@ -42,10 +42,10 @@ type Env struct {
 	groups   store.GroupStore
 }
 
-// Setup builds the environment and binds the admin port.
 // refusedWarning is how long /readyz warns after an output was refused.
 const refusedWarning = time.Hour
 
+// Setup builds the environment and binds the admin port.
 func Setup(ctx context.Context, cfg config.Config) (*Env, error) {
 	conn, err := kafkax.NewConn(cfg.Kafka)
 	if err != nil {
