@@ -17,7 +17,14 @@
 // Metrics (besides the shared ones, stage="fanout"):
 //
 //	imstream_fanout_outputs_total{kind}   records produced: deliver, push_job
-//	imstream_skipped_total{stage="fanout",reason}   unknown_group, not_pushable
+//	imstream_skipped_total{stage="fanout",reason}   unknown_group, not_pushable, spill_repeat (fair share: a held
+//	                                      event spilled twice after a crash, skipped by the drainer)
+//	imstream_app_events_total{app,lane,path}        publish events by app (top apps, the rest as other): routed, held, drained
+//	imstream_app_delay_seconds{app,lane}            an event's ts to its routing, by app
+//	imstream_app_held{app,reason}                   lane partitions holding an app back (fair share: quota, share)
+//
+// Events with route "imr" (the gateway's, by default) are decided by
+// im_service's router's rules instead (decideIMR).
 package fanout
 
 import (
