@@ -71,7 +71,7 @@ func New(cfg config.Presence, env stage.Env, st store.PresenceStore) (*Presence,
 		users:     obs.Gauge("imstream_presence_users", "Users with a presence entry, as of the last collection pass."),
 		counted: obs.Gauge("imstream_presence_counted_timestamp_seconds",
 			"When imstream_presence_users and imstream_presence_rooms were counted (the last collection pass), in unix seconds; 0 before the first."),
-		rooms:     obs.Gauge("imstream_presence_rooms", "Rooms with a presence entry, as of the last collection pass."),
+		rooms: obs.Gauge("imstream_presence_rooms", "Rooms with a presence entry, as of the last collection pass."),
 		behind: obs.Gauge("imstream_presence_behind_seconds",
 			"How far behind now this process has applied presence (leases are judged no later than the most behind process): grows while Redis fails or presence lags."),
 	}
