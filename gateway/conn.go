@@ -146,7 +146,7 @@ func (g *Gateway) session(ctx context.Context, nc net.Conn, r io.Reader) {
 	t := g.env.Kafka.Topics
 	g.claim(c, g.serverID(nc.RemoteAddr()))
 	c.enc = ingest.NewEncoder(c.id, c.epoch, ingest.Topics{Presence: t.Presence, Publish: t.Publish, Bulk: t.Bulk})
-	if c.g.cfg.Rules == "imr" {
+	if g.imrRules() {
 		c.enc.Route(schemas.RouteIMR)
 	}
 	if c.g.env.Kafka.Binary() {
@@ -384,7 +384,7 @@ func (c *conn) event(f imr.Frame) (ingest.Record, appOf, error) {
 		rt, err := imr.ParseRoute(f.Body)
 		m, err := inner(rt.Inner, err)
 		var u unroutable
-		if errors.As(err, &u) && c.g.cfg.Rules == "imr" && len(rt.Inner) > 0 {
+		if errors.As(err, &u) && c.g.imrRules() && len(rt.Inner) > 0 {
 			// imr forwards what it does not understand: so do we, as it is.
 			m, err = imr.OpaqueInner(rt.Inner), nil
 			c.g.m.opaque.WithLabelValues(strconv.Itoa(int(f.Cmd))).Inc()

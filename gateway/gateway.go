@@ -269,10 +269,11 @@ func (g *Gateway) serverID(addr net.Addr) string {
 	if err != nil {
 		host = addr.String()
 	}
-	id := g.cfg.IDPrefix + host
+	prefix := g.cfg.IDPrefix
 	if g.cfg.Routers > 1 { // each gateway its own servers: one IM server is one server per gateway
-		id = g.cfg.IDPrefix + "g" + strconv.Itoa(g.cfg.RouterIndex) + "-" + host
+		prefix += "g" + strconv.Itoa(g.cfg.RouterIndex) + "-"
 	}
+	id := prefix + host
 	if g.cfg.ServerID == "ip_port" {
 		id += "_" + port
 	}
@@ -283,6 +284,11 @@ func (g *Gateway) serverID(addr net.Addr) string {
 		return '_'
 	}, id)
 }
+
+// imrRules reports whether the gateway routes by im_service's router's
+// rules (gateway.rules imr): its events say route "imr", and an inner
+// message it cannot decode is forwarded as it is.
+func (g *Gateway) imrRules() bool { return g.cfg.Rules == "imr" }
 
 // ours reports whether deliveries keyed by id (a receiver, room or group)
 // are this gateway's to write: always with one router; with

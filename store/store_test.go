@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
@@ -102,11 +100,11 @@ func TestRedisPresencePartialPipeline(t *testing.T) {
 	r := testkit.Redis(t, embedded.RedisOptions{})
 	ctx := context.Background()
 	now := time.Now()
-	online := true
+	yes := true
 	ev := func(typ schemas.Type, uid int64) *schemas.Presence {
 		p := &schemas.Presence{Header: schemas.Header{V: 1, Type: typ, Server: "s1", AppID: 7}, Epoch: 1, UID: uid}
 		if typ == schemas.TypeSubscribe {
-			p.Online = &online
+			p.Online = &yes
 		}
 		return p
 	}
@@ -121,8 +119,7 @@ func TestRedisPresencePartialPipeline(t *testing.T) {
 	for i := range uids {
 		uids[i] = int64(i + 1)
 	}
-	state := func(rc *redis.Client) []bool {
-		ps := store.NewRedisPresence(rc, "imstream:", storetest.Lease, 0)
+	online := func(ps store.PresenceStore) []bool {
 		us, err := ps.Users(ctx, 7, uids, now)
 		if err != nil {
 			t.Fatal(err)
@@ -133,8 +130,8 @@ func TestRedisPresencePartialPipeline(t *testing.T) {
 		}
 		return out
 	}
-	clean := testkit.RedisClient(t, r.Addr)
-	if err := store.NewRedisPresence(clean, "clean:", storetest.Lease, 0).Apply(ctx, evs, now); err != nil {
+	clean := store.NewRedisPresence(testkit.RedisClient(t, r.Addr), "clean:", storetest.Lease, 0)
+	if err := clean.Apply(ctx, evs, now); err != nil {
 		t.Fatal(err)
 	}
 	struck := testkit.RedisClient(t, r.Addr)
@@ -147,15 +144,10 @@ func TestRedisPresencePartialPipeline(t *testing.T) {
 	if err := ps.Apply(ctx, evs, now); err != nil { // the batch's retry
 		t.Fatal(err)
 	}
-	want := store.NewRedisPresence(clean, "clean:", storetest.Lease, 0)
-	wus, err := want.Users(ctx, 7, uids, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := state(struck)
-	for i, u := range wus {
-		if got[i] != u.Online || u.Online != (uids[i] > 590) {
-			t.Fatalf("user %d: online %v after the retry, %v after one clean Apply (want %v)", uids[i], got[i], u.Online, uids[i] > 590)
+	got, want := online(ps), online(clean)
+	for i := range want {
+		if got[i] != want[i] || want[i] != (uids[i] > 590) {
+			t.Fatalf("user %d: online %v after the retry, %v after one clean Apply (want %v)", uids[i], got[i], want[i], uids[i] > 590)
 		}
 	}
 }

@@ -135,8 +135,9 @@ func (c *Conn) OffsetsAt(ctx context.Context, topic string, p int, t time.Time) 
 // ReadRange calls fn for the records of partition p of topic from offset
 // from up to end, in order, until fn returns false. It joins no consumer
 // group and commits nothing; a record that does not arrive within stall is
-// an error, a *Stalled that says how far the read came. It fetches 1 MiB at a time (a record larger than that still
-// comes whole: brokers return at least one batch): a busy or slow broker
+// an error, a *Stalled that says how far the read came. It fetches 1 MiB
+// at a time (a record larger than that still comes whole: brokers return
+// at least one batch): a busy or slow broker
 // answered 16 MiB fetches too late for kafka-go's fetch deadline, and the
 // read never started.
 func (c *Conn) ReadRange(ctx context.Context, topic string, p int, from, end int64, stall time.Duration, fn func(kafka.Message) bool) error {
