@@ -2,43 +2,44 @@ package fanout
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
-	"github.com/imstream/imstream/internal/plumbing/obs"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/plumbing/stage"
-	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
 
 // Fair share (docs/lanes.md). Per lane partition, the fanout routes each
-// app's events now or holds them back: an app is held when it has no
-// quota token left (its quota, divided evenly among the lane's
-// partitions), or when the partition is saturated and the app sent more
-// than its weighted share of the partition's recent records. Once held,
-// every later event of the app on that partition is held too, until the
-// drainer has routed all of them: that keeps each receiver's order.
-// Holding by share is on only with fanout.fair_share.saturated_after set. A held
-// event is written, unchanged, to the spill topic (partitioned by appid,
-// with its source coordinates in headers) and the drainer routes it from
-// there, at most at the app's quota, with the src of its source record —
-// so the sinks drop its repeats exactly as if it had been routed at once.
+// app's events now or holds them back: an app is held when its quota
+// bucket (shared in Redis by every process) has no token left, or when the
+// partition is saturated and the app sent more than its weighted share of
+// the partition's recent records (only with
+// fanout.fair_share.saturated_after set). Once held, every later record of
+// the app on that partition is held too, until the drainer has routed all
+// of them: that keeps each receiver's order.
 //
-// Beside writing held events the fanout raises the app's held mark (the
-// highest source offset it may have spilled) in the SpillStore, both off
-// the batch's way (spiller) and before the batch is committed; the drainer
+// The app is read from the record's key, and a held record is neither
+// decoded nor copied: the fanout writes a reference (spillRef: app, lane
+// partition, incarnation, offset range) to the spill topic, and the
+// drainer reads the range back from the lane partition, keeps the app's
+// records, and routes them at most at the app's quota with the src of
+// their own coordinates, so the sinks drop repeats exactly as if they had
+// been routed at once.
+//
+// Beside writing references the fanout raises the app's held mark (the
+// last offset its references cover) in the SpillStore, both off the
+// batch's way (spiller) and before the batch is committed; the drainer
 // sets the drained mark after its outputs are acknowledged. A partition's
 // new owner reads both marks and keeps holding while held > drained.
 
-// Headers of a spill record: where its event was read.
+// Headers of a spill record: where its records were read (a copy, as
+// written before references, carries origin_offset too).
 const (
 	HeaderOriginTopic     = "origin_topic"
 	HeaderOriginPartition = "origin_partition"
@@ -80,6 +81,7 @@ type appState struct {
 	tokens  int       // quota tokens taken from the shared bucket and not yet spent
 	grant   int       // while a batch is decided: its events the app may route now, or -1 for no limit
 	checked time.Time // when the marks were last read
+	lastTo  int64     // while held: where its last reference ended (-1: none since it was held)
 	// caughtUp: a read in the background found every event held before
 	// it drained; the next batch of the app reads the marks again, to
 	// release it.
@@ -99,6 +101,11 @@ type fairShare struct {
 	now   func() time.Time
 	m     *appMetrics
 	lane  func(topic string) string // "online" or "bulk"
+	// spillTopic is where references go; readers (drain.go) read their
+	// ranges back.
+	spillTopic  string
+	readers     *rangeReaders
+	lostOffsets *prometheus.CounterVec
 
 	mu       sync.Mutex
 	cfg      config.FairShare
@@ -143,7 +150,7 @@ func (fs *fairShare) part(b stage.Batch) *partState {
 // newPart is a partition's state from scratch, for b's incarnation, the
 // next batch starting at next.
 func (fs *fairShare) newPart(b stage.Batch, next int64) *partState {
-	return &partState{inc: string(b.Inc), next: next, apps: map[int64]*appState{}, spill: &spiller{store: fs.store}}
+	return &partState{inc: string(b.Inc), next: next, apps: map[int64]*appState{}, spill: &spiller{store: fs.store, topic: fs.spillTopic}}
 }
 
 // countHeld sets the held gauge: per app and reason, the lane partitions
@@ -193,51 +200,96 @@ func (fs *fairShare) countHeld(ctx context.Context) error {
 	return nil
 }
 
-// decide returns, for each record of a lane batch, why it is held back
-// ("": route it now), and the held marks the held ones raise (nil when
-// none is held), to raise with their spill through the partition's
-// spiller. It first releases the apps whose held events were all drained.
+// holding is what fair share decided for one lane batch.
+type holding struct {
+	skip  []bool           // per record: held back (neither decoded nor routed now); nil when none is
+	refs  []spillRef       // the held records, by reference: one per app held in the batch
+	marks map[string]int64 // the held marks the refs raise, per stream
+}
+
+// unkeyed is the app of a record whose key names none (keyApp): never
+// held.
+const unkeyed = math.MinInt64
+
+// keyApp returns the appid a record key starts with ("<appid>:…", as
+// every publish event's key does: schemas.AppendKey), or unkeyed.
+func keyApp(key []byte) int64 {
+	i, neg := 0, false
+	if len(key) > 0 && key[0] == '-' {
+		i, neg = 1, true
+	}
+	start := i
+	var n int64
+	for ; i < len(key) && key[i] >= '0' && key[i] <= '9'; i++ {
+		d := int64(key[i] - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return unkeyed
+		}
+		n = n*10 + d
+	}
+	if i == start || i == len(key) || key[i] != ':' {
+		return unkeyed
+	}
+	if neg {
+		return -n
+	}
+	return n
+}
+
+// decide returns which records of a lane batch are held back, and the
+// references (spillRef) and held marks to write for them through the
+// partition's spiller. The app of a record is the one its key names: a
+// held app's records are skipped without being decoded. It first
+// releases the apps whose held records were all drained.
 //
-// A crash between the spill write and the marks loses nothing: it leaves
-// either a held mark with nothing spilled, re-spilled by the partition's
-// next owner, or spilled events without a mark, routed by the next owner
-// and again by the drainer, whose repeat the sinks drop.
-func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, map[string]int64, error) {
+// A crash between the reference write and the marks loses nothing: it
+// leaves either a held mark with nothing referenced, written again by the
+// partition's next owner, or references without a mark, whose records
+// the next owner routes and the drainer again: the sinks drop the repeat.
+func (fs *fairShare) decide(ctx context.Context, b stage.Batch) (holding, error) {
 	ps := fs.part(b)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	cfg := fs.config()
-	// The marks read in the background, if back: an app whose held events
-	// were all drained as of that read may be released, after a read now
-	// (it may have held more since).
-	now := fs.now()
-	if r := ps.reading; r != nil {
-		select {
-		case <-r.done:
-			ps.reading = nil
-			if r.err == nil { // else read again at the next recheck (the failure is in the Redis call metrics)
-				for i, app := range r.apps {
-					if st := ps.apps[app]; st != nil && st.reason != "" && r.drained[i] >= r.heldAt[i] {
-						st.caughtUp = true
-					}
-				}
-			}
-		default:
+	cfg, now := fs.config(), fs.now()
+	apps := make([]int64, len(b.Records))
+	for i := range b.Records {
+		apps[i] = keyApp(b.Records[i].Key)
+	}
+	if err := fs.refresh(ctx, b, ps, apps, cfg, now); err != nil {
+		return holding{}, err
+	}
+	grants, err := fs.take(ctx, b.Topic, ps, apps, cfg)
+	if err != nil {
+		return holding{}, err
+	}
+	for app, st := range ps.apps { // the grants kept with each app's state: one look-up per record below
+		st.grant = -1
+		if g, ok := grants[app]; ok {
+			st.grant = g
 		}
 	}
-	// Marks to read now: apps first seen on this partition (an earlier
-	// owner may have held them) and held ones that caught up. Held ones
-	// not checked for recheck are read in the background, unless a read
-	// is still under way: a batch waits for a read only when it may
-	// release an app.
+	ps.decay(now)
+	return ps.classify(b, apps, cfg, now), nil
+}
+
+// refresh reads the marks the batch needs: of apps first seen on the
+// partition (an earlier owner may have held them) and of held ones a
+// background read found caught up (to release them, after a read now:
+// they may have held more since). Held ones not checked for recheck are
+// read in the background, unless a read is still under way: a batch waits
+// for a read only when it may release an app. Apps idle here are
+// forgotten, so that the state stays the size of the partition's active
+// apps.
+func (fs *fairShare) refresh(ctx context.Context, b stage.Batch, ps *partState, apps []int64, cfg config.FairShare, now time.Time) error {
+	ps.collect()
 	var load, stale []int64
 	seen := map[int64]bool{}
-	for _, d := range decoded {
-		app := d.Event.AppID
-		if seen[app] {
+	last := int64(unkeyed)
+	for _, app := range apps {
+		if app == unkeyed || app == last || seen[app] {
 			continue
 		}
-		seen[app] = true
+		last, seen[app] = app, true
 		switch st := ps.apps[app]; {
 		case st == nil || st.caughtUp:
 			load = append(load, app)
@@ -246,8 +298,6 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 			st.checked = now
 		}
 	}
-	// Forget apps idle here (not held, nothing recent, no tokens left), so
-	// that the state stays the size of the partition's active apps.
 	for app, st := range ps.apps {
 		if !seen[app] && st.reason == "" && st.recent < 0.01 && st.tokens == 0 {
 			delete(ps.apps, app)
@@ -260,12 +310,12 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 		}
 		held, drained, err := fs.store.Marks(ctx, streams)
 		if err != nil {
-			return nil, nil, fmt.Errorf("fair share: read marks: %w", err)
+			return fmt.Errorf("fair share: read marks: %w", err)
 		}
 		for i, app := range load {
 			st := ps.apps[app]
 			if st == nil {
-				st = &appState{stream: streams[i], held: -1}
+				st = &appState{stream: streams[i], held: -1, lastTo: -1}
 				ps.apps[app] = st
 			}
 			st.checked, st.caughtUp = now, false
@@ -273,34 +323,66 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 		}
 	}
 	if len(stale) > 0 {
-		r := &marksRead{apps: stale, heldAt: make([]int64, len(stale)), done: make(chan struct{})}
-		streams := make([]string, len(stale))
-		for i, app := range stale {
-			streams[i], r.heldAt[i] = ps.apps[app].stream, ps.apps[app].held
+		fs.readLater(ctx, ps, stale)
+	}
+	return nil
+}
+
+// collect applies the marks read in the background, if back: an app whose
+// held records were all drained as of that read is marked caughtUp.
+func (ps *partState) collect() {
+	r := ps.reading
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.done:
+	default:
+		return
+	}
+	ps.reading = nil
+	if r.err != nil { // read again at the next recheck (the failure is in the Redis call metrics)
+		return
+	}
+	for i, app := range r.apps {
+		if st := ps.apps[app]; st != nil && st.reason != "" && r.drained[i] >= r.heldAt[i] {
+			st.caughtUp = true
 		}
-		ps.reading = r
-		go func() {
-			defer close(r.done)
-			r.held, r.drained, r.err = fs.store.Marks(ctx, streams)
-		}()
 	}
-	grants, err := fs.take(ctx, b.Topic, ps, decoded, cfg)
-	if err != nil {
-		return nil, nil, err
+}
+
+// readLater reads the marks of apps in the background (ps.reading).
+func (fs *fairShare) readLater(ctx context.Context, ps *partState, apps []int64) {
+	r := &marksRead{apps: apps, heldAt: make([]int64, len(apps)), done: make(chan struct{})}
+	streams := make([]string, len(apps))
+	for i, app := range apps {
+		streams[i], r.heldAt[i] = ps.apps[app].stream, ps.apps[app].held
 	}
-	for app := range seen { // the grants kept with each app's state: one look-up per event below
-		st := ps.apps[app]
-		st.grant = -1
-		if g, ok := grants[app]; ok {
-			st.grant = g
+	ps.reading = r
+	go func() {
+		defer close(r.done)
+		r.held, r.drained, r.err = fs.store.Marks(ctx, streams)
+	}()
+}
+
+// classify decides each record of b (apps: the app each key names): an
+// app out of quota tokens, or over its share of a saturated partition, is
+// held from that record on; every record of a held app is held, and
+// referenced: one spillRef per app from its first held record to the end
+// of the batch, whose last offset becomes its held mark.
+func (ps *partState) classify(b stage.Batch, apps []int64, cfg config.FairShare, now time.Time) holding {
+	var h holding
+	refOf := map[int64]int{} // app → index in h.refs
+	var st *appState
+	last := int64(unkeyed)
+	for i := range b.Records {
+		app := apps[i]
+		if app == unkeyed {
+			continue
 		}
-	}
-	ps.decay(now)
-	why := make([]string, len(decoded))
-	raised := map[string]int64{}
-	for i, d := range decoded {
-		app, m := d.Event.AppID, d.Msg
-		st := ps.apps[app]
+		if app != last {
+			st, last = ps.apps[app], app
+		}
 		st.recent++
 		ps.total++
 		if st.reason == "" {
@@ -308,51 +390,76 @@ func (fs *fairShare) decide(ctx context.Context, b stage.Batch, decoded []stage.
 				st.reason = HeldQuota
 			}
 			st.grant--
-			if st.reason == "" && cfg.SaturatedAfter > 0 && now.Sub(m.Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
+			if st.reason == "" && cfg.SaturatedAfter > 0 && now.Sub(b.Records[i].Time) > cfg.SaturatedAfter && ps.overShare(app, st, cfg) {
 				st.reason = HeldShare
 			}
 		}
-		if st.reason != "" {
-			why[i] = st.reason
-			st.held = max(st.held, m.Offset)
-			raised[st.stream] = st.held
+		if st.reason == "" {
+			continue
 		}
+		if h.skip == nil {
+			h.skip = make([]bool, len(b.Records))
+		}
+		h.skip[i] = true
+		k, ok := refOf[app]
+		if !ok {
+			k = len(h.refs)
+			refOf[app] = k
+			h.refs = append(h.refs, spillRef{App: app, Topic: b.Topic, Partition: b.Partition, Inc: ps.inc, From: b.Records[i].Offset, After: -1})
+		}
+		h.refs[k].Held++
 	}
-	if len(raised) == 0 {
-		return why, nil, nil
+	if len(h.refs) == 0 {
+		return h
 	}
-	return why, raised, nil
+	end := &b.Records[len(b.Records)-1]
+	fp := kafkax.Fingerprint(end)
+	h.marks = make(map[string]int64, len(h.refs))
+	for k := range h.refs {
+		r := &h.refs[k]
+		st := ps.apps[r.App]
+		r.To, r.FP = end.Offset, fp
+		if st.lastTo == b.Records[0].Offset-1 { // held without a break since its last reference ended
+			r.After = st.lastTo
+		}
+		st.lastTo = end.Offset
+		st.held = max(st.held, end.Offset)
+		h.marks[st.stream] = st.held
+	}
+	return h
 }
 
-// take asks the quota buckets for the events of each app with a quota that
-// the batch would route now, and returns what each was granted.
-func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, decoded []stage.Decoded[*schemas.Publish], cfg config.FairShare) (map[int64]int, error) {
+// take asks the quota buckets for the records of each app with a quota
+// that the batch would route now, and returns what each was granted.
+func (fs *fairShare) take(ctx context.Context, topic string, ps *partState, apps []int64, cfg config.FairShare) (map[int64]int, error) {
 	want := map[int64]int{} // -1: nothing asked (held, or no quota)
-	var apps []int64
-	for _, d := range decoded {
-		app := d.Event.AppID
+	var asking []int64
+	for _, app := range apps {
+		if app == unkeyed {
+			continue
+		}
 		n, ok := want[app]
 		switch {
 		case !ok && (ps.apps[app].reason != "" || cfg.Quota(app) == 0): // looked up once per app and batch
 			want[app] = -1
 			continue
 		case !ok:
-			apps = append(apps, app)
+			asking = append(asking, app)
 		case n < 0:
 			continue
 		}
 		want[app] = n + 1
 	}
-	if len(apps) == 0 {
+	if len(asking) == 0 {
 		return nil, nil
 	}
 	// Tokens are taken a tenth of a second of the quota ahead and kept
 	// with the partition, so that a batch rarely waits for Redis; taken
 	// tokens are spent tokens, so the quota still holds across processes.
-	grants := make(map[int64]int, len(apps))
+	grants := make(map[int64]int, len(asking))
 	var reqs []store.QuotaTake
 	var asked []int64
-	for _, app := range apps {
+	for _, app := range asking {
 		st, n := ps.apps[app], want[app]
 		if st.tokens >= n {
 			grants[app], st.tokens = n, st.tokens-n
@@ -390,7 +497,7 @@ func (st *appState) marks(held, drained int64, quota int) {
 			st.reason = HeldShare
 		}
 	case st.reason != "" && st.drained >= st.held: // all drained: route again
-		st.reason = ""
+		st.reason, st.lastTo = "", -1
 	}
 }
 
@@ -457,191 +564,3 @@ func (ps *partState) overShare(app int64, st *appState, cfg config.FairShare) bo
 	return st.recent/ps.total > float64(cfg.Weight(app))/weights
 }
 
-// spillRecord is the spill topic's copy of m, read at inc: its key, value
-// and headers, and where it was read.
-func spillRecord(topic string, m *kafka.Message, inc string) kafka.Message {
-	h := make([]kafka.Header, 0, len(m.Headers)+4)
-	h = append(h, m.Headers...)
-	h = append(h,
-		kafka.Header{Key: HeaderOriginTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: HeaderOriginPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
-		kafka.Header{Key: HeaderOriginOffset, Value: strconv.AppendInt(nil, m.Offset, 10)})
-	if inc != "" {
-		h = append(h, kafka.Header{Key: HeaderOriginInc, Value: []byte(inc)})
-	}
-	return kafka.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: h}
-}
-
-// origin returns where a spill record's event was read: a copy of m with
-// that topic, partition and offset, and its incarnation.
-func origin(m *kafka.Message) (kafka.Message, string, error) {
-	o := *m
-	var inc string
-	found := 0
-	for _, h := range m.Headers {
-		var err error
-		switch h.Key {
-		case HeaderOriginTopic:
-			o.Topic, found = string(h.Value), found+1
-		case HeaderOriginPartition:
-			o.Partition, err = strconv.Atoi(string(h.Value))
-			found++
-		case HeaderOriginOffset:
-			o.Offset, err = strconv.ParseInt(string(h.Value), 10, 64)
-			found++
-		case HeaderOriginInc:
-			inc = string(h.Value)
-		}
-		if err != nil {
-			return o, "", fmt.Errorf("spill record: header %s: %v", h.Key, err)
-		}
-	}
-	if found != 3 {
-		return o, "", errors.New("spill record: without its origin_topic, origin_partition and origin_offset headers")
-	}
-	return o, inc, nil
-}
-
-// drainMarks returns the drained marks of streams (read from the store
-// when the spill partition's batch does not start where the last ended).
-func (fs *fairShare) drainMarks(ctx context.Context, b stage.Batch, streams []string) (map[string]int64, error) {
-	k := partKey{b.Topic, b.Partition}
-	fs.mu.Lock()
-	fresh := fs.spillPos[k] == b.Records[0].Offset
-	var load []string
-	for _, s := range streams {
-		if _, ok := fs.drained[s]; !ok || !fresh {
-			load = append(load, s)
-		}
-	}
-	fs.mu.Unlock()
-	if len(load) > 0 {
-		_, drained, err := fs.store.Marks(ctx, load)
-		if err != nil {
-			return nil, fmt.Errorf("fair share: read drained marks: %w", err)
-		}
-		fs.mu.Lock()
-		for i, s := range load {
-			fs.drained[s] = drained[i]
-		}
-		fs.mu.Unlock()
-	}
-	out := make(map[string]int64, len(streams))
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	for _, s := range streams {
-		out[s] = fs.drained[s]
-	}
-	return out, nil
-}
-
-// drainWait takes the quota tokens of a drained batch's events (going into
-// debt: the quota buckets are shared with the lanes, which then hold the
-// app back until it is paid) and returns how long to wait before routing
-// them.
-func (fs *fairShare) drainWait(ctx context.Context, counts map[appLane]int) (time.Duration, error) {
-	cfg := fs.config()
-	var reqs []store.QuotaTake
-	for k, n := range counts {
-		if cfg.Quota(k.app) > 0 {
-			r := quotaTake(k.app, k.lane, n, cfg)
-			r.Reserve = true
-			reqs = append(reqs, r)
-		}
-	}
-	got, err := fs.store.Take(ctx, reqs)
-	if err != nil {
-		return 0, fmt.Errorf("fair share: quotas: %w", err)
-	}
-	var wait time.Duration
-	for _, g := range got {
-		wait = max(wait, g.Wait)
-	}
-	return wait, nil
-}
-
-// appLane is an app on a lane.
-type appLane struct {
-	app  int64
-	lane string
-}
-
-// drainedDone records a drained batch's marks (already in the store).
-func (fs *fairShare) drainedDone(b stage.Batch, marks map[string]int64) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	for s, v := range marks {
-		fs.drained[s] = v
-	}
-	fs.spillPos[partKey{b.Topic, b.Partition}] = b.Records[len(b.Records)-1].Offset + 1
-}
-
-// appMetrics are the per-app series, for the top apps by volume and
-// app="other" (fanout.fair_share.top_apps).
-type appMetrics struct {
-	events *prometheus.CounterVec   // {app, lane, path}
-	delay  *prometheus.HistogramVec // {app, lane}
-	heldG  *prometheus.GaugeVec     // {app, reason}
-	top    *obs.TopApps
-}
-
-func newAppMetrics(top int, now func() time.Time) *appMetrics {
-	a := &appMetrics{
-		events: obs.CounterVec("imstream_app_events_total",
-			"Publish events by app (the top apps by volume, the rest as other), lane, and path: routed (at once), held (written to the spill topic), drained (routed from it).", "app", "lane", "path"),
-		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "imstream_app_delay_seconds",
-			Help:    "Time from an event's ts to its routing by the fanout, by app (top apps, the rest as other) and lane.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"app", "lane"}),
-		heldG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "imstream_app_held",
-			Help: "Lane partitions of this process holding an app back, by app (top apps, the rest as other) and reason (quota, share)."}, []string{"app", "reason"}),
-	}
-	a.top = obs.NewTopApps(top, now, a.events, a.delay, a.heldG)
-	a.zero()
-	return a
-}
-
-// zero exports the other apps' series at 0, so that the families exist
-// from the start.
-func (a *appMetrics) zero() {
-	for _, lane := range []string{"online", "bulk"} {
-		for _, path := range []string{"routed", "held", "drained"} {
-			a.events.WithLabelValues(obs.Other, lane, path)
-		}
-		a.delay.WithLabelValues(obs.Other, lane)
-	}
-	for _, r := range []string{HeldQuota, HeldShare} {
-		a.heldG.WithLabelValues(obs.Other, r)
-	}
-}
-
-// label is app's label value (obs.TopApps).
-func (a *appMetrics) label(app int64, n int) string { return a.top.Label(app, n) }
-
-// routed counts events of one app and lane by path, with their delays
-// (ts in unix ms; 0 for none).
-func (a *appMetrics) routed(app int64, lane, path string, ts []int64, now time.Time) {
-	l := a.label(app, len(ts))
-	a.events.WithLabelValues(l, lane, path).Add(float64(len(ts)))
-	if path == "held" {
-		return
-	}
-	h := a.delay.WithLabelValues(l, lane)
-	for _, t := range ts {
-		if t > 0 {
-			h.Observe(math.Max(0, now.Sub(time.UnixMilli(t)).Seconds()))
-		}
-	}
-}
-
-// held sets the held gauge from the partitions holding each app back.
-func (a *appMetrics) held(by map[heldKey]int) {
-	sum := map[[2]string]int{}
-	for k, n := range by {
-		sum[[2]string{a.label(k.app, 0), k.reason}] += n
-	}
-	a.heldG.Reset()
-	a.zero()
-	for k, n := range sum {
-		a.heldG.WithLabelValues(k[0], k[1]).Set(float64(n))
-	}
-}

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,23 +11,19 @@ import (
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/stage"
-	"github.com/imstream/imstream/schemas"
 	"github.com/imstream/imstream/store"
 )
 
 // fairBatch is a batch of topic imr.publish partition 0 from offset first,
-// one record per app in apps, each written age before now.
-func fairBatch(first int64, now time.Time, age time.Duration, apps ...int64) (stage.Batch, []stage.Decoded[*schemas.Publish]) {
+// one record per app in apps (keyed "<app>:<receiver>"), each written age
+// before now.
+func fairBatch(first int64, now time.Time, age time.Duration, apps ...int64) stage.Batch {
 	b := stage.Batch{Topic: "imr.publish", Partition: 0, Inc: "r1"}
-	var decoded []stage.Decoded[*schemas.Publish]
-	for i := range apps {
-		b.Records = append(b.Records, kafka.Message{Topic: b.Topic, Partition: 0, Offset: first + int64(i), Time: now.Add(-age)})
-	}
 	for i, app := range apps {
-		ev := &schemas.Publish{Header: schemas.Header{AppID: app}}
-		decoded = append(decoded, stage.Decoded[*schemas.Publish]{Event: ev, Msg: &b.Records[i]})
+		key := strconv.AppendInt(append(strconv.AppendInt(nil, app, 10), ':'), int64(1000+i), 10)
+		b.Records = append(b.Records, kafka.Message{Topic: b.Topic, Partition: 0, Offset: first + int64(i), Time: now.Add(-age), Key: key})
 	}
-	return b, decoded
+	return b
 }
 
 // frozen returns a time, a clock frozen at it, and a memory spill store on
@@ -45,11 +42,12 @@ func newFair(st store.SpillStore, now func() time.Time, cfg config.FairShare) *f
 		spillPos: map[partKey]int64{}}
 }
 
-func heldApps(decoded []stage.Decoded[*schemas.Publish], why []string) map[int64]int {
+// heldApps counts the records of b held back (skip), by app.
+func heldApps(b stage.Batch, skip []bool) map[int64]int {
 	out := map[int64]int{}
-	for i, d := range decoded {
-		if why[i] != "" {
-			out[d.Event.AppID]++
+	for i, m := range b.Records {
+		if skip != nil && skip[i] {
+			out[keyApp(m.Key)]++
 		}
 	}
 	return out
@@ -70,22 +68,22 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 
 	// Keeping up: nothing is held whatever the mix.
 	apps := []int64{8, 8, 8, 8, 7, 8, 8, 8, 8, 8}
-	b, decoded := fairBatch(0, now, 0, apps...)
-	why, err := fs.decideHeld(ctx, b, decoded)
+	b := fairBatch(0, now, 0, apps...)
+	why, err := fs.decideHeld(ctx, b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); len(h) != 0 {
+	if h := heldApps(b, why); len(h) != 0 {
 		t.Fatalf("held %v while the partition keeps up", h)
 	}
 	fs.done(b)
 
 	// Saturated: app 8 is held from its first record on.
-	b, decoded = fairBatch(10, now, time.Second, apps...)
-	if why, err = fs.decideHeld(ctx, b, decoded); err != nil {
+	b = fairBatch(10, now, time.Second, apps...)
+	if why, err = fs.decideHeld(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); h[7] != 0 || h[8] != 9 {
+	if h := heldApps(b, why); h[7] != 0 || h[8] != 9 {
 		t.Fatalf("held %v, want all 9 of app 8 and none of app 7", h)
 	}
 	fs.done(b)
@@ -96,22 +94,22 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	}
 
 	// No longer saturated, but not drained: app 8 stays held (its order).
-	b, decoded = fairBatch(20, now, 0, 8, 7, 8)
-	if why, err = fs.decideHeld(ctx, b, decoded); err != nil {
+	b = fairBatch(20, now, 0, 8, 7, 8)
+	if why, err = fs.decideHeld(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); h[8] != 2 || h[7] != 0 {
+	if h := heldApps(b, why); h[8] != 2 || h[7] != 0 {
 		t.Fatalf("held %v before the drainer caught up, want both of app 8", h)
 	}
 	fs.done(b)
 
 	// A new owner of the partition (another process) holds it too.
 	other := newFair(st, clock, cfg)
-	b, decoded = fairBatch(23, now, 0, 8, 7)
-	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
+	b = fairBatch(23, now, 0, 8, 7)
+	if why, err = other.decideHeld(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); h[8] != 1 || h[7] != 0 {
+	if h := heldApps(b, why); h[8] != 1 || h[7] != 0 {
 		t.Fatalf("a new owner held %v, want app 8's", h)
 	}
 	other.done(b)
@@ -126,7 +124,7 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	if g := gauge(); g != 1 {
 		t.Fatalf("held gauge %v, want 1", g)
 	}
-	if err := st.Drain(ctx, map[string]int64{stream: 23}); err != nil {
+	if err := st.Drain(ctx, map[string]int64{stream: 24}); err != nil {
 		t.Fatal(err)
 	}
 	if g := gauge(); g != 0 {
@@ -135,11 +133,11 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	// Drained up to the held mark: recheck after the last read, the next
 	// batch reads the marks in the background and still holds app 8.
 	other.now = func() time.Time { return now.Add(recheck) }
-	b, decoded = fairBatch(25, now, 0, 8, 7, 8)
-	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
+	b = fairBatch(25, now, 0, 8, 7, 8)
+	if why, err = other.decideHeld(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); h[8] != 2 || h[7] != 0 {
+	if h := heldApps(b, why); h[8] != 2 || h[7] != 0 {
 		t.Fatalf("held %v while the marks are read in the background, want both of app 8", h)
 	}
 	other.done(b)
@@ -153,11 +151,11 @@ func TestFairShareHoldsTheAppAboveItsShare(t *testing.T) {
 	if err := st.Drain(ctx, map[string]int64{stream: 27}); err != nil {
 		t.Fatal(err)
 	}
-	b, decoded = fairBatch(28, now, 0, 8, 7, 8)
-	if why, err = other.decideHeld(ctx, b, decoded); err != nil {
+	b = fairBatch(28, now, 0, 8, 7, 8)
+	if why, err = other.decideHeld(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if h := heldApps(decoded, why); len(h) != 0 {
+	if h := heldApps(b, why); len(h) != 0 {
 		t.Fatalf("held %v after the drainer caught up", h)
 	}
 }
@@ -175,23 +173,23 @@ func TestFairShareQuota(t *testing.T) {
 	for i := range apps {
 		apps[i] = 8
 	}
-	b, decoded := fairBatch(0, now, 0, apps...)
-	why, err := fs.decideHeld(ctx, b, decoded)
+	b := fairBatch(0, now, 0, apps...)
+	why, err := fs.decideHeld(ctx, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, w := range why {
-		if want := i >= 10; (w == HeldQuota) != want {
-			t.Fatalf("record %d: held %q; want the first 10 (one burst) routed, the rest held for the quota", i, w)
+		if want := i >= 10; w != want {
+			t.Fatalf("record %d: held %v; want the first 10 (one burst) routed, the rest held for the quota", i, w)
 		}
 	}
 	// The drainer routes the 20 held: 20 tokens of debt, 2 s at 10/s.
-	wait, err := fs.drainWait(ctx, map[appLane]int{{8, "online"}: 20})
+	wait, err := fs.reserve(ctx, map[appLane]int{{8, "online"}: 20})
 	if err != nil || wait != 2*time.Second {
 		t.Fatalf("drain wait %s (%v), want 2s", wait, err)
 	}
 	// An app without a quota never waits.
-	if wait, _ := fs.drainWait(ctx, map[appLane]int{{7, "online"}: 1000}); wait != 0 {
+	if wait, _ := fs.reserve(ctx, map[appLane]int{{7, "online"}: 1000}); wait != 0 {
 		t.Fatalf("app without a quota waits %s", wait)
 	}
 }
@@ -223,24 +221,28 @@ func TestSpillPartition(t *testing.T) {
 	}
 	b := &OutputBalancer{PushTopic: "imr.push", SpillTopic: "imr.publish.spill"}
 	for p := range n {
-		src := &kafka.Message{Topic: "imr.publish", Partition: p, Offset: 42, Key: []byte("8:1001")}
-		rec := spillRecord("imr.publish.spill", src, "r1")
+		ref := spillRef{App: 8, Topic: "imr.publish", Partition: p, Inc: "r1", From: 42, To: 42, Held: 1}
+		rec := ref.record("imr.publish.spill")
 		if got, want := b.Balance(rec, parts...), SpillPartition(8, p, n); got != want {
 			t.Errorf("source partition %d: balanced to %d, want %d", p, got, want)
 		}
-		if again := b.Balance(spillRecord("imr.publish.spill", src, "r1"), parts...); again != b.Balance(rec, parts...) {
+		if again := b.Balance(ref.record("imr.publish.spill"), parts...); again != b.Balance(rec, parts...) {
 			t.Errorf("source partition %d: balanced differently twice", p)
 		}
 	}
 }
 
-// decideHeld is decide with the held marks raised when it returns.
-func (fs *fairShare) decideHeld(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]string, error) {
-	why, raised, err := fs.decide(ctx, b, decoded)
-	if err == nil && raised != nil {
-		err = fs.store.Hold(ctx, raised)
+// decideHeld is decide with the held marks raised when it returns; it
+// returns which records were held back.
+func (fs *fairShare) decideHeld(ctx context.Context, b stage.Batch) ([]bool, error) {
+	h, err := fs.decide(ctx, b)
+	if err == nil && h.marks != nil {
+		err = fs.store.Hold(ctx, h.marks)
 	}
-	return why, err
+	if h.skip == nil {
+		h.skip = make([]bool, len(b.Records))
+	}
+	return h.skip, err
 }
 
 // BenchmarkFairShareWithinQuota: fair share's work per event (decide, with
@@ -264,9 +266,9 @@ func BenchmarkFairShareWithinQuota(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		clock = clock.Add(time.Millisecond)
-		batch, decoded := fairBatch(int64(i*500), clock, 0, apps...)
+		batch := fairBatch(int64(i*500), clock, 0, apps...)
 		b.StartTimer()
-		if _, _, err := fs.decide(ctx, batch, decoded); err != nil {
+		if _, err := fs.decide(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 		fs.done(batch)

@@ -160,7 +160,14 @@ func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 	now := time.Now
 	f.fair = &fairShare{store: spill, now: now, m: f.apps, cfg: cfg.FairShare,
 		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
-		spillPos: map[partKey]int64{}}
+		spillPos: map[partKey]int64{}, spillTopic: k.Topics.Spill,
+		readers:     &rangeReaders{conn: f.env.Conn, maxBytes: f.env.Consumer.MaxFetchBytes, rs: map[partKey]*rangeReader{}},
+		lostOffsets: newLostOffsets()}
+	if err := f.env.Register(f.fair.lostOffsets); err != nil {
+		return err
+	}
+	f.fair.lostOffsets.WithLabelValues("retention")
+	f.fair.lostOffsets.WithLabelValues("log_restarted")
 	f.w.Balancer.(*OutputBalancer).SpillTopic = k.Topics.Spill
 	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
 	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {
@@ -208,16 +215,17 @@ func (f *Fanout) Run(ctx context.Context) error {
 		})
 	}
 	if f.drain == nil {
-		return stage.Run(ctx, f.core, f.route)
+		return stage.RunRaw(ctx, f.core, f.route)
 	}
+	defer f.fair.readers.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 1)
 	go func() {
-		errs <- stage.Run(ctx, f.drain, f.drainSpill)
+		errs <- stage.RunRaw(ctx, f.drain, f.drainSpill)
 		cancel()
 	}()
-	err := stage.Run(ctx, f.core, f.route)
+	err := stage.RunRaw(ctx, f.core, f.route)
 	cancel()
 	return errors.Join(err, <-errs)
 }
@@ -238,49 +246,45 @@ func (f *Fanout) writer(topic string) *kafka.Writer {
 	return f.w
 }
 
-// route routes a batch of publish events of a lane: each now, or, held
-// back by fair share, to the spill topic. The held ones are written, and
-// their marks raised, by the partition's spiller after the batch is
-// routed: the next batch need not wait for them, its commit does.
-func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
-	var why []string
-	var raised map[string]int64
+// route routes a batch of a lane: each event now, unless fair share holds
+// its app back (decided from the records' keys, before anything is
+// decoded). Held records are neither decoded nor copied: the partition's
+// spiller writes references to them (spillRef) after the batch is routed,
+// and raises their marks; the next batch need not wait for that, its
+// commit does.
+func (f *Fanout) route(ctx context.Context, b stage.Batch) ([]stage.Rejected, error) {
+	var h holding
 	if f.fair != nil {
 		var err error
-		if why, raised, err = f.fair.decide(ctx, b, decoded); err != nil {
+		if h, err = f.fair.decide(ctx, b); err != nil {
 			return nil, err
 		}
 	}
+	decoded, rejected := stage.Decode[*schemas.Publish](f.core, b.Records, h.skip)
 	src := make([]routed, len(decoded))
 	for i, d := range decoded {
 		src[i] = routed{m: d.Msg, inc: string(b.Inc)}
-		if why != nil && why[i] != "" {
-			src[i].held = true
-		}
 	}
 	w := f.writer(b.Topic)
-	rejected, spill, err := f.routeEvents(ctx, w, decoded, src)
+	more, err := f.routeEvents(ctx, w, decoded, src)
 	if err != nil {
 		return nil, err
 	}
+	rejected = append(rejected, more...)
 	if f.fair == nil {
 		return rejected, nil
 	}
 	sp := f.fair.done(b)
 	f.countApps(b.Topic, decoded, src, time.Now())
-	if len(spill.recs) == 0 && len(raised) == 0 {
+	for _, r := range h.refs {
+		f.fair.m.count(r.App, f.lane(b.Topic), "held", r.Held)
+	}
+	if len(h.refs) == 0 {
 		return rejected, nil
 	}
-	job := sp.submit(ctx, w, spill.recs, raised)
-	spilled := func() error {
-		refused, err := job.wait()
-		if err != nil {
-			return err
-		}
-		return f.core.Reject(ctx, f.refusedInputs(decoded, spill.recs, spill.from, refused))
-	}
-	if !b.Later(spilled) { // not from the consume loop: wait here
-		if err := spilled(); err != nil {
+	job := sp.submit(ctx, w, h.refs, h.marks)
+	if !b.Later(job.wait) { // not from the consume loop: wait here
+		if err := job.wait(); err != nil {
 			sp.clear() // nothing in flight: the retry writes it again
 			return nil, err
 		}
@@ -288,21 +292,12 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch, decoded []stage.Decod
 	return rejected, nil
 }
 
-// spillRecords are a batch's held events as spill records, with the input
-// (index in the batch) each came from.
-type spillRecords struct {
-	recs []kafka.Message
-	from [][]int
-}
-
-// routed is how routeEvents takes one event: src, the record whose
+// routed is how routeEvents takes one event: m, the record whose
 // coordinates its outputs carry (the one read, or for a drained event the
-// one it was spilled from), read at incarnation inc; held: write it to
-// the spill topic instead.
+// one it was held back at), read at incarnation inc.
 type routed struct {
-	m    *kafka.Message
-	inc  string
-	held bool
+	m   *kafka.Message
+	inc string
 }
 
 // countApps counts a batch's events per app and path in the per-app
@@ -310,12 +305,12 @@ type routed struct {
 func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publish], src []routed, now time.Time) {
 	type key struct {
 		app        int64
-		bulk, path uint8 // path: routed, held, drained
+		bulk, path uint8 // path: routed, drained
 	}
-	paths, lanes := [...]string{"routed", "held", "drained"}, [...]string{"online", "bulk"} // as f.lane names them
+	paths, lanes := [...]string{"routed", "drained"}, [...]string{"online", "bulk"} // as f.lane names them
 	drained := uint8(0)
 	if topic == f.env.Kafka.Topics.Spill {
-		drained = 2
+		drained = 1
 	}
 	type group struct {
 		app  int64
@@ -327,9 +322,6 @@ func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publis
 	var groups []group
 	for i, d := range decoded {
 		k := key{app: d.Event.AppID, path: drained}
-		if src[i].held {
-			k.path = 1
-		}
 		if f.env.Kafka.Topics.IsBulkLane(src[i].m.Topic) {
 			k.bulk = 1
 		}
@@ -347,20 +339,11 @@ func (f *Fanout) countApps(topic string, decoded []stage.Decoded[*schemas.Publis
 }
 
 // routeEvents decides and writes the outputs of decoded (src: how each is
-// taken) in one produce call through w, and returns the held ones' spill
-// records, not written.
-func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []stage.Decoded[*schemas.Publish], src []routed) ([]stage.Rejected, spillRecords, error) {
-	evs := make([]*schemas.Publish, 0, len(decoded))
-	for i, d := range decoded {
-		if !src[i].held {
-			evs = append(evs, d.Event)
-		}
-	}
-	now := time.Now()
-	var spill spillRecords
-	view, err := load(ctx, evs, f.presence, f.groups, f.opts, now)
+// taken) in one produce call through w.
+func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []stage.Decoded[*schemas.Publish], src []routed) ([]stage.Rejected, error) {
+	view, err := load(ctx, stage.Events(decoded), f.presence, f.groups, f.opts, time.Now())
 	if err != nil {
-		return nil, spill, err
+		return nil, err
 	}
 	var out []kafka.Message
 	var from [][]int // the inputs (indexes in decoded) each record derives from
@@ -379,11 +362,6 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	headers := make([]kafka.Header, 0, 3*len(decoded))
 	for i, d := range decoded {
 		ev, m := d.Event, src[i].m
-		if src[i].held {
-			spill.recs = append(spill.recs, spillRecord(f.env.Kafka.Topics.Spill, m, src[i].inc))
-			spill.from = append(spill.from, []int{i})
-			continue
-		}
 		plan := Decide(ev, view, f.opts)
 		if plan.Skip != "" {
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
@@ -428,7 +406,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 	if len(newTopics) > 0 {
 		created, err := f.env.Conn.CreateTopics(ctx, f.env.Kafka.ReplicationFactor, newTopics)
 		if err != nil {
-			return nil, spill, err
+			return nil, err
 		}
 		f.mu.Lock()
 		for t := range newTopics {
@@ -453,7 +431,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			clear(f.topics)
 			f.mu.Unlock()
 		}
-		return nil, spill, err
+		return nil, err
 	}
 	rejected = append(rejected, f.refusedInputs(decoded, out, from, refused)...)
 	f.env.Metrics.Produce.WithLabelValues(Stage).Observe(done.Sub(start).Seconds())
@@ -465,7 +443,7 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			e2e.Observe(ts, done)
 		}
 	}
-	return rejected, spill, nil
+	return rejected, nil
 }
 
 // ReasonOutputRefused dead-letters an input one of whose outputs the
@@ -795,72 +773,6 @@ func PushPartition(p, n int) int { return p % max(n, 1) }
 func SpillPartition(appid int64, p, n int) int {
 	n = max(n, 1)
 	return (kafkax.PartitionFor(strconv.AppendInt(nil, appid, 10), n) + p%n) % n
-}
-
-// drainSpill routes a batch of the spill topic: each event with the src of
-// the record it was held back from, each app at most at its quota, events
-// the drained marks show were routed already skipped (a fanout that
-// spilled them again after a crash).
-func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch, decoded []stage.Decoded[*schemas.Publish]) ([]stage.Rejected, error) {
-	var rejected []stage.Rejected
-	keep := decoded[:0:0]
-	var src []routed
-	var streams []string
-	for _, d := range decoded {
-		o, inc, err := origin(d.Msg)
-		if err != nil {
-			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonInvalid, Reason: err.Error()})
-			continue
-		}
-		keep = append(keep, d)
-		src = append(src, routed{m: &o, inc: inc})
-		streams = append(streams, store.SpillStream(d.Event.AppID, o.Topic, inc, o.Partition))
-	}
-	marks, err := f.fair.drainMarks(ctx, b, streams)
-	if err != nil {
-		return nil, err
-	}
-	raised := map[string]int64{}
-	counts := map[appLane]int{}
-	n := 0
-	for i, d := range keep {
-		s, off := streams[i], src[i].m.Offset
-		if r, ok := raised[s]; off <= marks[s] || ok && off <= r {
-			f.env.Metrics.Skipped.WithLabelValues(Stage, "spill_repeat").Inc()
-			continue
-		}
-		raised[s] = off
-		keep[n], src[n] = d, src[i]
-		n++
-		counts[appLane{d.Event.AppID, f.lane(src[i].m.Topic)}]++
-	}
-	keep, src = keep[:n], src[:n]
-	wait, err := f.fair.drainWait(ctx, counts)
-	if err != nil {
-		return nil, err
-	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
-	if len(keep) == 0 {
-		return rejected, nil
-	}
-	more, _, err := f.routeEvents(ctx, f.wb, keep, src) // drained events are not held again
-	if err != nil {
-		return nil, err
-	}
-	if err := f.fair.store.Drain(ctx, raised); err != nil {
-		return nil, fmt.Errorf("fair share: set drained marks: %w", err)
-	}
-	f.fair.drainedDone(b, raised)
-	f.countApps(b.Topic, keep, src, time.Now())
-	return append(rejected, more...), nil
 }
 
 // HeaderTraceparent is the W3C trace context header, carried from an input

@@ -3,11 +3,9 @@ package fanout
 import (
 	"context"
 	"errors"
-	"strconv"
+	"fmt"
 	"sync"
 	"testing"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/embedded"
@@ -38,8 +36,8 @@ func (f *failingHold) Hold(ctx context.Context, held map[string]int64) error {
 	return f.SpillStore.Hold(ctx, held)
 }
 
-// The spiller writes the spills handed over in that order, several at a
-// time, and raises their marks; after a failure every later spill fails
+// The spiller writes the references handed over in that order, several
+// at a time, and raises their marks; after a failure every later job fails
 // without being written, until clear (nothing in flight).
 func TestSpillerKeepsOrderAndStopsAfterAFailure(t *testing.T) {
 	k := testkit.Kafka(t, embedded.KafkaOptions{})
@@ -53,55 +51,85 @@ func TestSpillerKeepsOrderAndStopsAfterAFailure(t *testing.T) {
 	w := kafkax.NoLinger(conn.NewWriter(cfg.Kafka, ""))
 	defer w.Close()
 	st := &failingHold{SpillStore: store.NewMemorySpill()}
-	sp := &spiller{store: st}
-	rec := func(i int) kafka.Message {
-		return kafka.Message{Topic: topic, Key: []byte("8:1"), Value: []byte(strconv.Itoa(i))}
+	sp := &spiller{store: st, topic: topic}
+	// ref is app 8's reference of [from, to] of imr.publish/0, not joinable
+	// with the one before it.
+	ref := func(from, to int64) []spillRef {
+		return []spillRef{{App: 8, Topic: "imr.publish", Partition: 0, Inc: "r1", From: from, To: to, Held: int(to - from + 1), After: -1}}
 	}
+	stream := store.SpillStream(8, "imr.publish", "r1", 0)
 
-	// 50 spills handed over at once, each of two records.
+	// 50 jobs handed over at once, each of two offsets.
 	var jobs []*spillJob
-	for i := 0; i < 100; i += 2 {
-		jobs = append(jobs, sp.submit(ctx, w, []kafka.Message{rec(i), rec(i + 1)}, map[string]int64{"s": int64(i + 1)}))
+	for i := int64(0); i < 100; i += 2 {
+		jobs = append(jobs, sp.submit(ctx, w, ref(i, i+1), map[string]int64{stream: i + 1}))
 	}
 	for i, j := range jobs {
-		if refused, err := j.wait(); err != nil || len(refused) > 0 {
-			t.Fatalf("spill %d: refused %v, err %v", i, refused, err)
+		if err := j.wait(); err != nil {
+			t.Fatalf("job %d: %v", i, err)
 		}
 	}
 	got := testkit.ReadAll(t, cfg, topic)
-	if len(got) != 100 {
-		t.Fatalf("%d records in the spill topic, want 100", len(got))
+	if len(got) != 50 {
+		t.Fatalf("%d records in the spill topic, want 50", len(got))
 	}
 	for i, m := range got {
-		if string(m.Value) != strconv.Itoa(i) {
-			t.Fatalf("record %d is %s: the spills' order was not kept", i, m.Value)
+		r, err := parseRef(&m)
+		if err != nil || r.From != int64(2*i) || r.To != int64(2*i+1) || r.Held != 2 || !isRef(&m) {
+			t.Fatalf("record %d is %s (%v): the jobs' order was not kept", i, m.Value, err)
 		}
 	}
-	if held, _, _ := st.Marks(ctx, []string{"s"}); held[0] != 99 {
+	if held, _, _ := st.Marks(ctx, []string{stream}); held[0] != 99 {
 		t.Fatalf("held mark %d, want 99", held[0])
 	}
 
-	// A failed step: it and every spill after it fail, nothing more is
+	// A failed step: it and every job after it fail, nothing more is
 	// written or raised, until clear.
 	st.failing(true)
-	failed := sp.submit(ctx, w, []kafka.Message{rec(100)}, map[string]int64{"s": 100})
-	if _, err := failed.wait(); err == nil {
-		t.Fatal("a spill whose marks were not raised succeeded")
+	failed := sp.submit(ctx, w, ref(100, 100), map[string]int64{stream: 100})
+	if err := failed.wait(); err == nil {
+		t.Fatal("a job whose marks were not raised succeeded")
 	}
 	st.failing(false)
-	after := sp.submit(ctx, w, []kafka.Message{rec(101)}, map[string]int64{"s": 101})
-	if _, err := after.wait(); err == nil {
-		t.Fatal("a spill after a failed one was written")
+	after := sp.submit(ctx, w, ref(101, 101), map[string]int64{stream: 101})
+	if err := after.wait(); err == nil {
+		t.Fatal("a job after a failed one was written")
 	}
-	if n := len(testkit.ReadAll(t, cfg, topic)); n != 101 {
-		t.Fatalf("%d records in the spill topic, want 101 (the failed step's write, none after it)", n)
+	if n := len(testkit.ReadAll(t, cfg, topic)); n != 51 {
+		t.Fatalf("%d records in the spill topic, want 51 (the failed step's write, none after it)", n)
 	}
 	sp.clear()
-	again := sp.submit(ctx, w, []kafka.Message{rec(100), rec(101)}, map[string]int64{"s": 101})
-	if _, err := again.wait(); err != nil {
+	again := sp.submit(ctx, w, ref(100, 101), map[string]int64{stream: 101})
+	if err := again.wait(); err != nil {
 		t.Fatal(err)
 	}
-	if held, _, _ := st.Marks(ctx, []string{"s"}); held[0] != 101 {
+	if held, _, _ := st.Marks(ctx, []string{stream}); held[0] != 101 {
 		t.Fatalf("held mark %d after clear, want 101", held[0])
+	}
+
+	// One step joins an app's references that continue one another (the
+	// app held without a break) up to maxRefSpan, and no others.
+	before := len(testkit.ReadAll(t, cfg, topic))
+	cont := func(from, to, after int64) spillRef {
+		return spillRef{App: 8, Topic: "imr.publish", Partition: 0, Inc: "r1", From: from, To: to, Held: 1, After: after}
+	}
+	steps := []*spillJob{
+		{ctx: ctx, w: w, refs: []spillRef{cont(200, 299, -1), {App: 9, Topic: "imr.publish", Partition: 0, Inc: "r1", From: 250, To: 299, Held: 1, After: -1}}, done: make(chan struct{})},
+		{ctx: ctx, w: w, refs: []spillRef{cont(300, 399, 299)}, done: make(chan struct{})},
+		{ctx: ctx, w: w, refs: []spillRef{cont(450, 499, 420)}, done: make(chan struct{})}, // a break: released and held again
+		{ctx: ctx, w: w, refs: []spillRef{cont(500, 500+maxRefSpan, 499)}, done: make(chan struct{})},
+	}
+	sp.step(steps)
+	var ranges []string
+	for _, m := range testkit.ReadAll(t, cfg, topic)[before:] {
+		r, err := parseRef(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ranges = append(ranges, fmt.Sprintf("%d:[%d,%d]x%d", r.App, r.From, r.To, r.Held))
+	}
+	want := []string{"8:[200,399]x2", "9:[250,299]x1", "8:[450,499]x1", fmt.Sprintf("8:[500,%d]x1", 500+maxRefSpan)}
+	if fmt.Sprint(ranges) != fmt.Sprint(want) {
+		t.Fatalf("references written %v, want %v", ranges, want)
 	}
 }

@@ -67,7 +67,7 @@ func (c *committer) start(topic string, partition int, inc Incarnation) {
 // blocks.
 func (c *committer) done(topic string, partition int, inc Incarnation, last *kafka.Message) {
 	k := tp{topic, partition}
-	m := mark{next: last.Offset + 1, meta: commitMeta{inc: inc, fp: fingerprint(last)}}
+	m := mark{next: last.Offset + 1, meta: commitMeta{inc: inc, fp: Fingerprint(last)}}
 	c.mu.Lock()
 	if c.inc[k] == inc {
 		if cur, ok := c.pending[k]; !ok || m.next > cur.next {

@@ -301,7 +301,7 @@ func (p *partitionWorker) consume(ctx context.Context, f *fetcher, at int64, st 
 			return c.rewind, true
 		}
 		last := &recs[len(recs)-1]
-		prevOff, prevFP = last.Offset, fingerprint(last)
+		prevOff, prevFP = last.Offset, Fingerprint(last)
 		if next != Legacy {
 			inc, next = next, Legacy
 		}

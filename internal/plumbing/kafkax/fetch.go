@@ -124,7 +124,7 @@ func (f *fetcher) taken(n int) {
 // are buffered. It reports false when ctx ended.
 func (f *fetcher) send(ctx context.Context, recs []kafka.Message) bool {
 	last := &recs[len(recs)-1]
-	f.lastOff, f.lastFP = last.Offset, fingerprint(last)
+	f.lastOff, f.lastFP = last.Offset, Fingerprint(last)
 	for {
 		f.mu.Lock()
 		full := f.buffered >= f.queueSize

@@ -63,13 +63,13 @@ func parseMeta(s string) (commitMeta, bool) {
 	return commitMeta{inc: Incarnation(f[1]), fp: f[2]}, true
 }
 
-// fingerprint identifies a record's content: "c." and, in base 36, the
+// Fingerprint identifies a record's content: "c." and, in base 36, the
 // value's length and the CRC-32C (Castagnoli, hardware-computed) of its key,
 // a zero byte and its value. Two logs hold the same record at an offset only
 // if they are the same log. It is computed for the last record of every
 // fetch and every commit: FNV-1a, byte by byte, cost 11 % of the roles' CPU
 // on 256 KiB push_jobs records, CRC-32C well under 1 %.
-func fingerprint(m *kafka.Message) string {
+func Fingerprint(m *kafka.Message) string {
 	h := crc32.New(castagnoli)
 	h.Write(m.Key)
 	h.Write([]byte{0})
@@ -84,7 +84,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // a zero byte and value that releases before CRC-32C wrote.
 func holdsFingerprint(m *kafka.Message, fp string) bool {
 	if strings.HasPrefix(fp, "c.") {
-		return fingerprint(m) == fp
+		return Fingerprint(m) == fp
 	}
 	h := fnv.New64a()
 	h.Write(m.Key)

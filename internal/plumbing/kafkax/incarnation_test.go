@@ -11,8 +11,8 @@ import (
 func TestFingerprint(t *testing.T) {
 	a := &kafka.Message{Key: []byte("7:101"), Value: []byte(`{"v":1,"type":"publish"}`)}
 	same := &kafka.Message{Key: []byte("7:101"), Value: []byte(`{"v":1,"type":"publish"}`), Offset: 9}
-	if fingerprint(a) != fingerprint(same) || !holdsFingerprint(same, fingerprint(a)) {
-		t.Fatalf("one content, two fingerprints: %s %s", fingerprint(a), fingerprint(same))
+	if Fingerprint(a) != Fingerprint(same) || !holdsFingerprint(same, Fingerprint(a)) {
+		t.Fatalf("one content, two fingerprints: %s %s", Fingerprint(a), Fingerprint(same))
 	}
 	for _, other := range []*kafka.Message{
 		{Key: []byte("7:102"), Value: a.Value},
@@ -20,7 +20,7 @@ func TestFingerprint(t *testing.T) {
 		{Key: []byte("7:10"), Value: []byte(`1{"v":1,"type":"publish"}`)}, // the key/value boundary moved
 		{Key: a.Key, Value: append(append([]byte{}, a.Value...), ' ')},
 	} {
-		if holdsFingerprint(other, fingerprint(a)) {
+		if holdsFingerprint(other, Fingerprint(a)) {
 			t.Errorf("%q/%q taken for %q/%q", other.Key, other.Value, a.Key, a.Value)
 		}
 	}
@@ -44,6 +44,6 @@ func BenchmarkFingerprint(b *testing.B) {
 	m := &kafka.Message{Key: []byte("7:101"), Value: make([]byte, 256<<10)}
 	b.SetBytes(int64(len(m.Value)))
 	for b.Loop() {
-		fingerprint(m)
+		Fingerprint(m)
 	}
 }

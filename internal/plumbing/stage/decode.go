@@ -86,10 +86,20 @@ func Reject(m kafka.Message, err error) Rejected {
 // against the event: the valid ones come back in order with their records,
 // the others as Rejected for the dead-letter topic.
 func DecodeBatch[T schemas.Event](records []kafka.Message, d Decoder, kind schemas.Kind) ([]Decoded[T], []Rejected) {
+	return DecodeSome[T](records, d, kind, nil)
+}
+
+// DecodeSome is DecodeBatch for the records whose skip entry is false
+// (skip nil: every record); the others are left alone, neither decoded
+// nor rejected.
+func DecodeSome[T schemas.Event](records []kafka.Message, d Decoder, kind schemas.Kind, skip []bool) ([]Decoded[T], []Rejected) {
 	out := make([]Decoded[T], 0, len(records))
 	var rejected []Rejected
 	var key []byte
 	for i := range records {
+		if skip != nil && skip[i] {
+			continue
+		}
 		kafkax.Yield(i)
 		m := &records[i]
 		ev, err := schemas.DecodeKindFormat(m.Value, d.limit(m), kind, Format(m))

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
@@ -155,6 +156,18 @@ func Run[T schemas.Event](ctx context.Context, c *Core, apply Apply[T]) error {
 	return Consume(ctx, c, in, apply)
 }
 
+// RunRaw is Run for a stage that decodes its records itself (Decode):
+// apply gets each batch as read.
+func RunRaw(ctx context.Context, c *Core, apply RawApply) error {
+	defer c.Close()
+	in := c.in
+	in.Prepare = true
+	if in.MaxWait <= 0 {
+		in.MaxWait = defaultMaxWait
+	}
+	return ConsumeRaw(ctx, c, in, apply)
+}
+
 // defaultMaxWait is the longest a declared input spends filling a batch
 // while records keep arriving.
 const defaultMaxWait = 100 * time.Millisecond
@@ -194,8 +207,32 @@ type Input struct {
 // invalid ones, after it succeeded) or an error to retry the whole batch.
 type Apply[T schemas.Event] func(ctx context.Context, b Batch, evs []Decoded[T]) ([]Rejected, error)
 
+// RawApply handles one batch of records as read, decoding what it needs
+// with Decode; it returns the records to dead-letter, or an error to retry
+// the whole batch.
+type RawApply func(ctx context.Context, b Batch) ([]Rejected, error)
+
+// Decode validates the records whose skip entry is false (skip nil: all)
+// as events of the core's declared kind, with the stage's checks
+// (DecodeSome).
+func Decode[T schemas.Event](c *Core, records []kafka.Message, skip []bool) ([]Decoded[T], []Rejected) {
+	return DecodeSome[T](records, c.dec, c.in.Kind, skip)
+}
+
 // Consume runs in's consumer group until ctx ends.
 func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Apply[T]) error {
+	return ConsumeRaw(ctx, c, in, func(ctx context.Context, b Batch) ([]Rejected, error) {
+		decoded, rejected := DecodeBatch[T](b.Records, c.dec, in.Kind)
+		more, err := apply(ctx, b, decoded)
+		if err != nil {
+			return nil, err
+		}
+		return append(rejected, more...), nil
+	})
+}
+
+// ConsumeRaw is Consume with an apply that decodes for itself.
+func ConsumeRaw(ctx context.Context, c *Core, in Input, apply RawApply) error {
 	e := c.env
 	if in.Prepare {
 		if err := PrepareTopics(ctx, e.Conn, e.Kafka, append(in.Topics[:len(in.Topics):len(in.Topics)], in.Create...)...); err != nil {
@@ -207,12 +244,11 @@ func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Appl
 		log = c.log
 	}
 	h := kafkax.HandlerFunc(func(ctx context.Context, b kafkax.Batch) error {
-		decoded, rejected := DecodeBatch[T](b.Records, c.dec, in.Kind)
-		more, err := apply(ctx, b, decoded)
+		rejected, err := apply(ctx, b)
 		if err != nil {
 			return err
 		}
-		return c.dlq.Send(ctx, append(rejected, more...))
+		return c.dlq.Send(ctx, rejected)
 	})
 	cc := e.Consumer
 	if in.QueueSize > 0 {
