@@ -563,4 +563,3 @@ func (ps *partState) overShare(app int64, st *appState, cfg config.FairShare) bo
 	}
 	return st.recent/ps.total > float64(cfg.Weight(app))/weights
 }
-
