@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/testkit"
 	"github.com/imstream/imstream/schemas"
 )
@@ -151,5 +152,125 @@ func fairShareFlood(t *testing.T, lane string, redisFull bool) {
 	})
 	if got := len(testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DeliverPrefix+"sb")); got != quiet {
 		t.Errorf("app %d: %d deliveries, want %d", app, got, quiet)
+	}
+}
+
+// TestFairShareHeldRangeGone: an operator deletes and re-creates the lane
+// topic while app 8's held records wait to be drained. Those records are
+// gone with the old log: the drainer says so (an ERROR line,
+// imstream_fair_share_lost_offsets_total{reason="log_restarted"}) instead
+// of routing other records found at those offsets, releases the app, and
+// app 8's messages on the new log land, each once.
+func TestFairShareHeldRangeGone(t *testing.T) {
+	const noisy, quota, flood = 8, 50, 600
+	s := startStack(t, 1, 1, "--fanout.fair_share.enabled", "--fanout.fair_share.quotas", fmt.Sprintf("%d=%d", noisy, quota))
+	cfg := s.cfg
+	ctx := context.Background()
+	enc := ingest.NewEncoder("sa", 1, ingest.Topics{Presence: cfg.Kafka.Topics.Presence, Publish: cfg.Kafka.Topics.Publish, Bulk: cfg.Kafka.Topics.Bulk})
+	batch := func(run string, n int) []kafkaMessage {
+		var recs []kafkaMessage
+		for i := 0; i < n; i++ {
+			to := int64(1000 + i%10)
+			recs = append(recs, enc.Publish(noisy, to, schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: to, Content: fmt.Sprintf("%s-%d", run, i)}, ingest.Meta{}).Message())
+		}
+		return recs
+	}
+	// Two waves, held in separate references: the drainer reads the
+	// first's range while it is there and routes it at the quota (12 s);
+	// the second's range is gone before it comes to it.
+	testkit.Produce(t, cfg, batch("old", flood)...)
+	held := func() float64 {
+		return metric(t, s.fanout, fmt.Sprintf(`imstream_app_events_total{app="%d",lane="online",path="held"}`, noisy))
+	}
+	testkit.Eventually(t, 60*time.Second, "app 8 held", func() bool { return held() > 0 })
+	first := held()
+	testkit.Produce(t, cfg, batch("second", flood)...)
+	testkit.Eventually(t, 60*time.Second, "app 8's second wave held", func() bool { return held() >= first+flood })
+	conn := kafkax.MustConn(cfg.Kafka)
+	// The roles' metadata requests may re-create it first, with the
+	// broker's default partition count: the new partitions are consumed
+	// too (the consumer group watches partition counts).
+	must(t, deleteTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topics.Publish))
+	time.Sleep(500 * time.Millisecond)
+	must(t, conn.EnsureTopics(ctx, 1, map[string]int{cfg.Kafka.Topics.Publish: cfg.Kafka.Partitions}))
+	testkit.Produce(t, cfg, batch("new", 100)...)
+
+	testkit.Eventually(t, 120*time.Second, "the lost range counted", func() bool {
+		return metric(t, s.fanout, `imstream_fair_share_lost_offsets_total{reason="log_restarted"}`) > 0
+	})
+	b, err := os.ReadFile(s.procs["fanout"].Log)
+	must(t, err)
+	if !bytes.Contains(b, []byte("held records are gone from their lane partition")) {
+		t.Error("no ERROR line names the lost range")
+	}
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
+	testkit.Eventually(t, 120*time.Second, "app 8's messages on the new log in push lists", func() bool {
+		n := 0
+		for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+			if strings.HasPrefix(pushContent(t, e), "new-") {
+				n++
+			}
+		}
+		return n >= 100
+	})
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group+"-spill", cfg.Kafka.Topics.Spill, 60*time.Second)
+	seen := map[string]int{}
+	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		seen[pushContent(t, e)]++
+	}
+	for c, n := range seen {
+		if n != 1 {
+			t.Errorf("%s landed %d times", c, n)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if c := fmt.Sprintf("new-%d", i); seen[c] != 1 {
+			t.Errorf("%s: landed %d times, want once", c, seen[c])
+		}
+	}
+}
+
+// TestFairShareDrainsCopies: a spill topic holding copies of held events,
+// as fanouts wrote them before references (an upgrade with a backlog),
+// is drained as before: each copy routed once with the src of the record
+// it was held back from, a copy written twice skipped.
+func TestFairShareDrainsCopies(t *testing.T) {
+	const noisy = 8
+	s := startStack(t, 1, 1, "--fanout.fair_share.enabled", "--fanout.fair_share.quotas", fmt.Sprintf("%d=%d", noisy, 1000))
+	cfg := s.cfg
+	ctx := context.Background()
+	enc := ingest.NewEncoder("sa", 1, ingest.Topics{Presence: cfg.Kafka.Topics.Presence, Publish: cfg.Kafka.Topics.Publish, Bulk: cfg.Kafka.Topics.Bulk})
+	var copies []kafkaMessage
+	for i := 0; i < 20; i++ {
+		m := enc.Publish(noisy, 1000, schemas.Message{Cmd: schemas.CmdIM, Sender: 1, Receiver: 1000, Content: fmt.Sprintf("copy-%d", i)}, ingest.Meta{}).Message()
+		m.Topic = cfg.Kafka.Topics.Spill
+		m.Headers = append(m.Headers,
+			kafkaHeader{Key: "origin_topic", Value: []byte(cfg.Kafka.Topics.Publish)},
+			kafkaHeader{Key: "origin_partition", Value: []byte("0")},
+			kafkaHeader{Key: "origin_offset", Value: []byte(strconv.Itoa(100 + i))},
+			kafkaHeader{Key: "origin_inc", Value: []byte("f1")})
+		copies = append(copies, m)
+	}
+	testkit.Produce(t, cfg, copies...)
+	testkit.Produce(t, cfg, copies[10:]...) // spilled again by a fanout that crashed before committing
+	rc := testkit.RedisClient(t, cfg.Redis.Addrs[0])
+	testkit.Eventually(t, 60*time.Second, "the copies in the push list", func() bool {
+		return rc.LLen(ctx, "push_queue").Val() >= 20
+	})
+	testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group+"-spill", cfg.Kafka.Topics.Spill, 60*time.Second)
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+	var got []string
+	for _, e := range rc.LRange(ctx, "push_queue", 0, -1).Val() {
+		got = append(got, pushContent(t, e))
+	}
+	var want []string
+	for i := 0; i < 20; i++ {
+		want = append(want, fmt.Sprintf("copy-%d", i))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("push list %v, want %v", got, want)
+	}
+	if n := metric(t, s.fanout, `imstream_skipped_total{reason="spill_repeat",stage="fanout"}`); n != 10 {
+		t.Errorf("spill_repeat %v, want 10", n)
 	}
 }

@@ -84,6 +84,18 @@ func isRef(m *kafka.Message) bool {
 	return false
 }
 
+// Holds reports whether spill record m holds back the record at offset of
+// topic's partition, of app: a reference whose range covers it, or a copy
+// of it (as written before references).
+func Holds(m *kafka.Message, app int64, topic string, partition int, offset int64) bool {
+	if isRef(m) {
+		r, err := parseRef(m)
+		return err == nil && r.App == app && r.Topic == topic && r.Partition == partition && r.From <= offset && offset <= r.To
+	}
+	o, _, err := origin(m)
+	return err == nil && o.Topic == topic && o.Partition == partition && o.Offset == offset
+}
+
 // parseRef reads a reference record.
 func parseRef(m *kafka.Message) (spillRef, error) {
 	var v spillRefJSON

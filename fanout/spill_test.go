@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
 	"github.com/imstream/imstream/internal/tools/embedded"
 	"github.com/imstream/imstream/internal/tools/testkit"
@@ -131,5 +133,38 @@ func TestSpillerKeepsOrderAndStopsAfterAFailure(t *testing.T) {
 	want := []string{"8:[200,399]x2", "9:[250,299]x1", "8:[450,499]x1", fmt.Sprintf("8:[500,%d]x1", 500+maxRefSpan)}
 	if fmt.Sprint(ranges) != fmt.Sprint(want) {
 		t.Fatalf("references written %v, want %v", ranges, want)
+	}
+}
+
+// Holds finds the spill record that holds a lane record back: a reference
+// whose range covers it, for its app, or a copy of it.
+func TestHolds(t *testing.T) {
+	ref := spillRef{App: 8, Topic: "imr.publish", Partition: 3, Inc: "r1", From: 100, To: 199, Held: 7}
+	m := ref.record("imr.publish.spill")
+	for _, c := range []struct {
+		app       int64
+		partition int
+		offset    int64
+		want      bool
+	}{{8, 3, 100, true}, {8, 3, 199, true}, {8, 3, 150, true}, {8, 3, 99, false}, {8, 3, 200, false}, {7, 3, 150, false}, {8, 2, 150, false}} {
+		if got := Holds(&m, c.app, "imr.publish", c.partition, c.offset); got != c.want {
+			t.Errorf("app %d %d/%d: holds %v, want %v", c.app, c.partition, c.offset, got, c.want)
+		}
+	}
+	cp := kafka.Message{Key: []byte("8:1"), Value: []byte("{}"), Headers: []kafka.Header{{Key: HeaderOriginTopic, Value: []byte("imr.publish")},
+		{Key: HeaderOriginPartition, Value: []byte("3")}, {Key: HeaderOriginOffset, Value: []byte("150")}}}
+	if !Holds(&cp, 8, "imr.publish", 3, 150) || Holds(&cp, 8, "imr.publish", 3, 151) {
+		t.Error("a copy holds back exactly the record it copied")
+	}
+}
+
+// keyApp reads the app a record key starts with, and nothing from keys
+// that name none.
+func TestKeyApp(t *testing.T) {
+	for key, want := range map[string]int64{"8:1001": 8, "7:group:3": 7, "-5:1": -5, "9223372036854775807:1": 9223372036854775807,
+		"9223372036854775808:1": unkeyed, "": unkeyed, "8": unkeyed, ":1": unkeyed, "server:s1": unkeyed, "8x:1": unkeyed, "-:1": unkeyed} {
+		if got := keyApp([]byte(key)); got != want {
+			t.Errorf("keyApp(%q) = %d, want %d", key, got, want)
+		}
 	}
 }

@@ -126,8 +126,14 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 		JoinGroupBackoff:  500 * time.Millisecond,
 		RetentionTime:     7 * 24 * time.Hour,
 		Timeout:           5 * time.Second,
-		Logger:            nil,
-		ErrorLogger:       kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka group: " + fmt.Sprintf(msg, args...)) }),
+		// Partitions added to a topic (by an operator, or a deleted topic
+		// re-created with the broker's default count) end the generation:
+		// the next one assigns them. Without it they would wait for an
+		// unrelated rebalance.
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		Logger:                 nil,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka group: " + fmt.Sprintf(msg, args...)) }),
 	})
 	if err != nil {
 		return fmt.Errorf("kafka: consumer group %s: %w", cfg.Group, err)

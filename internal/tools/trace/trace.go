@@ -388,10 +388,9 @@ func (t *tracing) outputs(ctx context.Context, in kafka.Message, ev *schemas.Pub
 	if n, err := t.Conn.Partitions(ctx, t.Kafka.Topics.Spill); err == nil {
 		p := fanout.SpillPartition(ev.AppID, in.Partition, n)
 		err := t.scan(ctx, t.Kafka.Topics.Spill, p, from, until, func(m kafka.Message) bool {
-			if header(m.Headers, fanout.HeaderOriginTopic) == in.Topic && header(m.Headers, fanout.HeaderOriginPartition) == strconv.Itoa(in.Partition) &&
-				header(m.Headers, fanout.HeaderOriginOffset) == strconv.FormatInt(in.Offset, 10) {
+			if fanout.Holds(&m, ev.AppID, in.Topic, in.Partition, in.Offset) {
 				out = append(out, Hop{What: "held", Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-					Detail: "held back by fair share (its app was above its quota or share); routed from here by the drainer"})
+					Detail: "held back by fair share (its app was above its quota or share); the drainer read it back from its partition by this reference and routed it"})
 			}
 			return true
 		})
