@@ -52,6 +52,7 @@ type chaos struct {
 	archived map[string][]kafkaMessage
 	// redriven are the dead letters produced back (src topic/partition/offset).
 	redriven map[string]bool
+	floods   int // floods of the fair-share faults so far
 }
 
 func envInt(name string, def int) int {
@@ -86,7 +87,7 @@ func newChaos(t *testing.T) *chaos {
 	// The production lease: an outage shorter than a lease must not make
 	// servers look dead (a longer one does, by design).
 	cfg.Presence.Lease = 30 * time.Second
-	c.s = &stack{t: t, bin: testkit.Binary(t, ".."), cfg: cfg, extra: []string{"--presence.lease", "30s"}}
+	c.s = &stack{t: t, bin: testkit.Binary(t, ".."), cfg: cfg, extra: append([]string{"--presence.lease", "30s"}, fairShareArgs(envInt("CHAOS_EVENTS", 200000))...)}
 	a, _ := c.s.start("presence")
 	c.s.admins = []string{a}
 	a, _ = c.s.start("fanout")
@@ -412,7 +413,17 @@ func (c *chaos) verify(run string, e *expectation) (missing, extra, order int) {
 		if e.redriven[v.Content] {
 			continue
 		}
-		if n, err := strconv.Atoi(strings.TrimPrefix(v.Content, prefix)); err == nil {
+		rest := strings.TrimPrefix(v.Content, prefix)
+		if k, i, ok := strings.Cut(strings.TrimPrefix(rest, "flood"), "-"); ok && strings.HasPrefix(rest, "flood") {
+			// A fair-share fault's flood: in order per receiver (docs/lanes.md).
+			key := strconv.FormatInt(v.Receiver, 10) + "/flood" + k
+			if n, err := strconv.Atoi(i); err == nil {
+				if l, ok := last[key]; ok && n < l {
+					order++
+				}
+				last[key] = n
+			}
+		} else if n, err := strconv.Atoi(rest); err == nil {
 			// Order holds per receiver within a lane (docs/lanes.md):
 			// events 0-3 mod 10 are pushes (the bulk lane), 4 and 5 IMs.
 			k := strconv.FormatInt(v.Receiver, 10) + "/online"
@@ -561,6 +572,7 @@ func TestChaos(t *testing.T) {
 		sentAt := time.Now()
 		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Publish, 5*time.Minute)
 		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group, c.s.cfg.Kafka.Topics.Bulk, 5*time.Minute)
+		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Fanout.Group+"-spill", c.s.cfg.Kafka.Topics.Spill, 5*time.Minute)
 		testkit.WaitCaughtUp(t, c.s.cfg, c.s.cfg.Pusher.Group, c.s.cfg.Kafka.Topics.Push, 5*time.Minute)
 		t.Logf("%s: workload sent, fanout and pusher caught up %s later", f.name, time.Since(sentAt).Round(time.Millisecond))
 		missing, extra, order := c.verify(run, e)

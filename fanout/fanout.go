@@ -71,9 +71,10 @@ type Fanout struct {
 	mu     sync.Mutex
 	topics map[string]bool // deliver topics known to exist
 
-	apps  *appMetrics // per-app series (fair share)
-	fair  *fairShare  // nil unless fanout.fair_share.enabled
-	drain *stage.Core // the spill topic's consumer, in processes that consume the bulk lane
+	apps        *appMetrics            // per-app series (fair share)
+	lostOffsets *prometheus.CounterVec // fair share's imstream_fair_share_lost_offsets_total
+	fair        *fairShare             // nil unless fanout.fair_share.enabled
+	drain       *stage.Core            // the spill topic's consumer, in processes that consume the bulk lane
 }
 
 // lanes are the topics of the lanes cfg names (fanout.lanes); with one
@@ -141,9 +142,12 @@ func New(cfg config.Fanout, env stage.Env, ps store.PresenceStore, gs store.Grou
 	// The per-app families exist without fair share too (at 0), for the
 	// dashboard and the alerts.
 	f.apps = newAppMetrics(cfg.FairShare.TopApps, time.Now)
-	if err := env.Register(f.apps.events, f.apps.delay, f.apps.heldG); err != nil {
+	f.lostOffsets = newLostOffsets()
+	if err := env.Register(f.apps.events, f.apps.delay, f.apps.heldG, f.lostOffsets); err != nil {
 		return nil, err
 	}
+	f.lostOffsets.WithLabelValues("retention")
+	f.lostOffsets.WithLabelValues("log_restarted")
 	if fairShare {
 		if err := f.fairShare(cfg, spill); err != nil {
 			return nil, err
@@ -162,12 +166,7 @@ func (f *Fanout) fairShare(cfg config.Fanout, spill store.SpillStore) error {
 		lane: f.lane, state: map[partKey]*partState{}, drained: map[string]int64{},
 		spillPos: map[partKey]int64{}, spillTopic: k.Topics.Spill,
 		readers:     &rangeReaders{conn: f.env.Conn, maxBytes: f.env.Consumer.MaxFetchBytes, rs: map[partKey]*rangeReader{}},
-		lostOffsets: newLostOffsets()}
-	if err := f.env.Register(f.fair.lostOffsets); err != nil {
-		return err
-	}
-	f.fair.lostOffsets.WithLabelValues("retention")
-	f.fair.lostOffsets.WithLabelValues("log_restarted")
+		lostOffsets: f.lostOffsets}
 	f.w.Balancer.(*OutputBalancer).SpillTopic = k.Topics.Spill
 	f.env.Metrics.Known(f.env.Metrics.Skipped, Stage, "spill_repeat")
 	if !k.Topics.OneLane() && !cfg.Consumes("bulk") {

@@ -378,13 +378,13 @@ func (b *Bench) Report() error {
 }
 
 // Scenarios names the scenarios in the order Run runs them.
-var Scenarios = []string{"pusher", "offline", "peers", "groups", "biggroup", "churn", "latency", "online", "burst", "gateway", "noisy", "broadcast", "trace", "memory"}
+var Scenarios = []string{"pusher", "offline", "peers", "groups", "biggroup", "churn", "latency", "online", "burst", "gateway", "noisy", "noisydirect", "broadcast", "trace", "memory"}
 
 // Run runs the baselines and the chosen scenarios, then prints the table.
 func (b *Bench) Run(ctx context.Context) error {
 	run := map[string]func(context.Context) error{
 		"pusher": b.PusherAlone, "offline": b.OfflinePath, "peers": b.OnlinePeers,
-		"groups": b.Groups, "biggroup": b.BigGroup, "churn": b.PresenceChurn, "latency": b.Latency, "noisy": b.Noisy, "broadcast": b.Broadcast, "trace": b.Trace, "memory": b.Memory,
+		"groups": b.Groups, "biggroup": b.BigGroup, "churn": b.PresenceChurn, "latency": b.Latency, "noisy": b.Noisy, "noisydirect": b.NoisyDirect, "broadcast": b.Broadcast, "trace": b.Trace, "memory": b.Memory,
 		"online": b.OnlineLatency, "burst": b.OnlineUnderBurst, "gateway": b.GatewayPath,
 	}
 	only := map[string]bool{}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/imstream/imstream/gateway/imr"
 	"github.com/imstream/imstream/ingest"
+	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/tools/loadgen"
 	"github.com/imstream/imstream/schemas"
 )
@@ -46,17 +47,9 @@ func (b *Bench) Noisy(ctx context.Context) error {
 		{backlog: b.o.Events, fair: true}, {backlog: b.o.Events},
 		{backlog: b.o.Events, bulk: true, fair: true}, {backlog: b.o.Events, bulk: true},
 	} {
-		r, err := b.noisyPhase(ctx, d, mode)
-		if err != nil {
+		if err := b.noisyAgainst(ctx, d, mode, alone); err != nil {
 			return err
 		}
-		if alone.P99 > 0 {
-			r.Ratio = r.P99 / alone.P99
-		}
-		if alone.ProduceP99 > 0 {
-			r.Note = fmt.Sprintf("produce p99 %.2fx alone's; ", r.ProduceP99/alone.ProduceP99) + r.Note
-		}
-		b.add(r)
 	}
 
 	// The cost when every app is within its quota: off and on alternately,
@@ -99,6 +92,43 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	return nil
 }
 
+// noisyAgainst runs mode's phase and records it against alone.
+func (b *Bench) noisyAgainst(ctx context.Context, d time.Duration, mode noisyMode, alone Result) error {
+	r, err := b.noisyPhase(ctx, d, mode)
+	if err != nil {
+		return err
+	}
+	if alone.P99 > 0 {
+		r.Ratio = r.P99 / alone.P99
+	}
+	if alone.ProduceP99 > 0 {
+		r.Note = fmt.Sprintf("produce p99 %.2fx alone's; ", r.ProduceP99/alone.ProduceP99) + r.Note
+	}
+	b.add(r)
+	return nil
+}
+
+// NoisyDirect: fair share against a flood produced straight to Kafka. App
+// 7 sends RT to an online user at 200/s, alone, then while app 8 writes
+// up to --events peer messages to offline users to imr.publish as fast as
+// one producer goes (quota 1000/s), then beside its two floors in the
+// same run: the same flood as MSG_PUSH on the bulk lane routed in full,
+// and to a topic nothing reads. App 7's p99 in each, against alone's.
+func (b *Bench) NoisyDirect(ctx context.Context) error {
+	d := min(b.o.Latency, 20*time.Second)
+	alone, err := b.noisyPhase(ctx, d, noisyMode{fair: true})
+	if err != nil {
+		return err
+	}
+	b.add(alone)
+	for _, mode := range []noisyMode{{direct: b.o.Events, fair: true}, {direct: b.o.Events, bulk: true}, {direct: b.o.Events, elsewhere: true}} {
+		if err := b.noisyAgainst(ctx, d, mode, alone); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // noisyMode is what app 8 does beside app 7: flood events/s for the
 // phase's length, over a quota of noisyQuota; or a backlog of that many
 // events written at once, without a quota (fair share's share alone); or
@@ -115,8 +145,16 @@ func (b *Bench) Noisy(ctx context.Context) error {
 // that holds app 8 to its quota before Kafka (gateway.quotas; the
 // fanout's fair share off); once app 7 has run, the quota is raised (as an
 // operator would, by SIGHUP) so that what the gateway held drains.
+//
+// direct: app 8 produces up to that many peer messages to offline users
+// (with bulk: MSG_PUSH on the bulk lane, fair share off — the floor of
+// what the same records cost when routed in full; with elsewhere: to a
+// topic nothing reads) straight to Kafka, as fast as one producer goes,
+// while app 7 runs; with fair, over a quota of noisyQuota. Once app 7 has
+// run the quota is raised (an operator's SIGHUP) so that the backlog
+// drains.
 type noisyMode struct {
-	flood, backlog                 int
+	flood, backlog, direct         int
 	bulk, fair, elsewhere, gateway bool
 }
 
@@ -127,6 +165,12 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	burstQuota := max(1000, int(float64(mode.backlog)/(2*d.Seconds())))
 	name := fmt.Sprintf("noisy: app 7 RT at %d/s alone for %s (fair share on)", quietRate, d)
 	switch {
+	case mode.direct > 0 && mode.elsewhere:
+		name = fmt.Sprintf("noisy direct: app 7 RT at %d/s while app 8 writes up to %d records at full speed to a topic nothing reads, for %s (floor)", quietRate, mode.direct, d)
+	case mode.direct > 0 && mode.bulk:
+		name = fmt.Sprintf("noisy direct: app 7 RT at %d/s while app 8 writes up to %d MSG_PUSH at full speed to the bulk lane, routed in full, for %s (floor)", quietRate, mode.direct, d)
+	case mode.direct > 0:
+		name = fmt.Sprintf("noisy direct: app 7 RT at %d/s while app 8 writes up to %d records at full speed to imr.publish, quota %d/s, for %s", quietRate, mode.direct, noisyQuota, d)
 	case mode.elsewhere:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s while app 8 writes %d/s to a topic nothing reads, for %s (the broker's and machine's share)", quietRate, flood, d)
 	case mode.gateway:
@@ -138,7 +182,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	case mode.backlog > 0:
 		name = fmt.Sprintf("noisy: app 7 RT at %d/s for %s behind app 8's backlog of %d (no quota; saturated_after 250ms)", quietRate, d, mode.backlog)
 	}
-	if !fair && !mode.elsewhere && !mode.gateway {
+	if !fair && !mode.elsewhere && !mode.gateway && mode.direct == 0 {
 		name += ", fair share off"
 	}
 	cfg := b.scenario(name)
@@ -153,11 +197,11 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		cfg.Gateway.Rules = "imstream"
 		roles = append(roles, "gateway")
 	}
-	if flood > 0 {
+	if flood > 0 || mode.direct > 0 && fair {
 		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): noisyQuota}
 	}
 	switch {
-	case mode.bulk:
+	case mode.bulk && mode.direct == 0:
 		cfg.Fanout.FairShare.Quotas = map[string]int{strconv.Itoa(noisyApp): burstQuota}
 	case mode.backlog > 0:
 		cfg.Fanout.FairShare.SaturatedAfter = 250 * time.Millisecond // holding by share
@@ -209,6 +253,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	}
 	m := b.meter()
 	switch {
+	case mode.direct > 0:
 	case mode.bulk:
 		if err := b.produce(ctx, t.Bulk, mode.backlog, noisyPush); err != nil {
 			return out, err
@@ -225,8 +270,32 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		go func() { viaGateway <- floodGateway(ctx, gw, d, rate) }()
 		flood = 0 // not through wa
 	}
+	viaDirect := make(chan int, 1)
+	if mode.direct > 0 {
+		to, gen := t.Publish, noisyRecord
+		switch {
+		case mode.elsewhere:
+			to = floodTo
+		case mode.bulk:
+			to, gen = t.Bulk, noisyPush
+		}
+		dctx, stopFlood := context.WithTimeout(ctx, d)
+		defer stopFlood()
+		go func() { viaDirect <- b.floodDirect(dctx, cfg, to, mode.direct, gen) }()
+	}
 	sentQ, sentA, produced := b.steady(ctx, w, wa, d, quietRate, flood)
 	sentA += mode.backlog
+	if mode.direct > 0 {
+		<-viaDirect
+		switch { // what the brokers took, a write cut off at the phase's end included
+		case mode.elsewhere:
+			sentA = 0 // nothing of app 8's is routed
+		case mode.bulk:
+			sentA = b.count(ctx, t.Bulk)
+		default:
+			sentA = b.count(ctx, t.Publish) - sentQ
+		}
+	}
 	if mode.elsewhere {
 		sentA = 0 // nothing of app 8's is routed
 	}
@@ -239,7 +308,7 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	routedA := sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "routed"}) +
 		sumCounter(mfs, "imstream_app_events_total", map[string]string{"app": strconv.Itoa(noisyApp), "path": "drained"})
 	out = Result{Scenario: name, Events: sentQ}
-	if flood > 0 || mode.bulk || mode.gateway {
+	if flood > 0 || mode.bulk || mode.gateway || mode.direct > 0 {
 		out.Baseline = "app 7 alone"
 	}
 	// App 7's deliveries, all of them.
@@ -290,18 +359,27 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 		env.Gateway.SetQuotas(q) // the operator's SIGHUP: what it held drains now
 	}
 	out.ProduceP99 = produced.p99()
+	if mode.direct > 0 && fair {
+		q := cfg.Fanout.FairShare
+		q.Quotas = map[string]int{strconv.Itoa(noisyApp): 10_000_000}
+		env.Fanout.SetFairShare(q) // the operator's SIGHUP: the backlog drains now
+	}
 	if flood > 0 && !fair {
 		routedA = float64(sentA) // without fair share the per-app series stay at 0: every event went through at once
 	}
 	if sentA > 0 {
-		got, err := b.waitLen(ctx, "push_queue", int64(sentA), 60*time.Second)
+		drain := 60 * time.Second
+		if mode.direct > 0 {
+			drain = 10 * time.Minute
+		}
+		got, err := b.waitLen(ctx, "push_queue", int64(sentA), drain)
 		if err != nil {
 			return out, err
 		}
 		out.Note = fmt.Sprintf("app 8: %d sent, all in push lists %.1f s after app 7 began, %d lost", sentA, time.Since(start).Seconds(), sentA-int(got))
-		if flood > 0 {
-			out.Note = fmt.Sprintf("app 8: %d sent, routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
-				sentA, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
+		if flood > 0 || mode.direct > 0 && fair {
+			out.Note = fmt.Sprintf("app 8: %d sent (%.0f/s), routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
+				sentA, float64(sentA)/took, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
 		}
 		if mode.gateway {
 			out.Note = gwNote + fmt.Sprintf("%d lost after the quota was raised and it drained", sentA-int(got))
@@ -313,6 +391,28 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	}
 	out.Note = fmt.Sprintf("app 7's own records: produce (ts to acknowledged, before any router code) p99 %.1f ms; ", out.ProduceP99*1000) + out.Note + diag
 	return out, nil
+}
+
+// floodDirect writes up to n of gen's records to topic through a producer
+// of its own, as fast as it goes, until ctx ends; it returns how many were
+// acknowledged.
+func (b *Bench) floodDirect(ctx context.Context, cfg config.Config, topic string, n int, gen func(int) kafka.Message) int {
+	w := b.conn.NewWriter(cfg.Kafka, topic)
+	defer w.Close()
+	w.BatchSize = 5000
+	sent := 0
+	for sent < n && ctx.Err() == nil {
+		k := min(5000, n-sent)
+		recs := make([]kafka.Message, k)
+		for i := range recs {
+			recs[i] = gen(sent + i)
+		}
+		if w.WriteMessages(ctx, recs...) != nil {
+			break
+		}
+		sent += k
+	}
+	return sent
 }
 
 // noisyPush is app 8's i-th MSG_PUSH to an offline user.
