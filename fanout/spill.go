@@ -3,7 +3,6 @@ package fanout
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -212,8 +211,8 @@ func (s *spiller) run() {
 	}
 }
 
-// step writes jobs' references in one write, an app's consecutive ones
-// joined, and raises their marks beside it; a failure is recorded before
+// step raises jobs' held marks, then writes their references in one
+// write, an app's consecutive ones joined; a failure is recorded before
 // the jobs are told.
 func (s *spiller) step(jobs []*spillJob) {
 	ctx, w := jobs[0].ctx, jobs[0].w
@@ -234,18 +233,16 @@ func (s *spiller) step(jobs []*spillJob) {
 			held[k] = max(held[k], v)
 		}
 	}
-	var herr error
-	hdone := make(chan struct{})
-	go func() {
-		defer close(hdone)
-		if len(held) > 0 {
-			if herr = s.store.Hold(ctx, held); herr != nil {
-				herr = fmt.Errorf("fair share: raise held marks: %w", herr)
-			}
-		}
-	}()
+	// The marks first: a reference whose records a partition's next owner
+	// might route at once (its mark not raised) would put one record in
+	// both the lane's and the drainer's streams (DrainedInc).
 	var err error
-	if len(refs) > 0 {
+	if len(held) > 0 {
+		if err = s.store.Hold(ctx, held); err != nil {
+			err = fmt.Errorf("fair share: raise held marks: %w", err)
+		}
+	}
+	if err == nil && len(refs) > 0 {
 		recs := make([]kafka.Message, len(refs))
 		for i, r := range refs {
 			recs[i] = r.record(s.topic)
@@ -258,8 +255,7 @@ func (s *spiller) step(jobs []*spillJob) {
 			}
 		}
 	}
-	<-hdone
-	if err = errors.Join(err, herr); err != nil {
+	if err != nil {
 		s.mu.Lock()
 		s.err = err
 		s.mu.Unlock()
