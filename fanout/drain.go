@@ -116,7 +116,7 @@ func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]i
 		}
 		src := make([]routed, len(part))
 		for i, d := range part {
-			src[i] = routed{m: d.Msg, inc: ref.Inc, drained: true}
+			src[i] = routed{m: d.Msg, inc: ref.Inc}
 		}
 		more, err := f.routeEvents(ctx, f.wb, part, src)
 		if err != nil {
@@ -166,7 +166,7 @@ func (f *Fanout) drainCopies(ctx context.Context, decoded []stage.Decoded[*schem
 		}
 		raised[s] = o.Offset
 		keep = append(keep, d)
-		src = append(src, routed{m: &o, inc: inc, drained: true})
+		src = append(src, routed{m: &o, inc: inc})
 		counts[appLane{d.Event.AppID, f.lane(o.Topic)}]++
 	}
 	if len(keep) == 0 {

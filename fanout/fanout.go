@@ -293,24 +293,10 @@ func (f *Fanout) route(ctx context.Context, b stage.Batch) ([]stage.Rejected, er
 
 // routed is how routeEvents takes one event: m, the record whose
 // coordinates its outputs carry (the one read, or for a drained event the
-// one it was held back at), read at incarnation inc; drained: routed by
-// the drainer (its push jobs' src names DrainedInc).
+// one it was held back at), read at incarnation inc.
 type routed struct {
-	m       *kafka.Message
-	inc     string
-	drained bool
-}
-
-// DrainedInc is the src.inc of the push jobs of app's events drained by
-// fair share from a log of incarnation inc. The pusher keeps a watermark
-// per list and source stream; another app's entries routed at once from
-// the same partition raise it past a held app's offsets before the
-// drainer routes them, so drained entries count in a stream of their own
-// per app, in which they arrive in order. The held marks are raised
-// before references are written, so no record is routed both at once and
-// by the drainer, and the two streams never hold the same entry.
-func DrainedInc(inc string, app int64) string {
-	return inc + "~drained-" + strconv.FormatInt(app, 10)
+	m   *kafka.Message
+	inc string
 }
 
 // countApps counts a batch's events per app and path in the per-app
@@ -380,9 +366,6 @@ func (f *Fanout) routeEvents(ctx context.Context, w *kafka.Writer, decoded []sta
 			f.env.Metrics.Skipped.WithLabelValues(Stage, plan.Skip).Inc()
 		}
 		spec.inc = src[i].inc
-		if src[i].drained {
-			spec.inc = DrainedInc(src[i].inc, ev.AppID)
-		}
 		js, err := spec.jobsOf(ev, plan, m)
 		if err != nil {
 			rejected = append(rejected, stage.Rejected{Msg: *d.Msg, Code: schemas.ReasonOversize, Reason: err.Error()})

@@ -233,9 +233,9 @@ func (s *spiller) step(jobs []*spillJob) {
 			held[k] = max(held[k], v)
 		}
 	}
-	// The marks first: a reference whose records a partition's next owner
-	// might route at once (its mark not raised) would put one record in
-	// both the lane's and the drainer's streams (DrainedInc).
+	// The marks first: a reference without its mark would have a
+	// partition's next owner route its records at once, and the drainer
+	// again (the sinks drop the repeat, but it is work for nothing).
 	var err error
 	if len(held) > 0 {
 		if err = s.store.Hold(ctx, held); err != nil {

@@ -1,5 +1,5 @@
 -- The pusher's append: see appendLua in sink_redis.go for KEYS and ARGV.
-local wm = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local wm = tonumber(redis.call('GET', KEYS[2]) or redis.call('GET', KEYS[3]) or '-1')
 if ARGV[3] ~= '' and wm < tonumber(ARGV[3]) then return -1 end
 if tonumber(ARGV[2]) <= wm then return 0 end
 local n, from = #ARGV - 4, 1

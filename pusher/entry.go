@@ -31,6 +31,7 @@ type Entry struct {
 	Kind         string // List without the ROM suffix, for metrics
 	SrcTopic     string
 	SrcPartition int
+	App          int64 // the job's appid: watermarks are per app (fair share routes one app's entries after later ones of others)
 	Pos          int64
 	Job          int64 // the push job's own imr.push offset: tells a job's entries (same Pos) from a replay of the job
 	TS           int64 // origin unix ms, 0 when unknown
@@ -71,7 +72,7 @@ func (e *Encoder) Append(dst []Entry, job *schemas.PushJob, topic, inc string, p
 		if rom && e.ROMApps[appid] {
 			list = kind + "_" + strconv.FormatInt(appid, 10)
 		}
-		dst = append(dst, Entry{List: list, Kind: kind, SrcTopic: st, SrcPartition: sp, Pos: pos, Job: offset, TS: job.TS, Data: data})
+		dst = append(dst, Entry{List: list, Kind: kind, SrcTopic: st, SrcPartition: sp, App: appid, Pos: pos, Job: offset, TS: job.TS, Data: data})
 	}
 	switch m.Cmd {
 	case schemas.CmdIM:

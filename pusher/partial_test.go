@@ -96,7 +96,7 @@ func TestRedisSinkPartialPipeline(t *testing.T) {
 			if written != 6-tc.afterFail {
 				t.Errorf("the retry reports %d entries written, want %d", written, 6-tc.afterFail)
 			}
-			if wm := rc.Get(ctx, s.WatermarkKey("push_queue", "imr.publish", 3)).Val(); wm != fmt.Sprint(int64(15)<<16) {
+			if wm := rc.Get(ctx, s.WatermarkKey("push_queue", "imr.publish", 3, 0)).Val(); wm != fmt.Sprint(int64(15)<<16) {
 				t.Errorf("watermark %s, want %d", wm, int64(15)<<16)
 			}
 		})

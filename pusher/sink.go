@@ -5,13 +5,15 @@ import "context"
 // Sink appends push entries to their lists, exactly once per source
 // position.
 //
-// Append takes entries in the order their jobs were read. For each list and
-// source partition it atomically appends the entries whose position is above
-// that pair's watermark and raises the watermark, so a replay of entries
+// Append takes entries in the order their jobs were read. For each list,
+// source partition and app it atomically appends the entries whose
+// position is above that stream's watermark and raises the watermark, so a replay of entries
 // already written (after a crash, a retry, a rebalance, or a fanout that
 // re-produced its jobs) appends nothing twice, also when the replay is in
-// the same call as the original. Entries of one list and source partition
-// must arrive in increasing position, except for such replays; the entries
+// the same call as the original. Entries of one list, source partition and
+// app must arrive in increasing position, except for such replays (one
+// app's may come after later ones of another: fair share holds an app
+// back and routes it later); the entries
 // of one job share its Pos and Job. It blocks until the writes are
 // acknowledged; an error means some lists may be written and others not,
 // and the caller retries the same entries. On success every entry's Written
@@ -21,10 +23,11 @@ type Sink interface {
 	Append(ctx context.Context, entries []Entry) error
 }
 
-// stream is one (list, source partition) pair: the unit of atomicity.
+// stream is one (list, source partition, app): the unit of atomicity.
 type stream struct {
 	list, topic string
 	partition   int
+	app         int64
 }
 
 // groupByStream splits entries into streams, keeping their order, and
@@ -43,7 +46,7 @@ func groupByStream(entries []Entry) ([]stream, map[stream][]*Entry) {
 	runs := make(map[stream]*run, 4)
 	for i := range entries {
 		e := &entries[i]
-		k := stream{e.List, e.SrcTopic, e.SrcPartition}
+		k := stream{e.List, e.SrcTopic, e.SrcPartition, e.App}
 		r := runs[k]
 		if r == nil {
 			r = &run{pos: e.Pos, job: e.Job, hi: e.Pos, keep: true}

@@ -14,7 +14,9 @@ import (
 )
 
 // appendLua (append_above_watermark.lua) appends the entries above the watermark and raises it, in one
-// atomic step. KEYS[1] list, KEYS[2] watermark; ARGV[1] the first and
+// atomic step. KEYS[1] list, KEYS[2] watermark, KEYS[3] the legacy
+// watermark of the list and source partition (all apps), read when KEYS[2]
+// does not exist yet; ARGV[1] the first and
 // ARGV[2] the last position, ARGV[3] the watermark the call follows ("" for
 // a stream's first call in a pipeline, else the previous call's last
 // position), ARGV[4] every entry's position as one comma-separated string,
@@ -35,10 +37,10 @@ var appendScript string
 
 var appendLua = redis.NewScript(appendScript)
 
-// RedisSink writes entries with RPUSH, one atomic script per list and source
-// partition, all of a batch in one pipeline. The watermark of list L and
-// source partition (T, P) is the string key "<prefix>wm:{L}:T:P" holding the
-// highest position written: the hash tag puts it in L's slot, so every
+// RedisSink writes entries with RPUSH, one atomic script per list, source
+// partition and app, all of a batch in one pipeline. The watermark of list
+// L, source partition (T, P) and app A is the string key
+// "<prefix>wm:{L}:T:P:A" holding the highest position written: the hash tag puts it in L's slot, so every
 // script touches one slot (Redis Cluster safe).
 type RedisSink struct {
 	Client redis.UniversalClient
@@ -100,8 +102,17 @@ func (s *RedisSink) appendAndWait(ctx context.Context, order []stream, fill func
 
 var _ Sink = (*RedisSink)(nil)
 
-// WatermarkKey returns the watermark key of list for a source partition.
-func (s *RedisSink) WatermarkKey(list, topic string, partition int) string {
+// WatermarkKey returns the watermark key of list for a source partition
+// and app.
+func (s *RedisSink) WatermarkKey(list, topic string, partition int, app int64) string {
+	return s.LegacyWatermarkKey(list, topic, partition) + ":" + strconv.FormatInt(app, 10)
+}
+
+// LegacyWatermarkKey is the watermark key of list for a source partition
+// that releases before per-app watermarks wrote, for all apps: a stream's
+// first append takes it as its watermark, so that a replay across the
+// upgrade appends nothing twice.
+func (s *RedisSink) LegacyWatermarkKey(list, topic string, partition int) string {
 	return s.Prefix + "wm:{" + list + "}:" + topic + ":" + strconv.Itoa(partition)
 }
 
@@ -129,7 +140,7 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 				}
 				args[0], args[1], args[2], args[3] = es[0].Pos, es[len(es)-1].Pos, after, pos
 				after = strconv.FormatInt(es[len(es)-1].Pos, 10)
-				calls[i] = append(calls[i], call{es, appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition)}, args...)})
+				calls[i] = append(calls[i], call{es, appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition, k.app), s.LegacyWatermarkKey(k.list, k.topic, k.partition)}, args...)})
 			}
 		}
 	}

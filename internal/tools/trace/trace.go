@@ -480,7 +480,10 @@ func (t *tracing) entries(ctx context.Context, enc pusher.Encoder, j *schemas.Pu
 	}
 	sink := pusher.RedisSink{Client: t.Redis, Prefix: t.Prefix}
 	e := es[0]
-	v, err := t.Redis.Get(ctx, sink.WatermarkKey(e.List, e.SrcTopic, e.SrcPartition)).Int64()
+	v, err := t.Redis.Get(ctx, sink.WatermarkKey(e.List, e.SrcTopic, e.SrcPartition, e.App)).Int64()
+	if errors.Is(err, redis.Nil) {
+		v, err = t.Redis.Get(ctx, sink.LegacyWatermarkKey(e.List, e.SrcTopic, e.SrcPartition)).Int64()
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		return d + "; not appended yet (the list has no watermark for this source partition)"
