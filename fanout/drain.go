@@ -67,11 +67,11 @@ func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch) ([]stage.Rejecte
 		for j < len(b.Records) && refs[j] == nil {
 			j++
 		}
-		copies := make([]bool, len(b.Records)) // skip all but [i, j): the rejected references, and the copies
-		for k := range copies {
-			copies[k] = k < i || k >= j || isRef(&b.Records[k])
+		skip := make([]bool, len(b.Records)) // all but the copies in [i, j) (references there were rejected above)
+		for k := range skip {
+			skip[k] = k < i || k >= j || isRef(&b.Records[k])
 		}
-		decoded, bad := stage.Decode[*schemas.Publish](f.drain, b.Records, copies)
+		decoded, bad := stage.Decode[*schemas.Publish](f.drain, b.Records, skip)
 		more, err := f.drainCopies(ctx, decoded, marks)
 		if err != nil {
 			return nil, err
