@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -291,17 +292,28 @@ func (r *RedisPresence) servers(ctx context.Context, need map[string]int64, now 
 	if len(fetch) == 0 {
 		return out, nil
 	}
+	fresh, err := r.fetchServers(ctx, fetch, now)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, fresh)
+	return out, nil
+}
+
+// fetchServers reads the states of ids from Redis, into the cache too.
+func (r *RedisPresence) fetchServers(ctx context.Context, ids []string, now time.Time) (map[string]serverState, error) {
 	pipe := r.c.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(fetch))
-	for i, id := range fetch {
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
 		cmds[i] = pipe.HMGet(ctx, r.serverKey(id), "epoch", "lease", "down")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("presence: read servers: %w", err)
 	}
+	out := make(map[string]serverState, len(ids))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, id := range fetch {
+	for i, id := range ids {
 		v := cmds[i].Val()
 		s := serverState{Epoch: toInt(v, 0), Lease: toInt(v, 1), Down: toInt(v, 2)}
 		out[id] = s
@@ -449,6 +461,23 @@ func (r *RedisPresence) LiveServers(ctx context.Context, now time.Time) ([]strin
 	states, err := r.servers(ctx, need, now)
 	if err != nil {
 		return nil, err
+	}
+	// The index says these are live, their cached state does not: a state
+	// cached before the server (re)started (a user entry of it was read
+	// before its server_up was applied) would leave a just-connected server
+	// out for up to presence.server_cache. Read them again.
+	var stale []string
+	for _, id := range ids {
+		if !states[id].live(ms) {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) > 0 {
+		fresh, err := r.fetchServers(ctx, stale, now)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(states, fresh)
 	}
 	var out []string
 	for _, id := range ids {

@@ -151,3 +151,34 @@ func TestRedisPresencePartialPipeline(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisPresenceLiveServersNotStale: a reader with a server cache that
+// read a server's state before the server started (a subscription of it
+// applied before its server_up) still counts the server live as soon as
+// its server_up is applied, not one cache period later: imr's rules send
+// a group message to every live server, and a just-connected IM server
+// left out never gets it.
+func TestRedisPresenceLiveServersNotStale(t *testing.T) {
+	r := testkit.Redis(t, embedded.RedisOptions{})
+	rc := testkit.RedisClient(t, r.Addr)
+	ctx := context.Background()
+	now := time.Now()
+	writer := store.NewRedisPresence(rc, "imstream:", time.Minute, 0)
+	reader := store.NewRedisPresence(rc, "imstream:", time.Minute, time.Hour) // a cache that never expires here
+	yes := true
+	sub := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeSubscribe, Server: "b", AppID: 7}, Epoch: 5, UID: 1, Online: &yes}
+	if err := writer.Apply(ctx, []*schemas.Presence{sub}, now); err != nil {
+		t.Fatal(err)
+	}
+	if us, err := reader.Users(ctx, 7, []int64{1}, now); err != nil || us[0].Online {
+		t.Fatalf("user 1 before its server started: %+v, %v; want offline", us, err)
+	}
+	up := &schemas.Presence{Header: schemas.Header{V: 1, Type: schemas.TypeServerUp, Server: "b", AppID: 7, TS: now.UnixMilli()}, Epoch: 5}
+	if err := writer.Apply(ctx, []*schemas.Presence{up}, now); err != nil {
+		t.Fatal(err)
+	}
+	live, err := reader.LiveServers(ctx, now)
+	if err != nil || len(live) != 1 || live[0] != "b" {
+		t.Fatalf("live servers %v (%v), want [b]", live, err)
+	}
+}
