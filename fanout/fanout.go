@@ -29,8 +29,11 @@ package fanout
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -803,35 +806,19 @@ func traceHeaders(m *kafka.Message, ev *schemas.Publish, inc string, derive bool
 // (topic, inc, partition, offset): version 00, a trace id of two FNV-1a
 // hashes, a span id of a third, flags 01 (sampled).
 func DerivedTraceparent(id, inc string, partition int, offset int64) []byte {
-	h := func(seed byte) uint64 {
-		v := uint64(14695981039346656037)
-		v = (v ^ uint64(seed)) * 1099511628211
-		for i := 0; i < len(id); i++ {
-			v = (v ^ uint64(id[i])) * 1099511628211
-		}
-		for i := 0; i < len(inc); i++ {
-			v = (v ^ uint64(inc[i])) * 1099511628211
-		}
-		for _, x := range [2]uint64{uint64(partition), uint64(offset)} {
-			for k := 0; k < 8; k++ {
-				v = (v ^ (x >> (8 * k) & 0xff)) * 1099511628211
-			}
-		}
-		return v
+	h := func(seed byte) []byte {
+		f := fnv.New64a()
+		f.Write([]byte{seed})
+		f.Write([]byte(id))
+		f.Write([]byte(inc))
+		f.Write(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(make([]byte, 0, 16), uint64(partition)), uint64(offset)))
+		return f.Sum(nil) // big-endian
 	}
 	b := make([]byte, 0, 55)
 	b = append(b, "00-"...)
-	b = appendHex(b, h(1))
-	b = appendHex(b, h(2))
+	b = hex.AppendEncode(b, h(1))
+	b = hex.AppendEncode(b, h(2))
 	b = append(b, '-')
-	b = appendHex(b, h(3))
+	b = hex.AppendEncode(b, h(3))
 	return append(b, "-01"...)
-}
-
-func appendHex(b []byte, v uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		b = append(b, digits[(v>>uint(shift))&0xf])
-	}
-	return b
 }

@@ -36,3 +36,23 @@ func TestTraceHeaders(t *testing.T) {
 		t.Fatalf("derived from the coordinates: %s, %s (id: %s)", c[0].Value, d[0].Value, a[0].Value)
 	}
 }
+
+// The derived traceparent never changes between releases: processes of
+// two releases side by side (a rolling upgrade) derive the same trace id
+// for one event.
+func TestDerivedTraceparentStable(t *testing.T) {
+	for _, c := range []struct {
+		id, inc string
+		p       int
+		o       int64
+		want    string
+	}{
+		{"im-1:8812", "", 0, 0, "00-097ee383799a59ddc4ce7343ccf391b6-1029cfb945bcf0bf-01"},
+		{"", "r1", 3, 42, "00-f3b401c94c4034587cc93193cc100fe5-73e76f708d4bc48a-01"},
+		{"", "", 7, 1 << 40, "00-a77b783f4d224a4007580e987750ba6d-812257507327182a-01"},
+	} {
+		if got := string(DerivedTraceparent(c.id, c.inc, c.p, c.o)); got != c.want {
+			t.Errorf("DerivedTraceparent(%q, %q, %d, %d) = %s, want %s", c.id, c.inc, c.p, c.o, got, c.want)
+		}
+	}
+}
