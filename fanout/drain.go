@@ -85,7 +85,8 @@ func (f *Fanout) drainSpill(ctx context.Context, b stage.Batch) ([]stage.Rejecte
 
 // drainRef routes the records ref references, from its stream's drained
 // mark (marks, raised as it goes) on, in chunks of about a tenth of a
-// second of the app's quota, each chunk's tokens taken first.
+// second of the app's quota, each chunk's tokens taken first. It
+// dead-letters what it rejects itself, before the mark passes it.
 func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]int64) ([]stage.Rejected, error) {
 	s := ref.stream()
 	drained := marks[s]
@@ -103,7 +104,12 @@ func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]i
 	} else if err != nil {
 		return nil, err
 	}
+	// Dead letters go out before the drained mark passes them: a drainer
+	// that crashed after raising it would not read them again.
 	decoded, rejected := stage.Decode[*schemas.Publish](f.drain, recs, nil)
+	if err := f.drain.Reject(ctx, rejected); err != nil {
+		return nil, err
+	}
 	lane := f.lane(ref.Topic)
 	chunk := len(decoded)
 	if q := f.fair.config().Quota(ref.App); q > 0 {
@@ -122,7 +128,9 @@ func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]i
 		if err != nil {
 			return nil, err
 		}
-		rejected = append(rejected, more...)
+		if err := f.drain.Reject(ctx, more); err != nil {
+			return nil, err
+		}
 		mark := part[len(part)-1].Msg.Offset
 		if start+chunk >= len(decoded) {
 			mark = ref.To
@@ -137,7 +145,7 @@ func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]i
 			return nil, err
 		}
 	}
-	return rejected, nil
+	return nil, nil
 }
 
 // drainCopies routes held events copied to the spill topic (as fanouts
