@@ -109,7 +109,10 @@ func TestBigGroups(t *testing.T) {
 		})
 		t.Logf("%d-digit uids: 20 messages to %d members → %d entries, all written %s after they were sent",
 			len(strconv.FormatInt(base, 10)), bigGroupMembers, entries, time.Since(start).Round(time.Millisecond))
-		time.Sleep(time.Second) // nothing more may arrive
+		// Nothing more arrives: the fanout and the pusher committed past
+		// every record.
+		testkit.WaitCaughtUp(t, s.cfg, s.cfg.Fanout.Group, s.cfg.Kafka.Topics.Publish, 2*time.Minute)
+		testkit.WaitCaughtUp(t, s.cfg, s.cfg.Pusher.Group, s.cfg.Kafka.Topics.Push, 2*time.Minute)
 		if extra := rc.LLen(ctx, "group_push_queue").Val() - int64(entries); extra != 0 {
 			t.Errorf("%d more entries after every receiver had one", extra)
 		}

@@ -58,7 +58,10 @@ func TestLogIncarnations(t *testing.T) {
 			n, _ := rc.LLen(ctx, "push_queue").Result()
 			return n >= int64(len(sent))
 		})
-		time.Sleep(time.Second) // anything doubled would land by now
+		// Anything doubled lands before the fanout and the pusher commit
+		// past what they read.
+		testkit.WaitCaughtUp(t, cfg, cfg.Fanout.Group, cfg.Kafka.Topics.Publish, 60*time.Second)
+		testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 		entries, err := rc.LRange(ctx, "push_queue", 0, -1).Result()
 		must(t, err)
 		seen := map[string]int{}

@@ -111,7 +111,8 @@ func TestPusherSIGKILL(t *testing.T) {
 	testkit.Eventually(t, 90*time.Second, "all entries", func() bool {
 		return rc.LLen(context.Background(), "push_queue").Val() >= n
 	})
-	time.Sleep(time.Second) // a late double would show up now
+	// A late double would be in before the pusher commits past every job.
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 	checkExactlyOnce(t, rc, n)
 }
 

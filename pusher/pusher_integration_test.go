@@ -113,7 +113,8 @@ func TestPushListsEveryCmd(t *testing.T) {
 				}
 				return n >= total
 			})
-			time.Sleep(300 * time.Millisecond) // nothing more should arrive
+			// Nothing more arrives: the pusher committed past every job.
+			testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
 			var keys []string
 			for _, k := range rc.Keys(ctx, "*push_queue*").Val() {
 				if !strings.HasPrefix(k, cfg.Redis.KeyPrefix) {
@@ -197,8 +198,9 @@ func TestMemberRangeJobs(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "the oversize record dead-lettered", func() bool {
 		return len(testkit.ReadAll(t, cfg, cfg.Kafka.Topics.DLQ)) >= 1
 	})
-	time.Sleep(300 * time.Millisecond) // nothing more should arrive
-	var ranged []string                // group 55's entries, in order (one source partition); the listed job's apart
+	// Nothing more arrives: the pusher committed past every job.
+	testkit.WaitCaughtUp(t, cfg, cfg.Pusher.Group, cfg.Kafka.Topics.Push, 60*time.Second)
+	var ranged []string // group 55's entries, in order (one source partition); the listed job's apart
 	listedN := 0
 	for _, v := range rc.LRange(ctx, "group_push_queue", 0, -1).Val() {
 		var e struct {
