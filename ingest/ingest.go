@@ -25,6 +25,7 @@ import (
 
 	"github.com/imstream/imstream/internal/plumbing/config"
 	"github.com/imstream/imstream/internal/plumbing/kafkax"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 	"github.com/imstream/imstream/schemas"
 )
 
@@ -196,7 +197,8 @@ func (p *Producer) send(ctx context.Context, r Record) error {
 		l = p.bulk
 	}
 	deadline := time.Now().Add(p.cfg.TopicWait)
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	wait := tick.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	for {
 		err := p.write(ctx, l, r)
 		if !errors.Is(err, kafka.UnknownTopicOrPartition) {
 			return err
@@ -207,7 +209,7 @@ func (p *Producer) send(ctx context.Context, r Record) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(min(wait, time.Until(deadline))):
+		case <-time.After(min(wait.Next(), time.Until(deadline))):
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // Batch is a run of consecutive records of one partition, in offset order.
@@ -140,23 +142,20 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error
 	}
 	defer group.Close()
 	first := true
-	wait := 500 * time.Millisecond // between failed joins: doubling up to 10 s
+	wait := tick.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second} // between failed joins
 	for {
 		gen, err := group.Next(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			log.Warn("consumer group join failed; retrying", "group", cfg.Group, "brokers", c.Brokers, "retry_in", wait, "err", err)
-			select {
-			case <-ctx.Done():
+			log.Warn("consumer group join failed; retrying", "group", cfg.Group, "brokers", c.Brokers, "retry_in", wait.Step(), "err", err)
+			if !wait.Wait(ctx) {
 				return nil
-			case <-time.After(wait):
 			}
-			wait = min(2*wait, 10*time.Second)
 			continue
 		}
-		wait = 500 * time.Millisecond
+		wait.Reset()
 		if !first && cfg.Hooks.Rebalance != nil {
 			cfg.Hooks.Rebalance(cfg.Group)
 		}
@@ -200,7 +199,7 @@ func (p *partitionWorker) run(ctx context.Context) {
 		return
 	}
 	at := p.offset
-	st := &stall{backoff: p.cfg.RetryMin}
+	st := &stall{backoff: tick.Backoff{Min: p.cfg.RetryMin, Max: p.cfg.RetryMax}}
 	defer st.clear(p)
 	for {
 		r, again := p.consume(ctx, f, at, st)
@@ -328,7 +327,7 @@ const (
 func (p *partitionWorker) handle(ctx context.Context, inc Incarnation, recs []kafka.Message, c *completer, prevOff int64, prevFP string) int {
 	var waits []func() error
 	b := Batch{Topic: p.topic, Partition: p.partition, Inc: inc, Records: recs, later: &waits}
-	st := &stall{backoff: p.cfg.RetryMin} // this batch's failures
+	st := &stall{backoff: tick.Backoff{Min: p.cfg.RetryMin, Max: p.cfg.RetryMax}} // this batch's failures
 	defer st.clear(p)
 	for {
 		start := time.Now()
@@ -462,7 +461,7 @@ func (c *completer) close() {
 type stall struct {
 	mu      sync.Mutex
 	since   time.Time
-	backoff time.Duration
+	backoff tick.Backoff
 }
 
 // failed records a failure of an attempt begun at (the stall's start, if
@@ -479,9 +478,7 @@ func (s *stall) failed(p *partitionWorker, err error, at time.Time) time.Duratio
 	if p.cfg.Hooks.Stalled != nil {
 		p.cfg.Hooks.Stalled(p.topic, p.partition, s.since, err)
 	}
-	b := s.backoff
-	s.backoff = min(2*s.backoff, p.cfg.RetryMax)
-	return b
+	return s.backoff.Next()
 }
 
 // ok records a batch committed: a stall, if any, is over.
@@ -489,7 +486,8 @@ func (s *stall) ok(p *partitionWorker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.since.IsZero() {
-		s.since, s.backoff = time.Time{}, p.cfg.RetryMin
+		s.since = time.Time{}
+		s.backoff.Reset()
 		if p.cfg.Hooks.Unstalled != nil {
 			p.cfg.Hooks.Unstalled(p.topic, p.partition)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // fetcher reads one partition over a kafka-go Conn to its leader and hands
@@ -78,7 +80,7 @@ func (f *fetcher) init(ctx context.Context, group string, offset int64) bool {
 	if offset < 0 {
 		return true // nothing committed: dial starts an incarnation
 	}
-	backoff := f.retryMin
+	backoff := tick.Backoff{Min: f.retryMin, Max: f.retryMax}
 	for {
 		meta, err := f.committedMeta(ctx, group)
 		if err == nil {
@@ -91,13 +93,10 @@ func (f *fetcher) init(ctx context.Context, group string, offset int64) bool {
 			f.commits.start(f.topic, f.partition, f.inc)
 			return true
 		}
-		f.log.Warn("reading committed offset metadata failed; retrying", "topic", f.topic, "partition", f.partition, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
+		f.log.Warn("reading committed offset metadata failed; retrying", "topic", f.topic, "partition", f.partition, "backoff", backoff.Step(), "err", err)
+		if !backoff.Wait(ctx) {
 			return false
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, f.retryMax)
 	}
 }
 
@@ -154,19 +153,13 @@ func (f *fetcher) send(ctx context.Context, recs []kafka.Message) bool {
 // except records the broker no longer holds (retention), which is logged.
 func (f *fetcher) run(ctx context.Context, offset int64) {
 	defer close(f.out)
-	backoff := f.retryMin
+	backoff := tick.Backoff{Min: f.retryMin, Max: f.retryMax}
 	pause := func(err error) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		f.log.Warn("fetch failed; retrying", "topic", f.topic, "partition", f.partition, "offset", offset, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, f.retryMax)
-		return true
+		f.log.Warn("fetch failed; retrying", "topic", f.topic, "partition", f.partition, "offset", offset, "backoff", backoff.Step(), "err", err)
+		return backoff.Wait(ctx)
 	}
 	for ctx.Err() == nil {
 		conn, next, err := f.dial(ctx, offset)
@@ -180,7 +173,7 @@ func (f *fetcher) run(ctx context.Context, offset int64) {
 		// A fetch blocks up to maxWait; closing the connection ends it at
 		// once when the partition is revoked.
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		next, err = f.fetchLoop(ctx, conn, offset, func() { backoff = f.retryMin })
+		next, err = f.fetchLoop(ctx, conn, offset, backoff.Reset)
 		stop()
 		conn.Close()
 		offset = next

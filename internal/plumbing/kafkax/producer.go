@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/imstream/imstream/internal/plumbing/config"
+	"github.com/imstream/imstream/internal/plumbing/tick"
 )
 
 // Partitioner is the Java/librdkafka-compatible murmur2 partitioner: the
@@ -88,7 +89,7 @@ func (c *Conn) writerTransport() kafka.RoundTripper {
 // kafka.UnknownTopicOrPartition)): the caller may have to create it again (a
 // topic deleted, a cluster that lost its data).
 func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
-	backoff := 50 * time.Millisecond
+	backoff := tick.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	start := time.Now()
 	for {
 		err := w.WriteMessages(ctx, msgs...)
@@ -101,12 +102,9 @@ func Write(ctx context.Context, w *kafka.Writer, msgs ...kafka.Message) error {
 		if !retryable(err) || time.Since(start) > writePatience || (UnknownTopic(err) && time.Since(start) > unknownTopicPatience) {
 			return fmt.Errorf("kafka: write: %w", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx) {
 			return fmt.Errorf("kafka: write: %w", err)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -31,11 +31,12 @@ var waitLines tick.Quiet
 
 // Retry runs f until it succeeds, ctx ends (nil is returned then), or it
 // fails with an error the brokers would give again (a Kafka error that is
-// not temporary). Between attempts it waits 200 ms, doubling up to 10 s,
+// not temporary). Between attempts it waits 200 ms, doubling up to 10 s
+// (tick.Backoff, jittered),
 // and logs each failure with what it was doing and the brokers it tried —
 // once per back-off step for the stages of a process that wait together.
 func Retry(ctx context.Context, what string, brokers []string, f func() error) error {
-	wait := 200 * time.Millisecond
+	wait := tick.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		err := f()
 		if err == nil || ctx.Err() != nil {
@@ -46,14 +47,12 @@ func Retry(ctx context.Context, what string, brokers []string, f func() error) e
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		// Stages waiting in step share the back-off step: one line per step.
-		if ok, _ := waitLines.Allow(what+"\x00"+fmt.Sprint(brokers)+"\x00"+err.Error()+"\x00"+wait.String(), wait/2); ok {
-			slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", wait, "err", err)
+		step := wait.Step()
+		if ok, _ := waitLines.Allow(what+"\x00"+fmt.Sprint(brokers)+"\x00"+err.Error()+"\x00"+step.String(), step/2); ok {
+			slog.Warn("waiting for Kafka", "doing", what, "brokers", brokers, "retry_in", step, "err", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !wait.Wait(ctx) {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 10*time.Second)
 	}
 }
