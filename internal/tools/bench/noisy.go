@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -286,14 +287,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 	sentQ, sentA, produced := b.steady(ctx, w, wa, d, quietRate, flood)
 	sentA += mode.backlog
 	if mode.direct > 0 {
-		<-viaDirect
-		switch { // what the brokers took, a write cut off at the phase's end included
-		case mode.elsewhere:
+		sentA = <-viaDirect
+		if mode.elsewhere {
 			sentA = 0 // nothing of app 8's is routed
-		case mode.bulk:
-			sentA = b.count(ctx, t.Bulk)
-		default:
-			sentA = b.count(ctx, t.Publish) - sentQ
 		}
 	}
 	if mode.elsewhere {
@@ -381,6 +377,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 			out.Note = fmt.Sprintf("app 8: %d sent (%.0f/s), routed at %.0f/s while flooding (quota %d/s: %.2fx), %d lost after its backlog drained",
 				sentA, float64(sentA)/took, routedA/took, noisyQuota, routedA/took/noisyQuota, sentA-int(got))
 		}
+		if mode.direct > 0 && fair {
+			out.Note += "; " + b.floodLanded(ctx, sentA)
+		}
 		if mode.gateway {
 			out.Note = gwNote + fmt.Sprintf("%d lost after the quota was raised and it drained", sentA-int(got))
 		}
@@ -394,8 +393,9 @@ func (b *Bench) noisyPhase(ctx context.Context, d time.Duration, mode noisyMode)
 }
 
 // floodDirect writes up to n of gen's records to topic through a producer
-// of its own, as fast as it goes, until ctx ends; it returns how many were
-// acknowledged.
+// of its own, as fast as it goes, until ctx ends (a write under way is
+// finished, so that what was written is exactly the records 0..sent-1);
+// it returns how many were acknowledged.
 func (b *Bench) floodDirect(ctx context.Context, cfg config.Config, topic string, n int, gen func(int) kafka.Message) int {
 	w := b.conn.NewWriter(cfg.Kafka, topic)
 	defer w.Close()
@@ -407,12 +407,58 @@ func (b *Bench) floodDirect(ctx context.Context, cfg config.Config, topic string
 		for i := range recs {
 			recs[i] = gen(sent + i)
 		}
-		if w.WriteMessages(ctx, recs...) != nil {
+		if w.WriteMessages(context.WithoutCancel(ctx), recs...) != nil {
 			break
 		}
 		sent += k
 	}
 	return sent
+}
+
+// floodLanded checks app 8's n peer messages (noisyRecord) in push_queue:
+// each once, in each receiver's order.
+func (b *Bench) floodLanded(ctx context.Context, n int) string {
+	seen := make([]int8, n)
+	last := map[int64]int{}
+	missing, doubled, order, other := 0, 0, 0, 0
+	const chunk = 50_000
+	for from := int64(0); ; from += chunk {
+		vals, err := b.rc.LRange(ctx, "push_queue", from, from+chunk-1).Result()
+		if err != nil {
+			return "entries not checked: " + err.Error()
+		}
+		for _, v := range vals {
+			var e struct {
+				AppID    int64  `json:"appid"`
+				Receiver int64  `json:"receiver"`
+				Content  string `json:"content"`
+			}
+			i, err := -1, json.Unmarshal([]byte(v), &e)
+			if c, ok := strings.CutPrefix(e.Content, "flood "); ok && err == nil && e.AppID == noisyApp {
+				i, _ = strconv.Atoi(c)
+			}
+			if i < 0 || i >= n {
+				other++
+				continue
+			}
+			if seen[i]++; seen[i] > 1 {
+				doubled++
+			}
+			if l, ok := last[e.Receiver]; ok && i < l {
+				order++
+			}
+			last[e.Receiver] = i
+		}
+		if len(vals) < chunk {
+			break
+		}
+	}
+	for _, c := range seen {
+		if c == 0 {
+			missing++
+		}
+	}
+	return fmt.Sprintf("its entries checked one by one: %d missing, %d doubled, %d out of their receiver's order, %d others", missing, doubled, order, other)
 }
 
 // noisyPush is app 8's i-th MSG_PUSH to an offline user.
