@@ -147,13 +147,7 @@ func Declare(env *Env, d Declaration) (*Core, error) {
 // (and Input.Create) set up first, MaxWait 100 ms unless declared — then
 // releases the core.
 func Run[T schemas.Event](ctx context.Context, c *Core, apply Apply[T]) error {
-	defer c.Close()
-	in := c.in
-	in.Prepare = true
-	if in.MaxWait <= 0 {
-		in.MaxWait = defaultMaxWait
-	}
-	return Consume(ctx, c, in, apply)
+	return RunRaw(ctx, c, decoding(c, c.in.Kind, apply))
 }
 
 // RunRaw is Run for a stage that decodes its records itself (Decode):
@@ -221,14 +215,20 @@ func Decode[T schemas.Event](c *Core, records []kafka.Message, skip []bool) ([]D
 
 // Consume runs in's consumer group until ctx ends.
 func Consume[T schemas.Event](ctx context.Context, c *Core, in Input, apply Apply[T]) error {
-	return ConsumeRaw(ctx, c, in, func(ctx context.Context, b Batch) ([]Rejected, error) {
-		decoded, rejected := DecodeBatch[T](b.Records, c.dec, in.Kind)
+	return ConsumeRaw(ctx, c, in, decoding(c, in.Kind, apply))
+}
+
+// decoding is apply behind the decoding of every record as kind: the
+// invalid ones are dead-lettered with what apply rejects.
+func decoding[T schemas.Event](c *Core, kind schemas.Kind, apply Apply[T]) RawApply {
+	return func(ctx context.Context, b Batch) ([]Rejected, error) {
+		decoded, rejected := DecodeBatch[T](b.Records, c.dec, kind)
 		more, err := apply(ctx, b, decoded)
 		if err != nil {
 			return nil, err
 		}
 		return append(rejected, more...), nil
-	})
+	}
 }
 
 // ConsumeRaw is Consume with an apply that decodes for itself.
