@@ -154,13 +154,14 @@ func (f *Fanout) drainRef(ctx context.Context, ref *spillRef, marks map[string]i
 // stream's drained mark skipped (spilled again after a crash).
 func (f *Fanout) drainCopies(ctx context.Context, decoded []stage.Decoded[*schemas.Publish], marks map[string]int64) ([]stage.Rejected, error) {
 	var rejected []stage.Rejected
-	if err := f.fair.loadMarks(ctx, decoded, marks); err != nil {
-		return nil, err
+	type copied struct {
+		d      stage.Decoded[*schemas.Publish]
+		o      kafka.Message
+		inc    string
+		stream string
 	}
-	keep := decoded[:0:0]
-	var src []routed
-	raised := map[string]int64{}
-	counts := map[appLane]int{}
+	cs := make([]copied, 0, len(decoded))
+	var load []string // streams whose drained marks this batch did not read
 	for _, d := range decoded {
 		o, inc, err := origin(d.Msg)
 		if err != nil {
@@ -168,14 +169,34 @@ func (f *Fanout) drainCopies(ctx context.Context, decoded []stage.Decoded[*schem
 			continue
 		}
 		s := store.SpillStream(d.Event.AppID, o.Topic, inc, o.Partition)
-		if r, ok := raised[s]; o.Offset <= marks[s] || ok && o.Offset <= r {
+		if _, ok := marks[s]; !ok && !slices.Contains(load, s) {
+			load = append(load, s)
+		}
+		cs = append(cs, copied{d, o, inc, s})
+	}
+	if len(load) > 0 {
+		_, drained, err := f.fair.store.Marks(ctx, load)
+		if err != nil {
+			return nil, fmt.Errorf("fair share: read drained marks: %w", err)
+		}
+		for i, s := range load {
+			marks[s] = drained[i]
+		}
+	}
+	keep := decoded[:0:0]
+	var src []routed
+	raised := map[string]int64{}
+	counts := map[appLane]int{}
+	for i := range cs {
+		c := &cs[i]
+		if r, ok := raised[c.stream]; c.o.Offset <= marks[c.stream] || ok && c.o.Offset <= r {
 			f.env.Metrics.Skipped.WithLabelValues(Stage, "spill_repeat").Inc()
 			continue
 		}
-		raised[s] = o.Offset
-		keep = append(keep, d)
-		src = append(src, routed{m: &o, inc: inc})
-		counts[appLane{d.Event.AppID, f.lane(o.Topic)}]++
+		raised[c.stream] = c.o.Offset
+		keep = append(keep, c.d)
+		src = append(src, routed{m: &c.o, inc: c.inc})
+		counts[appLane{c.d.Event.AppID, f.lane(c.o.Topic)}]++
 	}
 	if len(keep) == 0 {
 		return rejected, nil
@@ -187,6 +208,11 @@ func (f *Fanout) drainCopies(ctx context.Context, decoded []stage.Decoded[*schem
 	if err != nil {
 		return nil, err
 	}
+	// Refused outputs' inputs are dead-lettered before the marks pass them
+	// (as drainRef does).
+	if err := f.drain.Reject(ctx, more); err != nil {
+		return nil, err
+	}
 	if err := f.fair.store.Drain(ctx, raised); err != nil {
 		return nil, fmt.Errorf("fair share: set drained marks: %w", err)
 	}
@@ -194,33 +220,7 @@ func (f *Fanout) drainCopies(ctx context.Context, decoded []stage.Decoded[*schem
 		marks[s] = v
 	}
 	f.countApps(f.env.Kafka.Topics.Spill, keep, src, time.Now())
-	return append(rejected, more...), nil
-}
-
-// loadMarks adds to marks the drained marks of the copies' streams it
-// lacks.
-func (fs *fairShare) loadMarks(ctx context.Context, decoded []stage.Decoded[*schemas.Publish], marks map[string]int64) error {
-	var load []string
-	for _, d := range decoded {
-		if o, inc, err := origin(d.Msg); err == nil {
-			if s := store.SpillStream(d.Event.AppID, o.Topic, inc, o.Partition); !slices.Contains(load, s) {
-				if _, ok := marks[s]; !ok {
-					load = append(load, s)
-				}
-			}
-		}
-	}
-	if len(load) == 0 {
-		return nil
-	}
-	_, drained, err := fs.store.Marks(ctx, load)
-	if err != nil {
-		return fmt.Errorf("fair share: read drained marks: %w", err)
-	}
-	for i, s := range load {
-		marks[s] = drained[i]
-	}
-	return nil
+	return rejected, nil
 }
 
 // origin returns where a copied spill record's event was read: a copy of

@@ -40,7 +40,8 @@ var appendLua = redis.NewScript(appendScript)
 // RedisSink writes entries with RPUSH, one atomic script per list, source
 // partition and app, all of a batch in one pipeline. The watermark of list
 // L, source partition (T, P) and app A is the string key
-// "<prefix>wm:{L}:T:P:A" holding the highest position written: the hash tag puts it in L's slot, so every
+// "<prefix>wm:{L}:T:P:A" holding the highest position written: the hash
+// tag puts it in L's slot, so every
 // script touches one slot (Redis Cluster safe).
 type RedisSink struct {
 	Client redis.UniversalClient
@@ -127,6 +128,8 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 		for _, i := range streams {
 			k := order[i]
 			calls[i] = calls[i][:0]
+			legacy := s.LegacyWatermarkKey(k.list, k.topic, k.partition)
+			keys := []string{k.list, legacy + ":" + strconv.FormatInt(k.app, 10), legacy} // KEYS[2] is WatermarkKey
 			after := ""
 			for _, es := range scriptRuns(by[k]) {
 				args := make([]any, 4, 4+len(es))
@@ -140,7 +143,7 @@ func (s *RedisSink) Append(ctx context.Context, entries []Entry) error {
 				}
 				args[0], args[1], args[2], args[3] = es[0].Pos, es[len(es)-1].Pos, after, pos
 				after = strconv.FormatInt(es[len(es)-1].Pos, 10)
-				calls[i] = append(calls[i], call{es, appendLua.EvalSha(ctx, pipe, []string{k.list, s.WatermarkKey(k.list, k.topic, k.partition, k.app), s.LegacyWatermarkKey(k.list, k.topic, k.partition)}, args...)})
+				calls[i] = append(calls[i], call{es, appendLua.EvalSha(ctx, pipe, keys, args...)})
 			}
 		}
 	}

@@ -187,15 +187,9 @@ func (f *fetcher) run(ctx context.Context, offset int64) {
 // offset, resolving FirstOffset and an offset the broker no longer holds
 // to the first one it does.
 func (f *fetcher) dial(ctx context.Context, offset int64) (*kafka.Conn, int64, error) {
-	var conn *kafka.Conn
-	var err error
-	for _, b := range f.brokers {
-		if conn, err = f.dialer.DialLeader(ctx, "tcp", b, f.topic, f.partition); err == nil {
-			break
-		}
-	}
-	if conn == nil {
-		return nil, offset, fmt.Errorf("dial leader: %w", err)
+	conn, err := dialLeader(ctx, f.dialer, f.brokers, f.topic, f.partition)
+	if err != nil {
+		return nil, offset, err
 	}
 	next, err := f.resolve(ctx, conn, offset)
 	if err != nil {
@@ -203,6 +197,19 @@ func (f *fetcher) dial(ctx context.Context, offset int64) (*kafka.Conn, int64, e
 		return nil, offset, err
 	}
 	return conn, next, nil
+}
+
+// dialLeader connects to the leader of partition p of topic, asking each
+// broker in turn.
+func dialLeader(ctx context.Context, d *kafka.Dialer, brokers []string, topic string, p int) (*kafka.Conn, error) {
+	err := errors.New("no broker")
+	for _, b := range brokers {
+		var conn *kafka.Conn
+		if conn, err = d.DialLeader(ctx, "tcp", b, topic, p); err == nil {
+			return conn, nil
+		}
+	}
+	return nil, fmt.Errorf("dial leader: %w", err)
 }
 
 // resolve maps offset onto the partition's log and positions conn there.

@@ -64,15 +64,11 @@ func (r *PartitionReader) Read(ctx context.Context, from, to int64, fp string, k
 
 func (r *PartitionReader) read(ctx context.Context, from, to int64, fp string, keep func(*kafka.Message) bool) ([]kafka.Message, error) {
 	if r.c == nil {
-		var err error
-		for _, b := range r.conn.Brokers {
-			if r.c, err = r.conn.Dialer.DialLeader(ctx, "tcp", b, r.topic, r.partition); err == nil {
-				break
-			}
+		c, err := dialLeader(ctx, r.conn.Dialer, r.conn.Brokers, r.topic, r.partition)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", r.topic, r.partition, err)
 		}
-		if r.c == nil {
-			return nil, fmt.Errorf("read %s/%d: dial leader: %w", r.topic, r.partition, err)
-		}
+		r.c = c
 	}
 	stop := context.AfterFunc(ctx, func() { r.c.SetDeadline(time.Now()) })
 	defer stop()

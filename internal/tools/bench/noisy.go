@@ -36,12 +36,10 @@ const (
 // app 8's backlog drained. Then the cost of fair share when every app is
 // within its quota: the offline path with fair share off and on.
 func (b *Bench) Noisy(ctx context.Context) error {
-	d := min(b.o.Latency, 20*time.Second)
-	alone, err := b.noisyPhase(ctx, d, noisyMode{fair: true})
+	d, alone, err := b.noisyAlone(ctx)
 	if err != nil {
 		return err
 	}
-	b.add(alone)
 	for _, mode := range []noisyMode{
 		{flood: 10 * noisyQuota, fair: true}, {flood: 10 * noisyQuota}, {flood: 10 * noisyQuota, elsewhere: true},
 		{flood: 10 * noisyQuota, gateway: true},
@@ -93,6 +91,17 @@ func (b *Bench) Noisy(ctx context.Context) error {
 	return nil
 }
 
+// noisyAlone runs and records app 7 alone, the baseline of the noisy
+// phases, and returns the phases' length.
+func (b *Bench) noisyAlone(ctx context.Context) (time.Duration, Result, error) {
+	d := min(b.o.Latency, 20*time.Second)
+	alone, err := b.noisyPhase(ctx, d, noisyMode{fair: true})
+	if err == nil {
+		b.add(alone)
+	}
+	return d, alone, err
+}
+
 // noisyAgainst runs mode's phase and records it against alone.
 func (b *Bench) noisyAgainst(ctx context.Context, d time.Duration, mode noisyMode, alone Result) error {
 	r, err := b.noisyPhase(ctx, d, mode)
@@ -116,12 +125,10 @@ func (b *Bench) noisyAgainst(ctx context.Context, d time.Duration, mode noisyMod
 // same run: the same flood as MSG_PUSH on the bulk lane routed in full,
 // and to a topic nothing reads. App 7's p99 in each, against alone's.
 func (b *Bench) NoisyDirect(ctx context.Context) error {
-	d := min(b.o.Latency, 20*time.Second)
-	alone, err := b.noisyPhase(ctx, d, noisyMode{fair: true})
+	d, alone, err := b.noisyAlone(ctx)
 	if err != nil {
 		return err
 	}
-	b.add(alone)
 	for _, mode := range []noisyMode{{direct: b.o.Events, fair: true}, {direct: b.o.Events, bulk: true}, {direct: b.o.Events, elsewhere: true}} {
 		if err := b.noisyAgainst(ctx, d, mode, alone); err != nil {
 			return err
